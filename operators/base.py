@@ -1,0 +1,149 @@
+"""The operator contract (see DESIGN.md): every pipeline stage is one of these classes.
+
+A batch is a `polars.DataFrame` with a unique string `id` column. Operators are pure functions of
+(batch, params): they know nothing about files, Prefect or releases.
+
+- `Mapper`: rewrites columns, keeps every row.
+- `Scorer`: adds `score_*` columns, keeps every row.
+- `Filter`: a scorer plus rules; a row failing a rule is rejected with that rule as its reason.
+- `GlobalOperator`: needs all rows (dedup, sampling): `index` each shard, then `decide` once.
+- `Generator`: makes new rows from seed rows and an LLM client.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import sys
+from typing import Any, ClassVar, NamedTuple
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+REASON = "reason"  # rejects column: why a row was dropped ("<stage>:<rule>")
+DETAIL = "detail"  # rejects column: extra evidence, e.g. the id of the surviving duplicate
+
+
+class Params(BaseModel):
+    """Typed operator parameters; unknown keys are an error, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Split(NamedTuple):
+    """A row-local stage's result: kept rows, and rejected rows with `reason` (the rule) and `detail`."""
+
+    kept: pl.DataFrame
+    rejected: pl.DataFrame
+
+
+class Operator:
+    name: ClassVar[str]
+    Params: ClassVar[type[Params]] = Params
+
+    def __init__(self, params: Params | None = None, **kwargs: Any) -> None:
+        self.params = params if params is not None else self.Params(**kwargs)
+
+    @classmethod
+    def summary(cls) -> str:
+        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+
+    @property
+    def fingerprint(self) -> str:
+        """Name, parameters and the operator's source code: equal fingerprints mean equal output."""
+        code = inspect.getsource(sys.modules[type(self).__module__])
+        payload = {
+            "op": self.name,
+            "params": self.params.model_dump(mode="json"),
+            "code": hashlib.sha256(code.encode()).hexdigest(),
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _no_rejects(frame: pl.DataFrame) -> pl.DataFrame:
+    return _with_reason(frame.clear(), "")
+
+
+def _with_reason(rows: pl.DataFrame, reason: str | pl.Expr, detail: str | pl.Expr | None = None) -> pl.DataFrame:
+    reason_expr = reason if isinstance(reason, pl.Expr) else pl.lit(reason)
+    detail_expr = detail if isinstance(detail, pl.Expr) else pl.lit(detail, dtype=pl.String)
+    return rows.with_columns(reason_expr.cast(pl.String).alias(REASON), detail_expr.cast(pl.String).alias(DETAIL))
+
+
+class RowOperator(Operator):
+    """An operator that looks at one row at a time (vectorised over the batch)."""
+
+    def process(self, batch: pl.DataFrame) -> Split:
+        raise NotImplementedError
+
+
+class Mapper(RowOperator):
+    def map(self, batch: pl.DataFrame) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def process(self, batch: pl.DataFrame) -> Split:
+        return Split(self.map(batch), _no_rejects(batch))
+
+
+class Scorer(RowOperator):
+    def score(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """Return the batch with this operator's `score_*` columns added."""
+        raise NotImplementedError
+
+    def process(self, batch: pl.DataFrame) -> Split:
+        scored = self.score(batch)
+        return Split(scored, _no_rejects(scored))
+
+
+class Filter(Scorer):
+    """Score, then decide: `rules()` maps a rule name to an expression that is true where a row fails it.
+
+    A row is rejected with the first rule it fails, in the order `rules()` lists them.
+    """
+
+    def score(self, batch: pl.DataFrame) -> pl.DataFrame:
+        return batch
+
+    def rules(self) -> dict[str, pl.Expr]:
+        raise NotImplementedError
+
+    def process(self, batch: pl.DataFrame) -> Split:
+        scored = self.score(batch)
+        rules = self.rules()
+        if not rules:
+            return Split(scored, _no_rejects(scored))
+        failed = pl.coalesce(
+            [pl.when(fails.fill_null(False)).then(pl.lit(rule)) for rule, fails in rules.items()]
+        )
+        marked = scored.with_columns(failed.alias(REASON))
+        kept = marked.filter(pl.col(REASON).is_null()).drop(REASON)
+        rejected = _with_reason(marked.filter(pl.col(REASON).is_not_null()), pl.col(REASON))
+        return Split(kept, rejected)
+
+
+class GlobalOperator(Operator):
+    """An operator that needs every row before it can decide (a barrier between shards).
+
+    `index` turns one shard into a small key table (an `id` column plus whatever the decision needs);
+    `decide` sees the index of all shards, concatenated in input order, and returns the rows to drop:
+    columns `id`, `reason` (the rule) and `detail`. Applying the decision is the engine's job.
+    """
+
+    def index(self, batch: pl.DataFrame) -> pl.DataFrame:
+        raise NotImplementedError
+
+    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
+        raise NotImplementedError
+
+    @staticmethod
+    def drops(rows: pl.DataFrame, reason: str, detail: pl.Expr | None = None) -> pl.DataFrame:
+        """The decision table for `rows`: id, reason, detail."""
+        return _with_reason(rows, reason, detail).select("id", REASON, DETAIL)
+
+
+class Generator(Operator):
+    """Makes new rows from seed rows through an LLM client; new rows carry provenance columns."""
+
+    def generate(self, seeds: pl.DataFrame, client: Any) -> pl.DataFrame:
+        raise NotImplementedError

@@ -1,0 +1,85 @@
+"""Row accounting: for every stage, rows_in = rows_out + sum(dropped by reason), or the run fails."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from operators.errors import AccountingError
+
+
+@dataclass
+class StageCount:
+    stage: str
+    op: str
+    rows_in: int = 0
+    rows_out: int = 0
+    dropped: Counter = field(default_factory=Counter)
+
+    def add(self, rows_in: int, rows_out: int, reasons: dict[str, int]) -> None:
+        self.rows_in += rows_in
+        self.rows_out += rows_out
+        self.dropped.update(reasons)
+
+    @property
+    def balanced(self) -> bool:
+        return self.rows_in == self.rows_out + sum(self.dropped.values())
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stage": self.stage, "op": self.op, "rows_in": self.rows_in, "rows_out": self.rows_out,
+                "dropped": dict(sorted(self.dropped.items()))}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StageCount:
+        return cls(data["stage"], data["op"], data["rows_in"], data["rows_out"], Counter(data["dropped"]))
+
+
+@dataclass
+class Ledger:
+    """The stages of one run, in order; the first is reading."""
+
+    stages: list[StageCount] = field(default_factory=list)
+
+    def stage(self, name: str, op: str) -> StageCount:
+        count = StageCount(name, op)
+        self.stages.append(count)
+        return count
+
+    @property
+    def total_dropped(self) -> int:
+        return sum(sum(s.dropped.values()) for s in self.stages)
+
+    def check(self) -> None:
+        """Raise if any stage loses or invents rows, or a stage's input is not the previous stage's output."""
+        previous = None
+        for s in self.stages:
+            if not s.balanced:
+                raise AccountingError(
+                    f"stage {s.stage!r}: rows do not balance: {s.rows_in} in != {s.rows_out} out + "
+                    f"{sum(s.dropped.values())} dropped {dict(s.dropped)}"
+                )
+            if previous is not None and s.rows_in != previous.rows_out:
+                raise AccountingError(
+                    f"stage {s.stage!r} received {s.rows_in} rows but {previous.stage!r} passed on {previous.rows_out}"
+                )
+            previous = s
+
+    def table(self) -> str:
+        rows = [("stage", "op", "rows in", "rows out", "dropped", "reasons")]
+        for s in self.stages:
+            reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(s.dropped.items())) or "-"
+            rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{sum(s.dropped.values()):,}", reasons))
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = []
+        for r in rows:
+            cells = [r[i].ljust(widths[i]) if i < 2 else r[i].rjust(widths[i]) for i in range(5)]
+            lines.append("  ".join(cells) + "  " + r[5])
+        return "\n".join(lines)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [s.to_json() for s in self.stages]
+
+    @classmethod
+    def from_json(cls, data: list[dict[str, Any]]) -> Ledger:
+        return cls([StageCount.from_json(d) for d in data])

@@ -1,0 +1,224 @@
+"""Pipeline configs: YAML -> validated `Pipeline`, before any work starts.
+
+Relative paths in a config resolve against the config file's folder. Every problem is reported at once,
+each as `FILE:LINE: field.path: what is wrong (got VALUE)`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from operators import registry
+from operators.base import Operator
+from operators.errors import ConfigError
+from pipelines.readers import Source, detect_format
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(_Strict):
+    path: str = Field(description="file or glob, relative to the config file")
+    format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
+    fields: dict[str, str] = Field(default_factory=dict, description="output column -> input field")
+    optional: list[str] = Field(default_factory=list, description="mapped columns that may be missing or empty")
+    source: str | None = Field(default=None, description="provenance label; default: the file name")
+    on_error: Literal["fail", "skip"] = "fail"
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the extra keys are the operator's parameters
+    op: str
+    name: str | None = None
+
+
+class ReleaseConfig(_Strict):
+    dir: str | None = Field(default=None, description="release root; default: ./data/releases")
+    rows_per_file: int = Field(default=100_000, ge=1)
+    license: str = "other"
+    description: str = ""
+
+
+class PipelineConfig(_Strict):
+    dataset: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="release name")
+    inputs: list[InputConfig] = Field(min_length=1)
+    shard_rows: int = Field(default=10_000, ge=1, description="rows per processing shard")
+    stages: list[StageConfig] = Field(default_factory=list)
+    release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+
+
+@dataclass
+class Stage:
+    name: str
+    operator: Operator
+
+
+@dataclass
+class Pipeline:
+    """A validated config: what to read, which operators to run, where to publish."""
+
+    path: Path
+    config: PipelineConfig
+    sources: list[Source]
+    stages: list[Stage]
+    release_dir: Path | None
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """The config with every default filled in, as recorded in the manifest."""
+        data = self.config.model_dump(mode="json", exclude={"stages"})
+        data["stages"] = [
+            {"name": s.name, "op": s.operator.name, **s.operator.params.model_dump(mode="json")} for s in self.stages
+        ]
+        return data
+
+    @property
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.resolved, sort_keys=True).encode()).hexdigest()
+
+
+def load(path: str | Path) -> Pipeline:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config ({err})") from None
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with dataset, inputs, stages, release")
+    return _build(path, node, data)
+
+
+def _build(path: Path, node: yaml.Node, data: dict) -> Pipeline:
+    problems = _Problems(path, node)
+    try:
+        config = PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        problems.add_validation(err, PipelineConfig)
+        problems.raise_if_any()
+    base = path.parent
+    sources = [src for i, inp in enumerate(config.inputs) for src in _sources(inp, i, base, problems)]
+    stages = _stages(config.stages, problems)
+    problems.raise_if_any()
+    release_dir = Path(os.path.normpath(base / config.release.dir)) if config.release.dir else None
+    return Pipeline(path, config, sources, stages, release_dir)
+
+
+def _sources(inp: InputConfig, i: int, base: Path, problems: _Problems) -> list[Source]:
+    pattern = os.path.normpath(base / inp.path)
+    paths = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [Path(pattern)]
+    paths = [p for p in paths if p.is_file()]
+    if not paths:
+        problems.add(("inputs", i, "path"), f"no input file matches {pattern}", inp.path)
+    for name in inp.optional:
+        if name not in inp.fields:
+            problems.add(("inputs", i, "optional"), f"{name!r} is not a mapped field; mapped: {sorted(inp.fields)}", name)
+    sources = []
+    for p in paths:
+        fmt = detect_format(p) if inp.format == "auto" else inp.format
+        if fmt is None:
+            problems.add(("inputs", i, "format"), f"cannot tell the format of {p.name}; set format: jsonl|json|parquet|csv", "auto")
+            continue
+        source = inp.source or p.name.split(".")[0]
+        sources.append(Source(p, fmt, dict(inp.fields), tuple(inp.optional), source, inp.on_error))
+    return sources
+
+
+def _stages(configs: list[StageConfig], problems: _Problems) -> list[Stage]:
+    stages, names = [], set()
+    for i, sc in enumerate(configs):
+        try:
+            cls = registry.get(sc.op)
+        except ConfigError as err:
+            problems.add(("stages", i, "op"), str(err), sc.op)
+            continue
+        try:
+            operator = cls(cls.Params.model_validate(sc.model_extra or {}))
+        except ValidationError as err:
+            problems.add_validation(err, cls.Params, prefix=("stages", i))
+            continue
+        name = sc.name or sc.op
+        if name in names:
+            if sc.name:
+                problems.add(("stages", i, "name"), "stage names must be unique", sc.name)
+            k = 2
+            while f"{sc.op}_{k}" in names:
+                k += 1
+            name = f"{sc.op}_{k}"
+        names.add(name)
+        stages.append(Stage(name, operator))
+    return stages
+
+
+class _Problems:
+    """Collects config problems with the YAML line of each field path."""
+
+    def __init__(self, path: Path, node: yaml.Node) -> None:
+        self.path, self.node, self.lines = path, node, []
+
+    def add(self, loc: tuple, message: str, value: Any = ...) -> None:
+        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        got = "" if value is ... else f" (got {value!r})"
+        self.lines.append(f"{self.path}:{_line_of(self.node, loc)}: {dotted}: {message}{got}")
+
+    def add_validation(self, err: ValidationError, model: type[BaseModel], prefix: tuple = ()) -> None:
+        for e in err.errors():
+            loc = prefix + tuple(e["loc"])
+            if e["type"] == "extra_forbidden":
+                self.add(loc, f"unknown field; allowed: {', '.join(_fields_at(model, e['loc'][:-1]))}")
+            elif e["type"] == "missing":
+                self.add(loc, "required field is missing")
+            else:
+                self.add(loc, e["msg"].removeprefix("Value error, "), e.get("input", ...))
+
+    def raise_if_any(self) -> None:
+        if self.lines:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(self.lines))
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the (nested) model found at `loc`."""
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        annotation = model.model_fields[key].annotation
+        nested = [a for a in (annotation, *typing.get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not nested:
+            return []
+        model = nested[0]
+    return list(model.model_fields)
+
+
+def _line_of(node: yaml.Node | None, loc: tuple) -> int:
+    """The 1-based line of the deepest YAML node along `loc` that exists."""
+    line = node.start_mark.line + 1 if node else 1
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+            if node is None:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line

@@ -1,0 +1,270 @@
+"""Readers: JSONL (.gz), JSON arrays, Parquet and CSV, streamed as shards of validated rows.
+
+Every input row either becomes a row of a shard (payload fields renamed by the field mapping, every other
+column kept, a unique string `id`) or a reject with a `read:<kind>` reason and a detail naming the file
+and line. With `on_error: fail` (the default) the first bad row stops the run with that message instead.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import json
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from operators.base import DETAIL, REASON
+from operators.errors import InputError
+
+Format = Literal["jsonl", "json", "parquet", "csv"]
+_SUFFIX_FORMATS: dict[str, Format] = {
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file and how to read it (built from the config's `inputs` entry)."""
+
+    path: Path
+    format: Format
+    fields: dict[str, str] = field(default_factory=dict)  # output column -> input field
+    optional: tuple[str, ...] = ()  # output columns that may be missing, null or empty ("" then)
+    source: str = ""
+    on_error: Literal["fail", "skip"] = "fail"
+
+
+def detect_format(path: Path) -> Format | None:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    return _SUFFIX_FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+class RowError(Exception):
+    """A bad input row: `kind` becomes the reject reason `read:<kind>`."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+@dataclass
+class Shard:
+    """One batch of rows from one input file, plus the rows rejected while reading it."""
+
+    source: Source
+    index: int  # shard number within its source
+    rows: pl.DataFrame
+    rejects: pl.DataFrame
+    rows_read: int  # rows + rejects
+
+    @property
+    def key(self) -> str:
+        return f"{self.source.path.name}#{self.index:05d}"
+
+
+class IdRegistry:
+    """Run-wide id bookkeeping: user-given ids must be unique; missing ids become content hashes."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def claim(self, given: Any, content: dict[str, Any], where: str) -> str:
+        if given is not None and given != "":
+            rid = str(given)
+            if rid in self._seen:
+                raise RowError("duplicate_id", f"duplicate id {rid!r} (first seen at {self._seen[rid]})")
+        else:
+            canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
+            digest = hashlib.blake2b(canonical.encode(), digest_size=8)
+            rid = base = digest.hexdigest()
+            n = 1
+            while rid in self._seen:  # identical content: keep both rows, tell them apart
+                n += 1
+                rid = f"{base}-{n}"
+        self._seen[rid] = where
+        return rid
+
+
+def read_shards(src: Source, shard_rows: int, ids: IdRegistry) -> Iterator[Shard]:
+    """Stream `src` as shards of at most `shard_rows` input rows."""
+    if not src.path.is_file():
+        raise InputError(f"{src.path}: input file not found")
+    good: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    index = 0
+    for where, record in _records(src):
+        try:
+            good.append(_validate(src, where, record, ids))
+        except RowError as err:
+            if src.on_error == "fail":
+                raise InputError(f"{where}: {err} (set `on_error: skip` on this input to reject such rows)") from None
+            bad.append(_reject(where, record, err))
+        if len(good) + len(bad) >= shard_rows:
+            yield _shard(src, index, good, bad)
+            good, bad, index = [], [], index + 1
+    if good or bad or index == 0:
+        yield _shard(src, index, good, bad)
+
+
+def _shard(src: Source, index: int, good: list[dict], bad: list[dict]) -> Shard:
+    rows = _frame(src, good) if good else pl.DataFrame(schema={"id": pl.String, **{f: pl.String for f in src.fields}})
+    rejects = pl.DataFrame(bad, schema={"id": pl.String, REASON: pl.String, DETAIL: pl.String, "raw": pl.String})
+    return Shard(src, index, rows, rejects, len(good) + len(bad))
+
+
+def _frame(src: Source, rows: list[dict[str, Any]]) -> pl.DataFrame:
+    """Rows -> DataFrame. Extra (unmapped) columns whose values mix types are kept as JSON text."""
+    try:
+        frame = pl.from_dicts(rows, infer_schema_length=None)
+    except Exception:  # polars cannot unify e.g. an int and a dict in one column
+        mixed = {k for r in rows for k, v in r.items() if not isinstance(v, (str, type(None)))}
+        rows = [{k: (json.dumps(v, ensure_ascii=False) if k in mixed else v) for k, v in r.items()} for r in rows]
+        frame = pl.from_dicts(rows, infer_schema_length=None)
+    payload = ["id", *src.fields]
+    return frame.select(payload + [c for c in frame.columns if c not in payload])
+
+
+def _validate(src: Source, where: str, record: Any, ids: IdRegistry) -> dict[str, Any]:
+    if isinstance(record, RowError):
+        raise record
+    if not isinstance(record, dict):
+        raise RowError("not_an_object", f"expected an object with fields, got {type(record).__name__}")
+    row = dict(record)
+    for target, name in src.fields.items():
+        row.pop(name, None)
+        row[target] = _field_value(src, record, target, name)
+    given = row.pop("id", None)
+    if isinstance(given, (dict, list, float, bool)):
+        raise RowError("wrong_type", f"field 'id' must be a string or an integer, got {type(given).__name__}")
+    row["id"] = ids.claim(given, row | {"source": src.source}, where)
+    if src.source:
+        row.setdefault("source", src.source)
+    return row
+
+
+def _field_value(src: Source, record: dict, target: str, name: str) -> Any:
+    value = record.get(name)
+    if target == "id":
+        return value
+    if target in src.optional:
+        if value is None:
+            return ""
+    elif name not in record:
+        raise RowError("missing_field", f"missing field {name!r}" + (f" (mapped to {target!r})" if name != target else ""))
+    elif value is None:
+        raise RowError("missing_field", f"field {name!r} is null")
+    if not isinstance(value, str):
+        raise RowError("wrong_type", f"field {name!r} must be a string, got {type(value).__name__}: {_clip(value)}")
+    if target not in src.optional and not value.strip():
+        raise RowError("empty_field", f"field {name!r} is empty or whitespace-only")
+    return value
+
+
+def _reject(where: str, record: Any, err: RowError) -> dict[str, Any]:
+    raw = record.raw if isinstance(record, _BadLine) else json.dumps(record, ensure_ascii=False, default=str)
+    rid = hashlib.blake2b(f"{where}\n{raw}".encode(errors="replace"), digest_size=8).hexdigest()
+    return {"id": rid, REASON: f"read:{err.kind}", DETAIL: f"{where}: {err}", "raw": raw}
+
+
+def _clip(value: Any, n: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+class _BadLine(RowError):
+    """A line that is not a record at all (bad JSON, bad encoding); keeps the raw text for rejects."""
+
+    def __init__(self, kind: str, message: str, raw: str) -> None:
+        super().__init__(kind, message)
+        self.raw = raw
+
+
+# --- record streams: (where, record-or-error) ---------------------------------------------------------
+
+
+def _records(src: Source) -> Iterator[tuple[str, Any]]:
+    read = {"jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records, "parquet": _parquet_records}
+    try:
+        yield from read[src.format](src.path)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        raise InputError(f"{src.path}: truncated or corrupt gzip file ({err})") from None
+    except OSError as err:
+        raise InputError(f"{src.path}: cannot read ({err.strerror or err})") from None
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
+    with _open_binary(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            where = f"{path}:{number}"
+            if number == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
+            if not line.strip():
+                continue  # blank lines are not rows
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raw = line.decode("utf-8", errors="replace").rstrip("\n")
+                yield where, _BadLine("invalid_utf8", f"not valid UTF-8 (byte {err.start})", raw)
+                continue
+            try:
+                yield where, json.loads(text)
+            except json.JSONDecodeError as err:
+                yield where, _BadLine("malformed_json", f"malformed JSON: {err.msg} at column {err.colno}", text.rstrip("\n"))
+
+
+def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
+    with _open_binary(path) as fh:
+        data = fh.read()
+    try:
+        items = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not valid UTF-8 (byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}:{err.lineno}: malformed JSON: {err.msg} at column {err.colno}") from None
+    if not isinstance(items, list):
+        raise InputError(f"{path}: expected a JSON array of objects, got a JSON {type(items).__name__}")
+    for number, item in enumerate(items, start=1):
+        yield f"{path}: item {number}", item
+
+
+def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
+    with _open_binary(path) as fh:
+        text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
+        reader = csv.DictReader(text)
+        try:
+            for record in reader:
+                where = f"{path}:{reader.line_num}"
+                if None in record or None in record.values():
+                    yield where, RowError("wrong_columns", f"expected {len(reader.fieldnames or [])} columns")
+                else:
+                    yield where, record
+        except UnicodeDecodeError as err:
+            raise InputError(f"{path}: not valid UTF-8 after line {reader.line_num} (byte {err.start})") from None
+        except csv.Error as err:
+            raise InputError(f"{path}:{reader.line_num}: malformed CSV: {err}") from None
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+    number = 0
+    for batch in parquet.iter_batches(batch_size=10_000):
+        for record in batch.to_pylist():
+            number += 1
+            yield f"{path}: row {number}", record

@@ -1,0 +1,228 @@
+"""Versioned releases: Parquet shards + rejects + manifest.json + dataset card, published atomically.
+
+    <root>/<dataset>/<version>/manifest.json, README.md, data/part-*.parquet, rejects/part-*.parquet
+
+A version is written to a hidden temporary folder and renamed into place, so a reader never sees half a
+release; files are then read-only and a published version is never touched again. Versions are
+`v0001`, `v0002`, ... so they sort by name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import uuid
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from operators.errors import ReleaseError
+from pipelines.accounting import Ledger
+from pipelines.engine import Outcome, file_sha256
+
+DEFAULT_ROOT = Path("data/releases")
+_VERSION = re.compile(r"^v(\d{4,})$")
+
+
+def versions(dataset_dir: Path) -> list[str]:
+    if not dataset_dir.is_dir():
+        return []
+    return sorted((p.name for p in dataset_dir.iterdir() if _VERSION.match(p.name)), key=lambda v: int(v[1:]))
+
+
+def publish(root: Path, dataset: str, outcome: Outcome, info: dict[str, Any], rows_per_file: int) -> Path:
+    """Write `outcome` as the next version of `dataset` under `root`; return the version folder."""
+    dataset_dir = root / dataset
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    existing = versions(dataset_dir)
+    version = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
+    tmp = dataset_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    rows = _concat(outcome.shards)
+    rejects = _concat(outcome.rejects)
+    manifest = {
+        "dataset": dataset,
+        "version": version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **info,
+        "code_version": code_version(),
+        "inputs": outcome.inputs,
+        "rows": len(rows),
+        "rejected_rows": len(rejects),
+        "schema": {name: str(dtype) for name, dtype in rows.schema.items()},
+        "shards": _write_parts(rows, tmp, "data", rows_per_file),
+        "rejects": _write_parts(rejects, tmp, "rejects", rows_per_file) if len(rejects) else [],
+        "stages": outcome.ledger.to_json(),
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    (tmp / "README.md").write_text(dataset_card(manifest))
+    _seal(tmp)
+    final = dataset_dir / version
+    try:
+        os.rename(tmp, final)
+    except OSError:
+        raise ReleaseError(f"{final} was published by another run meanwhile; nothing was overwritten, run again") from None
+    _fsync_dir(dataset_dir)
+    return final
+
+
+def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """One table from shards whose columns may differ (inputs with different extra fields)."""
+    frames = [f for f in frames if f.width]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"id": pl.String})
+
+
+def _write_parts(frame: pl.DataFrame, folder: Path, name: str, rows_per_file: int) -> list[dict[str, Any]]:
+    (folder / name).mkdir()
+    parts = []
+    for i, offset in enumerate(range(0, max(len(frame), 1), rows_per_file)):
+        rel = f"{name}/part-{i:05d}.parquet"
+        chunk = frame.slice(offset, rows_per_file)
+        chunk.write_parquet(folder / rel, compression="zstd", statistics=True)
+        parts.append(_describe(folder, rel, len(chunk)))
+    return parts
+
+
+def _describe(folder: Path, rel: str, rows: int) -> dict[str, Any]:
+    path = folder / rel
+    return {"path": rel, "rows": rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _seal(folder: Path) -> None:
+    """Flush every file to disk and make it read-only."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            path.chmod(0o444)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def code_version() -> dict[str, str | None]:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"sluice": metadata.version("sluice"), "git_commit": commit}
+
+
+def dataset_card(manifest: dict[str, Any]) -> str:
+    config = manifest.get("config", {})
+    license_ = config.get("release", {}).get("license", "other")
+    header = "\n".join([
+        "---",
+        f"license: {license_}",
+        "configs:",
+        "- config_name: default",
+        "  data_files:",
+        "  - split: train",
+        "    path: data/*.parquet",
+        "---",
+    ])
+    ledger = Ledger.from_json(manifest["stages"])
+    return (
+        f"{header}\n\n# {manifest['dataset']} {manifest['version']}\n\n"
+        f"{config.get('release', {}).get('description', '')}\n\n"
+        f"{manifest['rows']:,} rows in {len(manifest['shards'])} Parquet shard(s); "
+        f"{manifest['rejected_rows']:,} rejected rows with their reasons in rejects/.\n\n"
+        f"## Inputs\n\n" + "".join(f"- `{i['path']}` ({i['rows']:,} rows, sha256 `{i['sha256'][:16]}...`)\n"
+                                    for i in manifest["inputs"])
+        + f"\n## Row accounting\n\n```\n{ledger.table()}\n```\n"
+    )
+
+
+# --- reading releases back -------------------------------------------------------------------------
+
+
+def resolve(ref: str, root: Path = DEFAULT_ROOT) -> Path:
+    """A release folder from a path, `dataset/version`, or `dataset` (its latest version)."""
+    for candidate in (Path(ref), root / ref):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+        if candidate.is_dir() and (found := versions(candidate)):
+            return candidate / found[-1]
+    raise ReleaseError(f"no release found at {ref!r} (looked in {Path(ref)} and {root / ref})")
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReleaseError(f"{path}: missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ReleaseError(f"{path}: not valid JSON ({err})") from None
+
+
+def listing(root: Path) -> list[dict[str, Any]]:
+    out = []
+    for dataset_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for version in versions(dataset_dir):
+            try:
+                m = read_manifest(dataset_dir / version)
+            except ReleaseError:
+                m = {}
+            out.append({"dataset": dataset_dir.name, "version": version, "rows": m.get("rows"),
+                        "created_at": m.get("created_at"), "path": str(dataset_dir / version)})
+    return out
+
+
+def verify(folder: Path) -> list[str]:
+    """Every problem with a published release: checksums, row counts, stray or missing files, books."""
+    try:
+        manifest = read_manifest(folder)
+    except ReleaseError as err:
+        return [str(err)]
+    problems = []
+    for kind in ("shards", "rejects"):
+        listed = {entry["path"] for entry in manifest[kind]}
+        for entry in manifest[kind]:
+            problems += _check_file(folder, entry)
+        sub = "data" if kind == "shards" else "rejects"
+        for stray in sorted((folder / sub).glob("*")) if (folder / sub).is_dir() else []:
+            if f"{sub}/{stray.name}" not in listed:
+                problems.append(f"{stray}: file not listed in the manifest")
+    ledger = Ledger.from_json(manifest["stages"])
+    try:
+        ledger.check()
+    except Exception as err:
+        problems.append(f"{folder / 'manifest.json'}: {err}")
+    shard_rows = sum(e["rows"] for e in manifest["shards"])
+    reject_rows = sum(e["rows"] for e in manifest["rejects"])
+    if ledger.stages and shard_rows != ledger.stages[-1].rows_out:
+        problems.append(f"{folder}: shards hold {shard_rows} rows but the last stage passed on {ledger.stages[-1].rows_out}")
+    if reject_rows != ledger.total_dropped:
+        problems.append(f"{folder}: rejects hold {reject_rows} rows but the stages dropped {ledger.total_dropped}")
+    return problems
+
+
+def _check_file(folder: Path, entry: dict[str, Any]) -> list[str]:
+    path = folder / entry["path"]
+    if not path.is_file():
+        return [f"{path}: missing"]
+    if path.stat().st_size != entry["bytes"]:
+        return [f"{path}: size {path.stat().st_size} bytes, manifest says {entry['bytes']}"]
+    if file_sha256(path) != entry["sha256"]:
+        return [f"{path}: sha256 differs from the manifest (file changed or corrupt)"]
+    try:
+        rows = pq.ParquetFile(path).metadata.num_rows
+    except Exception as err:
+        return [f"{path}: not readable as Parquet ({err})"]
+    if rows != entry["rows"]:
+        return [f"{path}: {rows} rows, manifest says {entry['rows']}"]
+    return []
