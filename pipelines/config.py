@@ -114,6 +114,7 @@ def _build(path: Path, node: yaml.Node, data: dict) -> Pipeline:
         config = PipelineConfig.model_validate(data)
     except ValidationError as err:
         problems.add_validation(err, PipelineConfig)
+        _stages(_raw_stages(data.get("stages")), problems)  # report stage problems in the same message
         problems.raise_if_any()
     base = path.parent
     sources = [src for i, inp in enumerate(config.inputs) for src in _sources(inp, i, base, problems)]
@@ -143,9 +144,19 @@ def _sources(inp: InputConfig, i: int, base: Path, problems: _Problems) -> list[
     return sources
 
 
-def _stages(configs: list[StageConfig], problems: _Problems) -> list[Stage]:
+def _raw_stages(raw: Any) -> list[StageConfig | None]:
+    """Stage entries that parse on their own (None for the rest, keeping the indexes)."""
+    if not isinstance(raw, list):
+        return []
+    ok = (isinstance(s, dict) and isinstance(s.get("op"), str) for s in raw)
+    return [StageConfig.model_validate(s) if good else None for s, good in zip(raw, ok)]
+
+
+def _stages(configs: list[StageConfig | None], problems: _Problems) -> list[Stage]:
     stages, names = [], set()
     for i, sc in enumerate(configs):
+        if sc is None:
+            continue
         try:
             cls = registry.get(sc.op)
         except ConfigError as err:

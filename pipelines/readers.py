@@ -112,7 +112,9 @@ def read_shards(src: Source, shard_rows: int, ids: IdRegistry) -> Iterator[Shard
         if len(good) + len(bad) >= shard_rows:
             yield _shard(src, index, good, bad)
             good, bad, index = [], [], index + 1
-    if good or bad or index == 0:
+    if index == 0 and not good and not bad:
+        raise InputError(f"{src.path}: the input has no rows (empty file); remove it from `inputs` or fill it")
+    if good or bad:
         yield _shard(src, index, good, bad)
 
 
@@ -123,15 +125,24 @@ def _shard(src: Source, index: int, good: list[dict], bad: list[dict]) -> Shard:
 
 
 def _frame(src: Source, rows: list[dict[str, Any]]) -> pl.DataFrame:
-    """Rows -> DataFrame. Extra (unmapped) columns whose values mix types are kept as JSON text."""
-    try:
-        frame = pl.from_dicts(rows, infer_schema_length=None)
-    except Exception:  # polars cannot unify e.g. an int and a dict in one column
-        mixed = {k for r in rows for k, v in r.items() if not isinstance(v, (str, type(None)))}
-        rows = [{k: (json.dumps(v, ensure_ascii=False) if k in mixed else v) for k, v in r.items()} for r in rows]
-        frame = pl.from_dicts(rows, infer_schema_length=None)
+    """Rows -> DataFrame. An extra (unmapped) column whose values mix kinds (say a number and an object)
+    is kept as JSON text, because Polars would otherwise turn the odd values into nulls."""
+    mixed = _mixed_columns(rows)
+    if mixed:
+        rows = [{k: (json.dumps(v, ensure_ascii=False) if k in mixed and v is not None else v) for k, v in r.items()}
+                for r in rows]
+    frame = pl.from_dicts(rows, infer_schema_length=None)
     payload = ["id", *src.fields]
     return frame.select(payload + [c for c in frame.columns if c not in payload])
+
+
+def _mixed_columns(rows: list[dict[str, Any]]) -> set[str]:
+    kinds: dict[str, set[type]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if value is not None:
+                kinds.setdefault(key, set()).add(float if type(value) is int else type(value))
+    return {key for key, seen in kinds.items() if len(seen) > 1}
 
 
 def _validate(src: Source, where: str, record: Any, ids: IdRegistry) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import uuid
 from datetime import datetime, timezone
@@ -44,11 +45,22 @@ def publish(root: Path, dataset: str, outcome: Outcome, info: dict[str, Any], ro
     version = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
     tmp = dataset_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
+    try:
+        final = _write_version(tmp, dataset_dir / version, dataset, outcome, info, rows_per_file)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(dataset_dir)
+    return final
+
+
+def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info: dict[str, Any],
+                   rows_per_file: int) -> Path:
     rows = _concat(outcome.shards)
     rejects = _concat(outcome.rejects)
     manifest = {
         "dataset": dataset,
-        "version": version,
+        "version": final.name,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **info,
         "code_version": code_version(),
@@ -63,12 +75,10 @@ def publish(root: Path, dataset: str, outcome: Outcome, info: dict[str, Any], ro
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     (tmp / "README.md").write_text(dataset_card(manifest))
     _seal(tmp)
-    final = dataset_dir / version
     try:
         os.rename(tmp, final)
     except OSError:
         raise ReleaseError(f"{final} was published by another run meanwhile; nothing was overwritten, run again") from None
-    _fsync_dir(dataset_dir)
     return final
 
 

@@ -1,0 +1,49 @@
+"""Shared fixtures: real data from ../shared/data, configs written to tmp folders, the CLI in-process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = (ROOT / ".." / "shared" / "data").resolve()
+ALPACA = SHARED / "instructions" / "alpaca_52k" / "alpaca_data_en_52k.json"
+GSM8K = SHARED / "benchmarks" / "gsm8k" / "test.jsonl"
+TRUTHFULQA = SHARED / "benchmarks" / "truthfulqa" / "TruthfulQA.csv"
+DCLM = SHARED / "web" / "dclm_quality_annotations" / "majority_data.jsonl"
+
+
+@pytest.fixture(scope="session")
+def alpaca() -> list[dict]:
+    return json.loads(ALPACA.read_text())
+
+
+@pytest.fixture
+def write_config(tmp_path: Path):
+    """Write a pipeline config (a dict) as YAML in tmp_path; releases go to tmp_path/releases."""
+
+    def write(inputs: list[dict], stages: list[dict] | None = None, name: str = "config.yaml", **extra) -> Path:
+        config = {"dataset": "test", "inputs": inputs, "stages": stages or [],
+                  "release": {"dir": str(tmp_path / "releases")}} | extra
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def sluice(capsys):
+    """Run the CLI in-process: returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -1,0 +1,82 @@
+"""The engine keeps the books: every stage balances, and a stage that loses rows fails the run."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from conftest import ALPACA
+from operators.base import Mapper
+from operators.errors import AccountingError, SluiceError
+from pipelines import config
+from pipelines.accounting import Ledger
+from pipelines.config import Stage
+from pipelines.engine import execute
+
+ALPACA_INPUT = {"path": str(ALPACA), "fields": {"instruction": "instruction", "input": "input", "output": "output"},
+                "optional": ["input"], "on_error": "skip"}
+
+
+def test_alpaca_pipeline_balances_at_every_stage(write_config, alpaca):
+    path = write_config([ALPACA_INPUT], [
+        {"op": "normalize", "fields": ["instruction", "input", "output"]},
+        {"op": "length_filter", "field": "output", "min_words": 3},
+        {"op": "exact_dedup", "fields": ["output"]},
+    ], shard_rows=7_000)
+    outcome = execute(config.load(path))
+    ledger = outcome.ledger
+    ledger.check()
+    assert [s.stage for s in ledger.stages] == ["read", "normalize", "length_filter", "exact_dedup"]
+    assert ledger.stages[0].rows_in == len(alpaca)
+    assert ledger.stages[0].dropped == {"read:empty_field": 49}
+    assert ledger.stages[2].dropped.keys() == {"length_filter:too_few_words"}
+    assert ledger.stages[3].dropped["exact_dedup:duplicate"] > 0
+    kept = sum(len(s) for s in outcome.shards)
+    rejected = sum(len(r) for r in outcome.rejects)
+    assert kept == ledger.stages[-1].rows_out and kept + rejected == len(alpaca)
+    assert len(outcome.shards) == 8  # 52,002 rows in shards of 7,000
+    ids = pl.concat([s.select("id") for s in outcome.shards] + [r.select("id") for r in outcome.rejects])
+    assert ids["id"].n_unique() == len(alpaca)  # every input row is in exactly one place
+
+
+def test_global_stage_sees_duplicates_across_shards(write_config, tmp_path):
+    path = tmp_path / "dupes.jsonl"
+    path.write_text("".join(f'{{"text": "Row number {i % 5}."}}\n' for i in range(20)))
+    cfg = write_config([{"path": str(path), "fields": {"text": "text"}}], [{"op": "exact_dedup"}], shard_rows=3)
+    outcome = execute(config.load(cfg))
+    assert sorted(outcome.shards[0]["text"].to_list() + outcome.shards[1]["text"].to_list()) == [
+        f"Row number {i}." for i in range(5)]
+    assert outcome.ledger.stages[-1].dropped == {"exact_dedup:duplicate": 15}
+
+
+class LosesRows(Mapper):
+    """A buggy operator: silently drops the last row."""
+
+    name = "loses_rows"
+
+    def map(self, batch: pl.DataFrame) -> pl.DataFrame:
+        return batch.head(len(batch) - 1)
+
+
+def test_a_stage_that_loses_rows_fails_the_run(write_config):
+    pipeline = config.load(write_config([ALPACA_INPUT | {"path": str(ALPACA)}]))
+    pipeline.stages.append(Stage("loses_rows", LosesRows()))
+    with pytest.raises(AccountingError, match="stage 'loses_rows': rows do not balance"):
+        execute(pipeline)
+
+
+def test_missing_column_names_the_stage_and_the_columns(write_config):
+    pipeline = config.load(write_config([ALPACA_INPUT], [{"op": "length_filter"}]))  # default field: text
+    with pytest.raises(SluiceError, match=r"stage 'length_filter' \(length_filter\): column not found.*'instruction'"):
+        execute(pipeline)
+
+
+def test_ledger_round_trips_and_prints_a_table():
+    ledger = Ledger()
+    ledger.stage("read", "read").add(10, 9, {"read:malformed_json": 1})
+    ledger.stage("f", "length_filter").add(9, 7, {"f:too_few_words": 2})
+    again = Ledger.from_json(ledger.to_json())
+    again.check()
+    table = again.table().splitlines()
+    assert table[0].split()[:4] == ["stage", "op", "rows", "in"]
+    assert table[2].split() == ["f", "length_filter", "9", "7", "2", "f:too_few_words", "2"]
