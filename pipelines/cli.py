@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
 from operators.errors import SluiceError
+from pipelines.commands import COMMAND_MODULES
 
 RELEASES_HELP = "release root (default: ./data/releases, or release.dir of the config)"
 
@@ -41,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--no-prefect", action="store_true", help="run in-process without Prefect (same engine)")
     run.add_argument("--releases", type=Path, help=RELEASES_HELP)
     run.set_defaults(handler=_run)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_command(commands)
 
     ops = commands.add_parser("operators", help="list every registered operator with its parameters",
                               description="List every registered operator with its parameters and defaults.")

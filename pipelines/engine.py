@@ -21,7 +21,7 @@ from operators.errors import SluiceError
 from pipelines.accounting import Ledger
 from pipelines.config import Pipeline, Stage
 from pipelines.progress import Progress
-from pipelines.readers import IdRegistry, read_shards
+from pipelines.readers import IdRegistry, Source, read_shards
 
 # map_fn(fn, items, label, **kwargs) -> [fn(item, **kwargs) for item in items], in order
 MapFn = Callable[..., list]
@@ -48,23 +48,28 @@ class Outcome:
 
 
 def execute(pipeline: Pipeline, map_fn: MapFn = map_local) -> Outcome:
-    outcome = read_inputs(pipeline)
-    for stage in pipeline.stages:
+    return run_stages(pipeline.sources, pipeline.stages, pipeline.config.shard_rows, map_fn)
+
+
+def run_stages(sources: list[Source], stages: list[Stage], shard_rows: int, map_fn: MapFn = map_local) -> Outcome:
+    """Read `sources`, run `stages` in order, and check the books."""
+    outcome = read_inputs(sources, shard_rows)
+    for stage in stages:
         run_stage(stage, outcome, map_fn)
     outcome.ledger.check()
     return outcome
 
 
-def read_inputs(pipeline: Pipeline) -> Outcome:
-    """Read every input, in config order, as shards of `shard_rows` rows (ids unique across all inputs)."""
+def read_inputs(sources: list[Source], shard_rows: int) -> Outcome:
+    """Read every input, in order, as shards of `shard_rows` rows (ids unique across all inputs)."""
     ledger = Ledger()
     count = ledger.stage("read", "read")
     ids = IdRegistry()
     shards, rejects, inputs = [], [], []
     progress = Progress("read")
-    for src in pipeline.sources:
+    for src in sources:
         rows = 0
-        for shard in read_shards(src, pipeline.config.shard_rows, ids):
+        for shard in read_shards(src, shard_rows, ids):
             shards.append(shard.rows)
             rejects.append(shard.rejects)
             count.add(shard.rows_read, len(shard.rows), _reason_counts(shard.rejects))

@@ -56,8 +56,8 @@ def publish(root: Path, dataset: str, outcome: Outcome, info: dict[str, Any], ro
 
 def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info: dict[str, Any],
                    rows_per_file: int) -> Path:
-    rows = _concat(outcome.shards)
-    rejects = _concat(outcome.rejects)
+    rows = concat_frames(outcome.shards)
+    rejects = concat_frames(outcome.rejects)
     manifest = {
         "dataset": dataset,
         "version": final.name,
@@ -82,7 +82,7 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
     return final
 
 
-def _concat(frames: list[pl.DataFrame]) -> pl.DataFrame:
+def concat_frames(frames: list[pl.DataFrame]) -> pl.DataFrame:
     """One table from shards whose columns may differ (inputs with different extra fields)."""
     frames = [f for f in frames if f.width]
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"id": pl.String})

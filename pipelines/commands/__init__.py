@@ -1,0 +1,4 @@
+"""One module per one-off verb (`sluice dedup`, `sluice filter`, ...). Each defines
+`add_command(commands)`, which adds its subparser with `handler=` set; `pipelines/cli.py` loads them all."""
+
+COMMAND_MODULES: list[str] = []

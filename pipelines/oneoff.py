@@ -1,0 +1,90 @@
+"""One-off jobs (`sluice dedup IN OUT`, `sluice filter IN OUT`, ...): one input file, some operators,
+in-process with the same engine the flows use, no orchestration start-up.
+
+OUT keeps every input column and `id` (rows without one get a stable content-hash id) and is Parquet or
+JSON lines by its extension; dropped rows go to `<OUT stem>.rejects.parquet` with their reasons; the
+accounting table is printed. Bad input rows are counted rejects unless `--on-error fail`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+from pathlib import Path
+
+import polars as pl
+
+from operators.base import Operator
+from operators.errors import ConfigError
+from pipelines.config import Stage
+from pipelines.engine import Outcome, run_stages
+from pipelines.readers import Source, detect_format
+from pipelines.release import concat_frames
+
+OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
+
+
+def add_io_arguments(parser: argparse.ArgumentParser, text_field: bool = True) -> None:
+    """The arguments every one-off verb shares."""
+    parser.add_argument("input", type=Path, help="JSONL(.gz), JSON array, Parquet or CSV file")
+    parser.add_argument("output", type=Path, help="output file: .parquet, .jsonl or .jsonl.gz")
+    if text_field:
+        parser.add_argument("--text-field", default="text", metavar="F", help="column holding the text (default: text)")
+    parser.add_argument("--format", choices=["jsonl", "json", "parquet", "csv"], help="input format (default: by extension)")
+    parser.add_argument("--on-error", choices=["skip", "fail"], default="skip",
+                        help="bad input rows: reject and count them (skip, default) or stop (fail)")
+    parser.add_argument("--shard-rows", type=int, default=50_000, metavar="N", help="rows per processing shard")
+
+
+def run_job(args: argparse.Namespace, operators: list[Operator], fields: list[str]) -> Outcome:
+    """Read `args.input`, run `operators` as stages, write `args.output` and its rejects, print the books.
+
+    `fields` are the input columns the operators need: each must be a non-empty string in every row."""
+    source = _source(args, fields)
+    output = _check_output(args.output, args.input)
+    stages = [Stage(op.name, op) for op in operators]
+    outcome = run_stages([source], stages, args.shard_rows)
+    write_table(concat_frames(outcome.shards), output)
+    rejects = rejects_path(output)
+    if outcome.rejects:
+        write_table(concat_frames(outcome.rejects), rejects)
+    elif rejects.exists():
+        rejects.unlink()  # a stale file from an earlier run would contradict this run's counts
+    print(outcome.ledger.table())
+    kept = outcome.ledger.stages[-1].rows_out
+    print(f"\nwrote {kept:,} rows -> {output}" + (f"; {outcome.ledger.total_dropped:,} rejects -> {rejects}"
+                                                  if outcome.rejects else ""))
+    return outcome
+
+
+def rejects_path(output: Path) -> Path:
+    stem = output.name.removesuffix(".gz").rsplit(".", 1)[0]
+    return output.with_name(f"{stem}.rejects.parquet")
+
+
+def write_table(frame: pl.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.name.endswith(".parquet"):
+        frame.write_parquet(tmp, compression="zstd", statistics=True)
+    elif path.name.endswith(".jsonl.gz"):
+        with gzip.open(tmp, "wb") as fh:
+            frame.write_ndjson(fh)
+    else:
+        frame.write_ndjson(tmp)
+    tmp.replace(path)  # never a half-written output under the real name
+
+
+def _source(args: argparse.Namespace, fields: list[str]) -> Source:
+    fmt = args.format or detect_format(args.input)
+    if fmt is None:
+        raise ConfigError(f"{args.input}: cannot tell the input format from the name; pass --format")
+    return Source(args.input, fmt, {f: f for f in fields}, source=args.input.name.split(".")[0], on_error=args.on_error)
+
+
+def _check_output(output: Path, input_: Path) -> Path:
+    if not output.name.endswith(OUTPUT_SUFFIXES):
+        raise ConfigError(f"{output}: the output must end in {', '.join(OUTPUT_SUFFIXES)}")
+    if output.resolve() == input_.resolve():
+        raise ConfigError(f"{output}: the output would overwrite the input; choose another file")
+    return output
