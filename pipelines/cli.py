@@ -11,7 +11,6 @@ from pathlib import Path
 from operators.errors import SluiceError
 from pipelines.commands import COMMAND_MODULES
 
-RELEASES_HELP = "release root (default: ./data/releases, or release.dir of the config)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                               description="Run a pipeline config (a Prefect flow) and publish a new release version.")
     run.add_argument("config", type=Path, help="pipeline YAML, e.g. configs/demo.yaml")
     run.add_argument("--no-prefect", action="store_true", help="run in-process without Prefect (same engine)")
-    run.add_argument("--releases", type=Path, help=RELEASES_HELP)
+    run.add_argument("--releases", type=Path, help="release root (default: release.dir of the config, else ./data/releases)")
     run.set_defaults(handler=_run)
 
     for module in COMMAND_MODULES:
@@ -51,20 +50,6 @@ def _parser() -> argparse.ArgumentParser:
                               description="List every registered operator with its parameters and defaults.")
     ops.set_defaults(handler=_operators)
 
-    release = commands.add_parser("release", help="list, show or verify published releases",
-                                  description="List, show or verify published releases.")
-    verbs = release.add_subparsers(title="release commands", metavar="VERB")
-    for name, handler, text in (
-        ("list", _release_list, "every dataset and version under the release root"),
-        ("show", _release_show, "a release's manifest summary and row accounting"),
-        ("verify", _release_verify, "re-hash every file and re-count every row; exit 1 naming what differs"),
-    ):
-        verb = verbs.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        if name != "list":
-            verb.add_argument("release", help="release folder, DATASET/VERSION, or DATASET (latest version)")
-        verb.add_argument("--releases", type=Path, default=None, help=RELEASES_HELP)
-        verb.set_defaults(handler=handler)
-    release.set_defaults(handler=lambda a: (release.print_help(), 2)[1])
     return parser
 
 
@@ -93,56 +78,6 @@ def _operators(args: argparse.Namespace) -> int:
 
 def _type_name(annotation: object) -> str:
     return getattr(annotation, "__name__", None) if isinstance(annotation, type) else str(annotation).replace("typing.", "")
-
-
-def _root(args: argparse.Namespace) -> Path:
-    from pipelines.release import DEFAULT_ROOT
-
-    return args.releases or DEFAULT_ROOT
-
-
-def _release_list(args: argparse.Namespace) -> int:
-    from pipelines.release import listing
-
-    entries = listing(_root(args))
-    if not entries:
-        print(f"no releases under {_root(args)}")
-    for e in entries:
-        rows = f"{e['rows']:,}" if isinstance(e["rows"], int) else "?"
-        print(f"{e['dataset']}/{e['version']}  {rows:>12} rows  {e['created_at'] or '?'}  {e['path']}")
-    return 0
-
-
-def _release_show(args: argparse.Namespace) -> int:
-    from pipelines.accounting import Ledger
-    from pipelines.release import read_manifest, resolve
-
-    folder = resolve(args.release, _root(args))
-    m = read_manifest(folder)
-    print(f"{m['dataset']} {m['version']}  created {m['created_at']}  config sha256 {m['config_hash'][:16]}")
-    print(f"{folder}\n")
-    print(f"rows {m['rows']:,} in {len(m['shards'])} shard(s); rejected {m['rejected_rows']:,}")
-    print("inputs:")
-    for i in m["inputs"]:
-        print(f"  {i['path']}  {i['rows']:,} rows  sha256 {i['sha256'][:16]}")
-    print("schema: " + ", ".join(f"{k} {v}" for k, v in m["schema"].items()))
-    print("\n" + Ledger.from_json(m["stages"]).table())
-    return 0
-
-
-def _release_verify(args: argparse.Namespace) -> int:
-    from pipelines.release import read_manifest, resolve, verify
-
-    folder = resolve(args.release, _root(args))
-    problems = verify(folder)
-    for p in problems:
-        print(f"FAIL {p}", file=sys.stderr)
-    if problems:
-        return 1
-    m = read_manifest(folder)
-    files = len(m["shards"]) + len(m["rejects"])
-    print(f"OK {folder}: {files} files re-hashed, {m['rows']:,} rows and {m['rejected_rows']:,} rejects re-counted")
-    return 0
 
 
 if __name__ == "__main__":

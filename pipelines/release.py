@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from operators.errors import ReleaseError
 from pipelines.accounting import Ledger
+from pipelines.card import dataset_card
 from pipelines.engine import Outcome, file_sha256
 
 DEFAULT_ROOT = Path("data/releases")
@@ -129,31 +130,6 @@ def code_version() -> dict[str, str | None]:
     except (OSError, subprocess.SubprocessError):
         commit = None
     return {"sluice": metadata.version("sluice"), "git_commit": commit}
-
-
-def dataset_card(manifest: dict[str, Any]) -> str:
-    config = manifest.get("config", {})
-    license_ = config.get("release", {}).get("license", "other")
-    header = "\n".join([
-        "---",
-        f"license: {license_}",
-        "configs:",
-        "- config_name: default",
-        "  data_files:",
-        "  - split: train",
-        "    path: data/*.parquet",
-        "---",
-    ])
-    ledger = Ledger.from_json(manifest["stages"])
-    return (
-        f"{header}\n\n# {manifest['dataset']} {manifest['version']}\n\n"
-        f"{config.get('release', {}).get('description', '')}\n\n"
-        f"{manifest['rows']:,} rows in {len(manifest['shards'])} Parquet shard(s); "
-        f"{manifest['rejected_rows']:,} rejected rows with their reasons in rejects/.\n\n"
-        f"## Inputs\n\n" + "".join(f"- `{i['path']}` ({i['rows']:,} rows, sha256 `{i['sha256'][:16]}...`)\n"
-                                    for i in manifest["inputs"])
-        + f"\n## Row accounting\n\n```\n{ledger.table()}\n```\n"
-    )
 
 
 # --- reading releases back -------------------------------------------------------------------------

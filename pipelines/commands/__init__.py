@@ -1,4 +1,6 @@
 """One module per one-off verb (`sluice dedup`, `sluice filter`, ...). Each defines
 `add_command(commands)`, which adds its subparser with `handler=` set; `pipelines/cli.py` loads them all."""
 
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = [
+    "pipelines.commands.release",
+]

@@ -1,0 +1,70 @@
+"""`sluice release list|show|verify`: look at published releases."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pipelines.accounting import Ledger
+from pipelines.release import DEFAULT_ROOT, listing, read_manifest, resolve, verify
+
+RELEASES_HELP = "release root (default: ./data/releases)"
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    release = commands.add_parser("release", help="list, show or verify published releases",
+                                  description="List, show or verify published releases.")
+    verbs = release.add_subparsers(title="release commands", metavar="VERB")
+    for name, handler, text in (
+        ("list", _list, "every dataset and version under the release root"),
+        ("show", _show, "a release's manifest summary and row accounting"),
+        ("verify", _verify, "re-hash every file and re-count every row; exit 1 naming what differs"),
+    ):
+        verb = verbs.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        if name != "list":
+            verb.add_argument("release", help="release folder, DATASET/VERSION, or DATASET (latest version)")
+        verb.add_argument("--releases", type=Path, default=None, help=RELEASES_HELP)
+        verb.set_defaults(handler=handler)
+    release.set_defaults(handler=lambda args: (release.print_help(), 2)[1])
+
+
+def _root(args: argparse.Namespace) -> Path:
+    return args.releases or DEFAULT_ROOT
+
+
+def _list(args: argparse.Namespace) -> int:
+    entries = listing(_root(args))
+    if not entries:
+        print(f"no releases under {_root(args)}")
+    for e in entries:
+        rows = f"{e['rows']:,}" if isinstance(e["rows"], int) else "?"
+        print(f"{e['dataset']}/{e['version']}  {rows:>12} rows  {e['created_at'] or '?'}  {e['path']}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    folder = resolve(args.release, _root(args))
+    m = read_manifest(folder)
+    print(f"{m['dataset']} {m['version']}  created {m['created_at']}  config sha256 {m['config_hash'][:16]}")
+    print(f"{folder}\n")
+    print(f"rows {m['rows']:,} in {len(m['shards'])} shard(s); rejected {m['rejected_rows']:,}")
+    print("inputs:")
+    for i in m["inputs"]:
+        print(f"  {i['path']}  {i['rows']:,} rows  sha256 {i['sha256'][:16]}")
+    print("schema: " + ", ".join(f"{k} {v}" for k, v in m["schema"].items()))
+    print("\n" + Ledger.from_json(m["stages"]).table())
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    folder = resolve(args.release, _root(args))
+    problems = verify(folder)
+    for p in problems:
+        print(f"FAIL {p}", file=sys.stderr)
+    if problems:
+        return 1
+    m = read_manifest(folder)
+    files = len(m["shards"]) + len(m["rejects"])
+    print(f"OK {folder}: {files} files re-hashed, {m['rows']:,} rows and {m['rejected_rows']:,} rejects re-counted")
+    return 0
