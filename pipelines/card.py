@@ -1,32 +1,199 @@
-"""The dataset card: the release's README.md, Hugging Face style (YAML header, then what went in and out)."""
+"""The dataset card: the release's README.md, Hugging Face style (YAML header, then what went in and out).
+
+Everything comes from the manifest, so the card of a published version can be rebuilt at any time.
+Optional manifest keys shown when present: `generation` (see `generation_usage`).
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pipelines.accounting import Ledger
 
+PROVENANCE = ("source", "gen_model", "gen_template", "gen_params", "gen_seed_id", "parent_id")
+COLUMN_NOTES = {
+    "id": "stable row id (unique in the release)",
+    "source": "where the row came from (input file or label)",
+    "text": "document text", "instruction": "the task", "input": "optional task input", "output": "the answer",
+    "messages": "conversation turns {role, content}", "prompt": "prompt", "chosen": "preferred response",
+    "rejected": "dispreferred response", "lang": "detected language",
+    "gen_model": "model that generated the row", "gen_template": "hash of the prompt template",
+    "gen_params": "sampling parameters", "gen_seed_id": "id of the seed row", "parent_id": "row this one evolved from",
+}
+
 
 def dataset_card(manifest: dict[str, Any]) -> str:
-    config = manifest.get("config", {})
-    license_ = config.get("release", {}).get("license", "other")
-    header = "\n".join([
-        "---",
-        f"license: {license_}",
-        "configs:",
-        "- config_name: default",
-        "  data_files:",
-        "  - split: train",
-        "    path: data/*.parquet",
-        "---",
-    ])
-    ledger = Ledger.from_json(manifest["stages"])
-    return (
-        f"{header}\n\n# {manifest['dataset']} {manifest['version']}\n\n"
-        f"{config.get('release', {}).get('description', '')}\n\n"
-        f"{manifest['rows']:,} rows in {len(manifest['shards'])} Parquet shard(s); "
-        f"{manifest['rejected_rows']:,} rejected rows with their reasons in rejects/.\n\n"
-        f"## Inputs\n\n" + "".join(f"- `{i['path']}` ({i['rows']:,} rows, sha256 `{i['sha256'][:16]}...`)\n"
-                                    for i in manifest["inputs"])
-        + f"\n## Row accounting\n\n```\n{ledger.table()}\n```\n"
+    sections = [_header(manifest), _summary(manifest), _loading(manifest), _schema(manifest), _inputs(manifest),
+                _stages(manifest), _accounting(manifest), _generation(manifest), _limitations(manifest),
+                _provenance(manifest)]
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def _release(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest.get("config", {}).get("release", {})
+
+
+def _header(manifest: dict[str, Any]) -> str:
+    lines = ["---", f"license: {_release(manifest).get('license', 'other')}", "configs:",
+             "- config_name: default", "  data_files:", "  - split: train", "    path: data/*.parquet"]
+    if manifest.get("rejects"):
+        lines += ["- config_name: rejects", "  data_files:", "  - split: train", "    path: rejects/*.parquet"]
+    lines += ["task_categories:", "- text-generation", f"size_categories:\n- {_size_category(manifest['rows'])}",
+              f"pretty_name: {json.dumps(manifest['dataset'])}", "tags:", "- sluice",
+              *(f"- {tag}" for tag in _tags(manifest["schema"])), "---"]
+    return "\n".join(lines)
+
+
+def _size_category(rows: int) -> str:
+    """The Hugging Face size bucket: n<1K, 1K<n<10K, ... 1T<n."""
+    bounds = ["1K", "10K", "100K", "1M", "10M", "100M", "1B", "10B", "100B", "1T"]
+    for i, bound in enumerate(bounds):
+        if rows < _count(bound):
+            return f"n<{bound}" if i == 0 else f"{bounds[i - 1]}<n<{bound}"
+    return "1T<n"
+
+
+def _count(bound: str) -> int:
+    return int(bound[:-1]) * {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}[bound[-1]]
+
+
+def _tags(schema: dict[str, str]) -> list[str]:
+    tags = []
+    if "text" in schema:
+        tags.append("pretraining")
+    if "instruction" in schema or "messages" in schema:
+        tags.append("instruction-tuning")
+    if {"chosen", "rejected"} <= schema.keys():
+        tags.append("preference")
+    if "gen_model" in schema:
+        tags.append("synthetic")
+    return tags
+
+
+def _summary(manifest: dict[str, Any]) -> str:
+    size = sum(s["bytes"] for s in manifest["shards"])
+    lines = [f"# {manifest['dataset']} {manifest['version']}"]
+    if description := _release(manifest).get("description"):
+        lines.append(f"\n{description}")
+    lines.append(
+        f"\n**{manifest['rows']:,} rows** in {len(manifest['shards'])} Parquet shard(s) under `data/` "
+        f"({_bytes(size)}, zstd). {manifest['rejected_rows']:,} rejected rows are kept with the reason for each "
+        f"under `rejects/`. Plots of lengths, scores and drops are in `report.html`; `manifest.json` has every "
+        f"checksum (`sluice release verify` re-checks them)."
     )
+    return "\n".join(lines)
+
+
+def _loading(manifest: dict[str, Any]) -> str:
+    return (
+        "## Loading\n\n```python\n"
+        'from datasets import load_dataset\nds = load_dataset("parquet", data_files="data/*.parquet", split="train")\n\n'
+        'import polars as pl\ndf = pl.read_parquet("data/*.parquet")\n```'
+    )
+
+
+def _schema(manifest: dict[str, Any]) -> str:
+    rows = [(f"`{name}`", _short_type(dtype), _column_note(name)) for name, dtype in manifest["schema"].items()]
+    return "## Columns\n\n" + _table(("column", "type", "meaning"), rows)
+
+
+def _short_type(dtype: str) -> str:
+    """`Struct({...16 fields...})` is unreadable in a table: keep the outer type."""
+    return dtype if len(dtype) <= 40 else dtype.split("(", 1)[0] + "(...)"
+
+
+def _column_note(name: str) -> str:
+    if name in COLUMN_NOTES:
+        return COLUMN_NOTES[name]
+    if name.startswith("score_"):
+        return "score computed by a pipeline stage (kept for re-thresholding)"
+    return ""
+
+
+def _inputs(manifest: dict[str, Any]) -> str:
+    rows = [(f"`{i['path']}`", i.get("source") or "", f"{i['rows']:,}", f"`{i['sha256']}`") for i in manifest["inputs"]]
+    return "## Sources\n\n" + _table(("file", "source", "rows read", "sha256"), rows)
+
+
+def _stages(manifest: dict[str, Any]) -> str:
+    stages = manifest.get("config", {}).get("stages", [])
+    if not stages:
+        return "## Pipeline\n\nNo stages: the inputs were published as read."
+    fingerprints = manifest.get("fingerprints", {})
+    rows = []
+    for i, stage in enumerate(stages, 1):
+        params = ", ".join(f"{k}={json.dumps(v)}" for k, v in stage.items() if k not in ("name", "op"))
+        rows.append((str(i), stage["name"], f"`{stage['op']}`", params or "-", f"`{fingerprints.get(stage['name'], '')}`"))
+    return "## Pipeline\n\n" + _table(("#", "stage", "operator", "parameters", "fingerprint"), rows)
+
+
+def _accounting(manifest: dict[str, Any]) -> str:
+    ledger = Ledger.from_json(manifest["stages"])
+    rows = []
+    for s in ledger.stages:
+        reasons = ", ".join(f"`{r}` {n:,}" for r, n in sorted(s.dropped.items())) or "-"
+        rows.append((s.stage, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{sum(s.dropped.values()):,}", reasons))
+    return ("## Row accounting\n\nEvery stage balances: rows in = rows out + rows dropped.\n\n"
+            + _table(("stage", "rows in", "rows out", "dropped", "reasons"), rows))
+
+
+def generation_usage(manifest: dict[str, Any]) -> dict[str, dict[str, int | float]]:
+    """`manifest["generation"]["models"]`: model name -> counters (requests, prompt_tokens, completion_tokens, ...)."""
+    models = (manifest.get("generation") or {}).get("models") or {}
+    return {name: {k: v for k, v in counters.items() if isinstance(v, int | float)} for name, counters in models.items()}
+
+
+def _generation(manifest: dict[str, Any]) -> str:
+    usage = generation_usage(manifest)
+    if not usage:
+        return ""
+    counters = sorted({k for c in usage.values() for k in c})
+    rows = [(f"`{model}`", *(f"{c.get(k, 0):,}" for k in counters)) for model, c in sorted(usage.items())]
+    if len(usage) > 1:
+        rows.append(("**total**", *(f"{sum(c.get(k, 0) for c in usage.values()):,}" for k in counters)))
+    return "## Generation\n\nRows made by language models, and what they cost:\n\n" + _table(("model", *counters), rows)
+
+
+def _limitations(manifest: dict[str, Any]) -> str:
+    ops = {s["op"] for s in manifest.get("config", {}).get("stages", [])}
+    notes = []
+    if not any("dedup" in op for op in ops):
+        notes.append("No deduplication stage ran: the data may contain repeated rows.")
+    elif not any("dedup" in op and op != "exact_dedup" for op in ops):
+        notes.append("Only exact duplicates (after normalisation) were removed; near-duplicates may remain.")
+    if not any("decontam" in op for op in ops):
+        notes.append("Not decontaminated against evaluation benchmarks: do not assume benchmark test items are absent.")
+    if "lang" not in manifest["schema"] and not any("lang" in op for op in ops):
+        notes.append("Languages were not identified or filtered.")
+    if "gen_model" in manifest["schema"]:
+        notes.append("Generated rows come from language models: they may be wrong, biased or repetitive, and the "
+                     "models' own terms of use may apply.")
+    notes.append("Quality filters are heuristics: some good rows were dropped (see `rejects/`) and some poor rows kept.")
+    notes.append("Source texts keep their original authors' rights; check the licence of each source before use.")
+    return "## Known limitations\n\n" + "\n".join(f"- {n}" for n in notes)
+
+
+def _provenance(manifest: dict[str, Any]) -> str:
+    code = manifest.get("code_version", {})
+    lines = [f"- created: {manifest.get('created_at', '?')}",
+             f"- sluice {code.get('sluice', '?')}, git commit `{code.get('git_commit') or 'unknown'}`"]
+    if manifest.get("config_hash"):
+        lines.append(f"- config sha256 `{manifest['config_hash']}`" +
+                     (f" (from `{manifest['config_path']}`)" if manifest.get("config_path") else ""))
+    return "## Provenance\n\n" + "\n".join(lines)
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _bytes(n: float) -> str:
+    unit = "B"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            break
+        n /= 1024
+    return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"

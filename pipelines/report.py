@@ -1,0 +1,500 @@
+"""report.html: one self-contained page of plots about a release (inline SVG, no script, no network).
+
+A section appears only when its data exists, so the report works on whatever columns a release has:
+
+    drop waterfall      manifest["stages"] (always)
+    lengths             every payload string column (and `messages` contents): words per row
+    scores              every numeric `score_*` column, kept vs rejected rows, with the thresholds found in
+                        manifest["config"]["stages"] (params min_<metric>/max_<metric> mark score_<metric>[_<field>];
+                        a `threshold` param marks score_<op>)
+    duplicate clusters  rejects whose rule names a duplicate ("...dup...") and whose `detail` is the kept row's id
+    languages, sources  the `lang` and `source` columns; generating models: the `gen_model` column
+    diversity           manifest["diversity"] = {"metrics": {name: number}, "cluster_sizes": [rows per cluster]}
+    generation usage    manifest["generation"] = {"models": {model: {requests, prompt_tokens, completion_tokens, ...}}}
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipelines.accounting import Ledger
+from pipelines.card import PROVENANCE, generation_usage
+
+KEPT, REJECTED, ACCENT, INK, GRID = "#3b6ea8", "#d9534f", "#2a9d8f", "#222", "#e3e3e3"
+PAYLOAD = ("text", "instruction", "input", "output", "prompt", "chosen", "rejected", "response", "question", "answer")
+NOT_PAYLOAD = {"id", "reason", "detail", "lang", *PROVENANCE}
+TOP = 15  # categories shown in a bar chart; the rest are summed as "other"
+
+
+def render_report(folder: Path, manifest: dict[str, Any]) -> str:
+    """The report of the release in `folder` (its shards and rejects are read, nothing is written)."""
+    data = _scan(folder, manifest["shards"])
+    rejects = _scan(folder, manifest.get("rejects", []))
+    sections = [
+        _waterfall_section(manifest),
+        _length_section(data, manifest["schema"]),
+        _score_section(data, rejects, manifest),
+        _duplicate_section(rejects),
+        _category_section(data, "lang", "Languages", "share of released rows by detected language"),
+        _category_section(data, "source", "Sources", "released rows by source"),
+        _diversity_section(manifest),
+        _generation_section(data, manifest),
+        _stages_section(manifest),
+    ]
+    return _page(manifest, "".join(s for s in sections if s))
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def _scan(folder: Path, files: list[dict[str, Any]]) -> pl.LazyFrame | None:
+    paths = [folder / f["path"] for f in files if f["rows"]]
+    return pl.scan_parquet(paths, missing_columns="insert", extra_columns="ignore") if paths else None
+
+
+def _columns(frame: pl.LazyFrame | None) -> dict[str, pl.DataType]:
+    return dict(frame.collect_schema()) if frame is not None else {}
+
+
+def _words(column: str, dtype: pl.DataType) -> pl.Expr:
+    """Words per row of a string column, or of all `content` fields of a messages list."""
+    if dtype == pl.String:
+        return pl.col(column).fill_null("").str.count_matches(r"\S+")
+    return pl.col(column).list.eval(pl.element().struct.field("content").fill_null("").str.count_matches(r"\S+")).list.sum()
+
+
+def _payload_columns(data: pl.LazyFrame, schema: dict[str, pl.DataType]) -> list[str]:
+    """Known payload fields, plus any other string column that holds prose (median of 5 or more words)."""
+    strings = [c for c, t in schema.items() if t == pl.String and c not in NOT_PAYLOAD]
+    if _is_messages(schema.get("messages")):
+        strings.append("messages")
+    others = [c for c in strings if c not in PAYLOAD]
+    medians = data.select(_words(c, schema[c]).median().alias(c) for c in others).collect().row(0) if others else ()
+    prose = {c for c, m in zip(others, medians) if m is not None and m >= 5}
+    return [c for c in strings if c in PAYLOAD or c in prose]
+
+
+def _is_messages(dtype: pl.DataType | None) -> bool:
+    return (isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct)
+            and "content" in {f.name for f in dtype.inner.fields})
+
+
+# --- sections ----------------------------------------------------------------------------------------
+
+
+def _waterfall_section(manifest: dict[str, Any]) -> str:
+    ledger = Ledger.from_json(manifest["stages"])
+    if not ledger.stages:
+        return ""
+    steps = [("rows read", 0, ledger.stages[0].rows_in, KEPT)]
+    level = ledger.stages[0].rows_in
+    for stage in ledger.stages:
+        for reason, n in sorted(stage.dropped.items(), key=lambda kv: -kv[1]):
+            if n:
+                steps.append((reason, level - n, level, REJECTED))
+                level -= n
+    steps.append(("released", 0, level, ACCENT))
+    kept = level / steps[0][2] if steps[0][2] else 0
+    caption = (f"From {steps[0][2]:,} rows read to {level:,} released ({kept:.1%} kept); each red bar is the rows "
+               f"one rule dropped (stage:rule).")
+    return _section("Where rows went", caption, [_waterfall_svg(steps)], wide=True)
+
+
+def _length_section(data: pl.LazyFrame | None, manifest_schema: dict[str, str]) -> str:
+    if data is None:
+        return ""
+    schema = _columns(data)
+    fields = _payload_columns(data, schema)
+    if not fields:
+        return ""
+    lengths = data.select(_words(c, schema[c]).alias(c) for c in fields).collect()
+    figures, stats = [], []
+    for field in fields:
+        values = lengths[field].drop_nulls().to_numpy()
+        empty = int((values == 0).sum())
+        figures.append(_figure(f"{field}: words per row", _histogram_svg(values[values > 0], "words", log_ok=True),
+                               f"{empty:,} empty rows not shown" if empty else ""))
+        stats.append(_stats_row(field, values))
+    table = _table(("field", "rows", "empty", "min", "median", "mean", "p95", "max"), stats)
+    return _section("Lengths", "Words per row (whitespace-separated tokens) in each text field of the release.",
+                    figures, table)
+
+
+def _stats_row(field: str, values: np.ndarray) -> tuple[str, ...]:
+    if not len(values):
+        return (field, "0", "0", "-", "-", "-", "-", "-")
+    q = np.percentile(values, [50, 95])
+    return (field, f"{len(values):,}", f"{int((values == 0).sum()):,}", f"{values.min():,}", f"{q[0]:,.0f}",
+            f"{values.mean():,.1f}", f"{q[1]:,.0f}", f"{values.max():,}")
+
+
+def _score_section(data: pl.LazyFrame | None, rejects: pl.LazyFrame | None, manifest: dict[str, Any]) -> str:
+    data_schema, reject_schema = _columns(data), _columns(rejects)
+    scores = [c for c, t in data_schema.items() if c.startswith("score_") and t.is_numeric()]
+    if not scores:
+        return ""
+    marks = thresholds(manifest, scores)
+    figures = []
+    for col in scores:
+        kept = data.select(pl.col(col).drop_nulls()).collect()[col].to_numpy()
+        stage_names = sorted({stage for _, _, stage in marks.get(col, [])})
+        rejected = np.array([])
+        if col in reject_schema:
+            reason = pl.col("reason").str.split(":").list.first()
+            wanted = reason.is_in(stage_names) if stage_names else pl.lit(True)
+            rejected = rejects.filter(wanted).select(pl.col(col).drop_nulls()).collect()[col].to_numpy()
+        who = f"rejected by {', '.join(stage_names)}" if stage_names else "rejected (any stage)"
+        lines = [(value, label) for value, label, _ in marks.get(col, [])]
+        svg = _histogram_svg(kept, col.removeprefix("score_"), rejected=rejected, lines=lines, log_ok=True,
+                             legend=("kept", who))
+        shown = "; ".join(label for _, label in lines)
+        figures.append(_figure(col, svg, f"thresholds: {shown}" if shown else "no threshold in the config"))
+    return _section("Scores", "Distribution of each score over the released rows (blue) and the rejected rows that "
+                    "carry it (red); dashed lines are the thresholds from the config.", figures)
+
+
+def thresholds(manifest: dict[str, Any], score_columns: list[str]) -> dict[str, list[tuple[float, str, str]]]:
+    """score column -> [(value, "stage.param=value", stage)] read from the resolved stage parameters."""
+    marks: dict[str, list[tuple[float, str, str]]] = {}
+    for stage in manifest.get("config", {}).get("stages", []):
+        for key, value in stage.items():
+            if isinstance(value, bool) or not isinstance(value, int | float) or (key.startswith("min_") and value == 0):
+                continue  # a minimum of 0 bounds nothing
+            for col in _columns_for(key, stage, score_columns):
+                marks.setdefault(col, []).append((float(value), f"{stage['name']}.{key}={value:g}", stage["name"]))
+    return marks
+
+
+def _columns_for(key: str, stage: dict[str, Any], score_columns: list[str]) -> list[str]:
+    if key == "threshold":
+        return [c for c in score_columns if c in (f"score_{stage['op']}", f"score_{stage['name']}")]
+    if not key.startswith(("min_", "max_")):
+        return []
+    metric = key[4:]
+    if isinstance(stage.get("field"), str):
+        return [c for c in score_columns if c == f"score_{metric}_{stage['field']}"]
+    return [c for c in score_columns if c == f"score_{metric}" or c.startswith(f"score_{metric}_")]
+
+
+def _duplicate_section(rejects: pl.LazyFrame | None) -> str:
+    if rejects is None or not {"reason", "detail"} <= _columns(rejects).keys():
+        return ""
+    clusters = (rejects.filter(pl.col("reason").str.split(":").list.last().str.contains("dup")
+                               & pl.col("detail").is_not_null())
+                .group_by("reason", "detail").agg(pl.len().alias("size") + 1).collect())
+    if clusters.is_empty():
+        return ""
+    figures = []
+    for reason in sorted(clusters["reason"].unique()):
+        sizes = clusters.filter(pl.col("reason") == reason)["size"].to_numpy()
+        caption = (f"{len(sizes):,} clusters, {int(sizes.sum() - len(sizes)):,} rows dropped; "
+                   f"largest {int(sizes.max()):,} rows")
+        figures.append(_figure(f"{reason}: cluster sizes", _histogram_svg(sizes, "rows per cluster (kept + dropped)",
+                                                                          log_ok=True, log_y=True), caption))
+    return _section("Duplicate clusters", "How many rows each kept row stood for: one kept, the others dropped as "
+                    "its duplicates (sizes from the rejects' `detail`).", figures)
+
+
+def _category_section(data: pl.LazyFrame | None, column: str, title: str, caption: str) -> str:
+    if data is None or column not in _columns(data):
+        return ""
+    counts = data.group_by(column).len().sort("len", column, descending=[True, False]).collect()
+    if counts.is_empty():
+        return ""
+    labels = ["(missing)" if v is None else str(v) for v in counts[column]]
+    return _section(title, caption, [_figure(f"{column} ({len(labels)} distinct)",
+                                             _bars_svg(_top(labels, counts["len"].to_list())))])
+
+
+def _diversity_section(manifest: dict[str, Any]) -> str:
+    diversity = manifest.get("diversity") or {}
+    metrics = {k: v for k, v in (diversity.get("metrics") or {}).items() if isinstance(v, int | float)}
+    sizes = np.array(diversity.get("cluster_sizes") or [], dtype=float)
+    if not metrics and not len(sizes):
+        return ""
+    table = _table(("metric", "value"), [(k, f"{v:,.4g}") for k, v in metrics.items()]) if metrics else ""
+    figures = [_figure("rows per cluster", _histogram_svg(sizes, "rows per cluster", log_ok=True),
+                       f"{len(sizes):,} clusters")] if len(sizes) else []
+    return _section("Diversity", "Diversity metrics of the released rows and the sizes of their clusters.",
+                    figures, table)
+
+
+def _generation_section(data: pl.LazyFrame | None, manifest: dict[str, Any]) -> str:
+    usage = generation_usage(manifest)
+    figures, table = [], ""
+    if usage:
+        counters = sorted({k for c in usage.values() for k in c})
+        table = _table(("model", *counters), [(m, *(f"{c.get(k, 0):,}" for k in counters)) for m, c in usage.items()])
+        tokens = {m: sum(v for k, v in c.items() if k.endswith("tokens")) for m, c in usage.items()}
+        if any(tokens.values()):
+            figures.append(_figure("tokens per model", _bars_svg(_top(list(tokens), list(tokens.values())))))
+    if data is not None and "gen_model" in _columns(data):
+        counts = data.group_by("gen_model").len().sort("len", descending=True).collect()
+        labels = ["(not generated)" if v is None else str(v) for v in counts["gen_model"]]
+        figures.append(_figure("released rows by generating model", _bars_svg(_top(labels, counts["len"].to_list()))))
+    if not figures and not table:
+        return ""
+    return _section("Generation", "Rows made by language models and the tokens they cost.", figures, table)
+
+
+def _stages_section(manifest: dict[str, Any]) -> str:
+    ledger = Ledger.from_json(manifest["stages"])
+    params = {s["name"]: s for s in manifest.get("config", {}).get("stages", [])}
+    rows = []
+    for s in ledger.stages:
+        p = params.get(s.stage, {})
+        text = ", ".join(f"{k}={json.dumps(v)}" for k, v in p.items() if k not in ("name", "op")) or "-"
+        reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(s.dropped.items())) or "-"
+        rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", reasons, text))
+    return _section("Stages", "Each stage balances: rows in = rows out + rows dropped.", [],
+                    _table(("stage", "operator", "rows in", "rows out", "dropped by reason", "parameters"), rows))
+
+
+def _top(labels: list[str], values: list[float]) -> list[tuple[str, float]]:
+    pairs = list(zip(labels, values))
+    if len(pairs) > TOP:
+        pairs = pairs[:TOP - 1] + [(f"other ({len(pairs) - TOP + 1})", sum(v for _, v in pairs[TOP - 1:]))]
+    return pairs
+
+
+# --- SVG ---------------------------------------------------------------------------------------------
+
+W, H = 560, 230
+LEFT, RIGHT, TOP_M, BOTTOM = 56, 16, 26, 42
+
+
+def _histogram_svg(values: np.ndarray, xlabel: str, rejected: np.ndarray | None = None,
+                   lines: list[tuple[float, str]] = (), log_ok: bool = False, log_y: bool = False,
+                   legend: tuple[str, str] | None = None) -> str:
+    rejected = np.array([]) if rejected is None else rejected
+    both = np.concatenate([values, rejected]).astype(float)
+    if not len(both):
+        return _empty_svg("no values")
+    edges, log_x = _bins(both, log_ok)
+    kept_counts = np.histogram(values, edges)[0]
+    rej_counts = np.histogram(rejected, edges)[0]
+    lo, hi = edges[0], edges[-1]
+    x = _scale(lo, hi, LEFT, W - RIGHT, log_x)
+    top = max(int((kept_counts + rej_counts).max()), 1)
+    y = _scale(1 if log_y else 0, top * 1.08, H - BOTTOM, TOP_M, log_y and top > 1)
+    parts = [_axes(x, y, lo, hi, 1 if log_y else 0, top, log_x, log_y and top > 1, xlabel)]
+    for i, (k, r) in enumerate(zip(kept_counts, rej_counts)):
+        x0, x1 = x(edges[i]), x(edges[i + 1])
+        span = f"{_num(edges[i])}–{_num(edges[i + 1])}"
+        for base, n, color, what in ((0, k, KEPT, "kept"), (k, r, REJECTED, "rejected")):
+            if n:
+                y0, y1 = y(max(base, 1 if log_y else 0)), y(base + n)
+                parts.append(f'<rect x="{x0 + 0.5:.1f}" y="{y1:.1f}" width="{max(x1 - x0 - 1, 1):.1f}" '
+                             f'height="{max(y0 - y1, 0.5):.1f}" fill="{color}"><title>{span}: {n:,} {what}</title></rect>')
+    for value, label in lines:
+        if lo <= value <= hi:
+            px = x(value)
+            anchor, dx = ("end", -4) if px > W / 2 else ("start", 4)
+            parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP_M - 4}" y2="{H - BOTTOM}" stroke="{INK}" '
+                         f'stroke-dasharray="4 3" stroke-width="1.4"/>'
+                         f'<text x="{px + dx:.1f}" y="{TOP_M + 8}" text-anchor="{anchor}" font-size="11">{_esc(label)}</text>')
+    if legend and len(rejected):
+        parts.append(_legend([(KEPT, legend[0]), (REJECTED, legend[1])]))
+    return _svg("".join(parts))
+
+
+def _bins(values: np.ndarray, log_ok: bool) -> tuple[np.ndarray, bool]:
+    lo, hi = float(values.min()), float(values.max())
+    integers = bool(np.all(values == np.round(values)))
+    if integers and hi - lo <= 40:
+        return np.arange(lo - 0.5, hi + 1.5), False
+    if log_ok and lo > 0 and hi / lo >= 50:
+        if integers:  # whole-number edges: no empty slivers between 1, 2, 3 words
+            return np.unique(np.round(np.geomspace(lo, hi + 1, 36))) - 0.5, True
+        return np.geomspace(lo, hi * 1.0001, 36), True
+    if hi == lo:
+        return np.array([lo - 0.5, hi + 0.5]), False
+    return np.linspace(lo, hi, 41), False
+
+
+def _scale(lo: float, hi: float, a: float, b: float, log: bool):
+    if log:
+        lo, hi = math.log10(lo), math.log10(hi)
+    span = (hi - lo) or 1.0
+    return lambda v: a + (((math.log10(max(v, 1e-12)) if log else v) - lo) / span) * (b - a)
+
+
+def _axes(x, y, xlo: float, xhi: float, ylo: float, yhi: float, log_x: bool, log_y: bool, xlabel: str) -> str:
+    parts = []
+    for t in _ticks(ylo, yhi, log_y):
+        py = y(t)
+        parts.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{py:.1f}" y2="{py:.1f}" stroke="{GRID}"/>'
+                     f'<text x="{LEFT - 6}" y="{py + 4:.1f}" text-anchor="end" font-size="11">{_num(t)}</text>')
+    for t in _ticks(xlo, xhi, log_x):
+        px = x(t)
+        parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{H - BOTTOM}" y2="{H - BOTTOM + 4}" stroke="{INK}"/>'
+                     f'<text x="{px:.1f}" y="{H - BOTTOM + 16}" text-anchor="middle" font-size="11">{_num(t)}</text>')
+    parts.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{H - BOTTOM}" y2="{H - BOTTOM}" stroke="{INK}"/>'
+                 f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 6}" text-anchor="middle" font-size="12">'
+                 f'{_esc(xlabel)}{" (log scale)" if log_x else ""}</text>'
+                 f'<text x="14" y="{(TOP_M + H - BOTTOM) / 2}" text-anchor="middle" font-size="12" '
+                 f'transform="rotate(-90 14 {(TOP_M + H - BOTTOM) / 2})">rows</text>')
+    return "".join(parts)
+
+
+def _ticks(lo: float, hi: float, log: bool) -> list[float]:
+    if log:
+        decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+        steps = (1,) if len(decades) > 3 else (1, 2, 5)
+        return [m * 10**d for d in decades for m in steps if lo <= m * 10**d <= hi]
+    span = hi - lo or 1.0
+    step = 10 ** math.floor(math.log10(span / 5))
+    step *= next(m for m in (1, 2, 5, 10) if span / (step * m) <= 6)
+    start = math.ceil(lo / step) * step
+    return [start + i * step for i in range(int((hi - start) / step + 1e-9) + 1)]
+
+
+def _bars_svg(pairs: list[tuple[str, float]], color: str = KEPT) -> str:
+    """Horizontal bars, largest first, with value and share at the end of each bar."""
+    row, label_w = 20, 170
+    height = TOP_M + row * len(pairs) + 8
+    total = sum(v for _, v in pairs) or 1
+    top = max(v for _, v in pairs) or 1
+    width = W - label_w - RIGHT - 90
+    parts = []
+    for i, (label, value) in enumerate(pairs):
+        py = TOP_M + i * row
+        bar = width * value / top
+        parts.append(f'<text x="{label_w - 6}" y="{py + 14}" text-anchor="end" font-size="12">{_esc(_clip(label))}'
+                     f'<title>{_esc(label)}</title></text>'
+                     f'<rect x="{label_w}" y="{py + 3}" width="{max(bar, 1):.1f}" height="{row - 6}" fill="{color}">'
+                     f'<title>{_esc(label)}: {value:,.0f}</title></rect>'
+                     f'<text x="{label_w + bar + 5:.1f}" y="{py + 14}" font-size="11">{_num(value)} '
+                     f'({value / total:.1%})</text>')
+    return _svg("".join(parts), height)
+
+
+def _waterfall_svg(steps: list[tuple[str, int, int, str]]) -> str:
+    """One horizontal bar per step, spanning [start, end] rows; drops float at the level they left from."""
+    row, label_w, width = 24, 260, 1080
+    height = TOP_M + row * len(steps) + BOTTOM
+    top = max(end for _, _, end, _ in steps) or 1
+    x = _scale(0, top, label_w, width - 110, False)
+    parts = []
+    for t in _ticks(0, top, False):
+        parts.append(f'<line x1="{x(t):.1f}" x2="{x(t):.1f}" y1="{TOP_M - 4}" y2="{height - BOTTOM}" stroke="{GRID}"/>'
+                     f'<text x="{x(t):.1f}" y="{height - BOTTOM + 16}" text-anchor="middle" font-size="11">{_num(t)}</text>')
+    for i, (label, start, end, color) in enumerate(steps):
+        py = TOP_M + i * row
+        n = end - start
+        text = f"{n:,}" if color != REJECTED else f"−{n:,}"
+        parts.append(f'<text x="{label_w - 8}" y="{py + 16}" text-anchor="end" font-size="12">{_esc(_clip(label, 38))}'
+                     f'<title>{_esc(label)}</title></text>'
+                     f'<rect x="{x(start):.1f}" y="{py + 4}" width="{max(x(end) - x(start), 1.5):.1f}" height="{row - 8}" '
+                     f'fill="{color}"><title>{_esc(label)}: {n:,} rows</title></rect>'
+                     f'<text x="{x(end) + 6:.1f}" y="{py + 16}" font-size="11">{text}</text>')
+    parts.append(f'<text x="{(label_w + width - 110) / 2}" y="{height - 6}" text-anchor="middle" font-size="12">rows</text>')
+    return _svg("".join(parts), height, width)
+
+
+def _legend(items: list[tuple[str, str]]) -> str:
+    parts, px = [], LEFT + 8
+    for color, label in items:
+        parts.append(f'<rect x="{px}" y="6" width="10" height="10" fill="{color}"/>'
+                     f'<text x="{px + 14}" y="15" font-size="11">{_esc(label)}</text>')
+        px += 24 + 7 * len(label)
+    return "".join(parts)
+
+
+def _empty_svg(message: str) -> str:
+    return _svg(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" font-size="13" fill="#777">{_esc(message)}</text>')
+
+
+def _svg(body: str, height: int = H, width: int = W) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+            f'role="img" font-family="system-ui, sans-serif" fill="{INK}">{body}</svg>')
+
+
+def _num(v: float) -> str:
+    """Short axis numbers: 950, 1.2k, 3.4M, 0.25."""
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if a >= 1e4:
+        return f"{v / 1e3:.3g}k"
+    if a >= 100 or float(v).is_integer():
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def _clip(label: str, n: int = 24) -> str:
+    return label if len(label) <= n else label[: n - 1] + "…"
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text))
+
+
+# --- HTML --------------------------------------------------------------------------------------------
+
+
+def _figure(title: str, svg: str, caption: str = "") -> str:
+    cap = f"<figcaption>{_esc(caption)}</figcaption>" if caption else ""
+    return f"<figure><h3>{_esc(title)}</h3>{svg}{cap}</figure>"
+
+
+def _section(title: str, caption: str, figures: list[str], table: str = "", wide: bool = False) -> str:
+    grid = f'<div class="{"wide" if wide else "grid"}">{"".join(figures)}</div>' if figures else ""
+    return f"<section><h2>{_esc(title)}</h2><p>{_esc(caption)}</p>{grid}{table}</section>"
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _page(manifest: dict[str, Any], body: str) -> str:
+    size = sum(s["bytes"] for s in manifest["shards"])
+    read = manifest["stages"][0]["rows_in"] if manifest["stages"] else manifest["rows"]
+    tiles = [("rows released", f"{manifest['rows']:,}"), ("rows rejected", f"{manifest['rejected_rows']:,}"),
+             ("kept", f"{manifest['rows'] / read:.1%}" if read else "-"), ("inputs", f"{len(manifest['inputs'])}"),
+             ("shards", f"{len(manifest['shards'])} ({size / 2**20:,.1f} MiB)")]
+    tiles_html = "".join(f'<div class="tile"><b>{_esc(v)}</b><span>{_esc(k)}</span></div>' for k, v in tiles)
+    code = manifest.get("code_version", {})
+    title = f"{manifest['dataset']} {manifest['version']}"
+    description = manifest.get("config", {}).get("release", {}).get("description", "")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_esc(title)}: release report</title>
+<style>{CSS}</style></head><body>
+<header><h1>{_esc(title)}</h1><p>{_esc(description)}</p>
+<p class="meta">created {_esc(manifest.get('created_at', '?'))} · sluice {_esc(code.get('sluice', '?'))}
+· commit {_esc((code.get('git_commit') or 'unknown')[:12])} · config sha256 {_esc(manifest.get('config_hash', '')[:16])}</p>
+<div class="tiles">{tiles_html}</div></header>
+<main>{body}</main>
+<footer>Generated by Sluice from manifest.json and the release's Parquet files. Hover a bar for its exact count.</footer>
+</body></html>
+"""
+
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#222;background:#f6f7f9;margin:0}
+header,main,footer{max-width:1200px;margin:0 auto;padding:0 24px}
+header{padding-top:18px}h1{margin:.2em 0;font-size:26px}h2{margin:0 0 .2em;font-size:20px}
+h3{margin:0 0 4px;font-size:14px;font-weight:600;overflow-wrap:anywhere}
+.meta{color:#666;font-size:12px}
+.tiles{display:flex;gap:12px;flex-wrap:wrap;margin:12px 0}
+.tile{background:#fff;border:1px solid #e2e4e8;border-radius:8px;padding:10px 16px;min-width:130px}
+.tile b{display:block;font-size:22px}.tile span{color:#666;font-size:12px}
+section{background:#fff;border:1px solid #e2e4e8;border-radius:8px;padding:16px 20px;margin:16px 0}
+section>p{color:#555;margin:0 0 10px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(520px,1fr));gap:16px}
+figure{margin:0}figcaption{color:#666;font-size:12px}
+table{border-collapse:collapse;margin-top:12px;font-size:13px;width:100%}
+th,td{border-bottom:1px solid #eee;padding:4px 8px;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#fafafa}
+footer{color:#888;font-size:12px;padding-bottom:24px}
+"""
