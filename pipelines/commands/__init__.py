@@ -3,4 +3,5 @@
 
 COMMAND_MODULES: list[str] = [
     "pipelines.commands.release",
+    "pipelines.commands.inspect",
 ]

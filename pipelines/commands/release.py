@@ -1,8 +1,9 @@
-"""`sluice release list|show|verify`: look at published releases."""
+"""`sluice release list|show|verify|diff`: look at published releases."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -13,8 +14,8 @@ RELEASES_HELP = "release root (default: ./data/releases)"
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
-    release = commands.add_parser("release", help="list, show or verify published releases",
-                                  description="List, show or verify published releases.")
+    release = commands.add_parser("release", help="list, show, verify or compare published releases",
+                                  description="List, show, verify or compare published releases.")
     verbs = release.add_subparsers(title="release commands", metavar="VERB")
     for name, handler, text in (
         ("list", _list, "every dataset and version under the release root"),
@@ -26,7 +27,19 @@ def add_command(commands: argparse._SubParsersAction) -> None:
             verb.add_argument("release", help="release folder, DATASET/VERSION, or DATASET (latest version)")
         verb.add_argument("--releases", type=Path, default=None, help=RELEASES_HELP)
         verb.set_defaults(handler=handler)
+    _add_diff(verbs)
     release.set_defaults(handler=lambda args: (release.print_help(), 2)[1])
+
+
+def _add_diff(verbs: argparse._SubParsersAction) -> None:
+    text = "rows added/removed/changed by id, schema changes, and row-count, drop-reason and config deltas"
+    diff = verbs.add_parser("diff", help=text, description=f"Compare release A with release B: {text}.")
+    diff.add_argument("a", help="the older release (folder, DATASET/VERSION, DATASET) or a Parquet file")
+    diff.add_argument("b", help="the newer one")
+    diff.add_argument("--examples", type=int, default=5, metavar="N", help="ids to show per kind of change (default 5)")
+    diff.add_argument("--json", action="store_true", help="print the diff as JSON")
+    diff.add_argument("--releases", type=Path, default=None, help=RELEASES_HELP)
+    diff.set_defaults(handler=_diff)
 
 
 def _root(args: argparse.Namespace) -> Path:
@@ -67,4 +80,13 @@ def _verify(args: argparse.Namespace) -> int:
     m = read_manifest(folder)
     files = len(m["shards"]) + len(m["rejects"])
     print(f"OK {folder}: {files} files re-hashed, {m['rows']:,} rows and {m['rejected_rows']:,} rejects re-counted")
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from pipelines.diff import diff_tables, format_diff
+    from pipelines.inspection import open_table
+
+    result = diff_tables(open_table(args.a, _root(args)), open_table(args.b, _root(args)), max(args.examples, 0))
+    print(json.dumps(result, indent=2, default=str) if args.json else format_diff(result))
     return 0
