@@ -4,4 +4,5 @@
 COMMAND_MODULES: list[str] = [
     "pipelines.commands.release",
     "pipelines.commands.inspect",
+    "pipelines.commands.dedup",
 ]

@@ -1,0 +1,190 @@
+"""Near-duplicate dedup: MinHash signatures, LSH band buckets, optional signature verification, union-find.
+
+Stages (the engine runs `index` per shard and `decide` once):
+  index:  key fields -> normalised text -> n-gram hashes -> MinHash signature (rensa) -> one hash per band
+  decide: rows sharing a band hash are candidates (each linked to the bucket's smallest id) -> candidates
+          whose full signatures agree on fewer than `threshold` of positions are dropped (verify) ->
+          connected components -> one survivor per cluster; every other member is dropped naming it.
+Clusters do not depend on shard order (buckets are anchored by id); the survivor is the first row in input
+order, or the highest `score_column` with ties going to the smallest id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+import polars as pl
+import rensa
+from datasketch.lsh import _optimal_param
+from pydantic import Field, model_validator
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from operators.base import GlobalOperator, Params
+from operators.dedup.shingles import MAX_N, Shingles, mix64, key_text, shingle
+from operators.errors import ConfigError
+from operators.registry import register
+
+SIGNATURE = "minhash"  # index column: the full signature (verification, incremental dedup)
+SHINGLES = "shingles"  # index column: n-gram count; 0 means the key was empty (never a duplicate)
+SCORE = "keep_score"
+REFERENCE = "reference"  # index column set on rows of an earlier release (see `clusters`)
+_VERIFY_CHUNK = 65_536  # candidate pairs compared at a time (bounds memory to ~2 x chunk x num_perm x 4 B)
+_BAND_MULTIPLIERS = np.array(
+    [int.from_bytes(hashlib.blake2b(f"sluice-band-{k}".encode(), digest_size=8).digest(), "little") | 1
+     for k in range(1024)], dtype=np.uint64)
+
+
+def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows) minimising the equally weighted false-positive and false-negative areas of the
+    LSH S-curve around `threshold` (datasketch's optimiser, the same one text-dedup uses)."""
+    return _optimal_param(threshold, num_perm, 0.5, 0.5)
+
+
+def signatures(shingles: Shingles, num_perm: int, seed: int) -> np.ndarray:
+    """MinHash signatures (rows x num_perm, uint32) of rows with at least one shingle; others are all zero."""
+    counts = shingles.counts()
+    keyed = counts > 0
+    out = np.zeros((len(counts), num_perm), dtype=np.uint32)
+    if keyed.any():
+        offsets = np.concatenate([[0], np.cumsum(counts[keyed])]).astype(np.uint64)
+        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(shingles.hashes, offsets, num_perm, seed)
+        out[keyed] = np.array(matrix.to_rows(), dtype=np.uint32).reshape(-1, num_perm)
+    return out
+
+
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One uint64 per (row, band): a hash of the band's `rows` signature values."""
+    blocks = sig[:, : bands * rows].astype(np.uint64).reshape(len(sig), bands, rows)
+    with np.errstate(over="ignore"):
+        return mix64((blocks * _BAND_MULTIPLIERS[:rows]).sum(axis=2, dtype=np.uint64))
+
+
+@register
+class MinHashDedup(GlobalOperator):
+    """Drop near-duplicates (estimated Jaccard >= threshold on n-grams of the normalised key fields)."""
+
+    name = "minhash_dedup"
+
+    class Params(Params):
+        fields: list[str] = Field(default=["text"], min_length=1, description="columns that form the dedup key "
+                                  "(e.g. [instruction] or [instruction, input]; a messages column counts its contents)")
+        threshold: float = Field(default=0.8, gt=0, lt=1, description="Jaccard similarity that makes a duplicate")
+        ngram: int = Field(default=5, ge=1, le=MAX_N, description="shingle size in units")
+        unit: Literal["word", "char"] = Field(default="word", description="shingle unit: words or characters")
+        num_perm: int = Field(default=128, ge=8, le=1024, description="MinHash permutations")
+        bands: int | None = Field(default=None, ge=1, description="LSH bands (default: optimised for threshold)")
+        rows: int | None = Field(default=None, ge=1, description="signature values per band (with bands)")
+        verify: bool = Field(default=True, description="confirm candidates by full-signature agreement >= threshold")
+        keep: Literal["first", "score"] = Field(default="first", description="survivor: first in input order, "
+                                                "or highest score_column (ties: smallest id)")
+        score_column: str | None = Field(default=None, description="numeric column used by keep=score")
+        seed: int = Field(default=1, ge=0, description="MinHash seed (stored signatures need the same seed)")
+
+        @model_validator(mode="after")
+        def _consistent(self):
+            if (self.bands is None) != (self.rows is None):
+                raise ValueError("give both bands and rows, or neither (then they are optimised for threshold)")
+            if self.bands is not None and self.bands * self.rows > self.num_perm:
+                raise ValueError(f"bands x rows ({self.bands} x {self.rows}) exceeds num_perm ({self.num_perm})")
+            if (self.keep == "score") != (self.score_column is not None):
+                raise ValueError("keep=score needs score_column, and score_column needs keep=score")
+            return self
+
+    @cached_property
+    def layout(self) -> tuple[int, int]:
+        p = self.params
+        return (p.bands, p.rows) if p.bands is not None else band_layout(p.threshold, p.num_perm)
+
+    @property
+    def band_columns(self) -> list[str]:
+        return [f"band_{b}" for b in range(self.layout[0])]
+
+    # --- per shard -------------------------------------------------------------------------------------
+
+    def index(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """id, shingle count, one hash per band, the signature (if verify) and the keep score (if any)."""
+        p = self.params
+        shingles = shingle(key_text(batch, p.fields), p.ngram, p.unit)
+        sig = signatures(shingles, p.num_perm, p.seed)
+        keyed = pl.Series(shingles.counts() > 0)
+        bands = band_hashes(sig, *self.layout)
+        columns = {"id": batch["id"], SHINGLES: pl.Series(shingles.counts(), dtype=pl.Int32)}
+        for b, name in enumerate(self.band_columns):
+            columns[name] = pl.Series(bands[:, b]).zip_with(keyed, pl.Series([None], dtype=pl.UInt64))
+        if p.verify:
+            columns[SIGNATURE] = pl.Series(sig, dtype=pl.Array(pl.UInt32, p.num_perm))
+        if p.score_column:
+            columns[SCORE] = batch[p.score_column].cast(pl.Float64)
+        return pl.DataFrame(columns)
+
+    # --- once ------------------------------------------------------------------------------------------
+
+    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
+        """Every row that is not its cluster's survivor, with the survivor's id as detail."""
+        return self.duplicates(self.clusters(index))
+
+    def duplicates(self, clusters: pl.DataFrame) -> pl.DataFrame:
+        """The decision table for a `clusters` table: every non-survivor, naming its survivor."""
+        dupes = clusters.filter(pl.col("id") != pl.col("cluster"))
+        return self.drops(dupes, "near_duplicate", pl.col("cluster"))
+
+    def clusters(self, index: pl.DataFrame, reference: pl.DataFrame | None = None) -> pl.DataFrame:
+        """id -> cluster (the survivor's id) and cluster_size, for every row of `index`, in input order.
+
+        `reference` is the index of an earlier release (same parameters): its rows join the clusters and
+        always survive, so a new row matching one is a duplicate of it; reference rows are not returned."""
+        table = self._with_reference(index, reference)
+        edges = self._candidate_pairs(table)
+        if self.params.verify and len(edges):
+            edges = self._verified(table, edges)
+        n = len(table)
+        graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges["src"].to_numpy(), edges["dst"].to_numpy())),
+                           shape=(n, n))
+        _, component = connected_components(graph, directed=False)
+        ranked = table.select("id", REFERENCE, *([SCORE] if SCORE in table.columns else [])).with_columns(
+            pl.int_range(n).alias("position"), pl.Series("component", component))
+        survivor = pl.col("id").sort_by(self._survivor_order()).first().over("component")
+        result = ranked.with_columns(survivor.alias("cluster"), pl.len().over("component").alias("cluster_size"))
+        return result.filter(~pl.col(REFERENCE)).select("id", "cluster", pl.col("cluster_size").cast(pl.Int64))
+
+    def _survivor_order(self) -> list[pl.Expr]:
+        first = [pl.col(REFERENCE).not_()]  # an earlier release's row always survives
+        if self.params.keep == "score":
+            return first + [pl.col(SCORE).fill_nan(None).fill_null(float("-inf")).neg(), pl.col("id")]
+        return first + [pl.col("position")]
+
+    def _with_reference(self, index: pl.DataFrame, reference: pl.DataFrame | None) -> pl.DataFrame:
+        index = index.with_columns(pl.lit(False).alias(REFERENCE))
+        if reference is None:
+            return index
+        missing = [c for c in index.columns if c not in reference.columns and c not in (REFERENCE, SCORE)]
+        if missing:
+            raise ConfigError(f"the reference index lacks columns {missing}: it was built with other "
+                              "parameters (bands, num_perm, verify); rebuild it with the same ones")
+        reference = reference.select([c for c in index.columns if c in reference.columns and c != REFERENCE])
+        return pl.concat([reference.with_columns(pl.lit(True).alias(REFERENCE)), index], how="diagonal_relaxed")
+
+    def _candidate_pairs(self, table: pl.DataFrame) -> pl.DataFrame:
+        """(src, dst) row positions: every row in a shared band bucket linked to the bucket's smallest id."""
+        rows = table.select("id", *self.band_columns).with_row_index("src")
+        pairs = []
+        for band in self.band_columns:
+            bucket = rows.select("src", "id", band).filter(pl.col(band).is_not_null())
+            anchor = pl.col("src").sort_by("id").first().over(band)
+            pairs.append(bucket.filter(pl.len().over(band) > 1).select("src", anchor.alias("dst"))
+                         .filter(pl.col("src") != pl.col("dst")))
+        return pl.concat(pairs).unique().sort("src", "dst").cast(pl.Int64)
+
+    def _verified(self, table: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
+        """Keep the pairs whose signatures agree on at least `threshold` of their positions."""
+        sig = table[SIGNATURE].to_numpy()
+        src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()
+        keep = np.zeros(len(edges), dtype=bool)
+        for start in range(0, len(edges), _VERIFY_CHUNK):
+            part = slice(start, start + _VERIFY_CHUNK)
+            keep[part] = (sig[src[part]] == sig[dst[part]]).mean(axis=1) >= self.params.threshold
+        return edges.filter(pl.Series(keep))

@@ -1,0 +1,104 @@
+"""`sluice dedup IN OUT`: drop near-duplicates (MinHash LSH, Jaccard >= 0.8 on word 5-grams by default)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import polars as pl
+
+from operators.dedup import ExactDedup, MinHashDedup
+from operators.errors import ConfigError
+from pipelines.oneoff import add_io_arguments, run_job, write_table
+
+EXAMPLES = """examples:
+  sluice dedup web.jsonl web.dedup.parquet                         near-duplicates of `text` (the default)
+  sluice dedup alpaca.json out.parquet --fields instruction,input  instruction-aware key
+  sluice dedup in.parquet out.parquet --clusters clusters.parquet  also write id -> cluster for every row
+  sluice dedup in.parquet out.parquet --keep-by score_quality      keep each cluster's best-scored row
+  sluice dedup new.jsonl out.parquet --against v1.index.parquet    drop rows already in an earlier release
+"""
+
+
+def add_command(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "dedup", help="drop near-duplicate rows (MinHash LSH); rejects name the surviving row",
+        description="Drop near-duplicate rows: MinHash over n-grams of the normalised text (case, punctuation, "
+                    "whitespace and Unicode folded), LSH bands tuned to the threshold, candidates verified on "
+                    "the full signature. Each cluster keeps one row; the others go to the rejects with "
+                    "reason near_duplicate and the survivor's id.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_io_arguments(p)
+    p.add_argument("--fields", metavar="A,B", help="columns forming the dedup key instead of --text-field, e.g. "
+                   "instruction,input or messages (empty or missing values count as empty text)")
+    p.add_argument("--threshold", type=float, default=0.8, metavar="T", help="Jaccard similarity of a duplicate (default 0.8)")
+    p.add_argument("--ngram", type=int, default=5, metavar="N", help="shingle size (default 5)")
+    p.add_argument("--char", action="store_true", help="character n-grams instead of word n-grams")
+    p.add_argument("--num-perm", type=int, default=128, metavar="P", help="MinHash permutations (default 128)")
+    p.add_argument("--no-verify", action="store_true", help="trust LSH candidates without checking the full signature")
+    p.add_argument("--keep-by", metavar="COLUMN", help="keep the row with the highest COLUMN in each cluster "
+                   "(ties: smallest id); default: the first row in input order")
+    p.add_argument("--exact", action="store_true", help="exact dedup on the normalised key instead of MinHash")
+    p.add_argument("--clusters", type=Path, metavar="FILE", help="write id, cluster (the survivor's id) and "
+                   "cluster_size for every row to FILE (.parquet or .jsonl)")
+    p.add_argument("--save-index", type=Path, metavar="FILE", help="write the MinHash index (signatures, band "
+                   "hashes) to FILE.parquet, for later --against runs")
+    p.add_argument("--against", type=Path, metavar="FILE", help="an index saved by --save-index (same settings): "
+                   "rows near-duplicating one of its rows are dropped too")
+    p.set_defaults(handler=_dedup)
+
+
+class _Recording(MinHashDedup):
+    """MinHashDedup that keeps its index and clusters for the command's extra outputs."""
+
+    reference: pl.DataFrame | None = None
+    index_table: pl.DataFrame | None = None
+    cluster_table: pl.DataFrame | None = None
+
+    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
+        self.index_table = index
+        self.cluster_table = self.clusters(index, self.reference)
+        return self.duplicates(self.cluster_table)
+
+
+def _dedup(args: argparse.Namespace) -> int:
+    fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else [args.text_field]
+    required = [] if args.fields else fields  # with --fields, empty parts are normal (e.g. Alpaca's input)
+    if args.exact:
+        if args.clusters or args.save_index or args.against:
+            raise ConfigError("--clusters, --save-index and --against work with MinHash, not with --exact")
+        run_job(args, [ExactDedup(fields=fields)], fields=required)
+        return 0
+    op = _Recording(fields=fields, threshold=args.threshold, ngram=args.ngram, unit="char" if args.char else "word",
+                    num_perm=args.num_perm, verify=not args.no_verify,
+                    keep="score" if args.keep_by else "first", score_column=args.keep_by)
+    if args.against:
+        op.reference = _read_index(args.against)
+    run_job(args, [op], fields=required)
+    clusters = op.cluster_table
+    if clusters is not None:
+        _summary(clusters, op.index_table)
+        if args.clusters:
+            write_table(clusters, args.clusters)
+            print(f"wrote {len(clusters):,} cluster assignments -> {args.clusters}")
+        if args.save_index:
+            write_table(op.index_table, args.save_index)
+            print(f"wrote the index of {len(op.index_table):,} rows -> {args.save_index}")
+    return 0
+
+
+def _read_index(path: Path) -> pl.DataFrame:
+    if not path.exists():
+        raise ConfigError(f"{path}: no such index file (write one with --save-index)")
+    try:
+        return pl.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ConfigError(f"{path}: not a Parquet index written by --save-index ({err})") from None
+
+
+def _summary(clusters: pl.DataFrame, index: pl.DataFrame) -> None:
+    multi = clusters.filter(pl.col("cluster_size") > 1)
+    empty = int((index["shingles"] == 0).sum())
+    print(f"\nnear-duplicate clusters: {multi['cluster'].n_unique():,} ({len(multi):,} rows, the largest "
+          f"{multi['cluster_size'].max() or 0:,})"
+          + (f"; {empty:,} rows with an empty key kept as they are" if empty else ""))
