@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from operators.errors import ReleaseError
 from pipelines.accounting import Ledger
 from pipelines.card import dataset_card
+from pipelines.report import render_report
 from pipelines.engine import Outcome, file_sha256
 
 DEFAULT_ROOT = Path("data/releases")
@@ -75,6 +76,7 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     (tmp / "README.md").write_text(dataset_card(manifest))
+    (tmp / "report.html").write_text(render_report(tmp, manifest))
     _seal(tmp)
     try:
         os.rename(tmp, final)
