@@ -196,8 +196,10 @@ def _duplicate_section(rejects: pl.LazyFrame | None) -> str:
         sizes = clusters.filter(pl.col("reason") == reason)["size"].to_numpy()
         caption = (f"{len(sizes):,} clusters, {int(sizes.sum() - len(sizes)):,} rows dropped; "
                    f"largest {int(sizes.max()):,} rows")
-        figures.append(_figure(f"{reason}: cluster sizes", _histogram_svg(sizes, "rows per cluster (kept + dropped)",
-                                                                          log_ok=True, log_y=True), caption))
+        counts = np.unique(sizes, return_counts=True)[1]
+        svg = _histogram_svg(sizes, "rows per cluster (kept + dropped)", log_ok=True,
+                             log_y=counts.max() >= 30 * counts.min())  # many pairs, few big clusters
+        figures.append(_figure(f"{reason}: cluster sizes", svg, caption))
     return _section("Duplicate clusters", "How many rows each kept row stood for: one kept, the others dropped as "
                     "its duplicates (sizes from the rejects' `detail`).", figures)
 
@@ -293,7 +295,10 @@ def _histogram_svg(values: np.ndarray, xlabel: str, rejected: np.ndarray | None 
                 y0, y1 = y(max(base, 1 if log_y else 0)), y(base + n)
                 parts.append(f'<rect x="{x0 + 0.5:.1f}" y="{y1:.1f}" width="{max(x1 - x0 - 1, 1):.1f}" '
                              f'height="{max(y0 - y1, 0.5):.1f}" fill="{color}"><title>{span}: {n:,} {what}</title></rect>')
+    whole = bool(np.all(both == np.round(both)))
     for value, label in lines:
+        if whole and value == round(value):  # whole-number bins: mark the edge between failing and passing bins
+            value += -0.5 if ".min_" in label else 0.5 if ".max_" in label else 0
         if lo <= value <= hi:
             px = x(value)
             anchor, dx = ("end", -4) if px > W / 2 else ("start", 4)
@@ -329,6 +334,8 @@ def _scale(lo: float, hi: float, a: float, b: float, log: bool):
 def _axes(x, y, xlo: float, xhi: float, ylo: float, yhi: float, log_x: bool, log_y: bool, xlabel: str) -> str:
     parts = []
     for t in _ticks(ylo, yhi, log_y):
+        if not float(t).is_integer():
+            continue  # y counts rows: no 0.5 rows
         py = y(t)
         parts.append(f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{py:.1f}" y2="{py:.1f}" stroke="{GRID}"/>'
                      f'<text x="{LEFT - 6}" y="{py + 4:.1f}" text-anchor="end" font-size="11">{_num(t)}</text>')

@@ -1,0 +1,130 @@
+"""report.html: self-contained, one section per kind of data present, numbers that match the release."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+
+from conftest import SHARED
+from pipelines import config
+from pipelines.flow import run_pipeline
+from pipelines.report import render_report, thresholds
+from test_card import demo_release
+
+LINGUA = SHARED / "langid" / "lingua" / "sentences"
+LANGS = ["en", "de", "fr", "es", "it", "nl", "pl", "pt", "ru", "sv", "fi", "tr", "cs", "da", "hu", "ro", "el", "uk"]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    return demo_release(tmp_path_factory.mktemp("report") / "releases")
+
+
+@pytest.fixture(scope="module")
+def multilingual(tmp_path_factory) -> Path:
+    """Real sentences in 18 languages (with `lang`), every 7th repeated up to 3 times, through the real engine."""
+    tmp = tmp_path_factory.mktemp("multilingual")
+    rows = []
+    for lang in LANGS:
+        for i, sentence in enumerate(LINGUA.joinpath(f"{lang}.txt").read_text().splitlines()[:40 if lang != "en" else 200]):
+            copies = 1 + (i % 3 if i % 7 == 0 else 0)
+            rows += [{"text": sentence, "lang": lang}] * copies
+    (tmp / "sentences.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    cfg = {"dataset": "multilingual", "inputs": [{"path": "sentences.jsonl", "fields": {"text": "text"}}],
+           "stages": [{"op": "length_filter", "field": "text", "min_words": 4},
+                      {"op": "exact_dedup", "fields": ["text"]}],
+           "release": {"dir": str(tmp / "releases"), "license": "apache-2.0"}}
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
+    folder, _ = run_pipeline(config.load(tmp / "config.yaml"), use_prefect=False)
+    return folder
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / "manifest.json").read_text())
+
+
+def _headings(page: str) -> list[str]:
+    return re.findall(r"<h2>(.*?)</h2>", page)
+
+
+def test_published_report_is_self_contained_and_valid(demo):
+    page = (demo / "report.html").read_text()
+    assert page.startswith("<!doctype html>")
+    assert not re.search(r"<script|<link|<img|src=|@import|url\(", page, re.I)  # nothing to fetch, nothing to run
+    assert not re.search(r"https?://(?!www\.w3\.org/2000/svg)", page.split("<main>")[0])
+    svgs = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(svgs) == 5  # waterfall, text lengths, two scores, sources
+    for svg in svgs:
+        ET.fromstring(svg)  # well-formed XML, or the browser shows nothing
+
+
+def test_demo_report_sections_follow_the_data(demo):
+    page = (demo / "report.html").read_text()
+    assert _headings(page) == ["Where rows went", "Lengths", "Scores", "Sources", "Stages"]
+    assert "From 80 rows read to 79 released (98.8% kept)" in page
+    assert "<title>length_filter:too_few_words: 1 rows</title>" in page  # the waterfall's drop bar
+    assert "length_filter.min_words=50" in page and "length_filter.max_words=100000" in page
+    assert "<title>common-crawl: 29</title>" in page
+    data = pl.read_parquet(demo / "data")
+    words = data["score_words_text"]
+    assert f"<td>text</td><td>79</td><td>0</td><td>{words.min():,}</td><td>{words.median():,.0f}</td>" in page
+
+
+def test_thresholds_come_from_the_resolved_stage_params(demo):
+    marks = thresholds(_manifest(demo), ["score_words_text", "score_chars_text"])
+    assert marks == {"score_words_text": [(50.0, "length_filter.min_words=50", "length_filter"),
+                                          (100000.0, "length_filter.max_words=100000", "length_filter")]}
+    # min_chars=0 bounds nothing and max_chars is unset: no line on the chars plot
+
+
+def test_languages_duplicates_generation_and_diversity(multilingual):
+    m = _manifest(multilingual)
+    m["generation"] = {"models": {"SmolLM2-135M-Instruct": {"requests": 12, "prompt_tokens": 900, "completion_tokens": 2_400}}}
+    m["diversity"] = {"metrics": {"distinct_2": 0.8123, "clusters": 9}, "cluster_sizes": [40, 35, 12, 9, 9, 7, 3, 2, 1]}
+    page = render_report(multilingual, m)
+    assert _headings(page) == ["Where rows went", "Lengths", "Scores", "Duplicate clusters", "Languages", "Sources",
+                               "Diversity", "Generation", "Stages"]
+    data, rejects = pl.read_parquet(multilingual / "data"), pl.read_parquet(multilingual / "rejects")
+    # Languages: the largest share first, and 18 languages folded into 14 bars + "other (4)".
+    en = (data["lang"] == "en").sum()
+    assert f"<title>en: {en}</title>" in page and f"({en / len(data):.1%})" in page
+    assert "<title>other (4): " in page
+    # Duplicate clusters counted from the rejects' detail (the surviving id).
+    dupes = rejects.filter(pl.col("reason") == "exact_dedup:duplicate")
+    sizes = dupes.group_by("detail").len()["len"] + 1
+    assert len(dupes) > 0
+    assert f"{len(sizes):,} clusters, {len(dupes):,} rows dropped; largest {sizes.max()} rows" in page
+    assert "<td>distinct_2</td><td>0.8123</td>" in page and "<figcaption>9 clusters</figcaption>" in page
+    assert "<td>SmolLM2-135M-Instruct</td><td>2,400</td><td>900</td><td>12</td>" in page
+    # Scores: the rows the length filter dropped are drawn in red beside the kept ones.
+    assert "rejected by length_filter" in page and "length_filter.min_words=4" in page
+
+
+def test_report_of_an_empty_release(tmp_path):
+    folder = demo_release(tmp_path / "releases", min_words=99_999)
+    m = _manifest(folder)
+    assert m["rows"] == 0
+    page = (folder / "report.html").read_text()
+    assert _headings(page) == ["Where rows went", "Stages"] and "to 0 released (0.0% kept)" in page
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_headless_chromium(demo, tmp_path):
+    shot = tmp_path / "report.png"
+    subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--no-first-run",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2000",
+                    (demo / "report.html").as_uri()], check=True, capture_output=True, timeout=60)
+    png = shot.read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1280, 2000)
+    assert len(png) > 60_000  # plots and text, not a blank page (blank: ~10 KB)
