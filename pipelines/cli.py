@@ -60,6 +60,8 @@ def _run(args: argparse.Namespace) -> int:
     pipeline = config.load(args.config)
     folder, outcome = run_pipeline(pipeline, args.releases, use_prefect=not args.no_prefect)
     print(outcome.ledger.table())
+    if outcome.reused:
+        print(f"\nresumed: {outcome.reused} shard results reused from the cache, {outcome.computed} computed")
     print(f"\nreleased {len(outcome.ledger.stages) and outcome.ledger.stages[-1].rows_out:,} rows -> {folder}")
     return 0
 

@@ -8,9 +8,10 @@ Prefect flow (pipelines/flow.py) runs each as a task. The functions here are the
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,44 +19,75 @@ import polars as pl
 
 from operators.base import REASON, GlobalOperator, RowOperator, Split
 from operators.errors import SluiceError
+from pipelines import failpoints
 from pipelines.accounting import Ledger
+from pipelines.cache import ShardCache, derive
 from pipelines.config import Pipeline, Stage
 from pipelines.progress import Progress
 from pipelines.readers import IdRegistry, Source, read_shards
 
-# map_fn(fn, items, label, **kwargs) -> [fn(item, **kwargs) for item in items], in order
+@dataclass(frozen=True)
+class Job:
+    """One per-shard call: the shard, the cache key of its result, and a name for logs and the Prefect UI."""
+
+    frame: pl.DataFrame
+    key: str
+    name: str
+
+
+# map_fn(fn, jobs, label, cache, **kwargs) -> [(result, reused), ...] in job order, each result being
+# fn(job.frame, **kwargs) or its cached copy. map_local runs them in a loop; the flow runs Prefect tasks.
 MapFn = Callable[..., list]
 
 
-def map_local(fn: Callable, items: list, label: str, **kwargs: Any) -> list:
-    progress = Progress(label, total=sum(len(x) for x in items if isinstance(x, pl.DataFrame)) or None)
+def call_cached(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any) -> tuple[Any, bool]:
+    if cache is not None and (frames := cache.get(job.key)) is not None:
+        return (Split(*frames) if len(frames) == 2 else frames[0]), True
+    result = fn(job.frame, **kwargs)
+    if cache is not None:
+        cache.put(job.key, tuple(result) if isinstance(result, Split) else (result,))
+    return result, False
+
+
+def map_local(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, **kwargs: Any) -> list:
+    progress = Progress(label, total=sum(len(j.frame) for j in jobs))
     results = []
-    for item in items:
-        results.append(fn(item, **kwargs))
-        progress.advance(len(item) if isinstance(item, pl.DataFrame) else 1)
+    for job in jobs:
+        results.append(call_cached(fn, job, cache, **kwargs))
+        progress.advance(len(job.frame))
     progress.close()
     return results
 
 
 @dataclass
 class Outcome:
-    """What a run produced: surviving rows by shard, rejected rows, the books, and the inputs read."""
+    """What a run produced: surviving rows by shard (with their cache keys and names), rejected rows, the
+    books, the inputs read, and how many shard results were reused from the cache."""
 
     shards: list[pl.DataFrame]
     rejects: list[pl.DataFrame]
     ledger: Ledger
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    keys: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    reused: int = 0
+    computed: int = 0
+
+    def jobs(self, keys: list[str]) -> list[Job]:
+        return [Job(f, k, n) for f, k, n in zip(self.shards, keys, self.names)]
 
 
-def execute(pipeline: Pipeline, map_fn: MapFn = map_local) -> Outcome:
-    return run_stages(pipeline.sources, pipeline.stages, pipeline.config.shard_rows, map_fn)
+def execute(pipeline: Pipeline, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> Outcome:
+    return run_stages(pipeline.sources, pipeline.stages, pipeline.config.shard_rows, map_fn, cache)
 
 
-def run_stages(sources: list[Source], stages: list[Stage], shard_rows: int, map_fn: MapFn = map_local) -> Outcome:
+def run_stages(sources: list[Source], stages: list[Stage], shard_rows: int, map_fn: MapFn = map_local,
+               cache: ShardCache | None = None) -> Outcome:
     """Read `sources`, run `stages` in order, and check the books."""
     outcome = read_inputs(sources, shard_rows)
     for stage in stages:
-        run_stage(stage, outcome, map_fn)
+        run_stage(stage, outcome, map_fn, cache)
+        failpoints.hit("stage.done")
     outcome.ledger.check()
     return outcome
 
@@ -65,38 +97,56 @@ def read_inputs(sources: list[Source], shard_rows: int) -> Outcome:
     ledger = Ledger()
     count = ledger.stage("read", "read")
     ids = IdRegistry()
-    shards, rejects, inputs = [], [], []
+    shards, rejects, inputs, names = [], [], [], []
     progress = Progress("read")
     for src in sources:
         rows = 0
         for shard in read_shards(src, shard_rows, ids):
             shards.append(shard.rows)
             rejects.append(shard.rejects)
+            names.append(shard.key)
             count.add(shard.rows_read, len(shard.rows), _reason_counts(shard.rejects))
             rows += shard.rows_read
             progress.advance(shard.rows_read)
+            failpoints.hit("read.shard")
         inputs.append({"path": str(src.path), "format": src.format, "source": src.source, "rows": rows,
                        "bytes": src.path.stat().st_size, "sha256": file_sha256(src.path)})
     progress.close()
-    return Outcome(shards, [r for r in rejects if len(r)], ledger, inputs)
+    # Ids depend on every earlier input, so each shard's key covers all inputs and how they were read.
+    read_key = derive(json.dumps([inputs, [asdict(s) for s in sources], shard_rows], default=str, sort_keys=True))
+    keys = [derive(read_key, str(i)) for i in range(len(shards))]
+    return Outcome(shards, [r for r in rejects if len(r)], ledger, inputs, keys, names)
 
 
-def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local) -> None:
+def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> None:
     """Run one stage over every shard of `outcome`, in place, and record its counts."""
-    op = stage.operator
+    op, fingerprint = stage.operator, stage.operator.fingerprint
     if isinstance(op, RowOperator):
-        splits = map_fn(split_rows, outcome.shards, stage.name, stage=stage)
+        keys = [derive(k, fingerprint) for k in outcome.keys]
+        results = map_fn(split_rows, outcome.jobs(keys), stage.name, cache, stage=stage)
     elif isinstance(op, GlobalOperator):
-        indexes = map_fn(index_rows, outcome.shards, f"{stage.name}.index", stage=stage)
-        drops = decide(pl.concat(indexes, how="vertical_relaxed"), stage=stage)
-        splits = map_fn(apply_drops, outcome.shards, f"{stage.name}.apply", stage=stage, drops=drops)
+        index_keys = [derive(k, fingerprint, "index") for k in outcome.keys]
+        indexed = map_fn(index_rows, outcome.jobs(index_keys), f"{stage.name}.index", cache, stage=stage)
+        drops = decide(pl.concat([r for r, _ in indexed], how="vertical_relaxed"), stage=stage)
+        decision = derive(fingerprint, *outcome.keys)
+        keys = [derive(k, decision) for k in outcome.keys]
+        results = map_fn(apply_drops, outcome.jobs(keys), f"{stage.name}.apply", cache, stage=stage, drops=drops)
+        _tally(outcome, indexed)
     else:
         raise SluiceError(f"stage {stage.name!r}: operator {op.name!r} cannot run as a pipeline stage")
     count = outcome.ledger.stage(stage.name, op.name)
-    for shard, split in zip(outcome.shards, splits):
+    for shard, (split, _) in zip(outcome.shards, results):
         count.add(len(shard), len(split.kept), _reason_counts(split.rejected))
-    outcome.shards = [s.kept for s in splits]
-    outcome.rejects += [s.rejected for s in splits if len(s.rejected)]
+    _tally(outcome, results)
+    outcome.shards = [split.kept for split, _ in results]
+    outcome.rejects += [split.rejected for split, _ in results if len(split.rejected)]
+    outcome.keys = keys
+
+
+def _tally(outcome: Outcome, results: list[tuple[Any, bool]]) -> None:
+    reused = sum(hit for _, hit in results)
+    outcome.reused += reused
+    outcome.computed += len(results) - reused
 
 
 def split_rows(batch: pl.DataFrame, stage: Stage) -> Split:

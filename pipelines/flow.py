@@ -1,8 +1,8 @@
 """A pipeline run: the engine's stages, then the release writer; as a Prefect flow or in-process.
 
-With Prefect, every per-shard call of a stage is a task named `<stage>[<shard>]`, and a global stage's
-decision is the barrier between its index and apply tasks. Without Prefect (`--no-prefect`) the very same
-functions run in a loop, which is what the one-off commands and most unit tests use.
+With Prefect, every per-shard call of a stage is a task named `<stage>[<shard>]`, and a global stage's decision
+is the barrier between its index and apply tasks. Without Prefect (`--no-prefect`) the very same functions run in
+a loop. Either way finished shard results go to the dataset's cache folder, so a re-run resumes.
 """
 
 from __future__ import annotations
@@ -12,49 +12,112 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from operators.errors import SluiceError
+from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
-from pipelines.engine import MapFn, Outcome, execute, map_local
-from pipelines.release import DEFAULT_ROOT, publish
+from pipelines.engine import Job, MapFn, Outcome, call_cached, execute, map_local
+from pipelines.release import DEFAULT_ROOT, dataset_lock, next_version, publish
 
 # Prefect's own chatter is not the user's output, and nothing may call home.
 PREFECT_DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL"  # the temporary server logs shutdown races as errors,
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",  # the temporary server logs shutdown races as errors
 }
+RUNNERS = ("local", "dask")
 
 
-def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool = True) -> tuple[Path, Outcome]:
+def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool = True,
+                 runner: str = "local", dask_address: str | None = None) -> tuple[Path, Outcome]:
     """Run `pipeline` and publish its release; return the version folder and the outcome."""
     root = root or pipeline.release_dir or DEFAULT_ROOT
     if not use_prefect:
         return _run(pipeline, root, map_local)
-    for key, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(key, value)
+    quiet_prefect()
     from prefect import flow
 
-    run = flow(_run, name="sluice-run", flow_run_name=f"{pipeline.config.dataset}", validate_parameters=False)
+    dataset = pipeline.config.dataset
+    run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{next_version(root / dataset)}",
+               validate_parameters=False, task_runner=_task_runner(runner, dask_address))
     return run(pipeline, root, _prefect_map)
 
 
+def quiet_prefect() -> None:
+    for key, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
 def _run(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
-    outcome = execute(pipeline, map_fn)
+    with dataset_lock(root / pipeline.config.dataset):
+        return _run_locked(pipeline, root, map_fn)
+
+
+def _run_locked(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
+    cache = ShardCache(root / pipeline.config.dataset / ".cache")
+    outcome = execute(pipeline, map_fn, cache)
     info: dict[str, Any] = {
         "config_path": str(pipeline.path),
         "config": pipeline.resolved,
         "config_hash": pipeline.config_hash,
         "fingerprints": {s.name: s.operator.fingerprint for s in pipeline.stages},
+        "resumed": {"shard_results_reused": outcome.reused, "shard_results_computed": outcome.computed},
     }
     folder = publish(root, pipeline.config.dataset, outcome, info, pipeline.config.release.rows_per_file)
+    cache.prune()
+    if map_fn is _prefect_map:
+        _publish_artifact(folder, outcome)
     return folder, outcome
 
 
-def _prefect_map(fn: Callable, items: list, label: str, **kwargs: Any) -> list:
+def _task_runner(runner: str, address: str | None) -> Any:
+    if runner == "local":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2)
+    if runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if address:
+            return DaskTaskRunner(address=address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": os.cpu_count() or 2, "threads_per_worker": 1,
+                                              "dashboard_address": None})
+    raise SluiceError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
+
+
+def _prefect_map(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, **kwargs: Any) -> list:
     from prefect import task
     from prefect.cache_policies import NO_CACHE
 
-    shard_task = task(fn, name=label, cache_policy=NO_CACHE)
-    futures = [
-        shard_task.with_options(task_run_name=f"{label}[{i}]").submit(item, **kwargs) for i, item in enumerate(items)
-    ]
+    shard_task = task(call_cached, name=label, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+                      retry_condition_fn=_transient)
+    futures = [shard_task.with_options(task_run_name=f"{label}[{job.name}]").submit(fn, job, cache, **kwargs)
+               for job in jobs]
     return [f.result() for f in futures]
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry what may succeed a second time (I/O, a lost worker), never a user's mistake or a bug."""
+    try:
+        state.result()
+    except SluiceError:
+        return False
+    except (OSError, TimeoutError, ConnectionError):
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def _publish_artifact(folder: Path, outcome: Outcome) -> None:
+    from prefect.artifacts import create_markdown_artifact
+
+    ledger = outcome.ledger
+    rows = "\n".join(
+        f"| {s.stage} | {s.op} | {s.rows_in:,} | {s.rows_out:,} | "
+        + (", ".join(f"{r} {n:,}" for r, n in sorted(s.dropped.items())) or "-") + " |"
+        for s in ledger.stages
+    )
+    markdown = (f"# {folder.parent.name} {folder.name}\n\nRelease: `{folder}`\n\n"
+                f"| stage | op | rows in | rows out | dropped |\n|---|---|---|---|---|\n{rows}\n")
+    create_markdown_artifact(markdown, key=f"sluice-{folder.parent.name.lower().replace('_', '-')}",
+                             description=f"{folder.parent.name} {folder.name}: row accounting")

@@ -9,12 +9,15 @@ release; files are then read-only and a published version is never touched again
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +27,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from operators.errors import ReleaseError
+from pipelines import failpoints
 from pipelines.accounting import Ledger
 from pipelines.card import dataset_card
 from pipelines.report import render_report
@@ -39,12 +43,42 @@ def versions(dataset_dir: Path) -> list[str]:
     return sorted((p.name for p in dataset_dir.iterdir() if _VERSION.match(p.name)), key=lambda v: int(v[1:]))
 
 
+@contextmanager
+def dataset_lock(dataset_dir: Path) -> Iterator[None]:
+    """Hold the dataset for one run: a second run on the same dataset fails fast instead of racing.
+
+    The lock is an flock, so the kernel releases it when the holder dies, even by SIGKILL."""
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with open(dataset_dir / ".lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise ReleaseError(f"{dataset_dir}: another run ({holder}) is writing this dataset; "
+                               "wait for it to finish, then run again") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}\n")
+        fh.flush()
+        try:
+            for stale in dataset_dir.glob(".tmp-*"):  # left by a killed run; safe to remove under the lock
+                shutil.rmtree(stale, ignore_errors=True)
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def next_version(dataset_dir: Path) -> str:
+    existing = versions(dataset_dir)
+    return f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
+
+
 def publish(root: Path, dataset: str, outcome: Outcome, info: dict[str, Any], rows_per_file: int) -> Path:
     """Write `outcome` as the next version of `dataset` under `root`; return the version folder."""
     dataset_dir = root / dataset
     dataset_dir.mkdir(parents=True, exist_ok=True)
-    existing = versions(dataset_dir)
-    version = f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
+    version = next_version(dataset_dir)
     tmp = dataset_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
@@ -77,11 +111,14 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     (tmp / "README.md").write_text(dataset_card(manifest))
     (tmp / "report.html").write_text(render_report(tmp, manifest))
+    failpoints.hit("publish.write")
     _seal(tmp)
+    failpoints.hit("publish.seal")
     try:
         os.rename(tmp, final)
     except OSError:
         raise ReleaseError(f"{final} was published by another run meanwhile; nothing was overwritten, run again") from None
+    failpoints.hit("publish.rename")
     return final
 
 

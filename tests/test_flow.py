@@ -31,7 +31,8 @@ def test_prefect_flow_matches_in_process_run(prefect_api, write_config):
                        shard_rows=4)
     pipeline = config.load(cfg)
     with_prefect, outcome = run_pipeline(pipeline, use_prefect=True)
-    plain, _ = run_pipeline(pipeline, use_prefect=False)
+    plain, fresh = run_pipeline(pipeline, root=pipeline.release_dir / "plain", use_prefect=False)
+    assert fresh.reused == 0
     m1, m2 = (json.loads((f / "manifest.json").read_text()) for f in (with_prefect, plain))
     assert [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
     assert m1["stages"] == m2["stages"]
@@ -42,8 +43,9 @@ def test_prefect_flow_matches_in_process_run(prefect_api, write_config):
         async with get_client() as client:
             return {t.name for t in await client.read_task_runs()}
 
-    shards = len(outcome.shards)
-    expected = {f"{stage}[{i}]" for i in range(shards)
+    shards = len(outcome.names)
+    assert outcome.names[0] == "redpajama-c4-refined.jsonl#00000"
+    expected = {f"{stage}[{name}]" for name in outcome.names
                 for stage in ("normalize", "length_filter", "exact_dedup.index", "exact_dedup.apply")}
     deadline = time.monotonic() + 60
     while not expected <= (names := asyncio.run(task_names())) and time.monotonic() < deadline:
