@@ -1,0 +1,64 @@
+"""Text helpers the generators share: ROUGE-L similarity, keyword search, numbered-list parsing."""
+
+from __future__ import annotations
+
+import re
+
+_NON_ALNUM = re.compile(r"[^a-z0-9]+")
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """rouge_score's default tokenizer without stemming (what Self-Instruct used): lowercase alphanumerics."""
+    return _NON_ALNUM.sub(" ", text.lower()).split()
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    row = [0] * (len(b) + 1)
+    for x in a:  # one row of the DP table at a time: O(len(a) * len(b)) time, O(len(b)) memory
+        diag = 0
+        for j, y in enumerate(b, 1):
+            up = row[j]
+            row[j] = diag + 1 if x == y else max(row[j], row[j - 1])
+            diag = up
+    return row[-1]
+
+
+def rouge_l(a: list[str], b: list[str]) -> float:
+    """ROUGE-L F-measure of two token lists."""
+    if not a or not b:
+        return 0.0
+    lcs = _lcs(a, b)
+    if lcs == 0:
+        return 0.0
+    precision, recall = lcs / len(b), lcs / len(a)
+    return 2 * precision * recall / (precision + recall)
+
+
+def most_similar(tokens: list[str], pool: list[list[str]]) -> tuple[float, int]:
+    """(best ROUGE-L, its index in pool); (0.0, -1) for an empty pool.
+
+    Pool entries sharing no token with `tokens` cannot score above 0 and are skipped without the DP."""
+    best, where, vocab = 0.0, -1, set(tokens)
+    for i, other in enumerate(pool):
+        if vocab.isdisjoint(other):
+            continue
+        score = rouge_l(tokens, other)
+        if score > best:
+            best, where = score, i
+    return best, where
+
+
+def has_keyword(text: str, words: list[str]) -> str | None:
+    """The first of `words` found in `text` as a whole word (case-insensitive), or None."""
+    for word in words:
+        if re.search(rf"\b{re.escape(word)}\b", text, re.IGNORECASE):
+            return word
+    return None
+
+
+def numbered_items(text: str) -> list[str]:
+    """Split a numbered list ("9. foo\\n10. bar") into its items; a leading number is optional."""
+    text = re.sub(r"^\s*\d+\s?[.)]\s*", "", text.strip())
+    return [re.sub(r"\s+", " ", item).strip() for item in re.split(r"\n\s*\d+\s?[.)]\s", text)]
