@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ALPACA
+from conftest import GSM8K
 from operators.errors import ReleaseError
 from pipelines import config, release
 from pipelines.flow import run_pipeline
 
 SLUICE = Path(sys.executable).parent / "sluice"
-STAGES = [{"op": "normalize", "fields": ["instruction", "input", "output"]},
-          {"op": "length_filter", "field": "output", "min_words": 3},
-          {"op": "exact_dedup", "fields": ["output"]}]
-INPUT = {"path": str(ALPACA), "fields": {"instruction": "instruction", "input": "input", "output": "output"},
-         "optional": ["input"], "on_error": "skip"}
+STAGES = [{"op": "normalize", "fields": ["text", "answer"]},
+          {"op": "length_filter", "field": "text", "min_words": 30},
+          {"op": "exact_dedup", "fields": ["answer"]}]
+INPUT = {"path": str(GSM8K), "fields": {"text": "question", "answer": "answer"}}
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +29,8 @@ def reference(tmp_path_factory) -> tuple[Path, dict]:
     """An uninterrupted run: the release every resumed run must reproduce."""
     tmp = tmp_path_factory.mktemp("reference")
     cfg = tmp / "c.yaml"
-    cfg.write_text(json.dumps({"dataset": "alpaca", "inputs": [INPUT], "stages": STAGES, "shard_rows": 5000,
-                               "release": {"dir": str(tmp / "releases"), "rows_per_file": 20_000}}))
+    cfg.write_text(json.dumps({"dataset": "gsm8k", "inputs": [INPUT], "stages": STAGES, "shard_rows": 150,
+                               "release": {"dir": str(tmp / "releases"), "rows_per_file": 500}}))
     folder, _ = run_pipeline(config.load(cfg), use_prefect=False)
     return cfg, _shard_hashes(folder)
 
@@ -49,15 +48,16 @@ def _sluice_run(cfg: Path, releases: Path, kill_at: str | None = None) -> subpro
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-# 11 shards: cache.put 5 is inside normalize, 20 inside length_filter, 30 inside exact_dedup's index phase.
-@pytest.mark.parametrize("kill_at", ["read.shard:6", "cache.put:5", "cache.put:20", "cache.put:30",
-                                     "publish.write", "publish.seal"])
+# 9 shards, so cache.put 4 falls inside normalize, 13 inside length_filter, 22 inside exact_dedup's index
+# phase and 31 inside its apply phase.
+@pytest.mark.parametrize("kill_at", ["read.shard:6", "cache.put:4", "cache.put:13", "cache.put:22", "cache.put:31",
+                                     "stage.done:2", "publish.write", "publish.seal"])
 def test_killed_run_resumes_to_an_identical_release(reference, tmp_path, kill_at):
     cfg, expected = reference
     releases = tmp_path / "releases"
     killed = _sluice_run(cfg, releases, kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    dataset = releases / "alpaca"
+    dataset = releases / "gsm8k"
     assert release.versions(dataset) == []  # nothing half-written is visible
     finished = len(list((dataset / ".cache").iterdir())) if (dataset / ".cache").exists() else 0
 
@@ -75,7 +75,7 @@ def test_killed_run_resumes_to_an_identical_release(reference, tmp_path, kill_at
 
 def test_second_run_on_the_same_dataset_fails_fast(reference, tmp_path):
     cfg, _ = reference
-    dataset = tmp_path / "releases" / "alpaca"
+    dataset = tmp_path / "releases" / "gsm8k"
     with release.dataset_lock(dataset):
         result = _sluice_run(cfg, tmp_path / "releases")
         with pytest.raises(ReleaseError, match="another run"):
