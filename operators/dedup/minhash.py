@@ -101,7 +101,8 @@ class MinHashDedup(GlobalOperator):
 
     @property
     def band_columns(self) -> list[str]:
-        return [f"band_{b}" for b in range(self.layout[0])]
+        bands, rows = self.layout
+        return [f"band_{bands}x{rows}_{b}" for b in range(bands)]  # the layout in the name guards reuse
 
     # --- per shard -------------------------------------------------------------------------------------
 
@@ -158,15 +159,22 @@ class MinHashDedup(GlobalOperator):
         return first + [pl.col("position")]
 
     def _with_reference(self, index: pl.DataFrame, reference: pl.DataFrame | None) -> pl.DataFrame:
+        self._check_index(index, "the index")
         index = index.with_columns(pl.lit(False).alias(REFERENCE))
         if reference is None:
             return index
-        missing = [c for c in index.columns if c not in reference.columns and c not in (REFERENCE, SCORE)]
-        if missing:
-            raise ConfigError(f"the reference index lacks columns {missing}: it was built with other "
-                              "parameters (bands, num_perm, verify); rebuild it with the same ones")
-        reference = reference.select([c for c in index.columns if c in reference.columns and c != REFERENCE])
+        self._check_index(reference, "the reference index")
+        reference = reference.select("id", SHINGLES, *self.band_columns, *([SIGNATURE] if self.params.verify else []))
         return pl.concat([reference.with_columns(pl.lit(True).alias(REFERENCE)), index], how="diagonal_relaxed")
+
+    def _check_index(self, table: pl.DataFrame, what: str) -> None:
+        expected = {"id": pl.String, SHINGLES: pl.Int32, **{b: pl.UInt64 for b in self.band_columns}}
+        if self.params.verify:
+            expected[SIGNATURE] = pl.Array(pl.UInt32, self.params.num_perm)
+        wrong = [f"{c} ({t})" for c, t in expected.items() if table.schema.get(c) != t]
+        if wrong:
+            raise ConfigError(f"{what} lacks {', '.join(wrong)}: it was built with other parameters (bands x rows "
+                              f"{self.layout[0]}x{self.layout[1]}, num_perm, verify); rebuild it with the same ones")
 
     def _candidate_pairs(self, table: pl.DataFrame) -> pl.DataFrame:
         """(src, dst) row positions: every row in a shared band bucket linked to the bucket's smallest id."""

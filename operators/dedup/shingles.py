@@ -113,6 +113,8 @@ def mix64(x: np.ndarray) -> np.ndarray:
 def field_text(batch: pl.DataFrame, field: str) -> pl.Expr:
     """A column as text: strings as they are, a conversation (`messages`: list of {role, content}) as its
     contents joined, a list of strings joined, anything else cast to a string; null as empty."""
+    if field not in batch.schema:
+        raise pl.exceptions.ColumnNotFoundError(f'"{field}" not found')
     dtype = batch.schema[field]
     col = pl.col(field)
     if isinstance(dtype, pl.List) and isinstance(dtype.inner, pl.Struct):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import polars as pl
+from pydantic import ValidationError
 
 from operators.dedup import ExactDedup, MinHashDedup
 from operators.errors import ConfigError
 from pipelines.oneoff import add_io_arguments, run_job, write_table
 
+T = TypeVar("T")
 EXAMPLES = """examples:
   sluice dedup web.jsonl web.dedup.parquet                         near-duplicates of `text` (the default)
   sluice dedup alpaca.json out.parquet --fields instruction,input  instruction-aware key
@@ -69,9 +73,10 @@ def _dedup(args: argparse.Namespace) -> int:
             raise ConfigError("--clusters, --save-index and --against work with MinHash, not with --exact")
         run_job(args, [ExactDedup(fields=fields)], fields=required)
         return 0
-    op = _Recording(fields=fields, threshold=args.threshold, ngram=args.ngram, unit="char" if args.char else "word",
-                    num_perm=args.num_perm, verify=not args.no_verify,
-                    keep="score" if args.keep_by else "first", score_column=args.keep_by)
+    op = options_error(lambda: _Recording(
+        fields=fields, threshold=args.threshold, ngram=args.ngram, unit="char" if args.char else "word",
+        num_perm=args.num_perm, verify=not args.no_verify, keep="score" if args.keep_by else "first",
+        score_column=args.keep_by))
     if args.against:
         op.reference = _read_index(args.against)
     run_job(args, [op], fields=required)
@@ -85,6 +90,16 @@ def _dedup(args: argparse.Namespace) -> int:
             write_table(op.index_table, args.save_index)
             print(f"wrote the index of {len(op.index_table):,} rows -> {args.save_index}")
     return 0
+
+
+def options_error(build: Callable[[], T]) -> T:
+    """Build an operator from command-line options; a rejected value is a usage error naming the option."""
+    try:
+        return build()
+    except ValidationError as err:
+        problems = [f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']} (got {e['input']!r})" if e["loc"]
+                    else e["msg"].removeprefix("Value error, ") for e in err.errors()]
+        raise ConfigError("; ".join(problems)) from None
 
 
 def _read_index(path: Path) -> pl.DataFrame:
