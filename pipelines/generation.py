@@ -90,7 +90,7 @@ def load(path: str | Path) -> GenerationJob:
         raise ConfigError(f"{path}: cannot read config ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with steps and output (and endpoint, seeds, cache)")
-    problems = _Problems(path, node)
+    problems = _StepProblems(path, node)
     try:
         config = GenerateConfig.model_validate(data)
     except ValidationError as err:
@@ -108,6 +108,13 @@ def load(path: str | Path) -> GenerationJob:
     problems.raise_if_any()
     cache = base / config.cache if config.cache else output.with_name(_stem(output) + ".cache.sqlite")
     return GenerationJob(path, config, seeds, steps, output, cache)
+
+
+class _StepProblems(_Problems):
+    """The pipeline config's problem collector, for a file whose operator list is `steps`, not `stages`."""
+
+    def add(self, loc: tuple, message: str, value: Any = ...) -> None:
+        super().add(tuple("steps" if part == "stages" else part for part in loc), message, value)
 
 
 def run_generation(job: GenerationJob, client: LLMClient | None = None) -> GenerationOutcome:
@@ -128,12 +135,12 @@ def _client(job: GenerationJob, stack: ExitStack) -> tuple[LLMClient, bool]:
     if endpoint.resolved_base_url():
         if not endpoint.resolved_model():
             raise ConfigError(f"{job.path}: endpoint.model is not set (nor SLUICE_MODEL)")
-        return LLMClient(endpoint, cache), False
+        return stack.enter_context(LLMClient(endpoint, cache)), False
     print(f"no endpoint configured: starting the embedded model ({MODEL_NAME})", flush=True)
     base_url = stack.enter_context(LocalModel(job.config.local_model))
     local = endpoint.model_copy(update={"base_url": base_url, "model": MODEL_NAME,
                                         "max_concurrency": min(endpoint.max_concurrency, job.config.local_model.parallel)})
-    return LLMClient(local, cache, identity=f"local:{MODEL_NAME}"), True
+    return stack.enter_context(LLMClient(local, cache, identity=f"local:{MODEL_NAME}")), True
 
 
 def _run_steps(job: GenerationJob, client: LLMClient, local: bool) -> GenerationOutcome:

@@ -8,7 +8,8 @@
 - Retries with exponential back-off and full jitter; what is left is a typed `Failure`.
 - Usage per model (tokens, calls, cache hits, retries, failures by kind, cost) in `client.usage`.
 
-`complete(requests)` is synchronous (it runs its own event loop), so generators stay plain functions.
+`complete(requests)` is synchronous (the client runs its own event loop thread), so generators stay plain
+functions.
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ class LLMClient:
         self.failures: list[Failure] = []
         self.limit = float(endpoint.max_concurrency)  # adaptive; survives between batches
         self._api_key = os.environ.get(endpoint.api_key_env) or "sluice-no-key"  # local servers need none
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._api: openai.AsyncOpenAI | None = None
 
     # -- public -------------------------------------------------------------------------------------------
 
@@ -173,23 +176,39 @@ class LLMClient:
         })
 
     def complete(self, requests: list[ChatRequest], step: str = "") -> list[Completion | Failure]:
-        """Answer every request, in order: a `Completion` or a typed `Failure` (also kept in `self.failures`)."""
+        """Answer every request, in order: a `Completion` or a typed `Failure` (also kept in `self.failures`).
+
+        Runs on the client's own event loop thread, so it works the same from plain code, threads and notebooks."""
         if not requests:
             return []
-        coro = self.acomplete(requests, step)
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(coro)
-        return _run_in_thread(coro)  # called from inside an event loop (e.g. a notebook)
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+            threading.Thread(target=self._loop.run_forever, name="sluice-llm-client", daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(self._complete(requests, step), self._loop).result()
 
-    async def acomplete(self, requests: list[ChatRequest], step: str = "") -> list[Completion | Failure]:
+    def close(self) -> None:
+        """Close connections and stop the loop thread (the cache is the caller's to close)."""
+        if self._loop is None:
+            return
+        if self._api is not None:
+            asyncio.run_coroutine_threadsafe(self._api.close(), self._loop).result()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop = self._api = None
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def _complete(self, requests: list[ChatRequest], step: str) -> list[Completion | Failure]:
+        if self._api is None:  # one HTTP client for the client's life: building one costs ~0.5 s (TLS setup)
+            self._api = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
+                                           timeout=self.endpoint.timeout_s)
         keys = [self.key(r) for r in requests]
         unique = dict(zip(keys, requests))  # identical requests are sent once
         limiter = _Limiter(self)
-        async with openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
-                                      timeout=self.endpoint.timeout_s) as api:
-            answers = await asyncio.gather(*(self._answer(api, limiter, k, r, step) for k, r in unique.items()))
+        answers = await asyncio.gather(*(self._answer(self._api, limiter, k, r, step) for k, r in unique.items()))
         by_key = dict(zip(unique, answers))
         return [by_key[k] for k in keys]
 
@@ -395,20 +414,3 @@ class _Limiter:
         c.limit = max(1.0, c.limit / 2)
         if retry_after:
             self.paused_until = max(self.paused_until, time.monotonic() + retry_after)
-
-
-def _run_in_thread(coro: Any) -> Any:
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = asyncio.run(coro)
-        except BaseException as err:  # noqa: BLE001  re-raised in the caller
-            result["error"] = err
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]

@@ -7,4 +7,5 @@ COMMAND_MODULES: list[str] = [
     "pipelines.commands.dedup",
     "pipelines.commands.generate",
     "pipelines.commands.serve_local",
+    "pipelines.commands.filter",
 ]

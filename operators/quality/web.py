@@ -1,0 +1,143 @@
+"""The C4 (Raffel et al. 2020) and FineWeb (Penedo et al. 2024) web-text heuristics, with the published
+defaults, scored in Polars and decided as thresholds. Rule names follow datatrove's filters."""
+
+from __future__ import annotations
+
+import polars as pl
+from pydantic import Field
+
+from operators.base import Filter, Mapper
+from operators.quality import text as tx
+from operators.quality.gopher import TextParams, text_of
+from operators.registry import register
+
+POLICY_PHRASES = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
+_CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
+_TERMINAL = ('.', '?', '!', '"', "'")
+# A sentence ends at . ! ? (then closing quotes or brackets) before the next word, as spaCy's sentencizer
+# splits; a line that survives C4's rules ends in terminal punctuation, so it holds at least one sentence.
+_SENTENCE_BREAK = r"[.!?…]+[\"'”’)\]]*\s+[\"'“‘(\[]*[\p{L}\p{N}]"
+_LINE_BREAKS = r"\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
+
+
+class C4Params(TextParams):
+    min_sentences: int | None = Field(default=5, description="fewest sentences in the lines C4 keeps")
+    min_words_per_line: int = Field(default=3, description="a kept line has at least this many words")
+    max_word_length: int = Field(default=1000, description="a kept line has no longer word")
+    lorem_ipsum: bool = Field(default=True, description="reject a page with 'lorem ipsum' in a kept line")
+    curly_bracket: bool = Field(default=True, description="reject a page with '{' in a kept line")
+    javascript: bool = Field(default=True, description="drop lines mentioning javascript")
+    policy: bool = Field(default=True, description="drop lines with terms-of-use and cookie phrases")
+    remove_citations: bool = Field(default=True, description="strip [1], [edit], [citation needed]")
+
+
+def c4_lines(batch: pl.DataFrame, p: C4Params) -> pl.DataFrame:
+    """One row per line of `p.field`: `row` (position in batch), `line` (stripped, citations removed),
+    and `kept`, `lorem`, `curly` as C4 decides them line by line, in order (lorem ipsum and curly
+    brackets only count on lines that passed the rules before them, as in C4's reference code)."""
+    line = pl.col("line")
+    low = line.str.to_lowercase()
+    raw = pl.col("raw")
+    words = raw.str.count_matches(r"\S+")  # counted before citations are removed, as C4 does
+    fine = ~raw.str.contains(fr"\S{{{p.max_word_length + 1}}}") if p.max_word_length >= 0 else pl.lit(True)
+    fine = fine & (line.str.ends_with("...").not_() & pl.any_horizontal(line.str.ends_with(e) for e in _TERMINAL))
+    fine = fine & (words >= p.min_words_per_line)
+    lorem = fine & low.str.contains("lorem ipsum", literal=True) if p.lorem_ipsum else pl.lit(False)
+    javascript = low.str.contains("javascript", literal=True) if p.javascript else pl.lit(False)
+    curly = fine & ~lorem & ~javascript & line.str.contains("{", literal=True) if p.curly_bracket else pl.lit(False)
+    policy = pl.any_horizontal(low.str.contains(x, literal=True) for x in POLICY_PHRASES) if p.policy else pl.lit(False)
+    cleaned = raw.str.strip_chars()
+    if p.remove_citations:
+        cleaned = cleaned.str.replace_all(_CITATION, "")
+    return (
+        batch.select(text_of(p.field).str.replace_all(_LINE_BREAKS, "\n").str.replace(r"\n$", "")
+                     .str.split("\n").alias("raw"))
+        .with_row_index("row").explode("raw")
+        .with_columns(cleaned.alias("line"))
+        .with_columns(fine.alias("fine"), lorem.alias("lorem"), curly.alias("curly"))
+        .with_columns((pl.col("fine") & ~pl.col("lorem") & ~javascript & ~pl.col("curly") & ~policy).alias("kept"))
+    )
+
+
+@register
+class C4Filter(Filter):
+    """C4 page rules: lorem ipsum, curly brackets, and at least 5 sentences in lines with terminal punctuation."""
+
+    name = "c4"
+    Params = C4Params
+
+    def score(self, batch: pl.DataFrame) -> pl.DataFrame:
+        lines = c4_lines(batch, self.params)
+        sentences = pl.col("line").str.count_matches(_SENTENCE_BREAK) + 1
+        per_row = lines.group_by("row", maintain_order=True).agg(
+            pl.col("lorem").any().alias("score_c4_lorem_ipsum"),
+            pl.col("curly").any().alias("score_c4_curly_bracket"),
+            sentences.filter(pl.col("kept")).sum().cast(pl.Int64).alias("score_c4_sentences"),
+            tx.ratio(pl.col("kept").sum(), pl.len()).alias("score_c4_kept_lines_ratio"),
+        )
+        return pl.concat([batch, per_row.drop("row")], how="horizontal")
+
+    def rules(self) -> dict[str, pl.Expr]:
+        p = self.params
+        rules = {"lorem_ipsum": pl.col("score_c4_lorem_ipsum"), "curly_bracket": pl.col("score_c4_curly_bracket")}
+        if p.min_sentences is not None:
+            rules["too_few_sentences"] = pl.col("score_c4_sentences") < p.min_sentences
+        return rules
+
+
+@register
+class C4Lines(Mapper):
+    """C4's line cleaning: keep only the lines C4 keeps (terminal punctuation, >= 3 words, no javascript or policy)."""
+
+    name = "c4_lines"
+    Params = C4Params
+
+    def map(self, batch: pl.DataFrame) -> pl.DataFrame:
+        lines = c4_lines(batch, self.params)
+        text = (lines.group_by("row", maintain_order=True)
+                .agg(pl.col("line").filter(pl.col("kept")).str.join("\n").alias(self.params.field)))
+        return batch.with_columns(text[self.params.field])
+
+
+@register
+class FineWebFilter(Filter):
+    """FineWeb rules: lines ending in punctuation, short lines, duplicated line characters, newlines per word."""
+
+    name = "fineweb"
+
+    class Params(TextParams):
+        min_line_punct_ratio: float | None = Field(default=0.12, description="share of lines ending in . ! ? etc.")
+        max_short_line_ratio: float | None = Field(default=0.67, description="share of lines of <= short_line_length chars")
+        short_line_length: int = 30
+        max_char_dup_ratio: float | None = Field(default=0.01, description="characters in repeated lines / all")
+        max_newline_ratio: float | None = Field(default=0.3, description="newlines per word (lists)")
+
+    def score(self, batch: pl.DataFrame) -> pl.DataFrame:
+        p, text = self.params, text_of(self.params.field)
+        lines = text.str.split("\n").list.eval(pl.element().filter(pl.element().str.contains(r"\S")))
+        n = lines.list.len()
+        dup_chars = tx.duplicates(lines)[1]
+        return batch.with_columns(
+            n.cast(pl.Int64).alias("score_fineweb_lines"),
+            tx.ratio(tx.count_true(lines, pl.element().str.contains(r"\p{Sentence_Terminal}$")), n)
+            .alias("score_fineweb_line_punct_ratio"),
+            tx.ratio(tx.count_true(lines, pl.element().str.len_chars() <= p.short_line_length), n)
+            .alias("score_fineweb_short_line_ratio"),
+            tx.ratio(dup_chars, text.str.len_chars() - text.str.count_matches("\n", literal=True))
+            .alias("score_fineweb_char_dup_ratio"),
+            tx.ratio(text.str.count_matches("\n", literal=True), tx.words(text).list.len())
+            .alias("score_fineweb_newline_ratio"),
+        )
+
+    def rules(self) -> dict[str, pl.Expr]:
+        p, s = self.params, lambda name: pl.col(f"score_fineweb_{name}")
+        rules = {"empty": s("lines") == 0}
+        for rule, limit, fails in (
+            ("line_punct_ratio", p.min_line_punct_ratio, lambda x: s("line_punct_ratio") < x),
+            ("short_line_ratio", p.max_short_line_ratio, lambda x: s("short_line_ratio") > x),
+            ("char_dup_ratio", p.max_char_dup_ratio, lambda x: s("char_dup_ratio") > x),
+            ("list_ratio", p.max_newline_ratio, lambda x: s("newline_ratio") > x),
+        ):
+            if limit is not None:
+                rules[rule] = fails(limit)
+        return rules
