@@ -7,5 +7,7 @@ COMMAND_MODULES: list[str] = [
     "pipelines.commands.dedup",
     "pipelines.commands.generate",
     "pipelines.commands.serve_local",
+    "pipelines.commands.sample",
     "pipelines.commands.filter",
+    "pipelines.commands.decontaminate",
 ]
