@@ -1,0 +1,278 @@
+"""Samplers: keep `budget` rows chosen for diversity (or at random); the rest are `not_selected` rejects.
+
+Each is a GlobalOperator: `index` turns a shard into hashed n-gram counts (plus the score column when one
+is used); `decide` sorts the whole index by id, so the choice depends on the seed and never on the shard
+order, and returns the rows not chosen with a detail saying why (cluster, nearest selected row, score...).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from operators.base import GlobalOperator, Params
+from operators.diversity import features as ft
+from operators.errors import InputError
+from operators.registry import register
+
+NOT_SELECTED = "not_selected"
+
+
+class SamplerParams(Params):
+    budget: int = Field(ge=1, description="rows to keep")
+    fields: list[str] = Field(default=["text"], min_length=1, description="text columns the features read (joined)")
+    seed: int = Field(default=0, description="every random choice derives from it")
+
+
+class EmbeddingParams(SamplerParams):
+    n_features: int = Field(default=1 << 18, ge=16, description="hash buckets of the word 1-2-gram TF-IDF")
+    dims: int = Field(default=128, ge=2, le=1024, description="SVD dimensions the TF-IDF is reduced to")
+
+
+class Sampler(GlobalOperator):
+    """Shared machinery: features per shard, id order, the budget, and the rejects table."""
+
+    Params: ClassVar[type[SamplerParams]] = SamplerParams
+    ngrams: ClassVar[int] = 2
+
+    @property
+    def score_col(self) -> str | None:
+        return getattr(self.params, "score_col", None)
+
+    @property
+    def n_features(self) -> int | None:
+        """Hash buckets of the n-gram counts `index` computes (None: the sampler needs no text)."""
+        return getattr(self.params, "n_features", None)
+
+    def index(self, batch: pl.DataFrame) -> pl.DataFrame:
+        columns = [batch["id"]]
+        if self.n_features:
+            counts = ft.ngram_counts(joined_text(batch, self.params.fields), self.n_features, self.ngrams)
+            columns += ft.to_lists(counts)
+        if self.score_col:
+            columns.append(numeric_scores(batch, self.score_col))
+        return pl.DataFrame(columns)
+
+    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
+        index = index.sort("id")
+        if len(index) <= self.params.budget:
+            return self.drops(index.clear(), NOT_SELECTED)
+        keep, detail = self.select(index)
+        rows = index.select("id").with_columns(pl.Series("_detail", detail, dtype=pl.String))
+        return self.drops(rows.filter(~pl.Series(keep)), NOT_SELECTED, pl.col("_detail"))
+
+    def select(self, index: pl.DataFrame) -> tuple[np.ndarray, list[str] | pl.Series]:
+        """(mask of kept rows, detail per row) over `index` sorted by id; exactly `budget` rows kept."""
+        raise NotImplementedError
+
+    def counts(self, index: pl.DataFrame):
+        return ft.from_lists(index["feat_idx"], index["feat_val"], self.n_features)
+
+    def embedding(self, index: pl.DataFrame) -> np.ndarray:
+        return ft.embed(self.counts(index), self.params.dims, self.params.seed)
+
+    def random_order(self, index: pl.DataFrame) -> np.ndarray:
+        return ft.uniform(index["id"], self.params.seed)
+
+
+def joined_text(batch: pl.DataFrame, fields: list[str]) -> pl.Series:
+    parts = [pl.col(f).cast(pl.String).fill_null("") for f in fields]
+    return batch.select(pl.concat_str(parts, separator="\n").alias("text"))["text"]
+
+
+def numeric_scores(batch: pl.DataFrame, column: str) -> pl.Series:
+    scores = batch[column]
+    if not scores.dtype.is_numeric():
+        raise InputError(f"score column {column!r} holds {scores.dtype}, not numbers (first row id "
+                         f"{batch['id'][0]!r}); pass a numeric score column")
+    return scores.cast(pl.Float64).alias("score")
+
+
+def top_k(keys: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the k largest keys; ties go to the earlier row (rows are in id order)."""
+    order = np.argsort(-keys, kind="stable")
+    keep = np.zeros(len(keys), dtype=bool)
+    keep[order[:k]] = True
+    return keep
+
+
+def _scores_desc(index: pl.DataFrame) -> np.ndarray:
+    """Scores for ranking, high first; a missing score ranks below every real one."""
+    return index["score"].fill_nan(None).fill_null(-np.inf).to_numpy()
+
+
+@register
+class RandomSample(Sampler):
+    """Uniform random sample of `budget` rows (the baseline every diversity sampler must beat)."""
+
+    name = "random_sample"
+
+    def select(self, index):
+        return top_k(self.random_order(index), self.params.budget), pl.Series(["random"] * len(index))
+
+
+@register
+class ClusterSample(Sampler):
+    """k-means over TF-IDF/SVD features, then the budget spread evenly (or proportionally) across clusters,
+    best-score-first inside a cluster when a score column is given, else at random."""
+
+    name = "cluster_sample"
+
+    class Params(EmbeddingParams):
+        clusters: int | None = Field(default=None, ge=1, description="k of k-means; default budget/5 in [2, 2000]")
+        allocation: Literal["balanced", "proportional"] = Field(
+            default="balanced", description="balanced: equal share per cluster (small clusters kept whole); "
+                                            "proportional: share by cluster size")
+        score_col: str | None = Field(default=None, description="numeric column; best first inside a cluster")
+
+    def select(self, index):
+        p = self.params
+        k = p.clusters or min(max(p.budget // 5, 2), 2000)  # many small clusters: better coverage (bench/diversity)
+        labels, _ = ft.kmeans(self.embedding(index), k, p.seed)
+        sizes = np.bincount(labels, minlength=k)
+        quota = (balanced_quota if p.allocation == "balanced" else proportional_quota)(sizes, p.budget)
+        rank = rank_within(labels, self._priority(index))
+        frame = pl.DataFrame({"cluster": labels, "rank": rank, "size": sizes[labels], "quota": quota[labels]})
+        detail = frame.select(pl.format("cluster={} rank={} size={} quota={}", "cluster", "rank", "size", "quota"))
+        return rank < quota[labels], detail.to_series()
+
+    def _priority(self, index: pl.DataFrame) -> np.ndarray:
+        """Higher first: the score if given (random among equals), else the seeded random draw."""
+        rnd = self.random_order(index)
+        if not self.score_col:
+            return rnd
+        score = _scores_desc(index)
+        order = np.lexsort((-rnd, score))  # ascending by score, then random
+        priority = np.empty(len(score))
+        priority[order] = np.arange(len(score))
+        return priority
+
+
+def rank_within(labels: np.ndarray, priority: np.ndarray) -> np.ndarray:
+    """0 for the highest-priority row of each label, 1 for the next, ..."""
+    order = np.lexsort((-priority, labels))
+    sorted_labels = labels[order]
+    starts = np.searchsorted(sorted_labels, sorted_labels, side="left")
+    rank = np.empty(len(labels), dtype=np.int64)
+    rank[order] = np.arange(len(labels)) - starts
+    return rank
+
+
+def balanced_quota(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """Water-filling: every cluster gets the same share t, small ones whole; the last few rows go one
+    each to the largest clusters still having rows."""
+    budget = min(budget, int(sizes.sum()))
+    lo, hi = 0, int(sizes.max())
+    while lo < hi:  # largest t with sum(min(size, t)) <= budget
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if np.minimum(sizes, mid).sum() <= budget else (lo, mid - 1)
+    quota = np.minimum(sizes, lo)
+    left = budget - int(quota.sum())
+    room = np.flatnonzero(sizes > quota)
+    quota[room[np.argsort(-sizes[room], kind="stable")][:left]] += 1
+    return quota
+
+
+def proportional_quota(sizes: np.ndarray, budget: int) -> np.ndarray:
+    """Shares by size, rounded by largest remainder."""
+    budget = min(budget, int(sizes.sum()))
+    exact = sizes * budget / sizes.sum()
+    quota = np.floor(exact).astype(np.int64)
+    left = budget - int(quota.sum())
+    quota[np.argsort(-(exact - quota), kind="stable")[:left]] += 1
+    return quota
+
+
+@register
+class KCenterSample(Sampler):
+    """k-center greedy: repeatedly add the row farthest (cosine) from everything chosen so far."""
+
+    name = "kcenter_sample"
+
+    class Params(EmbeddingParams):
+        pass
+
+    def select(self, index):
+        z = self.embedding(index)
+        ids = index["id"].to_numpy()
+        first = int(np.argmax(self.random_order(index)))
+        dist = 1 - z @ z[first]
+        nearest = np.full(len(z), first)
+        keep = np.zeros(len(z), dtype=bool)
+        keep[first] = True
+        for _ in range(self.params.budget - 1):  # inherently sequential: one matrix-vector product per pick
+            pick = int(np.argmax(np.where(keep, -np.inf, dist)))
+            keep[pick] = True
+            new = 1 - z @ z[pick]
+            closer = new < dist
+            dist[closer], nearest[closer] = new[closer], pick
+        frame = pl.DataFrame({"nearest": ids[nearest], "distance": np.round(dist, 4)})
+        return keep, frame.select(pl.format("nearest={} distance={}", "nearest", "distance")).to_series()
+
+
+@register
+class DeitaSample(Sampler):
+    """Deita's score-first, diversity-aware selection: best score first, skipping any row whose cosine
+    similarity to an already selected row exceeds the threshold, until the budget is met."""
+
+    name = "deita_sample"
+
+    class Params(EmbeddingParams):
+        score_col: str | None = Field(default=None, description="numeric column, higher is better; default: "
+                                      "length in words of the text (longest-first is a strong baseline)")
+        threshold: float = Field(default=0.9, gt=0, le=1, description="max cosine similarity to a selected row")
+        block: int = Field(default=1024, ge=1, description="candidates compared per matrix product")
+
+    def index(self, batch):
+        index = super().index(batch)
+        if self.score_col:
+            return index
+        words = joined_text(batch, self.params.fields).str.count_matches(r"\S+").cast(pl.Float64)
+        return index.with_columns(words.alias("score"))
+
+    def select(self, index):
+        z = self.embedding(index)
+        order = np.lexsort((-self.random_order(index), _scores_desc(index)))[::-1]  # best first
+        chosen: list[int] = []
+        blocker = np.full(len(z), -1)
+        best_sim = np.zeros(len(z), dtype=np.float32)
+        for start in range(0, len(order), self.params.block):
+            if len(chosen) >= self.params.budget:
+                break
+            chosen += self._take(z, order[start: start + self.params.block], chosen, blocker, best_sim)
+        chosen = chosen[: self.params.budget]
+        keep = np.zeros(len(z), dtype=bool)
+        keep[chosen] = True
+        blocked_by = index["id"].gather(np.maximum(blocker, 0))
+        frame = pl.DataFrame({"blocker": blocked_by, "blocked": blocker >= 0, "cosine": np.round(best_sim, 3),
+                              "score": index["score"]})
+        detail = frame.select(pl.when("blocked")
+                              .then(pl.format("similar_to={} cosine={}", "blocker", "cosine"))
+                              .otherwise(pl.format("budget_reached score={}", "score")))
+        return keep, detail.to_series()
+
+    def _take(self, z, block, chosen, blocker, best_sim) -> list[int]:
+        """The rows of `block` (best first) that pass the similarity test against `chosen` and each other."""
+        t = self.params.threshold
+        if chosen:
+            sims = z[block] @ z[chosen].T
+            hit = sims.max(axis=1) > t
+            blocker[block[hit]] = np.asarray(chosen)[sims[hit].argmax(axis=1)]
+            best_sim[block[hit]] = sims[hit].max(axis=1)
+            block = block[~hit]
+        inner = z[block] @ z[block].T
+        taken = np.zeros(len(block), dtype=bool)
+        room = self.params.budget - len(chosen)
+        for i, row in enumerate(block):  # sequential by nature; each step is one vector comparison
+            if room == 0:
+                break
+            sims = np.where(taken, inner[i], -np.inf)
+            j = int(sims.argmax())
+            if sims[j] > t:
+                blocker[row], best_sim[row] = block[j], sims[j]
+            else:
+                taken[i], room = True, room - 1
+        return list(block[taken])
