@@ -23,6 +23,14 @@ def test_distinct_n_by_hand():
     assert distinct_n(["The cat.", "the CAT!"], n=(1, 2, 3)) == {"distinct_1": 0.5, "distinct_2": 0.5, "distinct_3": 0.0}
 
 
+def test_distinct_n_at_equal_words_removes_the_length_bias(instructions):
+    short, long_ = instructions[:1000], [t + " " + t for t in instructions[:1000]]
+    assert distinct_n(long_)["distinct_1"] < distinct_n(short)["distinct_1"]  # raw: length penalised
+    capped = distinct_n(short, max_words=5000)
+    assert capped["distinct_1"] > distinct_n(short)["distinct_1"]  # fewer words, fewer repeats
+    assert distinct_n(["a b a", "a b a b a b"], max_words=2) == {"distinct_1": round(2 / 3, 4), "distinct_2": 1.0}
+
+
 def _lcs(x, y):
     table = np.zeros((len(x) + 1, len(y) + 1), dtype=int)
     for i, a in enumerate(x):

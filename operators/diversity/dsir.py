@@ -20,8 +20,10 @@ from operators.registry import register
 
 @register
 class DsirSample(Sampler):
-    """DSIR: weight each row by log p_target(x) / p_raw(x) under hashed unigram+bigram bag models, then
-    sample `budget` rows without replacement in proportion to the weights (Gumbel top-k)."""
+    """DSIR: importance resampling toward a target file (hashed 1-2-gram bags, Gumbel top-k).
+
+    Each row's log weight is log p_target(x) - log p_raw(x) under add-one smoothed bag-of-buckets models;
+    Gumbel noise plus top-k samples `budget` rows without replacement in proportion to the weights."""
 
     name = "dsir_sample"
 

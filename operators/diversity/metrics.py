@@ -20,9 +20,18 @@ def _series(texts: Texts) -> pl.Series:
     return texts.cast(pl.String) if isinstance(texts, pl.Series) else pl.Series("text", list(texts), dtype=pl.String)
 
 
-def distinct_n(texts: Texts, n: Sequence[int] = (1, 2)) -> dict[str, float]:
-    """distinct-k (Li et al. 2016): unique word k-grams / all word k-grams, over the whole set."""
-    grams = ft.ngram_hashes(_series(texts), max(n))
+def distinct_n(texts: Texts, n: Sequence[int] = (1, 2), max_words: int | None = None,
+               seed: int = 0) -> dict[str, float]:
+    """distinct-k (Li et al. 2016): unique word k-grams / all word k-grams, over the whole set.
+
+    Longer texts repeat more n-grams, so sets of different text lengths compare fairly only at an equal
+    number of words: with `max_words`, whole texts are taken in a seeded random order up to that many words."""
+    texts = _series(texts)
+    if max_words is not None:
+        order = np.random.default_rng(seed).permutation(len(texts))
+        words = texts.gather(order).str.count_matches(r"\S+").fill_null(0).to_numpy()
+        texts = texts.gather(order[: max(int(np.searchsorted(np.cumsum(words), max_words, side="right")), 1)])
+    grams = ft.ngram_hashes(texts, max(n))
     return {f"distinct_{k}": round(len(np.unique(grams[k - 1][1])) / len(grams[k - 1][1]), 4)
             if len(grams[k - 1][1]) else 0.0 for k in n}
 

@@ -17,8 +17,9 @@ from operators.registry import register
 
 @register
 class Mix(GlobalOperator):
-    """Down-sample sources to target shares of rows or tokens (random rows per source, seeded); sources
-    not named in `ratios` are dropped as `not_in_mix`, surplus rows as `not_selected`."""
+    """Mix sources by target shares of rows or tokens, down-sampling each at random (seeded).
+
+    Sources not named in `ratios` are dropped as `not_in_mix`, surplus rows as `not_selected`."""
 
     name = "mix"
 

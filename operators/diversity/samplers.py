@@ -116,8 +116,9 @@ class RandomSample(Sampler):
 
 @register
 class ClusterSample(Sampler):
-    """k-means over TF-IDF/SVD features, then the budget spread evenly (or proportionally) across clusters,
-    best-score-first inside a cluster when a score column is given, else at random."""
+    """k-means over word n-gram TF-IDF (SVD-reduced); the budget spread evenly or proportionally over clusters.
+
+    Inside a cluster rows are taken best-score-first when a score column is given, else at random."""
 
     name = "cluster_sample"
 
@@ -215,8 +216,10 @@ class KCenterSample(Sampler):
 
 @register
 class DeitaSample(Sampler):
-    """Deita's score-first, diversity-aware selection: best score first, skipping any row whose cosine
-    similarity to an already selected row exceeds the threshold, until the budget is met."""
+    """Deita: best score first, skipping rows whose cosine similarity to a kept row exceeds the threshold.
+
+    Candidates are compared in blocks (one matrix product against the kept rows), then in order inside
+    the block, so the result equals the one-by-one greedy of the paper."""
 
     name = "deita_sample"
 
