@@ -141,15 +141,18 @@ def _score_section(data: pl.LazyFrame | None, rejects: pl.LazyFrame | None, mani
     if not scores:
         return ""
     marks = thresholds(manifest, scores)
+    kept_all = data.select(scores).collect()  # one pass over the shards for every score
+    rejected_scores = [c for c in scores if c in reject_schema]
+    rejected_all = rejects.select("reason", *rejected_scores).collect() if rejected_scores else None
     figures = []
     for col in scores:
-        kept = data.select(pl.col(col).drop_nulls()).collect()[col].to_numpy()
+        kept = kept_all[col].drop_nulls().to_numpy()
         stage_names = sorted({stage for _, _, stage in marks.get(col, [])})
         rejected = np.array([])
-        if col in reject_schema:
-            reason = pl.col("reason").str.split(":").list.first()
-            wanted = reason.is_in(stage_names) if stage_names else pl.lit(True)
-            rejected = rejects.filter(wanted).select(pl.col(col).drop_nulls()).collect()[col].to_numpy()
+        if col in rejected_scores:
+            stage = pl.col("reason").str.split(":").list.first()
+            wanted = stage.is_in(stage_names) if stage_names else pl.lit(True)
+            rejected = rejected_all.filter(wanted)[col].drop_nulls().to_numpy()
         who = f"rejected by {', '.join(stage_names)}" if stage_names else "rejected (any stage)"
         lines = [(value, label) for value, label, _ in marks.get(col, [])]
         svg = _histogram_svg(kept, col.removeprefix("score_"), rejected=rejected, lines=lines, log_ok=True,

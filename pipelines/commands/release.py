@@ -60,7 +60,10 @@ def _show(args: argparse.Namespace) -> int:
     folder = resolve(args.release, _root(args))
     m = read_manifest(folder)
     print(f"{m['dataset']} {m['version']}  created {m['created_at']}  config sha256 {m['config_hash'][:16]}")
-    print(f"{folder}\n")
+    print(folder)
+    views = [f"{what} {folder / name}" for what, name in (("card", "README.md"), ("report", "report.html"))
+             if (folder / name).is_file()]
+    print("  ".join(views) + "\n")
     print(f"rows {m['rows']:,} in {len(m['shards'])} shard(s); rejected {m['rejected_rows']:,}")
     print("inputs:")
     for i in m["inputs"]:
