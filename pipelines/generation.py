@@ -138,7 +138,8 @@ def _client(job: GenerationJob, stack: ExitStack) -> tuple[LLMClient, bool]:
         return stack.enter_context(LLMClient(endpoint, cache)), False
     print(f"no endpoint configured: starting the embedded model ({MODEL_NAME})", flush=True)
     base_url = stack.enter_context(LocalModel(job.config.local_model))
-    local = endpoint.model_copy(update={"base_url": base_url, "model": MODEL_NAME,
+    # a slow CPU model under load: a timed-out request keeps its slot busy, so a retry only adds work
+    local = endpoint.model_copy(update={"base_url": base_url, "model": MODEL_NAME, "timeout_s": max(endpoint.timeout_s, 900),
                                         "max_concurrency": min(endpoint.max_concurrency, job.config.local_model.parallel)})
     return stack.enter_context(LLMClient(local, cache, identity=f"local:{MODEL_NAME}")), True
 

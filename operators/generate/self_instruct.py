@@ -11,7 +11,8 @@
 
 Differences from the reference, because chat endpoints are not GPT-3 completions: an answer cut off at
 max_tokens keeps its complete items (the reference drops the whole answer; small models rarely stop on
-their own), the cut-off last item is rejected as `cut_off`; the prompt is sent as a
+their own): the cut-off last instruction is rejected as `cut_off`, a cut-off last instance is dropped, and
+a cut-off classification answer is read by its first word; the prompt is sent as a
 user message; the model's leading item number is optional; no presence penalty (not in every server);
 "\\n\\n" is not a stop sequence (chat models put blank lines between items); only the first letter is
 upper-cased (the reference's str.capitalize() also lower-cases the rest, e.g. "Python" -> "python").
@@ -152,21 +153,26 @@ class SelfInstruct(LLMGenerator):
     def _instances(self, pool: list[dict], tasks: list[dict], client: LLMClient, rejected: list[dict]) -> list[dict]:
         p, rng = self.params, random.Random(p_seed := self.params.seed + 1)
         clf_requests = [ChatRequest.user(self._clf_prompt(rng, tasks, r["instruction"]), temperature=0, max_tokens=3,
-                                         seed=p_seed, tag=r["instruction"][:80]) for r in pool]
+                                         seed=p_seed, tag=r["instruction"][:80], accept_truncated=True)  # 1st word counts
+                        for r in pool]
         clf_answers = client.complete(clf_requests, step=self.name)
         prompts = []
         for row, answer in zip(pool, clf_answers):
             row["is_classification"] = bool(answer.ok and answer.text.strip().lower().startswith("yes"))
             prompts.append(self._instance_prompt(rng, tasks, row["instruction"], row["is_classification"]))
         requests = [ChatRequest.user(text, temperature=0, max_tokens=p.instance_max_tokens, seed=p_seed,
-                                     stop=(f"Example {p.max_instances + 1}", "Task:"), tag=r["instruction"][:80])
+                                     stop=(f"Example {p.max_instances + 1}", "Task:"), tag=r["instruction"][:80],
+                                     accept_truncated=True)
                     for r, text in zip(pool, prompts)]
         kept = []
         for row, clf, answer in zip(pool, clf_answers, client.complete(requests, step=self.name)):
             if (reason := failed(clf) or failed(answer)) is not None:
                 rejected.append(row | reason)
                 continue
-            instances = parse_instances(answer.text, row["is_classification"])[: p.max_instances]
+            instances = parse_instances(answer.text, row["is_classification"])
+            if answer.truncated:
+                instances = instances[:-1]  # the last one was cut off
+            instances = instances[: p.max_instances]
             if not instances:
                 rejected.append(row | {REASON: "no_instances", DETAIL: answer.text[:200]})
             kept += [row | {"input": inp, "output": out} for inp, out in instances]
