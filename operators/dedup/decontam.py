@@ -2,9 +2,10 @@
 
 Benchmark items are split into segments (a question, an answer, a prompt) and indexed once per process:
 - long segments (>= ngram words) by their word n-grams (13 by default); an n-gram that occurs in more than
-  one distinct segment is boilerplate ("which of the following is ...") and is not used as evidence;
+  MAX_SHARED segments is boilerplate ("which of the following is ...") and is not used as evidence;
 - short segments (min_short_words .. ngram-1 words, e.g. a 9-word TruthfulQA question) by the segment
   as a whole, unless it also occurs inside another segment (then it is too generic to prove anything).
+Identical segments are indexed once, under the first item that has them.
 A row is a candidate for a segment when it shares one of its n-grams; the candidate is confirmed when the
 row contains at least `min_overlap` of the segment's word trigrams (robust to a changed word, while one
 shared 13-gram of a famous quote is not enough). A short segment found whole is confirmed at once.
@@ -28,6 +29,7 @@ from operators.registry import register
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "benchmarks"
 BENCHMARKS = ("gsm8k", "mmlu", "hellaswag", "humaneval", "truthfulqa")
 CONFIRM_N = 3  # the similarity check compares word trigrams
+MAX_SHARED = 20  # an n-gram in more segments than this is boilerplate, not evidence
 NOT_TEXT = {"id", "source", "parent_id", "gen_model", "gen_template", "gen_params", "gen_seed_id", REASON, DETAIL}
 
 
@@ -65,14 +67,14 @@ class BenchmarkIndex:
         self.ngram = ngram
         tokens = Tokens.of(segments["key"])
         words = tokens.lengths
-        self.long = _distinctive(tokens.grams(ngram, "segment"))  # hash -> segment
+        self.long = _distinctive(tokens.grams(ngram, "segment"), MAX_SHARED)  # hash -> segment(s)
         short = np.flatnonzero((words >= min_short_words) & (words < ngram))
         self.short: dict[int, pl.DataFrame] = {}  # length -> (hash -> segment)
         for length in np.unique(words[short]).tolist():
             grams = tokens.grams(length, "segment")
             whole = grams.filter(pl.col("segment").is_in(short[words[short] == length].tolist()))
             inside = grams.filter(pl.col("hash").is_in(whole["hash"].implode()))  # where else it occurs
-            self.short[length] = whole.join(_distinctive(inside), on=["segment", "hash"], how="semi")
+            self.short[length] = whole.join(_distinctive(inside, 1), on=["segment", "hash"], how="semi")
         self.trigrams = tokens.grams(CONFIRM_N, "segment").unique()
         self.trigram_counts = self.trigrams.group_by("segment").agg(pl.len().alias("total"))
 
@@ -125,10 +127,10 @@ def _is_text(dtype: pl.DataType) -> bool:
     return inner == pl.String or (isinstance(dtype, pl.List) and isinstance(inner, pl.Struct))
 
 
-def _distinctive(grams: pl.DataFrame) -> pl.DataFrame:
-    """The n-grams found in exactly one segment: evidence that points at one item."""
+def _distinctive(grams: pl.DataFrame, max_segments: int) -> pl.DataFrame:
+    """The n-grams found in at most `max_segments` segments: evidence that points at a few items."""
     grams = grams.unique()
-    return grams.filter(pl.len().over("hash") == 1)
+    return grams.filter(pl.len().over("hash") <= max_segments)
 
 
 @lru_cache(maxsize=8)
@@ -150,7 +152,7 @@ class Decontaminate(Filter):
         fields: list[str] | None = Field(default=None, description="columns to check (default: every text column, "
                                          "including a messages conversation)")
         ngram: int = Field(default=13, ge=3, le=MAX_N, description="word n-gram that counts as evidence")
-        min_short_words: int = Field(default=8, ge=2, description="shorter items than ngram are matched whole "
+        min_short_words: int = Field(default=6, ge=2, description="shorter items than ngram are matched whole "
                                      "from this many words up")
         min_overlap: float = Field(default=0.6, gt=0, le=1, description="share of an item's word trigrams a row "
                                    "must contain to confirm a match")

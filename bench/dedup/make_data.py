@@ -1,0 +1,96 @@
+"""Build the labelled near-duplicate set and the scale sets from the 52k Alpaca records (../shared/data).
+
+    python bench/dedup/make_data.py labelled OUT_DIR            # 52,002 originals + planted near-copies
+    python bench/dedup/make_data.py scale OUT_DIR ROWS          # ROWS synthetic documents, ~10% near-copies
+
+labelled.jsonl: {id, text}; truth.jsonl: {id, group} for every row of a planted group (original + copies).
+Planted edits (1-2 per copy, on originals of 40+ words): casing, punctuation, 1-3 words replaced, a prefix,
+a dropped sentence, whitespace. Everything is seeded: the same command gives the same files.
+Output stays under /tmp (Alpaca is CC BY-NC: never commit the generated files).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ALPACA = ROOT.parent / "shared" / "data" / "instructions" / "alpaca_52k" / "alpaca_data_en_52k.json"
+FILLER = ["very", "really", "also", "quite", "the", "some", "many", "often", "new", "good"]
+PREFIXES = ["Sure! ", "Here is the answer: ", "Answer: ", "Of course. ", "Great question! "]
+
+
+def alpaca_texts() -> list[str]:
+    return ["\n".join(p for p in (r["instruction"], r["input"], r["output"]) if p) for r in json.loads(ALPACA.read_text())]
+
+
+def edit(text: str, rng: random.Random) -> str:
+    for kind in rng.sample(["case", "punct", "words", "prefix", "sentence", "space"], rng.choice([1, 2])):
+        if kind == "case":
+            text = rng.choice([text.lower(), text.upper(), text.title()])
+        elif kind == "punct":
+            text = re.sub(r"[.,;:!?]", lambda m: rng.choice(["", ".", ",", "!", m.group(0)]), text)
+        elif kind == "words":
+            words = text.split(" ")
+            for _ in range(rng.randint(1, 3)):
+                words[rng.randrange(len(words))] = rng.choice(FILLER)
+            text = " ".join(words)
+        elif kind == "prefix":
+            text = rng.choice(PREFIXES) + text
+        elif kind == "sentence":
+            sentences = re.split(r"(?<=[.!?])\s+", text)
+            if len(sentences) >= 4:
+                del sentences[rng.randrange(len(sentences))]
+            text = " ".join(sentences)
+        else:
+            text = re.sub(r" ", lambda m: rng.choice([" ", "  ", "\n", " "]), text)
+    return text
+
+
+def labelled(out: Path, copies: int = 5_000, seed: int = 42) -> None:
+    rng = random.Random(seed)
+    texts = alpaca_texts()
+    rows = [{"id": f"a{i:06d}", "text": t} for i, t in enumerate(texts)]
+    eligible = [i for i, t in enumerate(texts) if len(t.split()) >= 40]
+    truth = {}
+    for k, i in enumerate(rng.sample(eligible, copies)):
+        rows.append({"id": f"c{k:06d}", "text": edit(texts[i], rng)})
+        truth[f"a{i:06d}"] = truth[f"c{k:06d}"] = f"a{i:06d}"
+    rng.shuffle(rows)  # copies are not conveniently after their originals
+    write(out / "labelled.jsonl", rows)
+    write(out / "truth.jsonl", [{"id": k, "group": g} for k, g in truth.items()])
+    print(f"{len(rows):,} rows ({copies:,} planted copies) -> {out / 'labelled.jsonl'}")
+
+
+def scale(out: Path, n: int, seed: int = 42) -> None:
+    """`n` documents: each joins 2-4 random Alpaca records (distinct documents of realistic length);
+    about 10% are edited copies of an earlier document."""
+    rng = random.Random(seed)
+    texts = alpaca_texts()
+    path = out / f"scale_{n}.jsonl"
+    recent: list[str] = []
+    with open(path, "w") as fh:
+        for i in range(n):
+            if recent and rng.random() < 0.1:
+                text = edit(rng.choice(recent), rng)
+            else:
+                text = "\n\n".join(rng.choice(texts) for _ in range(rng.randint(2, 4)))
+                recent.append(text)
+                if len(recent) > 10_000:
+                    recent.pop(rng.randrange(len(recent)))
+            fh.write(json.dumps({"id": f"d{i:08d}", "text": text}) + "\n")
+    print(f"{n:,} rows -> {path}")
+
+
+def write(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fh.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+if __name__ == "__main__":
+    what, out = sys.argv[1], Path(sys.argv[2])
+    labelled(out) if what == "labelled" else scale(out, int(sys.argv[3]))

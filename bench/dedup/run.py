@@ -1,0 +1,110 @@
+"""Near-duplicate dedup side by side: Sluice, datatrove and text-dedup on the same input, in one run.
+
+    python3 -m venv /tmp/bench-dedup && /tmp/bench-dedup/bin/pip install -e . -r bench/dedup/requirements.txt
+    .venv/bin/python bench/dedup/make_data.py labelled /tmp/dedup-bench
+    /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dedup-bench/labelled.jsonl --truth /tmp/dedup-bench/truth.jsonl
+    /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dedup-bench/scale_1000000.jsonl --tools sluice
+
+Each tool runs as its own process under /usr/bin/time (wall seconds, peak RSS of the largest process), with
+comparable settings: word 5-grams, 128 permutations, 9 bands x 13 rows (threshold 0.8). With --truth,
+precision/recall/F1 of the removed set: in each planted group (an original and its copy) removing all but
+one row is right; removing a row outside the groups, or every row of a group, is a false positive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SLUICE = ROOT / ".venv" / "bin" / "sluice"
+BENCH_PY = Path(sys.executable)
+
+
+def run_timed(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run `cmd`; return (wall seconds, peak RSS in GiB)."""
+    with open(log, "w") as fh:
+        proc = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", *cmd], stdout=fh, stderr=subprocess.STDOUT)
+    text = log.read_text()
+    if proc.returncode:
+        raise SystemExit(f"{cmd[0]} failed; see {log}:\n{text[-2000:]}")
+    wall, kb = re.findall(r"TIME ([\d.]+) (\d+)", text)[-1]
+    return float(wall), int(kb) / 2**20
+
+
+def sluice(data: Path, work: Path) -> set[str]:
+    out = work / "out.parquet"
+    run = run_timed([str(SLUICE), "dedup", str(data), str(out)], work / "log.txt")
+    import polars as pl
+    return run, set(pl.read_parquet(work / "out.rejects.parquet")["id"]) if (work / "out.rejects.parquet").exists() else set()
+
+
+def datatrove(data: Path, work: Path) -> set[str]:
+    run = run_timed([str(BENCH_PY), str(ROOT / "bench" / "dedup" / "run_datatrove.py"), str(data), str(work)],
+                    work.with_suffix(".log"))
+    removed = set()
+    for f in (work / "removed").glob("*.jsonl"):
+        removed |= {json.loads(line)["id"] for line in f.read_text().splitlines() if line.strip()}
+    return run, removed
+
+
+def text_dedup(data: Path, work: Path) -> set[str]:
+    cmd = [str(BENCH_PY), "-m", "text_dedup.minhash", "--path", "json", "--data_files", str(data), "--split", "train",
+           "--cache_dir", str(work / "cache"), "--output", str(work / "out"), "--column", "text",
+           "--ngram", "5", "--num_perm", "128", "--b", "9", "--r", "13", "--threshold", "0.8",
+           "--min_length", "0", "--num_proc", "2"]
+    run = run_timed(cmd, work.with_suffix(".log"))
+    from datasets import load_from_disk
+    kept = set(load_from_disk(str(work / "out"))["id"])
+    every = {json.loads(line)["id"] for line in data.read_text().splitlines() if line.strip()}
+    return run, every - kept
+
+
+TOOLS = {"sluice": sluice, "datatrove": datatrove, "text-dedup": text_dedup}
+
+
+def score(removed: set[str], truth: Path) -> dict[str, float]:
+    groups: dict[str, list[str]] = {}
+    for line in truth.read_text().splitlines():
+        r = json.loads(line)
+        groups.setdefault(r["group"], []).append(r["id"])
+    in_group = {i for ids in groups.values() for i in ids}
+    tp = fp = fn = 0
+    for ids in groups.values():
+        gone = sum(i in removed for i in ids)
+        tp += min(gone, len(ids) - 1)
+        fp += max(0, gone - (len(ids) - 1))
+        fn += (len(ids) - 1) - min(gone, len(ids) - 1)
+    fp += len(removed - in_group)
+    p, r = tp / max(tp + fp, 1), tp / max(tp + fn, 1)
+    return {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-9)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", type=Path)
+    parser.add_argument("--truth", type=Path)
+    parser.add_argument("--tools", default="sluice,datatrove,text-dedup")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/dedup-bench/work"))
+    args = parser.parse_args()
+    rows = sum(1 for _ in open(args.data))
+    print(f"| tool | rows | wall s | docs/s | peak RSS GiB | removed | precision | recall | F1 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.tools.split(","):
+        work = args.work / f"{name}-{args.data.stem}"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        (wall, rss), removed = TOOLS[name](args.data, work)
+        m = score(removed, args.truth) if args.truth else {}
+        quality = " | ".join(f"{m[k]:.3f}" for k in ("precision", "recall", "f1")) if m else "- | - | -"
+        print(f"| {name} | {rows:,} | {wall:.1f} | {rows / wall:,.0f} | {rss:.2f} | {len(removed):,} | {quality} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""datatrove's four-stage MinHash pipeline on a JSONL file (run in the bench venv, see requirements.txt).
+
+    python bench/dedup/run_datatrove.py IN.jsonl WORK_DIR [--workers 2]
+
+Settings comparable to `sluice dedup`: word 5-grams, 9 buckets x 13 hashes (the layout Sluice derives for
+threshold 0.8 and 128 permutations), 64-bit hashes. Removed documents' ids go to WORK_DIR/removed/.
+"""
+
+import argparse
+import os
+
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+                                              MinhashDedupFilter, MinhashDedupSignature)
+from datatrove.pipeline.readers import JsonlReader
+from datatrove.pipeline.writers import JsonlWriter
+from datatrove.utils.hashing import HashConfig
+
+def split(path: str, folder: str, parts: int) -> str:
+    """Copy the input into `parts` JSONL files, line i going to file i % parts."""
+    os.makedirs(folder, exist_ok=True)
+    outs = [open(f"{folder}/part-{k}.jsonl", "w") for k in range(parts)]
+    with open(path) as fh:
+        for i, line in enumerate(fh):
+            outs[i % parts].write(line)
+    for out in outs:
+        out.close()
+    return folder
+
+
+def main() -> None:
+    """Worker processes re-import this module: everything runs under the main guard."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("input")
+    parser.add_argument("work")
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+
+    config = MinhashConfig(n_grams=5, num_buckets=9, hashes_per_bucket=13, hash_config=HashConfig(precision=64, hash_fc="sha1"))  # xxhash 4.1 rejects str here
+    w, n = args.work, args.workers
+    folder = split(args.input, f"{w}/input", n)  # datatrove parallelises over files: one per worker
+    reader = lambda: JsonlReader(folder, id_key="id", text_key="text")  # noqa: E731
+    stages = [
+        [reader(), MinhashDedupSignature(output_folder=f"{w}/signatures", config=config)],
+        [MinhashDedupBuckets(input_folder=f"{w}/signatures", output_folder=f"{w}/buckets", config=config)],
+        [MinhashDedupCluster(input_folder=f"{w}/buckets", output_folder=f"{w}/remove_ids", config=config)],
+        [reader(), MinhashDedupFilter(input_folder=f"{w}/remove_ids",
+                                      exclusion_writer=JsonlWriter(f"{w}/removed", compression=None)),
+         JsonlWriter(f"{w}/kept", compression=None)],
+    ]
+    tasks = [n, config.num_buckets, 1, n]
+    for i, (pipeline, t) in enumerate(zip(stages, tasks)):
+        LocalPipelineExecutor(pipeline=pipeline, tasks=t, workers=min(n, t), logging_dir=f"{w}/logs/{i}").run()
+
+
+if __name__ == "__main__":
+    main()
