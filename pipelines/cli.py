@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
-from operators.errors import SluiceError
+from operators.errors import ConfigError, SluiceError
 from pipelines.commands import COMMAND_MODULES
 
 
@@ -40,11 +42,31 @@ def _parser() -> argparse.ArgumentParser:
                               description="Run a pipeline config (a Prefect flow) and publish a new release version.")
     run.add_argument("config", type=Path, help="pipeline YAML, e.g. configs/demo.yaml")
     run.add_argument("--no-prefect", action="store_true", help="run in-process without Prefect (same engine)")
+    run.add_argument("--runner", choices=["local", "dask"], default="local",
+                     help="where shard tasks run: threads here (local) or a Dask cluster (dask)")
+    run.add_argument("--dask-address", metavar="HOST:PORT",
+                     help="an existing Dask scheduler (default with --runner dask: a LocalCluster, one worker per core)")
     run.add_argument("--releases", type=Path, help="release root (default: release.dir of the config, else ./data/releases)")
     run.set_defaults(handler=_run)
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_command(commands)
+
+    deploy = commands.add_parser("deploy", help="serve a config as a scheduled Prefect deployment",
+                                 description="Serve a pipeline config as a scheduled deployment on a Prefect server "
+                                 "(PREFECT_API_URL); runs until interrupted. Each scheduled run publishes a new version.")
+    deploy.add_argument("config", type=Path)
+    when = deploy.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='a cron schedule, e.g. "0 2 * * *" (02:00 daily)')
+    when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
+    deploy.add_argument("--releases", type=Path, help="release root (default: release.dir of the config)")
+    deploy.set_defaults(handler=_deploy)
+
+    server = commands.add_parser("server", help="start a local Prefect server (UI and API) on 127.0.0.1",
+                                 description="Start a local Prefect server on 127.0.0.1 (UI and API), for "
+                                 "schedules and a UI of past runs. Then: export PREFECT_API_URL=http://127.0.0.1:PORT/api")
+    server.add_argument("--port", type=int, default=4200)
+    server.set_defaults(handler=_server)
 
     ops = commands.add_parser("operators", help="list every registered operator with its parameters",
                               description="List every registered operator with its parameters and defaults.")
@@ -58,12 +80,31 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines.flow import run_pipeline
 
     pipeline = config.load(args.config)
-    folder, outcome = run_pipeline(pipeline, args.releases, use_prefect=not args.no_prefect)
+    if args.no_prefect and (args.runner != "local" or args.dask_address):
+        raise ConfigError("--runner dask runs Prefect tasks on Dask; it cannot be combined with --no-prefect")
+    folder, outcome = run_pipeline(pipeline, args.releases, use_prefect=not args.no_prefect,
+                                   runner="dask" if args.dask_address else args.runner, dask_address=args.dask_address)
     print(outcome.ledger.table())
     if outcome.reused:
         print(f"\nresumed: {outcome.reused} shard results reused from the cache, {outcome.computed} computed")
     print(f"\nreleased {len(outcome.ledger.stages) and outcome.ledger.stages[-1].rows_out:,} rows -> {folder}")
     return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from pipelines.flow import serve
+
+    serve(args.config, args.releases, args.cron, args.interval)
+    return 0
+
+
+def _server(args: argparse.Namespace) -> int:
+    from pipelines.flow import PREFECT_DEFAULTS
+
+    env = {**PREFECT_DEFAULTS, **os.environ}
+    prefect = Path(sys.executable).parent / "prefect"
+    print(f"Prefect server on http://127.0.0.1:{args.port} (API: export PREFECT_API_URL=http://127.0.0.1:{args.port}/api)")
+    return subprocess.call([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(args.port)], env=env)
 
 
 def _operators(args: argparse.Namespace) -> int:

@@ -8,11 +8,13 @@ a loop. Either way finished shard results go to the dataset's cache folder, so a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from operators.errors import SluiceError
+from operators.errors import ConfigError, SluiceError
+from pipelines import config
 from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
 from pipelines.engine import Job, MapFn, Outcome, call_cached, execute, map_local
@@ -23,6 +25,9 @@ PREFECT_DEFAULTS = {
     "PREFECT_LOGGING_LEVEL": "WARNING",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",  # the temporary server logs shutdown races as errors
+    # A busy 2-core machine needs more patience than Prefect's defaults (20 s start-up, 10 s SQLite statements).
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
+    "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
 }
 RUNNERS = ("local", "dask")
 
@@ -36,15 +41,70 @@ def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool
     quiet_prefect()
     from prefect import flow
 
-    dataset = pipeline.config.dataset
-    run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{next_version(root / dataset)}",
-               validate_parameters=False, task_runner=_task_runner(runner, dask_address))
-    return run(pipeline, root, _prefect_map)
+    with _shared_api(runner):
+        dataset = pipeline.config.dataset
+        run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{next_version(root / dataset)}",
+                   validate_parameters=False, task_runner=_task_runner(runner, dask_address))
+        return run(pipeline, root, _prefect_map)
 
 
 def quiet_prefect() -> None:
     for key, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def scheduled_run(config_path: str, releases: str | None = None) -> str:
+    """The flow a deployment serves: load the config at run time (so edits take effect), run, publish."""
+    pipeline = config.load(config_path)
+    folder, _ = _run(pipeline, Path(releases) if releases else pipeline.release_dir or DEFAULT_ROOT, _prefect_map)
+    return str(folder)
+
+
+def serve(config_path: Path, releases: Path | None, cron: str | None, interval: float | None) -> None:
+    """Serve `config_path` as a scheduled deployment until interrupted (needs a Prefect server)."""
+    quiet_prefect()
+    from prefect import flow
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise ConfigError("a schedule needs a Prefect server: start one with `sluice server` and set "
+                          "PREFECT_API_URL=http://127.0.0.1:4200/api (or point it at your server or Prefect Cloud)")
+    pipeline = config.load(config_path)  # validate now, not at 2 a.m.
+    deployment = flow(scheduled_run, name="sluice-scheduled", log_prints=False)
+    deployment.serve(name=pipeline.config.dataset, cron=cron, interval=interval,
+                     parameters={"config_path": str(config_path.resolve()),
+                                 "releases": str(releases.resolve()) if releases else None},
+                     print_starting_message=False)
+
+
+@contextmanager
+def _shared_api(runner: str) -> Iterator[None]:
+    """Dask workers are separate processes that only see environment variables: without one API URL there,
+    each would start its own temporary API. Export the configured one, or start one for this run."""
+    from prefect.settings import PREFECT_API_URL
+
+    if runner != "dask":
+        yield
+        return
+    server = None
+    url = PREFECT_API_URL.value()
+    if not url:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()
+        server.start()
+        url = server.api_url
+    previous = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = previous
+        if server is not None:
+            server.stop()
 
 
 def _run(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:

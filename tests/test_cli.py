@@ -10,7 +10,7 @@ import pytest
 
 from conftest import ROOT
 
-HELP_COMMANDS = [[], ["run"], ["operators"], ["release"], ["release", "list"], ["release", "show"],
+HELP_COMMANDS = [[], ["run"], ["operators"], ["deploy"], ["server"], ["release"], ["release", "list"], ["release", "show"],
                  ["release", "verify"]]
 
 

@@ -51,3 +51,17 @@ def test_prefect_flow_matches_in_process_run(prefect_api, write_config):
     while not expected <= (names := asyncio.run(task_names())) and time.monotonic() < deadline:
         time.sleep(0.5)  # the API records task runs from events, a moment after they finish
     assert shards == 15 and expected <= names
+
+
+def test_dask_runner_gives_the_same_release(prefect_api, write_config, tmp_path):
+    cfg = write_config([{"path": str(ROOT / "data/web/dolma/*.jsonl"), "fields": {"text": "text"}}],
+                       [{"op": "normalize"}, {"op": "length_filter", "min_words": 50}, {"op": "exact_dedup"}],
+                       shard_rows=5)
+    pipeline = config.load(cfg)
+    on_dask, outcome = run_pipeline(pipeline, root=tmp_path / "dask", runner="dask")
+    local, _ = run_pipeline(pipeline, root=tmp_path / "local", use_prefect=False)
+    assert outcome.computed > 0 and outcome.reused == 0
+    m1, m2 = (json.loads((f / "manifest.json").read_text()) for f in (on_dask, local))
+    assert [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
+    assert m1["stages"] == m2["stages"]
+
