@@ -139,9 +139,21 @@ def _accounting(manifest: dict[str, Any]) -> str:
 
 
 def generation_usage(manifest: dict[str, Any]) -> dict[str, dict[str, int | float]]:
-    """`manifest["generation"]["models"]`: model name -> counters (requests, prompt_tokens, completion_tokens, ...)."""
+    """`manifest["generation"]["models"]`: model -> counters (prompt_tokens, completion_tokens, calls, ...)."""
     models = (manifest.get("generation") or {}).get("models") or {}
     return {name: {k: v for k, v in counters.items() if isinstance(v, int | float)} for name, counters in models.items()}
+
+
+def generation_totals(manifest: dict[str, Any]) -> list[str]:
+    """The job-level counters of `manifest["generation"]` (as `Usage.to_json()` writes them), as short phrases."""
+    gen = manifest.get("generation") or {}
+    phrases = [f"{k.replace('_', ' ')} {v:,}" for k, v in gen.items()
+               if isinstance(v, int) and not isinstance(v, bool)]
+    if failures := {k: v for k, v in (gen.get("failures") or {}).items() if v}:
+        phrases.append("failed requests: " + ", ".join(f"{k} {v:,}" for k, v in failures.items()))
+    if isinstance(gen.get("cost"), int | float):
+        phrases.append(f"cost ${gen['cost']:,.4f}")
+    return phrases
 
 
 def _generation(manifest: dict[str, Any]) -> str:
@@ -152,7 +164,9 @@ def _generation(manifest: dict[str, Any]) -> str:
     rows = [(f"`{model}`", *(f"{c.get(k, 0):,}" for k in counters)) for model, c in sorted(usage.items())]
     if len(usage) > 1:
         rows.append(("**total**", *(f"{sum(c.get(k, 0) for c in usage.values()):,}" for k in counters)))
-    return "## Generation\n\nRows made by language models, and what they cost:\n\n" + _table(("model", *counters), rows)
+    totals = generation_totals(manifest)
+    return ("## Generation\n\nRows made by language models, and what they cost:\n\n" + _table(("model", *counters), rows)
+            + (f"\n\nRequests: {'; '.join(totals)}." if totals else ""))
 
 
 def _limitations(manifest: dict[str, Any]) -> str:

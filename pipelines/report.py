@@ -9,8 +9,10 @@ A section appears only when its data exists, so the report works on whatever col
                         a `threshold` param marks score_<op>)
     duplicate clusters  rejects whose rule names a duplicate ("...dup...") and whose `detail` is the kept row's id
     languages, sources  the `lang` and `source` columns; generating models: the `gen_model` column
-    diversity           manifest["diversity"] = {"metrics": {name: number}, "cluster_sizes": [rows per cluster]}
-    generation usage    manifest["generation"] = {"models": {model: {requests, prompt_tokens, completion_tokens, ...}}}
+    diversity           manifest["diversity"] = diversity_metrics(...) output (numeric leaves, nested names dotted),
+                        optionally with "cluster_sizes": [rows per cluster]
+    generation usage    manifest["generation"] = Usage.to_json(): {"models": {model: {prompt_tokens,
+                        completion_tokens, calls}}, "requests", "cache_hits", "calls", "retries", "failures", "cost"}
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from pipelines.accounting import Ledger
-from pipelines.card import PROVENANCE, generation_usage
+from pipelines.card import PROVENANCE, generation_totals, generation_usage
 
 KEPT, REJECTED, ACCENT, INK, GRID = "#3b6ea8", "#d9534f", "#2a9d8f", "#222", "#e3e3e3"
 PAYLOAD = ("text", "instruction", "input", "output", "prompt", "chosen", "rejected", "response", "question", "answer")
@@ -219,9 +221,11 @@ def _category_section(data: pl.LazyFrame | None, column: str, title: str, captio
 
 
 def _diversity_section(manifest: dict[str, Any]) -> str:
-    diversity = manifest.get("diversity") or {}
-    metrics = {k: v for k, v in (diversity.get("metrics") or {}).items() if isinstance(v, int | float)}
-    sizes = np.array(diversity.get("cluster_sizes") or [], dtype=float)
+    """`manifest["diversity"]`: what `operators.diversity.metrics.diversity_metrics` returns (nested numbers are
+    listed as dotted names), plus `cluster_sizes`, rows per cluster, when a sampler records them."""
+    diversity = dict(manifest.get("diversity") or {})
+    sizes = np.array(diversity.pop("cluster_sizes", None) or [], dtype=float)
+    metrics = _numbers(diversity)
     if not metrics and not len(sizes):
         return ""
     table = _table(("metric", "value"), [(k, f"{v:,.4g}") for k, v in metrics.items()]) if metrics else ""
@@ -229,6 +233,17 @@ def _diversity_section(manifest: dict[str, Any]) -> str:
                        f"{len(sizes):,} clusters")] if len(sizes) else []
     return _section("Diversity", "Diversity metrics of the released rows and the sizes of their clusters.",
                     figures, table)
+
+
+def _numbers(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The numeric leaves of nested dicts: {"cluster": {"coverage": 0.9}} -> {"cluster.coverage": 0.9}."""
+    out: dict[str, float] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _generation_section(data: pl.LazyFrame | None, manifest: dict[str, Any]) -> str:
@@ -246,7 +261,9 @@ def _generation_section(data: pl.LazyFrame | None, manifest: dict[str, Any]) -> 
         figures.append(_figure("released rows by generating model", _bars_svg(_top(labels, counts["len"].to_list()))))
     if not figures and not table:
         return ""
-    return _section("Generation", "Rows made by language models and the tokens they cost.", figures, table)
+    totals = generation_totals(manifest)
+    caption = "Rows made by language models and the tokens they cost." + (f" Requests: {'; '.join(totals)}." if totals else "")
+    return _section("Generation", caption, figures, table)
 
 
 def _stages_section(manifest: dict[str, Any]) -> str:

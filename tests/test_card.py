@@ -94,7 +94,8 @@ def test_polars_reads_the_release_as_the_card_says(release):
 def test_card_shows_generation_usage_and_synthetic_tag(release):
     m = _manifest(release)
     m["schema"]["gen_model"] = "String"
-    m["generation"] = {"models": {
+    m["generation"] = {"requests": 50, "cache_hits": 8, "calls": 43, "retries": 1, "failures": {"http_5xx": 1},
+                       "cost": 0.0123, "models": {  # the shape of operators.generate.client.Usage.to_json()
         "SmolLM2-135M-Instruct": {"requests": 40, "prompt_tokens": 5_100, "completion_tokens": 9_800},
         "gpt-x": {"requests": 2, "prompt_tokens": 300, "completion_tokens": 120, "note": "ignored: not a number"},
     }}
@@ -103,6 +104,8 @@ def test_card_shows_generation_usage_and_synthetic_tag(release):
     assert "| model | completion_tokens | prompt_tokens | requests |" in card
     assert "| `SmolLM2-135M-Instruct` | 9,800 | 5,100 | 40 |" in card
     assert "| **total** | 9,920 | 5,400 | 42 |" in card
+    assert ("Requests: requests 50; cache hits 8; calls 43; retries 1; failed requests: http_5xx 1; cost $0.0123."
+            in card)
     assert "Generated rows come from language models" in card
 
 

@@ -15,6 +15,7 @@ import yaml
 
 from conftest import SHARED
 from pipelines import config
+from operators.diversity.metrics import diversity_metrics
 from pipelines.flow import run_pipeline
 from pipelines.report import render_report, thresholds
 from test_card import demo_release
@@ -87,8 +88,11 @@ def test_thresholds_come_from_the_resolved_stage_params(demo):
 
 def test_languages_duplicates_generation_and_diversity(multilingual):
     m = _manifest(multilingual)
-    m["generation"] = {"models": {"SmolLM2-135M-Instruct": {"requests": 12, "prompt_tokens": 900, "completion_tokens": 2_400}}}
-    m["diversity"] = {"metrics": {"distinct_2": 0.8123, "clusters": 9}, "cluster_sizes": [40, 35, 12, 9, 9, 7, 3, 2, 1]}
+    m["generation"] = {"requests": 14, "cache_hits": 2, "calls": 13, "retries": 1, "failures": {"timeout": 1},
+                       "models": {"SmolLM2-135M-Instruct": {"prompt_tokens": 900, "completion_tokens": 2_400, "calls": 12}},
+                       "cost": None}  # the shape of operators.generate.client.Usage.to_json()
+    texts = pl.read_parquet(multilingual / "data")["text"]
+    m["diversity"] = diversity_metrics(texts, clusters=9) | {"cluster_sizes": [40, 35, 12, 9, 9, 7, 3, 2, 1]}
     page = render_report(multilingual, m)
     assert _headings(page) == ["Where rows went", "Lengths", "Scores", "Duplicate clusters", "Languages", "Sources",
                                "Diversity", "Generation", "Stages"]
@@ -102,8 +106,11 @@ def test_languages_duplicates_generation_and_diversity(multilingual):
     sizes = dupes.group_by("detail").len()["len"] + 1
     assert len(dupes) > 0
     assert f"{len(sizes):,} clusters, {len(dupes):,} rows dropped; largest {sizes.max()} rows" in page
-    assert "<td>distinct_2</td><td>0.8123</td>" in page and "<figcaption>9 clusters</figcaption>" in page
-    assert "<td>SmolLM2-135M-Instruct</td><td>2,400</td><td>900</td><td>12</td>" in page
+    assert f"<td>distinct_2</td><td>{m['diversity']['distinct_2']:.4g}</td>" in page
+    assert f"<td>cluster.coverage</td><td>{m['diversity']['cluster']['coverage']:.4g}</td>" in page
+    assert "<figcaption>9 clusters</figcaption>" in page
+    assert "<td>SmolLM2-135M-Instruct</td><td>12</td><td>2,400</td><td>900</td>" in page
+    assert "Requests: requests 14; cache hits 2; calls 13; retries 1; failed requests: timeout 1." in page
     # Scores: the rows the length filter dropped are drawn in red beside the kept ones.
     assert "rejected by length_filter" in page and "length_filter.min_words=4" in page
 
