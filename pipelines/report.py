@@ -33,6 +33,7 @@ KEPT, REJECTED, ACCENT, INK, GRID = "#3b6ea8", "#d9534f", "#2a9d8f", "#222", "#e
 PAYLOAD = ("text", "instruction", "input", "output", "prompt", "chosen", "rejected", "response", "question", "answer")
 NOT_PAYLOAD = {"id", "reason", "detail", "lang", *PROVENANCE}
 TOP = 15  # categories shown in a bar chart; the rest are summed as "other"
+LENGTH_ROWS = 1_000_000  # lengths of bigger releases are counted on an even spread of this many rows
 
 
 def render_report(folder: Path, manifest: dict[str, Any]) -> str:
@@ -41,7 +42,7 @@ def render_report(folder: Path, manifest: dict[str, Any]) -> str:
     rejects = _scan(folder, manifest.get("rejects", []))
     sections = [
         _waterfall_section(manifest),
-        _length_section(data, manifest["schema"]),
+        _length_section(data, manifest["rows"]),
         _score_section(data, rejects, manifest),
         _duplicate_section(rejects),
         _category_section(data, "lang", "Languages", "share of released rows by detected language"),
@@ -65,8 +66,11 @@ def _columns(frame: pl.LazyFrame | None) -> dict[str, pl.DataType]:
     return dict(frame.collect_schema()) if frame is not None else {}
 
 
-def _words(column: str, dtype: pl.DataType) -> pl.Expr:
-    """Words per row of a string column, or of all `content` fields of a messages list."""
+def _words(column: str, dtype: pl.DataType, schema: dict[str, pl.DataType] | None = None) -> pl.Expr:
+    """Words per row of a string column, or of all `content` fields of a messages list. A `score_words_<column>`
+    already in the data (the length filter's, same definition) is reused rather than counted again."""
+    if schema and f"score_words_{column}" in schema:
+        return pl.col(f"score_words_{column}")
     if dtype == pl.String:
         return pl.col(column).fill_null("").str.count_matches(r"\S+")
     return pl.col(column).list.eval(pl.element().struct.field("content").fill_null("").str.count_matches(r"\S+")).list.sum()
@@ -78,7 +82,8 @@ def _payload_columns(data: pl.LazyFrame, schema: dict[str, pl.DataType]) -> list
     if _is_messages(schema.get("messages")):
         strings.append("messages")
     others = [c for c in strings if c not in PAYLOAD]
-    medians = data.select(_words(c, schema[c]).median().alias(c) for c in others).collect().row(0) if others else ()
+    head = data.head(10_000)
+    medians = head.select(_words(c, schema[c]).median().alias(c) for c in others).collect().row(0) if others else ()
     prose = {c for c, m in zip(others, medians) if m is not None and m >= 5}
     return [c for c in strings if c in PAYLOAD or c in prose]
 
@@ -109,14 +114,15 @@ def _waterfall_section(manifest: dict[str, Any]) -> str:
     return _section("Where rows went", caption, [_waterfall_svg(steps)], wide=True)
 
 
-def _length_section(data: pl.LazyFrame | None, manifest_schema: dict[str, str]) -> str:
+def _length_section(data: pl.LazyFrame | None, rows: int) -> str:
     if data is None:
         return ""
     schema = _columns(data)
     fields = _payload_columns(data, schema)
     if not fields:
         return ""
-    lengths = data.select(_words(c, schema[c]).alias(c) for c in fields).collect()
+    step = max(1, math.ceil(rows / LENGTH_ROWS))
+    lengths = data.gather_every(step).select(_words(c, schema[c], schema).alias(c) for c in fields).collect()
     figures, stats = [], []
     for field in fields:
         values = lengths[field].drop_nulls().to_numpy()
@@ -125,8 +131,10 @@ def _length_section(data: pl.LazyFrame | None, manifest_schema: dict[str, str]) 
                                f"{empty:,} empty rows not shown" if empty else ""))
         stats.append(_stats_row(field, values))
     table = _table(("field", "rows", "empty", "min", "median", "mean", "p95", "max"), stats)
-    return _section("Lengths", "Words per row (whitespace-separated tokens) in each text field of the release.",
-                    figures, table)
+    caption = "Words per row (whitespace-separated tokens) in each text field of the release."
+    if step > 1:
+        caption += f" Counted on one row in {step:,} ({len(lengths):,} of {rows:,})."
+    return _section("Lengths", caption, figures, table)
 
 
 def _stats_row(field: str, values: np.ndarray) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ from conftest import SHARED
 from pipelines import config
 from operators.diversity.metrics import diversity_metrics
 from pipelines.flow import run_pipeline
+from pipelines import report
 from pipelines.report import render_report, thresholds
 from test_card import demo_release
 
@@ -135,3 +136,10 @@ def test_report_renders_in_headless_chromium(demo, tmp_path):
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (1280, 2000)
     assert len(png) > 60_000  # plots and text, not a blank page (blank: ~10 KB)
+
+
+def test_lengths_of_a_big_release_are_counted_on_a_spread_of_rows(demo, monkeypatch):
+    monkeypatch.setattr(report, "LENGTH_ROWS", 40)
+    page = render_report(demo, _manifest(demo))
+    assert "Counted on one row in 2 (40 of 79)." in page
+    assert "<td>text</td><td>40</td>" in page
