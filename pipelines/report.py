@@ -8,6 +8,7 @@ A section appears only when its data exists, so the report works on whatever col
                         manifest["config"]["stages"] (params min_<metric>/max_<metric> mark score_<metric>[_<field>];
                         a `threshold` param marks score_<op>)
     duplicate clusters  rejects whose rule names a duplicate ("...dup...") and whose `detail` is the kept row's id
+    contamination       rejects whose rule names contamination, `detail` = "benchmark:item"; a `contamination` column
     languages, sources  the `lang` and `source` columns; generating models: the `gen_model` column
     diversity           manifest["diversity"] = diversity_metrics(...) output (numeric leaves, nested names dotted),
                         optionally with "cluster_sizes": [rows per cluster]
@@ -45,6 +46,7 @@ def render_report(folder: Path, manifest: dict[str, Any]) -> str:
         _length_section(data, manifest["rows"]),
         _score_section(data, rejects, manifest),
         _duplicate_section(rejects),
+        _contamination_section(data, rejects),
         _category_section(data, "lang", "Languages", "share of released rows by detected language"),
         _category_section(data, "source", "Sources", "released rows by source"),
         _diversity_section(manifest),
@@ -215,6 +217,30 @@ def _duplicate_section(rejects: pl.LazyFrame | None) -> str:
         figures.append(_figure(f"{reason}: cluster sizes", svg, caption))
     return _section("Duplicate clusters", "How many rows each kept row stood for: one kept, the others dropped as "
                     "its duplicates (sizes from the rejects' `detail`).", figures)
+
+
+def _contamination_section(data: pl.LazyFrame | None, rejects: pl.LazyFrame | None) -> str:
+    """Rows matching a benchmark item, by benchmark: dropped (rejects whose rule names contamination, `detail`
+    = "benchmark:item") and flagged but kept (a non-null `contamination` column in the data)."""
+    figures = []
+    if rejects is not None and {"reason", "detail"} <= _columns(rejects).keys():
+        dropped = rejects.filter(pl.col("reason").str.split(":").list.last().str.contains("contamin"))
+        figures += _benchmark_bars(dropped, "detail", "dropped rows by benchmark")
+    if data is not None and _columns(data).get("contamination") == pl.String:
+        figures += _benchmark_bars(data, "contamination", "kept rows flagged, by benchmark")
+    if not figures:
+        return ""
+    return _section("Benchmark contamination", "Rows that contain an item of an evaluation benchmark.", figures)
+
+
+def _benchmark_bars(frame: pl.LazyFrame, column: str, title: str) -> list[str]:
+    counts = (frame.filter(pl.col(column).is_not_null())
+              .group_by(pl.col(column).str.split(":").list.first().alias("benchmark")).len()
+              .sort("len", "benchmark", descending=[True, False]).collect())
+    if counts.is_empty():
+        return []
+    return [_figure(f"{title} ({counts['len'].sum():,})", _bars_svg(_top(counts["benchmark"].to_list(),
+                                                                         counts["len"].to_list()), REJECTED))]
 
 
 def _category_section(data: pl.LazyFrame | None, column: str, title: str, caption: str) -> str:

@@ -143,3 +143,21 @@ def test_lengths_of_a_big_release_are_counted_on_a_spread_of_rows(demo, monkeypa
     page = render_report(demo, _manifest(demo))
     assert "Counted on one row in 2 (40 of 79)." in page
     assert "<td>text</td><td>40</td>" in page
+
+
+def test_contamination_by_benchmark(tmp_path):
+    """Real GSM8K questions planted among real English sentences: the report counts the dropped rows by benchmark."""
+    from conftest import GSM8K
+
+    sentences = LINGUA.joinpath("en.txt").read_text().splitlines()[:60]
+    questions = [json.loads(line)["question"] for line in GSM8K.read_text().splitlines()[:4]]
+    rows = [{"text": t} for t in sentences] + [{"text": f"Homework help. {q} Thanks!"} for q in questions]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"dataset": "planted", "inputs": [{"path": "rows.jsonl", "fields": {"text": "text"}}],
+           "stages": [{"op": "decontaminate", "benchmarks": ["gsm8k", "truthfulqa"], "fields": ["text"]}],
+           "release": {"dir": str(tmp_path / "releases")}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    folder, _ = run_pipeline(config.load(tmp_path / "config.yaml"), use_prefect=False)
+    page = (folder / "report.html").read_text()
+    assert "Benchmark contamination" in _headings(page)
+    assert "dropped rows by benchmark (4)" in page and "<title>gsm8k: 4</title>" in page
