@@ -172,3 +172,17 @@ def test_bad_params_are_rejected():
         PretrainGrid()
     with pytest.raises(ValueError, match="extra"):
         SelfInstruct(num_instruction=3)
+
+
+def test_judge_reads_the_score_of_a_cut_off_json_answer():
+    def cut(messages, body):
+        if "[length]" in messages[-1]["content"]:  # finish_reason=length, the JSON cut off
+            return '{"score": 4, "explanation": "The answer is mostly right but'
+        return '{"score": 4, "explanation": "ok" BROKEN'  # complete but not JSON: a parse_error
+    with FaultServer(cut) as server:
+        client = LLMClient(EndpointConfig(base_url=server.url, model="m"))
+        rows = pl.DataFrame({"id": ["a", "b"], "instruction": ["Add 2 and 2.", "Name a colour. [length]"],
+                             "input": ["", ""], "output": ["4", "blue"]})
+        scored, rejected = Judge().run(rows, client)
+    assert scored["id"].to_list() == ["b"] and scored["score_judge_accuracy"].to_list() == [4]
+    assert rejected["reason"].to_list() == ["failed_parse_error"]

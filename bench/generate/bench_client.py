@@ -4,7 +4,8 @@
     .venv/bin/python bench/generate/bench_client.py local [--requests 32]   [--concurrency 4] [--max-tokens 48]
 
 `zero`: a zero-latency OpenAI-compatible server on loopback (tests/fault_server.py, its own process) pinned
-to core 1, the client pinned to core 0 (one core each): requests/s the client sustains.
+to core 1, the client pinned to core 0 (one core each): requests/s, and requests per CPU-second of the client process
+(the client's own capacity on one core, whatever the server or a busy machine allows).
 `local`: the embedded SmolLM2-135M server (llama.cpp); the same prompts through both clients, each prompt
 made unique per run so nothing is cached. Both clients alternate runs (raw, sluice, raw, sluice, ...).
 """
@@ -43,11 +44,11 @@ def raw_gather(base_url: str, model: str, texts: list[str], concurrency: int, ma
                                                          seed=0, messages=[{"role": "user", "content": text}])
 
         await one("warm-up")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(t) for t in texts))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         await api.close()
-        return elapsed
+        return elapsed, cpu
 
     return asyncio.run(main())
 
@@ -56,13 +57,13 @@ def sluice_client(base_url: str, model: str, texts: list[str], concurrency: int,
     client = LLMClient(EndpointConfig(base_url=base_url, model=model, max_concurrency=concurrency, timeout_s=600),
                        ResponseCache(cache))
     client.complete([ChatRequest.user("warm-up " + str(time.time()), max_tokens=max_tokens)])
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     answers = client.complete([ChatRequest.user(t, max_tokens=max_tokens, temperature=0.7) for t in texts])
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     client.close()
     failed = [a for a in answers if not a.ok and a.kind != "truncated"]
     assert not failed, failed[:3]
-    return elapsed
+    return elapsed, cpu
 
 
 def run(label: str, base_url: str, model: str, args: argparse.Namespace, out: Path) -> None:
@@ -74,7 +75,9 @@ def run(label: str, base_url: str, model: str, args: argparse.Namespace, out: Pa
         results["sluice LLMClient (cache on)"].append(
             sluice_client(base_url, model, prompts(args.requests, "slc" + tag), args.concurrency, args.max_tokens,
                           out / f"cache-{tag}.sqlite"))
-    rows = {name: {"best_s": min(t), "req_per_s": args.requests / min(t), "runs_s": [round(x, 2) for x in t]}
+    rows = {name: {"best_s": round(min(w for w, _ in t), 2), "req_per_s": round(args.requests / min(w for w, _ in t), 1),
+                   "req_per_client_cpu_s": round(args.requests / min(c for _, c in t), 1),
+                   "runs_s": [round(w, 2) for w, _ in t]}
             for name, t in results.items()}
     raw, ours = (rows[k]["req_per_s"] for k in results)
     report = {"bench": label, "requests": args.requests, "concurrency": args.concurrency,

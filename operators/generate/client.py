@@ -275,7 +275,7 @@ class LLMClient:
         data = None
         if request.json_schema is not None:
             data = parse_json(answer.content)
-            if data is None:
+            if data is None and not truncated:  # a cut-off JSON answer the caller accepted is read by the caller
                 return self._fail(key, FailureKind.PARSE_ERROR, f"no JSON in: {answer.content[:200]!r}", 0, request, step)
         return Completion(key, answer.content, self.model, cached, data, truncated)
 

@@ -39,7 +39,8 @@ def judge_requests(items: list[tuple[str, dict, str]], p: JudgeParams) -> list[C
     return [ChatRequest.user(RUBRIC.format(instruction=row.get(p.instruction_field) or "",
                                            input=(row.get(p.input_field) or "") if p.input_field else "",
                                            response=response, dimension=p.dimension),
-                             temperature=0, max_tokens=p.max_tokens, seed=p.seed, json_schema=SCHEMA, tag=tag)
+                             temperature=0, max_tokens=p.max_tokens, seed=p.seed, json_schema=SCHEMA, tag=tag,
+                             accept_truncated=True)  # the score comes first: a cut-off explanation still counts
             for tag, row, response in items]
 
 
@@ -50,7 +51,7 @@ def read_score(answer: Completion | Failure) -> tuple[int | None, str, dict | No
     data: Any = answer.data
     score = data.get("score") if isinstance(data, dict) else None
     if not isinstance(score, int):
-        found = re.search(r"\b([1-5])\b", answer.text)
+        found = re.search(r'"score"\s*:\s*([1-5])\b', answer.text) or re.search(r"\b([1-5])\b", answer.text)
         score = int(found.group(1)) if found else None
     if score is None or not 1 <= score <= 5:
         return None, "", {REASON: "no_score", DETAIL: answer.text[:160]}

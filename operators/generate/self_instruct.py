@@ -143,8 +143,8 @@ class SelfInstruct(LLMGenerator):
             return "starts_with_punctuation", None
         if not text[0].isascii():
             return "starts_non_ascii", None
-        score, where = most_similar(rouge_tokens(text), pool_tokens)
-        if score > p.rouge_threshold:
+        score, where = most_similar(rouge_tokens(text), pool_tokens, floor=p.rouge_threshold)
+        if where >= 0:
             return "similar_to_pool", f"rougeL {score:.2f} vs {pool_texts[where][:120]!r}"
         return None, None
 

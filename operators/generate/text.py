@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
 
@@ -36,18 +37,23 @@ def rouge_l(a: list[str], b: list[str]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def most_similar(tokens: list[str], pool: list[list[str]]) -> tuple[float, int]:
-    """(best ROUGE-L, its index in pool); (0.0, -1) for an empty pool.
+def most_similar(tokens: list[str], pool: list[list[str]], floor: float = 0.0) -> tuple[float, int]:
+    """(best ROUGE-L above `floor`, its index in pool), or (0.0, -1) when nothing scores above `floor`.
 
-    Pool entries sharing no token with `tokens` cannot score above 0 and are skipped without the DP."""
-    best, where, vocab = 0.0, -1, set(tokens)
+    The LCS is at most the number of tokens two texts share (with multiplicity), so 2*shared/(len_a+len_b)
+    bounds the F-measure: pool entries whose bound cannot beat the best so far skip the O(n*m) DP."""
+    best, where, mine = floor, -1, Counter(tokens)
     for i, other in enumerate(pool):
-        if vocab.isdisjoint(other):
+        total = len(tokens) + len(other)
+        if not total or 2 * min(len(tokens), len(other)) / total <= best:
+            continue
+        shared = sum((mine & Counter(other)).values())
+        if 2 * shared / total <= best:
             continue
         score = rouge_l(tokens, other)
         if score > best:
             best, where = score, i
-    return best, where
+    return (best, where) if where >= 0 else (0.0, -1)
 
 
 def has_keyword(text: str, words: list[str]) -> str | None:
