@@ -121,16 +121,44 @@ def scaling(sizes: list[int], methods: list[str]) -> list[dict]:
     return results
 
 
+def tables(results: dict) -> str:
+    """The README tables, from results.json."""
+    q = results.get("quality", [])
+    lines = ["| method | time s | peak RSS MB | distinct-1 | distinct-2 | distinct-1 / -2 at 50k words | coverage "
+             "(1,000 clusters) | entropy (norm.) | verbs | verb-objects | ROUGE-L mean | words/row |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in q:
+        lines.append(f"| {r['method']} | {r.get('total_s', '-')} | {r.get('peak_rss_mb', '-')} | {r['distinct_1']} | "
+                     f"{r['distinct_2']} | {r['distinct_1_at_50k_words']} / {r['distinct_2_at_50k_words']} | "
+                     f"{r['coverage']} | {r['entropy_norm']} | {r['verbs']} | {r['verb_objects']} | "
+                     f"{r['rouge_l_mean']} | {r['words_mean']} |")
+    s = results.get("scaling", [])
+    if s:
+        times = {(r["method"], r["rows"]): r for r in q + s if "total_s" in r}
+        sizes = sorted({rows for _, rows in times})
+        lines += ["", "| method | " + " | ".join(f"{n:,} rows: s (peak MB)" for n in sizes) + " | 52k -> 1M time |",
+                  "|---|" + "---|" * (len(sizes) + 1)]
+        for m in METHODS:
+            cells = [f"{times[m, n]['total_s']} ({times[m, n]['peak_rss_mb']})" if (m, n) in times else "-" for n in sizes]
+            growth = (f"x{times[m, sizes[-1]]['total_s'] / max(times[m, sizes[0]]['total_s'], 0.1):.0f}"
+                      if (m, sizes[0]) in times and (m, sizes[-1]) in times else "-")
+            lines.append(f"| {m} | " + " | ".join(cells) + f" | {growth} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--one", choices=METHODS)
     parser.add_argument("--rows", type=int, default=52_002)
     parser.add_argument("--skip-scaling", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--table", action="store_true", help="print the README tables from results.json")
     parser.add_argument("--peer", type=Path, help="a peer's selection (peer_dsir.py output) to measure too")
     args = parser.parse_args()
     if args.one:
         return one(args.one, args.rows)
+    if args.table:
+        return print(tables(json.loads(OUT.read_text())))
     results = json.loads(OUT.read_text()) if OUT.exists() else {}
     if not args.skip_quality:
         results["quality"] = quality(args.peer)
