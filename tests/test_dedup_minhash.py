@@ -70,11 +70,14 @@ def test_planted_copies_are_dropped_naming_their_original(corpus):
 
 
 def test_threshold_and_char_ngrams_change_what_counts(corpus):
+    verified = run(MinHashDedup(verify=True), corpus)
+    assert set(verified["id"]) <= set(run(MinHashDedup(), corpus)["id"])  # verification only removes candidates
     strict = run(MinHashDedup(threshold=0.95), corpus)
     loose = run(MinHashDedup(threshold=0.6), corpus)
-    chars = run(MinHashDedup(unit="char", ngram=5), corpus)
+    small = pl.concat([corpus.head(300), corpus.slice(3000)])  # the originals of the copies, and the copies
+    chars = run(MinHashDedup(unit="char", ngram=5), small)
     assert len(strict) < len(loose)
-    assert chars.join(corpus.filter(pl.col("of").is_not_null()), on="id").height >= 140
+    assert chars.join(small.filter(pl.col("of").is_not_null()), on="id").height >= 140
 
 
 def test_clusters_do_not_depend_on_shard_order(corpus):
@@ -124,14 +127,14 @@ def test_fast_signatures_estimate_jaccard_as_well_as_datasketch(corpus):
 
 
 def test_band_layout_follows_the_threshold():
-    assert band_layout(0.8, 128) == (9, 13)
+    assert band_layout(0.8, 128) == (9, 13) and MinHashDedup().layout == (17, 15)  # 256 permutations
     bands, rows = band_layout(0.5, 128)
     assert rows < 13 and bands * rows <= 128
     assert MinHashDedup(bands=16, rows=8).layout == (16, 8)
 
 
 @pytest.mark.parametrize("params, message", [
-    ({"bands": 20, "rows": 10}, "exceeds num_perm"),
+    ({"bands": 30, "rows": 10}, "exceeds num_perm"),
     ({"bands": 4}, "give both bands and rows"),
     ({"keep": "score"}, "keep=score needs score_column"),
     ({"threshold": 1.5}, "less than 1"),

@@ -26,25 +26,28 @@ SLUICE = ROOT / ".venv" / "bin" / "sluice"
 BENCH_PY = Path(sys.executable)
 
 
-def run_timed(cmd: list[str], log: Path) -> tuple[float, float]:
-    """Run `cmd`; return (wall seconds, peak RSS in GiB)."""
+def run_timed(cmd: list[str], log: Path) -> tuple[float, float, float]:
+    """Run `cmd`; return (wall seconds, CPU seconds of it and its children, peak RSS in GiB).
+
+    CPU seconds matter on a shared machine: wall time there depends on everyone else's load."""
     with open(log, "w") as fh:
-        proc = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", *cmd], stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.run(["/usr/bin/time", "-f", "TIME %e %U %S %M", *cmd], stdout=fh, stderr=subprocess.STDOUT)
     text = log.read_text()
     if proc.returncode:
         raise SystemExit(f"{cmd[0]} failed; see {log}:\n{text[-2000:]}")
-    wall, kb = re.findall(r"TIME ([\d.]+) (\d+)", text)[-1]
-    return float(wall), int(kb) / 2**20
+    wall, user, system, kb = re.findall(r"TIME ([\d.]+) ([\d.]+) ([\d.]+) (\d+)", text)[-1]
+    return float(wall), float(user) + float(system), int(kb) / 2**20
 
 
-def sluice(data: Path, work: Path) -> set[str]:
-    out = work / "out.parquet"
-    run = run_timed([str(SLUICE), "dedup", str(data), str(out)], work / "log.txt")
+def sluice(data: Path, work: Path) -> tuple[tuple, set[str]]:
     import polars as pl
-    return run, set(pl.read_parquet(work / "out.rejects.parquet")["id"]) if (work / "out.rejects.parquet").exists() else set()
+
+    run = run_timed([str(SLUICE), "dedup", str(data), str(work / "out.parquet")], work / "log.txt")
+    rejects = work / "out.rejects.parquet"
+    return run, set(pl.read_parquet(rejects)["id"]) if rejects.exists() else set()
 
 
-def datatrove(data: Path, work: Path) -> set[str]:
+def datatrove(data: Path, work: Path) -> tuple[tuple, set[str]]:
     run = run_timed([str(BENCH_PY), str(ROOT / "bench" / "dedup" / "run_datatrove.py"), str(data), str(work)],
                     work.with_suffix(".log"))
     removed = set()
@@ -53,7 +56,7 @@ def datatrove(data: Path, work: Path) -> set[str]:
     return run, removed
 
 
-def text_dedup(data: Path, work: Path) -> set[str]:
+def text_dedup(data: Path, work: Path) -> tuple[tuple, set[str]]:
     cmd = [str(BENCH_PY), "-m", "text_dedup.minhash", "--path", "json", "--data_files", str(data), "--split", "train",
            "--cache_dir", str(work / "cache"), "--output", str(work / "out"), "--column", "text",
            "--ngram", "5", "--num_perm", "128", "--b", "9", "--r", "13", "--threshold", "0.8",
@@ -93,16 +96,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/dedup-bench/work"))
     args = parser.parse_args()
     rows = sum(1 for _ in open(args.data))
-    print(f"| tool | rows | wall s | docs/s | peak RSS GiB | removed | precision | recall | F1 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| tool | rows | wall s | CPU s | docs/s (wall) | peak RSS GiB | removed | precision | recall | F1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.tools.split(","):
         work = args.work / f"{name}-{args.data.stem}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        (wall, rss), removed = TOOLS[name](args.data, work)
+        (wall, cpu, rss), removed = TOOLS[name](args.data, work)
         m = score(removed, args.truth) if args.truth else {}
         quality = " | ".join(f"{m[k]:.3f}" for k in ("precision", "recall", "f1")) if m else "- | - | -"
-        print(f"| {name} | {rows:,} | {wall:.1f} | {rows / wall:,.0f} | {rss:.2f} | {len(removed):,} | {quality} |",
+        print(f"| {name} | {rows:,} | {wall:.1f} | {cpu:.1f} | {rows / wall:,.0f} | {rss:.2f} | {len(removed):,} | {quality} |",
               flush=True)
 
 

@@ -28,8 +28,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "dedup", help="drop near-duplicate rows (MinHash LSH); rejects name the surviving row",
         description="Drop near-duplicate rows: MinHash over n-grams of the normalised text (case, punctuation, "
-                    "whitespace and Unicode folded), LSH bands tuned to the threshold, candidates verified on "
-                    "the full signature. Each cluster keeps one row; the others go to the rejects with "
+                    "whitespace and Unicode folded), LSH bands tuned to the threshold, "
+                    "union-find clusters. Each cluster keeps one row; the others go to the rejects with "
                     "reason near_duplicate and the survivor's id.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_io_arguments(p)
@@ -38,8 +38,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.8, metavar="T", help="Jaccard similarity of a duplicate (default 0.8)")
     p.add_argument("--ngram", type=int, default=5, metavar="N", help="shingle size (default 5)")
     p.add_argument("--char", action="store_true", help="character n-grams instead of word n-grams")
-    p.add_argument("--num-perm", type=int, default=128, metavar="P", help="MinHash permutations (default 128)")
-    p.add_argument("--no-verify", action="store_true", help="trust LSH candidates without checking the full signature")
+    p.add_argument("--num-perm", type=int, default=256, metavar="P", help="MinHash permutations (default 256)")
+    p.add_argument("--verify", action="store_true", help="also require the full signatures to agree on >= T of "
+                   "their positions (fewer false positives, lower recall)")
     p.add_argument("--keep-by", metavar="COLUMN", help="keep the row with the highest COLUMN in each cluster "
                    "(ties: smallest id); default: the first row in input order")
     p.add_argument("--exact", action="store_true", help="exact dedup on the normalised key instead of MinHash")
@@ -75,7 +76,7 @@ def _dedup(args: argparse.Namespace) -> int:
         return 0
     op = options_error(lambda: _Recording(
         fields=fields, threshold=args.threshold, ngram=args.ngram, unit="char" if args.char else "word",
-        num_perm=args.num_perm, verify=not args.no_verify, keep="score" if args.keep_by else "first",
+        num_perm=args.num_perm, verify=args.verify, keep="score" if args.keep_by else "first",
         score_column=args.keep_by))
     if args.against:
         op.reference = _read_index(args.against)
