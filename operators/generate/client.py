@@ -84,7 +84,7 @@ class ChatRequest:
     def user(cls, prompt: str, system: str | None = None, **kwargs: Any) -> ChatRequest:
         messages = ((("system", system),) if system else ()) + (("user", prompt),)
         if isinstance(kwargs.get("json_schema"), dict):
-            kwargs["json_schema"] = json.dumps(kwargs["json_schema"], sort_keys=True)
+            kwargs["json_schema"] = json.dumps(kwargs["json_schema"])  # key order kept: grammars emit in this order
         return cls(messages, **kwargs)
 
     @property

@@ -22,7 +22,7 @@ RUBRIC = (
     "on a scale of 1 to 5, where a higher score means better {dimension}. Answer in JSON: "
     "{{\"score\": <1-5>, \"explanation\": \"<one or two sentences, avoiding any bias>\"}}"
 )
-SCHEMA = {"type": "object", "required": ["score", "explanation"],
+SCHEMA = {"type": "object", "required": ["score", "explanation"],  # score first: a cut-off answer still has it
           "properties": {"score": {"type": "integer", "minimum": 1, "maximum": 5}, "explanation": {"type": "string"}}}
 
 
