@@ -8,7 +8,8 @@ length_filter, ...). Written beside OUT:
   <OUT stem>.failures.parquet   one row per failed request: kind, request hash, attempts, tag, step
   <OUT stem>.generation.json    endpoint (never the key), usage, cache, per-step books: the manifest's `generation`
 The LLM cache (SQLite) defaults to <OUT stem>.cache.sqlite: re-running makes no repeat calls, and a killed
-run resumes where it stopped. With no endpoint configured (and no OPENAI_BASE_URL) the embedded model runs.
+run resumes where it stopped. With no endpoint configured (and no OPENAI_BASE_URL) the embedded model
+starts on the first request the cache cannot answer, and stops when the job ends.
 
 Books per step: rows_in (seeds) and rows_out + rejected by reason; a generator makes new rows, so rows_out
 is not bounded by rows_in. Every candidate it considered is either out or rejected with a reason.
@@ -136,12 +137,14 @@ def _client(job: GenerationJob, stack: ExitStack) -> tuple[LLMClient, bool]:
         if not endpoint.resolved_model():
             raise ConfigError(f"{job.path}: endpoint.model is not set (nor SLUICE_MODEL)")
         return stack.enter_context(LLMClient(endpoint, cache)), False
-    print(f"no endpoint configured: starting the embedded model ({MODEL_NAME})", flush=True)
-    base_url = stack.enter_context(LocalModel(job.config.local_model))
+    def start() -> str:  # on the first request the cache cannot answer
+        print(f"no endpoint configured: starting the embedded model ({MODEL_NAME})", flush=True)
+        return stack.enter_context(LocalModel(job.config.local_model))
+
     # a slow CPU model under load: a timed-out request keeps its slot busy, so a retry only adds work
-    local = endpoint.model_copy(update={"base_url": base_url, "model": MODEL_NAME, "timeout_s": max(endpoint.timeout_s, 900),
+    local = endpoint.model_copy(update={"model": MODEL_NAME, "timeout_s": max(endpoint.timeout_s, 900),
                                         "max_concurrency": min(endpoint.max_concurrency, job.config.local_model.parallel)})
-    return stack.enter_context(LLMClient(local, cache, identity=f"local:{MODEL_NAME}")), True
+    return stack.enter_context(LLMClient(local, cache, identity=f"local:{MODEL_NAME}", connect=start)), True
 
 
 def _run_steps(job: GenerationJob, client: LLMClient, local: bool) -> GenerationOutcome:

@@ -122,14 +122,8 @@ def test_embedded_model_starts_answers_and_stops(tmp_path, monkeypatch, capsys):
     # every seed is answered or rejected with a typed failure (12 tokens may cut an answer off)
     assert len(outcome.rows) + len(outcome.rejects) == 2
     assert set(outcome.rejects["reason"].to_list()) <= {"responses:failed_truncated"} if len(outcome.rejects) else True
-    # the answers are cached under a stable identity (the port changes every run): a re-run needs no server
-    again = run_generation(load(config), client=_offline_client(out / "generated.cache.sqlite"))
+    # the answers are cached under a stable identity (the port changes every run): a re-run starts no server
+    again = run_generation(load(config))
+    assert "starting the embedded model" not in capsys.readouterr().out
     assert again.report["usage"]["cache_hits"] == 2 and again.report["usage"]["calls"] == 0
 
-
-def _offline_client(cache_path):
-    from operators.generate import EndpointConfig, LLMClient, ResponseCache
-    from pipelines.local_model import MODEL_NAME
-
-    endpoint = EndpointConfig(base_url="http://127.0.0.1:9/v1", model=MODEL_NAME, max_retries=0)
-    return LLMClient(endpoint, ResponseCache(cache_path), identity=f"local:{MODEL_NAME}")

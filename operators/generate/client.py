@@ -24,6 +24,7 @@ import threading
 import time
 from collections import Counter, deque
 from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -149,15 +150,21 @@ class Usage:
 
 class LLMClient:
     """`identity` names the server in cache keys (default: its base URL); the embedded model, whose port
-    changes every run, passes a stable name so its answers stay cached."""
+    changes every run, passes a stable name so its answers stay cached. `connect`, when there is no base
+    URL yet, is called once on the first request the cache cannot answer and returns one (so a job whose
+    answers are all cached never starts the embedded model)."""
 
-    def __init__(self, endpoint: EndpointConfig, cache: ResponseCache | None = None, identity: str | None = None) -> None:
+    def __init__(self, endpoint: EndpointConfig, cache: ResponseCache | None = None, identity: str | None = None,
+                 connect: Callable[[], str] | None = None) -> None:
         self.endpoint = endpoint
         self.base_url = endpoint.resolved_base_url()
         self.model = endpoint.resolved_model()
-        if not self.base_url or not self.model:
+        if not (self.base_url or connect) or not self.model:
             raise ValueError("no LLM endpoint: set base_url and model (or OPENAI_BASE_URL and SLUICE_MODEL)")
         self.identity = identity or self.base_url
+        if not self.identity:
+            raise ValueError("an LLMClient that connects later needs an identity for its cache keys")
+        self._connect = connect
         self.cache = cache if cache is not None else ResponseCache(None)  # an empty cache is falsy
         self.usage = Usage()
         self.failures: list[Failure] = []
@@ -165,6 +172,7 @@ class LLMClient:
         self._api_key = os.environ.get(endpoint.api_key_env) or "sluice-no-key"  # local servers need none
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: openai.AsyncOpenAI | None = None
+        self._connecting: asyncio.Lock | None = None
 
     # -- public -------------------------------------------------------------------------------------------
 
@@ -202,24 +210,33 @@ class LLMClient:
         self.close()
 
     async def _complete(self, requests: list[ChatRequest], step: str) -> list[Completion | Failure]:
-        if self._api is None:  # one HTTP client for the client's life: building one costs ~0.5 s (TLS setup)
-            self._api = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
-                                           timeout=self.endpoint.timeout_s)
+        self._connecting = self._connecting or asyncio.Lock()
         keys = [self.key(r) for r in requests]
         unique = dict(zip(keys, requests))  # identical requests are sent once
         limiter = _Limiter(self)
-        answers = await asyncio.gather(*(self._answer(self._api, limiter, k, r, step) for k, r in unique.items()))
+        answers = await asyncio.gather(*(self._answer(limiter, k, r, step) for k, r in unique.items()))
         by_key = dict(zip(unique, answers))
         return [by_key[k] for k in keys]
 
     # -- one request --------------------------------------------------------------------------------------
 
-    async def _answer(self, api: Any, limiter: _Limiter, key: str, request: ChatRequest, step: str):
+    async def _http(self) -> openai.AsyncOpenAI:
+        """The one HTTP client for the client's life (building one costs ~0.5 s of TLS setup)."""
+        async with self._connecting:
+            if self._api is None:
+                if self.base_url is None:
+                    self.base_url = await asyncio.to_thread(self._connect)
+                self._api = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key, max_retries=0,
+                                               timeout=self.endpoint.timeout_s)
+        return self._api
+
+    async def _answer(self, limiter: _Limiter, key: str, request: ChatRequest, step: str):
         self.usage.requests += 1
         cached = self.cache.get(key)
         if cached is not None:
             self.usage.cache_hits += 1
             return self._judge(key, request, cached, True, step)
+        api = await self._http()
         attempt = 0
         while True:
             attempt += 1
