@@ -91,6 +91,8 @@ def test_repetition_rules_catch_repeats():
     paragraphs = "\n\n".join([PROSE[:200]] * 3 + [PROSE])
     spam = PROSE + " buy cheap pills now" * 30
     assert reasons(op, PROSE, lines, paragraphs, spam) == [None, "dup_line_frac", "dup_para_frac", "top_2_gram"]
+    # one-word rows have no 2-grams: nothing repeats (and nothing leaks in from the next row)
+    assert reasons(op, "B", PROSE, "Odd", PROSE) == [None, None, None, None]
 
 
 def reference_ngrams(text: str, top: list[int], dup: list[int]) -> list[float]:

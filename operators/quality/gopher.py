@@ -151,7 +151,7 @@ def ngram_repetition(texts: pl.DataFrame, top: list[int], dup: list[int]) -> pl.
     """
     words = tx.words(pl.col("text"))
     long = (
-        texts.select(words.alias("w"), pl.int_ranges(0, words.list.len()).alias("pos"), words.list.len().alias("n_words"))
+        texts.select(words.alias("w"), pl.int_ranges(0, words.list.len()).alias("pos"), words.list.len().cast(pl.Int64).alias("n_words"))
         .with_row_index("row")
         .explode("w", "pos")
         .filter(pl.col("w").is_not_null())

@@ -28,8 +28,16 @@ TOKEN = f"{URL}|{CONTRACTION}|{WORD}|{PUNCT}"
 
 def words(text: pl.Expr) -> pl.Expr:
     """The text's tokens as a list of strings."""
-    return (text.str.replace_all(_CONTRACTED, "$1 $2").str.replace_all(_HYPHENATED, "$1 $2 $3")
-            .str.extract_all(TOKEN))
+    return _split_inside_chunks(text).str.extract_all(TOKEN)
+
+
+def word_count(text: pl.Expr) -> pl.Expr:
+    """len(words(text)), without building the lists."""
+    return _split_inside_chunks(text).str.count_matches(TOKEN)
+
+
+def _split_inside_chunks(text: pl.Expr) -> pl.Expr:
+    return text.str.replace_all(_CONTRACTED, "$1 $2").str.replace_all(_HYPHENATED, "$1 $2 $3")
 
 
 def lines(text: pl.Expr) -> pl.Expr:

@@ -125,7 +125,7 @@ class FineWebFilter(Filter):
             .alias("score_fineweb_short_line_ratio"),
             tx.ratio(dup_chars, text.str.len_chars() - text.str.count_matches("\n", literal=True))
             .alias("score_fineweb_char_dup_ratio"),
-            tx.ratio(text.str.count_matches("\n", literal=True), tx.words(text).list.len())
+            tx.ratio(text.str.count_matches("\n", literal=True), tx.word_count(text))
             .alias("score_fineweb_newline_ratio"),
         )
 

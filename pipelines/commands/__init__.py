@@ -9,5 +9,6 @@ COMMAND_MODULES: list[str] = [
     "pipelines.commands.serve_local",
     "pipelines.commands.sample",
     "pipelines.commands.filter",
+    "pipelines.commands.quality",
     "pipelines.commands.decontaminate",
 ]
