@@ -128,3 +128,14 @@ def test_missing_endpoint_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(ValueError, match="no LLM endpoint"):
         LLMClient(EndpointConfig(model="x"))
+
+
+def test_requests_per_minute_window_spans_batches():
+    with FaultServer() as server:
+        client = client_for(server, requests_per_minute=3)
+        assert all(a.ok for a in client.complete([ChatRequest.user(f"r{k}") for k in range(3)]))
+        # the window is full: the next request waits until the oldest is a minute old (here: made 59.7 s old)
+        client.window[0] = (time.monotonic() - 59.7, client.window[0][1])
+        started = time.monotonic()
+        assert client.complete([ChatRequest.user("r3")])[0].ok
+        assert 0.1 < time.monotonic() - started < 5

@@ -168,7 +168,9 @@ class LLMClient:
         self.cache = cache if cache is not None else ResponseCache(None)  # an empty cache is falsy
         self.usage = Usage()
         self.failures: list[Failure] = []
-        self.limit = float(endpoint.max_concurrency)  # adaptive; survives between batches
+        self.limit = float(endpoint.max_concurrency)  # adaptive; survives between batches, as do:
+        self.paused_until = 0.0  # Retry-After: nobody sends before this (monotonic clock)
+        self.window: deque[tuple[float, int]] = deque()  # (start, estimated tokens) of the last minute's requests
         self._api_key = os.environ.get(endpoint.api_key_env) or "sluice-no-key"  # local servers need none
         self._loop: asyncio.AbstractEventLoop | None = None
         self._api: openai.AsyncOpenAI | None = None
@@ -379,15 +381,14 @@ def parse_json(text: str) -> Any:
 
 
 class _Limiter:
-    """Admission for one batch: in-flight ceiling (adaptive, stored on the client), pause, per-minute windows."""
+    """Admission for one batch: in-flight ceiling, pause and per-minute windows (their state lives on the client)."""
 
     def __init__(self, client: LLMClient) -> None:
         self.client = client
         self.ceiling = client.endpoint.max_concurrency
         self.rpm, self.tpm = client.endpoint.requests_per_minute, client.endpoint.tokens_per_minute
         self.in_flight = 0
-        self.paused_until = 0.0
-        self.window: deque[tuple[float, int]] = deque()  # (start time, estimated tokens) in the last minute
+        self.window = client.window
         self.changed = asyncio.Condition()
 
     @asynccontextmanager
@@ -412,8 +413,8 @@ class _Limiter:
     def _wait(self, tokens: int) -> float:
         """0 to go now; seconds to wait for a clock; -1 to wait for a slot to free up."""
         now = time.monotonic()
-        if now < self.paused_until:
-            return self.paused_until - now
+        if now < self.client.paused_until:
+            return self.client.paused_until - now
         while self.window and self.window[0][0] <= now - 60:
             self.window.popleft()
         if self.rpm and len(self.window) >= self.rpm:
@@ -430,4 +431,4 @@ class _Limiter:
         c = self.client
         c.limit = max(1.0, c.limit / 2)
         if retry_after:
-            self.paused_until = max(self.paused_until, time.monotonic() + retry_after)
+            c.paused_until = max(c.paused_until, time.monotonic() + retry_after)
