@@ -116,7 +116,7 @@ def test_quota_allocation():
 def test_deita_never_keeps_two_near_copies_and_names_the_blocker(pool):
     copies = pool.head(300).with_columns(pl.format("copy-{}", "id").alias("id"))
     frame = pl.concat([pool, copies])
-    op = DeitaSample(budget=400, **SMALL)
+    op = DeitaSample(budget=400, threshold=0.9, **SMALL)
     kept, drops = run(op, frame)
     originals = set(kept["id"].str.strip_prefix("copy-"))
     assert len(originals) == 400  # never both a row and its copy
@@ -129,13 +129,19 @@ def test_deita_never_keeps_two_near_copies_and_names_the_blocker(pool):
 
 
 def test_deita_threshold_holds_in_its_own_feature_space(pool):
-    op = DeitaSample(budget=150, threshold=0.5, **SMALL)
+    op = DeitaSample(budget=150, threshold=0.75, **SMALL)
     index = op.index(pool).sort("id")
     keep, _ = op.select(index)
     z = op.embedding(index)[keep]
     sims = z @ z.T
     np.fill_diagonal(sims, 0)
-    assert sims.max() <= 0.5 + 1e-5
+    assert sims.max() <= 0.75 + 1e-5
+
+
+def test_deita_fills_the_budget_when_the_threshold_leaves_too_few(pool):
+    kept, drops = run(DeitaSample(budget=300, threshold=0.05, **SMALL), pool)
+    assert len(kept) == 300  # the best-scoring skipped rows fill the gap
+    assert drops["detail"].str.starts_with("similar_to=").all()
 
 
 def test_dsir_moves_the_sample_toward_the_target(pool):

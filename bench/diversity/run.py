@@ -52,7 +52,8 @@ def sampler(method: str):
 
     common = {"budget": BUDGET, "fields": FIELDS}
     return {"random": lambda: RandomSample(**common), "cluster": lambda: ClusterSample(**common),
-            "kcenter": lambda: KCenterSample(**common), "deita": lambda: DeitaSample(**common),
+            "kcenter": lambda: KCenterSample(**common),
+            "deita": lambda: DeitaSample(**common, threshold=0.9),  # the paper's value (default 0.6: README)
             "dsir": lambda: DsirSample(**common, target=str(TARGET), target_fields=["instruction"])}[method]()
 
 

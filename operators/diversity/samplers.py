@@ -226,7 +226,9 @@ class DeitaSample(Sampler):
     class Params(EmbeddingParams):
         score_col: str | None = Field(default=None, description="numeric column, higher is better; default: "
                                       "length in words of the text (longest-first is a strong baseline)")
-        threshold: float = Field(default=0.9, gt=0, le=1, description="max cosine similarity to a selected row")
+        # The paper's 0.9 is for LLaMA embeddings; in this TF-IDF/SVD space it skips only 33 of the first
+        # 5k Alpaca candidates, while 0.6 lifts cluster coverage from 0.75 to 0.96 (bench/diversity).
+        threshold: float = Field(default=0.6, gt=0, le=1, description="max cosine similarity to a selected row")
         block: int = Field(default=1024, ge=1, description="candidates compared per matrix product")
 
     def index(self, batch):
@@ -246,9 +248,11 @@ class DeitaSample(Sampler):
             if len(chosen) >= self.params.budget:
                 break
             chosen += self._take(z, order[start: start + self.params.block], chosen, blocker, best_sim)
-        chosen = chosen[: self.params.budget]
         keep = np.zeros(len(z), dtype=bool)
-        keep[chosen] = True
+        keep[chosen[: self.params.budget]] = True
+        short = self.params.budget - int(keep.sum())
+        if short > 0:  # the threshold left too few rows: fill the budget with the best of the skipped ones
+            keep[order[~keep[order]][:short]] = True
         blocked_by = index["id"].gather(np.maximum(blocker, 0))
         frame = pl.DataFrame({"blocker": blocked_by, "blocked": blocker >= 0, "cosine": np.round(best_sim, 3),
                               "score": index["score"]})

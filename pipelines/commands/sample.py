@@ -38,7 +38,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", metavar="FILE", help="dsir: file of text to resemble (JSONL, JSON, Parquet, CSV)")
     parser.add_argument("--target-field", metavar="F", help="dsir: text column(s) of --target (default: --text-field)")
     parser.add_argument("--clusters", type=int, metavar="K", help="cluster: number of clusters (default: budget/5)")
-    parser.add_argument("--threshold", type=float, metavar="T", help="deita: max cosine similarity (default: 0.9)")
+    parser.add_argument("--threshold", type=float, metavar="T", help="deita: max cosine similarity (default: 0.6)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--report", action="store_true",
                         help="print diversity metrics (distinct-n, clusters, pairwise similarity) before and after")
