@@ -54,7 +54,7 @@ def test_release_layout_and_manifest(alpaca_release):
 
 def test_files_are_read_only_and_no_temp_folder_remains(alpaca_release):
     assert all(not p.stat().st_mode & 0o222 for p in alpaca_release.rglob("*") if p.is_file())
-    assert sorted(p.name for p in alpaca_release.parent.iterdir()) == [".cache", "v0001"]  # no .tmp-*
+    assert sorted(p.name for p in alpaca_release.parent.iterdir()) == [".cache", ".lock", "v0001"]  # no .tmp-*
 
 
 @pytest.mark.parametrize("victim", ["data/part-00001.parquet", "rejects/part-00000.parquet"])
