@@ -5,8 +5,10 @@
     /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dedup-bench/labelled.jsonl --truth /tmp/dedup-bench/truth.jsonl
     /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dedup-bench/scale_1000000.jsonl --tools sluice
 
-Each tool runs as its own process under /usr/bin/time (wall seconds, peak RSS of the largest process), with
-comparable settings: word 5-grams, 128 permutations, 9 bands x 13 rows (threshold 0.8). With --truth,
+Each tool runs as its own process under /usr/bin/time (wall and CPU seconds, peak RSS of the largest
+process /usr/bin/time sees: for datatrove that is its main process, not its forkserver workers), with
+comparable settings: word 5-grams, 128 permutations, 9 bands x 13 rows (threshold 0.8); `sluice` is the
+product's default (256 permutations, 17 x 15), `sluice-128` the peers' layout. With --truth,
 precision/recall/F1 of the removed set: in each planted group (an original and its copy) removing all but
 one row is right; removing a row outside the groups, or every row of a group, is a false positive.
 """
@@ -39,10 +41,10 @@ def run_timed(cmd: list[str], log: Path) -> tuple[float, float, float]:
     return float(wall), float(user) + float(system), int(kb) / 2**20
 
 
-def sluice(data: Path, work: Path) -> tuple[tuple, set[str]]:
+def sluice(data: Path, work: Path, *options: str) -> tuple[tuple, set[str]]:
     import polars as pl
 
-    run = run_timed([str(SLUICE), "dedup", str(data), str(work / "out.parquet")], work / "log.txt")
+    run = run_timed([str(SLUICE), "dedup", str(data), str(work / "out.parquet"), *options], work / "log.txt")
     rejects = work / "out.rejects.parquet"
     return run, set(pl.read_parquet(rejects)["id"]) if rejects.exists() else set()
 
@@ -68,7 +70,12 @@ def text_dedup(data: Path, work: Path) -> tuple[tuple, set[str]]:
     return run, every - kept
 
 
-TOOLS = {"sluice": sluice, "datatrove": datatrove, "text-dedup": text_dedup}
+TOOLS = {
+    "sluice": sluice,  # its defaults: 256 permutations, 17 bands x 15 rows
+    "sluice-128": lambda data, work: sluice(data, work, "--num-perm", "128"),  # the peers' 9 x 13 layout
+    "datatrove": datatrove,
+    "text-dedup": text_dedup,
+}
 
 
 def score(removed: set[str], truth: Path) -> dict[str, float]:
@@ -92,7 +99,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", type=Path)
     parser.add_argument("--truth", type=Path)
-    parser.add_argument("--tools", default="sluice,datatrove,text-dedup")
+    parser.add_argument("--tools", default="sluice,sluice-128,datatrove,text-dedup")
     parser.add_argument("--work", type=Path, default=Path("/tmp/dedup-bench/work"))
     args = parser.parse_args()
     rows = sum(1 for _ in open(args.data))
