@@ -20,7 +20,6 @@ from typing import Literal
 import numpy as np
 import polars as pl
 import rensa
-from datasketch.lsh import _optimal_param
 from pydantic import Field, model_validator
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -43,6 +42,8 @@ _BAND_MULTIPLIERS = np.array(
 def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) minimising the equally weighted false-positive and false-negative areas of the
     LSH S-curve around `threshold` (datasketch's optimiser, the same one text-dedup uses)."""
+    from datasketch.lsh import _optimal_param  # imported here: datasketch pulls in scipy.integrate (~1 s)
+
     return _optimal_param(threshold, num_perm, 0.5, 0.5)
 
 

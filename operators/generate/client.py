@@ -26,13 +26,15 @@ from collections import Counter, deque
 from contextlib import asynccontextmanager
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import openai
 from pydantic import BaseModel, ConfigDict, Field
 
 from operators.generate.cache import CachedAnswer, ResponseCache, request_key
 from operators.generate.failures import RETRYABLE, Failure, FailureKind
+
+if TYPE_CHECKING:
+    import openai
 
 
 class Price(BaseModel):
@@ -224,6 +226,7 @@ class LLMClient:
 
     async def _http(self) -> openai.AsyncOpenAI:
         """The one HTTP client for the client's life (building one costs ~0.5 s of TLS setup)."""
+        import openai  # imported on first use: the package takes ~1 s to import, a CLI start-up cost
         async with self._connecting:
             if self._api is None:
                 if self.base_url is None:
@@ -330,6 +333,8 @@ def _answer_of(response: Any) -> CachedAnswer | None:
 
 def _classify(err: Exception) -> tuple[FailureKind, str, float | None]:
     """(kind, message, retry-after seconds) for any exception raised by a call."""
+    import openai
+
     message = f"{type(err).__name__}: {err}"[:300]
     if isinstance(err, openai.APITimeoutError):
         return FailureKind.TIMEOUT, message, None
