@@ -1,0 +1,69 @@
+"""A served deployment on a real local Prefect server (`sluice server`) triggers scheduled runs that publish."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(condition, seconds: float, what: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert proc.poll() is None, f"{what}: process exited early"
+        assert time.monotonic() < deadline, f"{what}: not within {seconds} s"
+        time.sleep(1)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_served_deployment_triggers_scheduled_runs(write_config, tmp_path):
+    cfg = write_config([{"path": str(ROOT / "data/web/dolma/*.jsonl"), "fields": {"text": "text"}}],
+                       [{"op": "normalize"}])
+    port = _free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    server = subprocess.Popen([BIN / "sluice", "server", "--port", str(port)], env=env, **quiet)
+    try:
+        _wait(lambda: _healthy(api), 180, "sluice server", server)
+        served = subprocess.Popen([BIN / "sluice", "deploy", cfg, "--interval", "20"], env=env, **quiet)
+        dataset = tmp_path / "releases" / "test"
+        try:
+            _wait(lambda: (dataset / "v0002" / "manifest.json").exists(), 240, "two scheduled runs", served)
+        finally:
+            _stop(served)
+    finally:
+        _stop(server)
+    for version in ("v0001", "v0002"):
+        manifest = json.loads((dataset / version / "manifest.json").read_text())
+        assert manifest["rows"] == 20 and manifest["config_path"] == str(cfg.resolve())
