@@ -28,7 +28,7 @@ def prepare(texts: pl.Series) -> list[str]:
     return flat.to_list()
 
 
-def train(positives: list[str], negatives: list[str], output: Path, *, epoch: int = 25, lr: float = 0.2,
+def train(positives: list[str], negatives: list[str], output: Path, *, epoch: int = 25, lr: float = 0.1,
           word_ngrams: int = 2, dim: int = 32, seed: int = 0, quantize: bool = False) -> dict:
     """Train on the two lists (shuffled together with `seed`), write the model to `output` and return
     the training-set counts. `quantize` makes a ~1 MB .ftz fit to ship, but costs minutes of CPU."""

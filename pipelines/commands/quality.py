@@ -36,7 +36,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--pos-field", default="text", metavar="F", help="text column of --pos (default: text)")
     p.add_argument("--neg-field", default="text", metavar="F", help="text column of --neg (default: text)")
     p.add_argument("--epoch", type=int, default=25, help="training epochs (default 25)")
-    p.add_argument("--lr", type=float, default=0.2, help="learning rate (default 0.2)")
+    p.add_argument("--lr", type=float, default=0.1, help="learning rate (default 0.1; fastText can diverge above)")
     p.add_argument("--word-ngrams", type=int, default=2, help="word n-gram features (default 2)")
     p.add_argument("--dim", type=int, default=32, help="embedding size (default 32)")
     p.add_argument("--quantize", action="store_true",
