@@ -7,6 +7,7 @@ a loop. Either way finished shard results go to the dataset's cache folder, so a
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -122,11 +123,36 @@ def _run_locked(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Ou
         "fingerprints": {s.name: s.operator.fingerprint for s in pipeline.stages},
         "resumed": {"shard_results_reused": outcome.reused, "shard_results_computed": outcome.computed},
     }
+    if generation := _generation_usage(pipeline):
+        info["generation"] = generation
     folder = publish(root, pipeline.config.dataset, outcome, info, pipeline.config.release.rows_per_file)
     cache.prune()
     if map_fn is _prefect_map:
         _publish_artifact(folder, outcome)
     return folder, outcome
+
+
+def _generation_usage(pipeline: Pipeline) -> dict[str, Any] | None:
+    """Token usage of the `sluice generate` jobs whose outputs this pipeline reads (`<stem>.generation.json`
+    beside the input), so the release records what its rows cost."""
+    reports = []
+    for src in pipeline.sources:
+        stem = src.path.name.split(".")[0]
+        report = src.path.with_name(f"{stem}.generation.json")
+        if report.is_file():
+            reports.append(json.loads(report.read_text()))
+    if not reports:
+        return None
+    total: dict[str, Any] = {"models": {}}
+    for usage in (r["usage"] for r in reports):  # several generated inputs: add their counters up
+        for key, value in usage.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+        for model, counters in usage.get("models", {}).items():
+            mine = total["models"].setdefault(model, {})
+            for key, value in counters.items():
+                mine[key] = mine.get(key, 0) + value
+    return total
 
 
 def _task_runner(runner: str, address: str | None) -> Any:
