@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test bench lock clean
+.PHONY: install run generate test lock clean
 
 # The environment is rebuilt only when the dependency pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -19,6 +19,11 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/sluice run configs/demo.yaml
+
+# Generation end to end with the embedded local model (minutes on 2 cores), then its release.
+generate: $(STAMP)
+	$(BIN)/sluice generate configs/generate_demo.yaml
+	$(BIN)/sluice run configs/generate_demo_release.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
