@@ -24,11 +24,11 @@ from operators.errors import ConfigError
 from pipelines.readers import Source, detect_format
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class InputConfig(_Strict):
+class InputConfig(Strict):
     path: str = Field(description="file or glob, relative to the config file")
     format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
     fields: dict[str, str] = Field(default_factory=dict, description="output column -> input field")
@@ -43,14 +43,14 @@ class StageConfig(BaseModel):
     name: str | None = None
 
 
-class ReleaseConfig(_Strict):
+class ReleaseConfig(Strict):
     dir: str | None = Field(default=None, description="release root; default: ./data/releases")
     rows_per_file: int = Field(default=100_000, ge=1)
     license: str = "other"
     description: str = ""
 
 
-class PipelineConfig(_Strict):
+class PipelineConfig(Strict):
     dataset: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="release name")
     inputs: list[InputConfig] = Field(min_length=1)
     shard_rows: int = Field(default=10_000, ge=1, description="rows per processing shard")
@@ -109,22 +109,22 @@ def load(path: str | Path) -> Pipeline:
 
 
 def _build(path: Path, node: yaml.Node, data: dict) -> Pipeline:
-    problems = _Problems(path, node)
+    problems = Problems(path, node)
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as err:
         problems.add_validation(err, PipelineConfig)
-        _stages(_raw_stages(data.get("stages")), problems)  # report stage problems in the same message
+        build_stages(_raw_stages(data.get("stages")), problems)  # report stage problems in the same message
         problems.raise_if_any()
     base = path.parent
-    sources = [src for i, inp in enumerate(config.inputs) for src in _sources(inp, i, base, problems)]
-    stages = _stages(config.stages, problems)
+    sources = [src for i, inp in enumerate(config.inputs) for src in build_sources(inp, i, base, problems)]
+    stages = build_stages(config.stages, problems)
     problems.raise_if_any()
     release_dir = Path(os.path.normpath(base / config.release.dir)) if config.release.dir else None
     return Pipeline(path, config, sources, stages, release_dir)
 
 
-def _sources(inp: InputConfig, i: int, base: Path, problems: _Problems) -> list[Source]:
+def build_sources(inp: InputConfig, i: int, base: Path, problems: Problems) -> list[Source]:
     pattern = os.path.normpath(base / inp.path)
     paths = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [Path(pattern)]
     paths = [p for p in paths if p.is_file()]
@@ -152,7 +152,7 @@ def _raw_stages(raw: Any) -> list[StageConfig | None]:
     return [StageConfig.model_validate(s) if good else None for s, good in zip(raw, ok)]
 
 
-def _stages(configs: list[StageConfig | None], problems: _Problems) -> list[Stage]:
+def build_stages(configs: list[StageConfig | None], problems: Problems) -> list[Stage]:
     stages, names = [], set()
     for i, sc in enumerate(configs):
         if sc is None:
@@ -180,7 +180,7 @@ def _stages(configs: list[StageConfig | None], problems: _Problems) -> list[Stag
     return stages
 
 
-class _Problems:
+class Problems:
     """Collects config problems with the YAML line of each field path."""
 
     def __init__(self, path: Path, node: yaml.Node) -> None:

@@ -32,14 +32,14 @@ from operators.base import REASON, RowOperator
 from operators.errors import ConfigError, SluiceError
 from operators.generate import EndpointConfig, LLMClient, ResponseCache, failures_frame
 from operators.generate.base import LLMGenerator
-from pipelines.config import InputConfig, StageConfig, Stage, _Problems, _Strict, _sources, _stages
+from pipelines.config import InputConfig, StageConfig, Stage, Problems, Strict, build_sources, build_stages
 from pipelines.engine import read_inputs
 from pipelines.local_model import MODEL_NAME, LocalModel, LocalModelConfig
 from pipelines.oneoff import OUTPUT_SUFFIXES, rejects_path, write_table
 from pipelines.release import concat_frames
 
 
-class GenerateConfig(_Strict):
+class GenerateConfig(Strict):
     endpoint: EndpointConfig | None = Field(default=None, description="omit for OPENAI_BASE_URL, else the local model")
     local_model: LocalModelConfig = Field(default_factory=LocalModelConfig)
     seeds: InputConfig | None = Field(default=None, description="seed rows; omit for generators that need none")
@@ -98,8 +98,8 @@ def load(path: str | Path) -> GenerationJob:
         problems.add_validation(err, GenerateConfig)
         problems.raise_if_any()
     base = path.parent
-    seeds = _sources(config.seeds, 0, base, problems) if config.seeds else []
-    steps = _stages(config.steps, problems)
+    seeds = build_sources(config.seeds, 0, base, problems) if config.seeds else []
+    steps = build_stages(config.steps, problems)
     for i, stage in enumerate(steps):
         if not isinstance(stage.operator, LLMGenerator | RowOperator):
             problems.add(("steps", i, "op"), "a generation step must be a generator or a row-local operator", stage.operator.name)
@@ -111,7 +111,7 @@ def load(path: str | Path) -> GenerationJob:
     return GenerationJob(path, config, seeds, steps, output, cache)
 
 
-class _StepProblems(_Problems):
+class _StepProblems(Problems):
     """The pipeline config's problem collector, for a file whose operator list is `steps`, not `stages`."""
 
     def add(self, loc: tuple, message: str, value: Any = ...) -> None:
