@@ -19,7 +19,8 @@ def load_error(path) -> str:
 
 def test_demo_config_is_valid_and_resolves_paths():
     pipeline = config.load(ROOT / "configs" / "demo.yaml")
-    assert [s.name for s in pipeline.stages] == ["normalize", "length_filter", "exact_dedup"]
+    assert [s.name for s in pipeline.stages] == ["normalize", "length_filter", "langid", "gopher_repetition",
+                                                 "gopher_quality", "exact_dedup", "minhash_dedup", "decontaminate"]
     assert len(pipeline.sources) == 8 and all(s.path.is_file() for s in pipeline.sources)
     assert pipeline.release_dir == ROOT / "data" / "releases"
     resolved = pipeline.resolved
