@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,6 +163,10 @@ def _task_runner(runner: str, address: str | None) -> Any:
         return ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2)
     if runner == "dask":
         from prefect_dask import DaskTaskRunner
+
+        # Shards travel to workers inside the task graph; Dask's advice to load data through Dask itself is
+        # not the user's concern.
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
 
         if address:
             return DaskTaskRunner(address=address)
