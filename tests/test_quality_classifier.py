@@ -75,3 +75,13 @@ def test_train_verb_reports_a_bad_field(sluice, tmp_path):
     (tmp_path / "pos.jsonl").write_text('{"body": "text"}\n')
     code, _, err = sluice("quality", "train", "--pos", tmp_path / "pos.jsonl", "--neg", DCLM, "-o", tmp_path / "m.ftz")
     assert code == 2 and "--pos-field" in err
+
+
+def test_divergent_training_is_a_clear_error(tmp_path):
+    from operators.errors import SluiceError
+    from operators.quality.classifier import train
+
+    good = [r["text"] for r in dclm(DCLM).filter(pl.col("label") == 1).head(40).to_dicts()]
+    bad = [r["text"] for r in dclm(DCLM).filter(pl.col("label") == 0).head(40).to_dicts()]
+    with pytest.raises(SluiceError, match="training failed .* even at learning rate 250"):
+        train(good, bad, tmp_path / "q.bin", lr=1000.0)

@@ -42,11 +42,15 @@ def train(positives: list[str], negatives: list[str], output: Path, *, epoch: in
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "train.txt"
         data.write_text("\n".join(lines) + "\n")
-        try:
-            model = fasttext.train_supervised(input=str(data), epoch=epoch, lr=lr, wordNgrams=word_ngrams, dim=dim,
-                                              minCount=2, bucket=200_000, seed=seed, thread=1, verbose=0)
-        except RuntimeError as err:  # fastText diverges ("Encountered NaN") when the rate is too high
-            raise SluiceError(f"training failed ({err}); lower the learning rate (now {lr}) or the epochs") from None
+        for attempt_lr in (lr, lr / 2, lr / 4):  # fastText can diverge ("Encountered NaN"): retry more gently
+            try:
+                model = fasttext.train_supervised(input=str(data), epoch=epoch, lr=attempt_lr, wordNgrams=word_ngrams,
+                                                  dim=dim, minCount=2, bucket=200_000, seed=seed, thread=1, verbose=0)
+                break
+            except RuntimeError as err:
+                failure = err
+        else:
+            raise SluiceError(f"training failed ({failure}) even at learning rate {lr / 4}; lower --lr or --epoch")
         if quantize:
             model.quantize(input=str(data), qnorm=True, retrain=False, cutoff=50_000)
     output.parent.mkdir(parents=True, exist_ok=True)
