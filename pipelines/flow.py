@@ -20,6 +20,7 @@ from pipelines import config
 from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
 from pipelines.engine import Job, MapFn, Outcome, call_cached, execute, map_local
+from pipelines.oneoff import output_stem
 from pipelines.release import DEFAULT_ROOT, dataset_lock, next_version, publish
 
 # Prefect's own chatter is not the user's output, and nothing may call home.
@@ -138,8 +139,7 @@ def _generation_usage(pipeline: Pipeline) -> dict[str, Any] | None:
     beside the input), so the release records what its rows cost."""
     reports = []
     for src in pipeline.sources:
-        stem = src.path.name.split(".")[0]
-        report = src.path.with_name(f"{stem}.generation.json")
+        report = src.path.with_name(f"{output_stem(src.path)}.generation.json")
         if report.is_file():
             reports.append(json.loads(report.read_text()))
     if not reports:

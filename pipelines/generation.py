@@ -35,7 +35,7 @@ from operators.generate.base import LLMGenerator
 from pipelines.config import InputConfig, StageConfig, Stage, Problems, Strict, build_sources, build_stages
 from pipelines.engine import read_inputs
 from pipelines.local_model import MODEL_NAME, LocalModel, LocalModelConfig
-from pipelines.oneoff import OUTPUT_SUFFIXES, rejects_path, write_table
+from pipelines.oneoff import OUTPUT_SUFFIXES, output_stem, rejects_path, write_table
 from pipelines.release import concat_frames
 
 
@@ -107,7 +107,7 @@ def load(path: str | Path) -> GenerationJob:
     if not output.name.endswith(OUTPUT_SUFFIXES):
         problems.add(("output",), f"must end in {', '.join(OUTPUT_SUFFIXES)}", config.output)
     problems.raise_if_any()
-    cache = base / config.cache if config.cache else output.with_name(_stem(output) + ".cache.sqlite")
+    cache = base / config.cache if config.cache else output.with_name(output_stem(output) + ".cache.sqlite")
     return GenerationJob(path, config, seeds, steps, output, cache)
 
 
@@ -197,7 +197,7 @@ def _needed_fields(stage: Stage) -> list[str]:
 
 def _write(job: GenerationJob, outcome: GenerationOutcome) -> None:
     write_table(outcome.rows, job.output)
-    stem = _stem(job.output)
+    stem = output_stem(job.output)
     for path, frame in ((rejects_path(job.output), outcome.rejects),
                         (job.output.with_name(stem + ".failures.parquet"), outcome.failures)):
         if len(frame):
@@ -205,10 +205,6 @@ def _write(job: GenerationJob, outcome: GenerationOutcome) -> None:
         elif path.exists():
             path.unlink()  # a stale file from an earlier run would contradict this run's report
     job.output.with_name(stem + ".generation.json").write_text(json.dumps(outcome.report, indent=2) + "\n")
-
-
-def _stem(output: Path) -> str:
-    return output.name.removesuffix(".gz").rsplit(".", 1)[0]
 
 
 def summary(outcome: GenerationOutcome, job: GenerationJob) -> str:

@@ -19,6 +19,7 @@ import polars as pl
 from operators.base import DETAIL, REASON
 from operators.errors import ConfigError, ReleaseError
 from pipelines.card import PROVENANCE
+from pipelines.oneoff import rejects_path
 from pipelines.release import DEFAULT_ROOT, read_manifest, resolve
 
 FIRST = (REASON, DETAIL, *PROVENANCE, "lang")  # shown first, in this order, under the row's id
@@ -64,7 +65,7 @@ def _parquet_file(path: Path, rejects: bool) -> Table:
     if not path.name.endswith(".parquet"):
         raise ConfigError(f"{path}: inspect reads Parquet files and releases; this file is not .parquet")
     if rejects and not path.name.endswith(".rejects.parquet"):
-        sibling = path.with_name(path.name.removesuffix(".parquet") + ".rejects.parquet")
+        sibling = rejects_path(path)
         if not sibling.is_file():
             raise ConfigError(f"{path}: --rejects looks for {sibling.name} beside it, and there is none")
         path = sibling

@@ -57,9 +57,13 @@ def run_job(args: argparse.Namespace, operators: list[Operator], fields: list[st
     return outcome
 
 
+def output_stem(output: Path) -> str:
+    """`out` for out.parquet, out.jsonl and out.jsonl.gz: the name a job's side files share."""
+    return output.name.removesuffix(".gz").rsplit(".", 1)[0]
+
+
 def rejects_path(output: Path) -> Path:
-    stem = output.name.removesuffix(".gz").rsplit(".", 1)[0]
-    return output.with_name(f"{stem}.rejects.parquet")
+    return output.with_name(f"{output_stem(output)}.rejects.parquet")
 
 
 def write_table(frame: pl.DataFrame, path: Path) -> None:
