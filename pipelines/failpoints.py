@@ -1,11 +1,18 @@
-"""Crash-safety testing: `SLUICE_KILL_AT=point:N` kills this process with SIGKILL the N-th time `point` is hit.
+"""Crash and fault testing at named points of a run.
 
-Points: read.shard, cache.put, stage.done, publish.write, publish.seal, publish.rename. Unset (always, outside
-tests), `hit` is one dictionary lookup.
+`SLUICE_KILL_AT=point:N` kills this process with SIGKILL the N-th time `point` is hit (N defaults to 1).
+`SLUICE_FAIL_AT=point:N:ERRNO` raises OSError(ERRNO) there instead, e.g. `publish.write:1:ENOSPC` for a full
+disk, `publish.write:1:EACCES` for a permission error.
+
+Points: read.shard, cache.put, stage.done, publish.write, publish.seal, publish.rename (a release run);
+llm.cached (an LLM answer committed to the response cache), generate.step (a generation step finished),
+generate.write (the generated rows written, the side files not yet). Unset (always, outside tests), `hit` is
+two dictionary lookups.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from collections import Counter
@@ -14,12 +21,18 @@ _hits: Counter = Counter()
 
 
 def hit(point: str) -> None:
-    target = os.environ.get("SLUICE_KILL_AT")
-    if not target:
-        return
-    name, _, count = target.partition(":")
+    if kill := os.environ.get("SLUICE_KILL_AT"):
+        if _reached(kill, point, "kill"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    if fail := os.environ.get("SLUICE_FAIL_AT"):
+        if _reached(fail, point, "fail"):
+            code = getattr(errno, fail.split(":")[2])
+            raise OSError(code, os.strerror(code))
+
+
+def _reached(target: str, point: str, mode: str) -> bool:
+    name, _, rest = target.partition(":")
     if name != point:
-        return
-    _hits[point] += 1
-    if _hits[point] >= int(count or 1):
-        os.kill(os.getpid(), signal.SIGKILL)
+        return False
+    _hits[mode, point] += 1
+    return _hits[mode, point] >= int(rest.split(":")[0] or 1)

@@ -32,11 +32,12 @@ from operators.base import REASON, RowOperator
 from operators.errors import ConfigError, SluiceError
 from operators.generate import EndpointConfig, LLMClient, ResponseCache, failures_frame
 from operators.generate.base import LLMGenerator
+from operators.generate.cache import CachedAnswer
+from pipelines import failpoints
 from pipelines.config import InputConfig, StageConfig, Stage, Problems, Strict, build_sources, build_stages
-from pipelines.engine import read_inputs
+from pipelines.engine import concat_frames, read_inputs
 from pipelines.local_model import MODEL_NAME, LocalModel, LocalModelConfig
 from pipelines.oneoff import OUTPUT_SUFFIXES, output_stem, rejects_path, write_table
-from pipelines.release import concat_frames
 
 
 class GenerateConfig(Strict):
@@ -131,7 +132,7 @@ def run_generation(job: GenerationJob, client: LLMClient | None = None) -> Gener
 
 def _client(job: GenerationJob, stack: ExitStack) -> tuple[LLMClient, bool]:
     endpoint = job.config.endpoint or EndpointConfig()
-    cache = ResponseCache(job.cache)
+    cache = _Cache(job.cache)
     stack.callback(cache.close)
     if endpoint.resolved_base_url():
         if not endpoint.resolved_model():
@@ -145,6 +146,14 @@ def _client(job: GenerationJob, stack: ExitStack) -> tuple[LLMClient, bool]:
     local = endpoint.model_copy(update={"model": MODEL_NAME, "timeout_s": max(endpoint.timeout_s, 900),
                                         "max_concurrency": min(endpoint.max_concurrency, job.config.local_model.parallel)})
     return stack.enter_context(LLMClient(local, cache, identity=f"local:{MODEL_NAME}", connect=start)), True
+
+
+class _Cache(ResponseCache):
+    """The response cache, with the crash-test point `llm.cached` right after an answer is committed."""
+
+    def put(self, key: str, answer: CachedAnswer) -> None:
+        super().put(key, answer)
+        failpoints.hit("llm.cached")
 
 
 def _run_steps(job: GenerationJob, client: LLMClient, local: bool) -> GenerationOutcome:
@@ -169,6 +178,7 @@ def _run_steps(job: GenerationJob, client: LLMClient, local: bool) -> Generation
         count.rows_out = len(rows)
         count.failures = Counter(client.usage.failures) - before
         books.append(count)
+        failpoints.hit("generate.step")
     report = {
         "endpoint": {"base_url": "embedded" if local else client.base_url, "model": client.model, "local": local},
         "usage": client.usage.to_json(client.endpoint.prices),
@@ -197,6 +207,7 @@ def _needed_fields(stage: Stage) -> list[str]:
 
 def _write(job: GenerationJob, outcome: GenerationOutcome) -> None:
     write_table(outcome.rows, job.output)
+    failpoints.hit("generate.write")
     stem = output_stem(job.output)
     for path, frame in ((rejects_path(job.output), outcome.rejects),
                         (job.output.with_name(stem + ".failures.parquet"), outcome.failures)):
