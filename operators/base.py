@@ -49,6 +49,14 @@ class Operator:
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
+    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict[str, Any]:
+        """A JSON-able summary of the stage for the manifest (cluster sizes, counts per benchmark, ...).
+
+        Called once after the stage ran over every shard: `kept` holds the rows it passed on, `rejected`
+        the rows it dropped, with `reason` = this operator's rule (no stage prefix) and `detail`. The engine
+        calls it only for operators that override it."""
+        return {}
+
     @property
     def fingerprint(self) -> str:
         """Name, parameters and the operator's source code: equal fingerprints mean equal output."""
@@ -122,18 +130,36 @@ class Filter(Scorer):
         return Split(kept, rejected)
 
 
+class Decision(NamedTuple):
+    """What a global operator decided; the engine applies it to every shard.
+
+    - drops: the rows to remove: `id`, `reason` (the rule), `detail` (see `GlobalOperator.drops`).
+    - labels: `id` + columns joined onto every kept row (e.g. its cluster); kept rows not listed get nulls.
+    - copies: `id`, `copies` (>= 2): a kept row is emitted that many times in all (up-sampling); the extra
+      copies get the ids `<id>#2`, `<id>#3`, ... and the stage's books count them as `added`.
+    - tables: side tables published with the release as `tables/<stage>.<name>.parquet` (e.g. an index
+      that a later run can dedup against).
+    """
+
+    drops: pl.DataFrame
+    labels: pl.DataFrame | None = None
+    copies: pl.DataFrame | None = None
+    tables: dict[str, pl.DataFrame] = {}
+
+
 class GlobalOperator(Operator):
     """An operator that needs every row before it can decide (a barrier between shards).
 
     `index` turns one shard into a small key table (an `id` column plus whatever the decision needs);
-    `decide` sees the index of all shards, concatenated in input order, and returns the rows to drop:
-    columns `id`, `reason` (the rule) and `detail`. Applying the decision is the engine's job.
+    `decide` sees the index of all shards, concatenated in input order, and returns the rows to drop
+    (columns `id`, `reason` (the rule) and `detail`) or a `Decision` that can also label, repeat rows and
+    publish side tables. Applying the decision is the engine's job.
     """
 
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
         raise NotImplementedError
 
-    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
+    def decide(self, index: pl.DataFrame) -> pl.DataFrame | Decision:
         raise NotImplementedError
 
     @staticmethod

@@ -1,4 +1,6 @@
-"""Row accounting: for every stage, rows_in = rows_out + sum(dropped by reason), or the run fails."""
+"""Row accounting: for every stage, rows_in + added = rows_out + sum(dropped by reason), or the run fails.
+
+`added` counts rows a stage created on purpose (copies made by up-sampling); it is 0 for every other stage."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ class StageCount:
     rows_in: int = 0
     rows_out: int = 0
     dropped: Counter = field(default_factory=Counter)
+    added: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)  # the operator's own summary (Operator.stats)
 
     def add(self, rows_in: int, rows_out: int, reasons: dict[str, int]) -> None:
         self.rows_in += rows_in
@@ -24,15 +28,21 @@ class StageCount:
 
     @property
     def balanced(self) -> bool:
-        return self.rows_in == self.rows_out + sum(self.dropped.values())
+        return self.rows_in + self.added == self.rows_out + sum(self.dropped.values())
 
     def to_json(self) -> dict[str, Any]:
-        return {"stage": self.stage, "op": self.op, "rows_in": self.rows_in, "rows_out": self.rows_out,
+        data = {"stage": self.stage, "op": self.op, "rows_in": self.rows_in, "rows_out": self.rows_out,
                 "dropped": dict(sorted(self.dropped.items()))}
+        if self.added:
+            data["added"] = self.added
+        if self.stats:
+            data["stats"] = self.stats
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageCount:
-        return cls(data["stage"], data["op"], data["rows_in"], data["rows_out"], Counter(data["dropped"]))
+        return cls(data["stage"], data["op"], data["rows_in"], data["rows_out"], Counter(data["dropped"]),
+                   data.get("added", 0), data.get("stats", {}))
 
 
 @dataclass
@@ -55,8 +65,9 @@ class Ledger:
         previous = None
         for s in self.stages:
             if not s.balanced:
+                added = f" + {s.added} added" if s.added else ""
                 raise AccountingError(
-                    f"stage {s.stage!r}: rows do not balance: {s.rows_in} in != {s.rows_out} out + "
+                    f"stage {s.stage!r}: rows do not balance: {s.rows_in} in{added} != {s.rows_out} out + "
                     f"{sum(s.dropped.values())} dropped {dict(s.dropped)}"
                 )
             if previous is not None and s.rows_in != previous.rows_out:
@@ -69,6 +80,8 @@ class Ledger:
         rows = [("stage", "op", "rows in", "rows out", "dropped", "reasons")]
         for s in self.stages:
             reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(s.dropped.items())) or "-"
+            if s.added:
+                reasons += f" (+{s.added:,} copies added)"
             rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{sum(s.dropped.values()):,}", reasons))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = []

@@ -17,7 +17,7 @@ from typing import Any
 
 import polars as pl
 
-from operators.base import REASON, GlobalOperator, RowOperator, Split
+from operators.base import REASON, Decision, GlobalOperator, Operator, RowOperator, Split
 from operators.errors import SluiceError
 from pipelines import failpoints
 from pipelines.accounting import Ledger
@@ -62,7 +62,7 @@ def map_local(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | Non
 @dataclass
 class Outcome:
     """What a run produced: surviving rows by shard (with their cache keys and names), rejected rows, the
-    books, the inputs read, and how many shard results were reused from the cache."""
+    books, the inputs read, side tables of global stages, and how many shard results came from the cache."""
 
     shards: list[pl.DataFrame]
     rejects: list[pl.DataFrame]
@@ -70,6 +70,7 @@ class Outcome:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)  # "<stage>.<name>" -> table (Decision.tables)
     reused: int = 0
     computed: int = 0
 
@@ -121,26 +122,34 @@ def read_inputs(sources: list[Source], shard_rows: int) -> Outcome:
 def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> None:
     """Run one stage over every shard of `outcome`, in place, and record its counts."""
     op, fingerprint = stage.operator, stage.operator.fingerprint
+    added = 0
     if isinstance(op, RowOperator):
         keys = [derive(k, fingerprint) for k in outcome.keys]
         results = map_fn(split_rows, outcome.jobs(keys), stage.name, cache, stage=stage)
     elif isinstance(op, GlobalOperator):
         index_keys = [derive(k, fingerprint, "index") for k in outcome.keys]
         indexed = map_fn(index_rows, outcome.jobs(index_keys), f"{stage.name}.index", cache, stage=stage)
-        drops = decide(pl.concat([r for r, _ in indexed], how="vertical_relaxed"), stage=stage)
-        decision = derive(fingerprint, *outcome.keys)
-        keys = [derive(k, decision) for k in outcome.keys]
-        results = map_fn(apply_drops, outcome.jobs(keys), f"{stage.name}.apply", cache, stage=stage, drops=drops)
+        decision = decide(pl.concat([r for r, _ in indexed], how="vertical_relaxed"), stage=stage)
+        decision_key = derive(fingerprint, *outcome.keys)
+        keys = [derive(k, decision_key) for k in outcome.keys]
+        results = map_fn(apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, stage=stage,
+                         decision=decision)
         _tally(outcome, indexed)
+        outcome.tables.update({f"{stage.name}.{name}": table for name, table in decision.tables.items()})
+        added = copies_added(decision)
     else:
         raise SluiceError(f"stage {stage.name!r}: operator {op.name!r} cannot run as a pipeline stage")
     count = outcome.ledger.stage(stage.name, op.name)
+    count.added = added
     for shard, (split, _) in zip(outcome.shards, results):
         count.add(len(shard), len(split.kept), _reason_counts(split.rejected))
     _tally(outcome, results)
     outcome.shards = [split.kept for split, _ in results]
-    outcome.rejects += [split.rejected for split, _ in results if len(split.rejected)]
+    rejected = [split.rejected for split, _ in results if len(split.rejected)]
+    outcome.rejects += rejected
     outcome.keys = keys
+    if type(op).stats is not Operator.stats:
+        count.stats = op.stats(concat_frames(outcome.shards), _own_reasons(concat_frames(rejected), stage))
 
 
 def _tally(outcome: Outcome, results: list[tuple[Any, bool]]) -> None:
@@ -160,14 +169,54 @@ def index_rows(batch: pl.DataFrame, stage: Stage) -> pl.DataFrame:
         return stage.operator.index(batch)
 
 
-def decide(index: pl.DataFrame, stage: Stage) -> pl.DataFrame:
-    return stage.operator.decide(index)
+def decide(index: pl.DataFrame, stage: Stage) -> Decision:
+    decision = stage.operator.decide(index)
+    decision = decision if isinstance(decision, Decision) else Decision(decision)
+    if decision.copies is not None and len(decision.copies) and decision.copies["copies"].min() < 1:
+        raise SluiceError(f"stage {stage.name!r} ({stage.operator.name}): a row was given fewer than 1 copy")
+    return decision
 
 
-def apply_drops(batch: pl.DataFrame, stage: Stage, drops: pl.DataFrame) -> Split:
-    hit = pl.col("id").is_in(drops["id"].implode())
-    rejected = batch.filter(hit).join(drops, on="id", how="left", maintain_order="left")
-    return Split(batch.filter(~hit), _prefix_reasons(rejected, stage))
+def apply_decision(batch: pl.DataFrame, stage: Stage, decision: Decision) -> Split:
+    """Drop, label and repeat the rows of one shard as `decision` says."""
+    hit = pl.col("id").is_in(decision.drops["id"].implode())
+    rejected = batch.filter(hit).join(decision.drops, on="id", how="left", maintain_order="left")
+    kept = batch.filter(~hit)
+    if decision.labels is not None:
+        kept = kept.join(decision.labels, on="id", how="left", maintain_order="left")
+    if decision.copies is not None:
+        kept = _repeated(kept, decision.copies)
+    return Split(kept, _prefix_reasons(rejected, stage))
+
+
+def _repeated(kept: pl.DataFrame, copies: pl.DataFrame) -> pl.DataFrame:
+    """Each row `copies` times in a row; copy k > 1 gets the id `<id>#k`."""
+    copy = pl.int_ranges(1, pl.col("copies").fill_null(1) + 1).alias("_copy")
+    exploded = kept.join(copies.select("id", "copies"), on="id", how="left", maintain_order="left") \
+        .with_columns(copy).explode("_copy")
+    new_id = pl.when(pl.col("_copy") > 1).then(pl.format("{}#{}", "id", "_copy")).otherwise(pl.col("id"))
+    return exploded.with_columns(new_id.alias("id")).drop("copies", "_copy")
+
+
+def copies_added(decision: Decision) -> int:
+    """Rows the decision adds: every extra copy of a row it keeps."""
+    if decision.copies is None or not len(decision.copies):
+        return 0
+    kept = decision.copies.filter(~pl.col("id").is_in(decision.drops["id"].implode()))
+    return int((kept["copies"] - 1).sum())
+
+
+def concat_frames(frames: list[pl.DataFrame]) -> pl.DataFrame:
+    """One table from shards whose columns may differ (inputs with different extra fields)."""
+    frames = [f for f in frames if f.width]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"id": pl.String})
+
+
+def _own_reasons(rejected: pl.DataFrame, stage: Stage) -> pl.DataFrame:
+    """Rejects with the stage prefix taken off their reasons (what the operator itself said)."""
+    if REASON not in rejected.columns:
+        return rejected.with_columns(pl.lit(None, dtype=pl.String).alias(REASON))
+    return rejected.with_columns(pl.col(REASON).str.strip_prefix(f"{stage.name}:"))
 
 
 def _prefix_reasons(rejected: pl.DataFrame, stage: Stage) -> pl.DataFrame:

@@ -17,9 +17,8 @@ import polars as pl
 from operators.base import Operator
 from operators.errors import ConfigError
 from pipelines.config import Stage
-from pipelines.engine import Outcome, run_stages
+from pipelines.engine import Outcome, concat_frames, run_stages
 from pipelines.readers import Source, detect_format
-from pipelines.release import concat_frames
 
 OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
 

@@ -1,6 +1,7 @@
 """Versioned releases: Parquet shards + rejects + manifest.json + dataset card, published atomically.
 
-    <root>/<dataset>/<version>/manifest.json, README.md, data/part-*.parquet, rejects/part-*.parquet
+    <root>/<dataset>/<version>/manifest.json, README.md, report.html, data/part-*.parquet,
+        rejects/part-*.parquet, tables/<stage>.<name>.parquet (side tables of global stages, e.g. a dedup index)
 
 A version is written to a hidden temporary folder and renamed into place, so a reader never sees half a
 release; files are then read-only and a published version is never touched again. Versions are
@@ -31,7 +32,7 @@ from pipelines import failpoints
 from pipelines.accounting import Ledger
 from pipelines.card import dataset_card
 from pipelines.report import render_report
-from pipelines.engine import Outcome, file_sha256
+from pipelines.engine import Outcome, concat_frames, file_sha256
 
 DEFAULT_ROOT = Path("data/releases")
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -106,6 +107,7 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
         "schema": {name: str(dtype) for name, dtype in rows.schema.items()},
         "shards": _write_parts(rows, tmp, "data", rows_per_file),
         "rejects": _write_parts(rejects, tmp, "rejects", rows_per_file) if len(rejects) else [],
+        "tables": _write_tables(outcome.tables, tmp),
         "stages": outcome.ledger.to_json(),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
@@ -122,12 +124,6 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
     return final
 
 
-def concat_frames(frames: list[pl.DataFrame]) -> pl.DataFrame:
-    """One table from shards whose columns may differ (inputs with different extra fields)."""
-    frames = [f for f in frames if f.width]
-    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"id": pl.String})
-
-
 def _write_parts(frame: pl.DataFrame, folder: Path, name: str, rows_per_file: int) -> list[dict[str, Any]]:
     (folder / name).mkdir()
     parts = []
@@ -137,6 +133,16 @@ def _write_parts(frame: pl.DataFrame, folder: Path, name: str, rows_per_file: in
         chunk.write_parquet(folder / rel, compression="zstd", statistics=True)
         parts.append(_describe(folder, rel, len(chunk)))
     return parts
+
+
+def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> list[dict[str, Any]]:
+    entries = []
+    for name, table in sorted(tables.items()):
+        (folder / "tables").mkdir(exist_ok=True)
+        rel = f"tables/{name}.parquet"
+        table.write_parquet(folder / rel, compression="zstd", statistics=True)
+        entries.append(_describe(folder, rel, len(table)))
+    return entries
 
 
 def _describe(folder: Path, rel: str, rows: int) -> dict[str, Any]:
@@ -214,11 +220,10 @@ def verify(folder: Path) -> list[str]:
     except ReleaseError as err:
         return [str(err)]
     problems = []
-    for kind in ("shards", "rejects"):
-        listed = {entry["path"] for entry in manifest[kind]}
-        for entry in manifest[kind]:
+    for kind, sub in (("shards", "data"), ("rejects", "rejects"), ("tables", "tables")):
+        listed = {entry["path"] for entry in manifest.get(kind, [])}
+        for entry in manifest.get(kind, []):
             problems += _check_file(folder, entry)
-        sub = "data" if kind == "shards" else "rejects"
         for stray in sorted((folder / sub).glob("*")) if (folder / sub).is_dir() else []:
             if f"{sub}/{stray.name}" not in listed:
                 problems.append(f"{stray}: file not listed in the manifest")

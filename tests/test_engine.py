@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import json
+
 import polars as pl
 import pytest
 
 from conftest import ALPACA
-from operators.base import Mapper
+from operators.base import Decision, GlobalOperator, Mapper
 from operators.errors import AccountingError, SluiceError
 from pipelines import config
 from pipelines.accounting import Ledger
 from pipelines.config import Stage
 from pipelines.engine import execute
+from pipelines.flow import run_pipeline
+from pipelines.release import verify
 
 ALPACA_INPUT = {"path": str(ALPACA), "fields": {"instruction": "instruction", "input": "input", "output": "output"},
                 "optional": ["input"], "on_error": "skip"}
@@ -80,3 +84,56 @@ def test_ledger_round_trips_and_prints_a_table():
     table = again.table().splitlines()
     assert table[0].split()[:4] == ["stage", "op", "rows", "in"]
     assert table[2].split() == ["f", "length_filter", "9", "7", "2", "f:too_few_words", "2"]
+
+
+class Rebalance(GlobalOperator):
+    """Drops rows ending in 0, labels every kept row with its digit, triples rows ending in 1, publishes a table."""
+
+    name = "rebalance"
+
+    def index(self, batch: pl.DataFrame) -> pl.DataFrame:
+        return batch.select("id", pl.col("text").str.slice(-2, 1).alias("digit"))
+
+    def decide(self, index: pl.DataFrame) -> Decision:
+        return Decision(drops=self.drops(index.filter(pl.col("digit") == "0"), "ends_in_zero"),
+                        labels=index.select("id", "digit"),
+                        copies=index.filter(pl.col("digit") == "1").select("id", pl.lit(3).alias("copies")),
+                        tables={"digits": index.group_by("digit").len().sort("digit")})
+
+    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+        return {"kept": len(kept), "reasons": sorted(set(rejected["reason"]))}
+
+
+def test_a_decision_drops_labels_repeats_and_publishes_a_table(write_config, tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"text": "Row {i}."}}\n' for i in range(20)))
+    pipeline = config.load(write_config([{"path": str(path), "fields": {"text": "text"}}], shard_rows=6))
+    pipeline.stages.append(Stage("rebalance", Rebalance()))
+    folder, outcome = run_pipeline(pipeline, tmp_path / "releases", use_prefect=False)
+
+    rows = pl.read_parquet(folder / "data" / "*.parquet")
+    assert len(rows) == 20 - 2 + 2 * 2  # rows 0 and 10 dropped; rows 1 and 11 three times each
+    assert rows["id"].n_unique() == len(rows)
+    copies = rows.filter(pl.col("text") == "Row 11.")
+    assert copies["digit"].to_list() == ["1"] * 3 and copies["id"].str.ends_with("#2").sum() == 1
+    stage = json.loads((folder / "manifest.json").read_text())["stages"][-1]
+    assert stage["added"] == 4 and stage["dropped"] == {"rebalance:ends_in_zero": 2}
+    assert stage["stats"] == {"kept": 22, "reasons": ["ends_in_zero"]}  # the operator's rule, unprefixed
+    assert pl.read_parquet(folder / "tables" / "rebalance.digits.parquet")["len"].sum() == 20
+    assert verify(folder) == []
+    (folder / "tables" / "rebalance.digits.parquet").chmod(0o644)
+    (folder / "tables" / "rebalance.digits.parquet").write_bytes(b"not parquet")
+    assert any("rebalance.digits.parquet" in p for p in verify(folder))
+
+
+def test_ledger_balances_added_rows_and_names_them_when_it_does_not():
+    ledger = Ledger()
+    ledger.stage("read", "read").add(10, 10, {})
+    mix = ledger.stage("mix", "mix")
+    mix.add(10, 14, {"mix:not_selected": 1})
+    mix.added = 5
+    Ledger.from_json(ledger.to_json()).check()
+    assert "(+5 copies added)" in ledger.table()
+    mix.added = 4
+    with pytest.raises(AccountingError, match=r"10 in \+ 4 added != 14 out \+ 1 dropped"):
+        ledger.check()
