@@ -30,15 +30,16 @@ class ShardCache:
         self.folder = folder
         self.started = time.time()
 
-    def get(self, key: str) -> tuple[pl.DataFrame, ...] | None:
+    def files(self, key: str) -> list[Path] | None:
+        """The files of entry `key` (one per frame, in order), or None if there is no such entry."""
         entry = self.folder / key
         if not entry.is_dir():
             return None
         os.utime(entry)  # mark as used by this run, so prune() keeps it
-        parts = sorted(entry.glob("*.parquet"), key=lambda p: int(p.stem))
-        return tuple(pl.read_parquet(p) for p in parts)
+        return sorted(entry.glob("*.parquet"), key=lambda p: int(p.stem))
 
-    def put(self, key: str, frames: tuple[pl.DataFrame, ...]) -> None:
+    def put(self, key: str, frames: tuple[pl.DataFrame, ...]) -> list[Path]:
+        """Store `frames` under `key`; return their files."""
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
@@ -49,12 +50,21 @@ class ShardCache:
         except OSError:  # another worker finished the same shard first: same key, same content
             shutil.rmtree(tmp, ignore_errors=True)
         failpoints.hit("cache.put")
+        return [self.folder / key / f"{i}.parquet" for i in range(len(frames))]
+
+    def spill(self, frame: pl.DataFrame) -> Path:
+        """Park a frame of this run on disk (read shards); the files go when the run's cache is pruned."""
+        folder = self.folder / f".spill-{os.getpid()}-{int(self.started)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{uuid.uuid4().hex}.parquet"
+        frame.write_parquet(path, compression="lz4", statistics=False)
+        return path
 
     def prune(self) -> int:
-        """Delete entries this run did not use (and temp folders of killed runs); return how many."""
+        """Delete entries this run did not use, temp folders of killed runs and spilled frames; return how many."""
         removed = 0
         for entry in self.folder.iterdir() if self.folder.is_dir() else []:
-            if entry.stat().st_mtime < self.started - 1:
+            if entry.stat().st_mtime < self.started - 1 or entry.name.startswith(".spill-"):
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
         return removed

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 
-from operators.base import REASON, Decision, GlobalOperator, Operator, RowOperator, Split
+from operators.base import DETAIL, REASON, Decision, GlobalOperator, Operator, RowOperator, Split
 from operators.errors import SluiceError
 from pipelines import failpoints
 from pipelines.accounting import Ledger
@@ -27,34 +28,77 @@ from pipelines.progress import Progress
 from pipelines.readers import IdRegistry, Source, read_shards
 
 @dataclass(frozen=True)
+class Part:
+    """One shard's rows between stages: a frame in memory or, in a run with a shard cache, the cached file,
+    read by the task that needs it. So a run holds a few shards in memory at a time, and a Dask task ships
+    a path, not the rows."""
+
+    rows: int
+    frame: pl.DataFrame | None = None
+    path: Path | None = None
+
+    def load(self) -> pl.DataFrame:
+        return self.frame if self.frame is not None else pl.read_parquet(self.path)
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """A row stage's (or an apply step's) result for one shard: kept and rejected rows, rejects by reason."""
+
+    kept: Part
+    rejected: Part
+    reasons: dict[str, int]
+
+
+@dataclass(frozen=True)
 class Job:
     """One per-shard call: the shard, the cache key of its result, and a name for logs and the Prefect UI."""
 
-    frame: pl.DataFrame
+    part: Part
     key: str
     name: str
 
 
-# map_fn(fn, jobs, label, cache, **kwargs) -> [(result, reused), ...] in job order, each result being
-# fn(job.frame, **kwargs) or its cached copy. map_local runs them in a loop; the flow runs Prefect tasks.
+# map_fn(fn, jobs, label, cache, **kwargs) -> [(result, reused), ...] in job order; see call_cached.
+# map_local runs them in a loop; the flow runs Prefect tasks.
 MapFn = Callable[..., list]
 
 
 def call_cached(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any) -> tuple[Any, bool]:
-    if cache is not None and (frames := cache.get(job.key)) is not None:
-        return (Split(*frames) if len(frames) == 2 else frames[0]), True
-    result = fn(job.frame, **kwargs)
-    if cache is not None:
-        cache.put(job.key, tuple(result) if isinstance(result, Split) else (result,))
-    return result, False
+    """fn(the job's rows, **kwargs), or its cached result. A Split comes back as a ShardResult whose parts
+    are the cache's files (in memory without a cache); an index frame comes back as the frame."""
+    if cache is None:
+        result = fn(job.part.load(), **kwargs)
+        return (_in_memory(result) if isinstance(result, Split) else result), False
+    if (files := cache.files(job.key)) is not None:
+        return _from_files(files), True
+    result = fn(job.part.load(), **kwargs)
+    files = cache.put(job.key, tuple(result) if isinstance(result, Split) else (result,))
+    if not isinstance(result, Split):
+        return result, False
+    return ShardResult(Part(len(result.kept), path=files[0]), Part(len(result.rejected), path=files[1]),
+                       _reason_counts(result.rejected)), False
+
+
+def _in_memory(split: Split) -> ShardResult:
+    return ShardResult(Part(len(split.kept), split.kept), Part(len(split.rejected), split.rejected),
+                       _reason_counts(split.rejected))
+
+
+def _from_files(files: list[Path]) -> pl.DataFrame | ShardResult:
+    if len(files) == 1:
+        return pl.read_parquet(files[0])
+    kept, rejected = (pq.read_metadata(f).num_rows for f in files)
+    reasons = _reason_counts(pl.read_parquet(files[1], columns=[REASON])) if rejected else {}
+    return ShardResult(Part(kept, path=files[0]), Part(rejected, path=files[1]), reasons)
 
 
 def map_local(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, **kwargs: Any) -> list:
-    progress = Progress(label, total=sum(len(j.frame) for j in jobs))
+    progress = Progress(label, total=sum(j.part.rows for j in jobs))
     results = []
     for job in jobs:
         results.append(call_cached(fn, job, cache, **kwargs))
-        progress.advance(len(job.frame))
+        progress.advance(job.part.rows)
     progress.close()
     return results
 
@@ -64,8 +108,8 @@ class Outcome:
     """What a run produced: surviving rows by shard (with their cache keys and names), rejected rows, the
     books, the inputs read, side tables of global stages, and how many shard results came from the cache."""
 
-    shards: list[pl.DataFrame]
-    rejects: list[pl.DataFrame]
+    parts: list[Part]
+    rejected: list[Part]
     ledger: Ledger
     inputs: list[dict[str, Any]] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
@@ -74,8 +118,18 @@ class Outcome:
     reused: int = 0
     computed: int = 0
 
+    @property
+    def shards(self) -> list[pl.DataFrame]:
+        """The surviving rows, shard by shard (read into memory)."""
+        return [p.load() for p in self.parts]
+
+    @property
+    def rejects(self) -> list[pl.DataFrame]:
+        """The rejected rows with their reasons (read into memory)."""
+        return [p.load() for p in self.rejected]
+
     def jobs(self, keys: list[str]) -> list[Job]:
-        return [Job(f, k, n) for f, k, n in zip(self.shards, keys, self.names)]
+        return [Job(p, k, n) for p, k, n in zip(self.parts, keys, self.names)]
 
 
 def execute(pipeline: Pipeline, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> Outcome:
@@ -85,7 +139,7 @@ def execute(pipeline: Pipeline, map_fn: MapFn = map_local, cache: ShardCache | N
 def run_stages(sources: list[Source], stages: list[Stage], shard_rows: int, map_fn: MapFn = map_local,
                cache: ShardCache | None = None) -> Outcome:
     """Read `sources`, run `stages` in order, and check the books."""
-    outcome = read_inputs(sources, shard_rows)
+    outcome = read_inputs(sources, shard_rows, cache)
     for stage in stages:
         run_stage(stage, outcome, map_fn, cache)
         failpoints.hit("stage.done")
@@ -93,8 +147,9 @@ def run_stages(sources: list[Source], stages: list[Stage], shard_rows: int, map_
     return outcome
 
 
-def read_inputs(sources: list[Source], shard_rows: int) -> Outcome:
-    """Read every input, in order, as shards of `shard_rows` rows (ids unique across all inputs)."""
+def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None = None) -> Outcome:
+    """Read every input, in order, as shards of `shard_rows` rows (ids unique across all inputs); with a
+    cache, each shard goes to disk as soon as it is read."""
     ledger = Ledger()
     count = ledger.stage("read", "read")
     ids = IdRegistry()
@@ -103,8 +158,9 @@ def read_inputs(sources: list[Source], shard_rows: int) -> Outcome:
     for src in sources:
         rows = 0
         for shard in read_shards(src, shard_rows, ids):
-            shards.append(shard.rows)
-            rejects.append(shard.rejects)
+            shards.append(_part(shard.rows, cache))
+            if len(shard.rejects):
+                rejects.append(_part(shard.rejects, cache))
             names.append(shard.key)
             count.add(shard.rows_read, len(shard.rows), _reason_counts(shard.rejects))
             rows += shard.rows_read
@@ -116,7 +172,11 @@ def read_inputs(sources: list[Source], shard_rows: int) -> Outcome:
     # Ids depend on every earlier input, so each shard's key covers all inputs and how they were read.
     read_key = derive(json.dumps([inputs, [asdict(s) for s in sources], shard_rows], default=str, sort_keys=True))
     keys = [derive(read_key, str(i)) for i in range(len(shards))]
-    return Outcome(shards, [r for r in rejects if len(r)], ledger, inputs, keys, names)
+    return Outcome(shards, rejects, ledger, inputs, keys, names)
+
+
+def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
+    return Part(len(frame), path=cache.spill(frame)) if cache is not None else Part(len(frame), frame)
 
 
 def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> None:
@@ -141,15 +201,16 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         raise SluiceError(f"stage {stage.name!r}: operator {op.name!r} cannot run as a pipeline stage")
     count = outcome.ledger.stage(stage.name, op.name)
     count.added = added
-    for shard, (split, _) in zip(outcome.shards, results):
-        count.add(len(shard), len(split.kept), _reason_counts(split.rejected))
+    for part, (result, _) in zip(outcome.parts, results):
+        count.add(part.rows, result.kept.rows, result.reasons)
     _tally(outcome, results)
-    outcome.shards = [split.kept for split, _ in results]
-    rejected = [split.rejected for split, _ in results if len(split.rejected)]
-    outcome.rejects += rejected
+    outcome.parts = [result.kept for result, _ in results]
+    rejected = [result.rejected for result, _ in results if result.rejected.rows]
+    outcome.rejected += rejected
     outcome.keys = keys
     if type(op).stats is not Operator.stats:
-        count.stats = op.stats(concat_frames(outcome.shards), _own_reasons(concat_frames(rejected), stage))
+        kept = concat_frames([p.load() for p in outcome.parts])
+        count.stats = op.stats(kept, _own_reasons(concat_frames([p.load() for p in rejected]), stage))
 
 
 def _tally(outcome: Outcome, results: list[tuple[Any, bool]]) -> None:
@@ -214,8 +275,8 @@ def concat_frames(frames: list[pl.DataFrame]) -> pl.DataFrame:
 
 def _own_reasons(rejected: pl.DataFrame, stage: Stage) -> pl.DataFrame:
     """Rejects with the stage prefix taken off their reasons (what the operator itself said)."""
-    if REASON not in rejected.columns:
-        return rejected.with_columns(pl.lit(None, dtype=pl.String).alias(REASON))
+    if REASON not in rejected.columns:  # nothing was rejected
+        return pl.DataFrame(schema={"id": pl.String, REASON: pl.String, DETAIL: pl.String})
     return rejected.with_columns(pl.col(REASON).str.strip_prefix(f"{stage.name}:"))
 
 

@@ -37,7 +37,8 @@ RUNNERS = ("local", "dask")
 
 def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool = True,
                  runner: str = "local", dask_address: str | None = None) -> tuple[Path, Outcome]:
-    """Run `pipeline` and publish its release; return the version folder and the outcome."""
+    """Run `pipeline` and publish its release; return the version folder and the outcome (for its books:
+    its parts point into the shard cache, whose spilled read shards are gone once the release is out)."""
     root = root or pipeline.release_dir or DEFAULT_ROOT
     if not use_prefect:
         return _run(pipeline, root, map_local)

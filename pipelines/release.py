@@ -32,7 +32,7 @@ from pipelines import failpoints
 from pipelines.accounting import Ledger
 from pipelines.card import dataset_card
 from pipelines.report import render_report
-from pipelines.engine import Outcome, concat_frames, file_sha256
+from pipelines.engine import Outcome, Part, concat_frames, file_sha256
 
 DEFAULT_ROOT = Path("data/releases")
 _VERSION = re.compile(r"^v(\d{4,})$")
@@ -93,8 +93,7 @@ def publish(root: Path, dataset: str, outcome: Outcome, info: dict[str, Any], ro
 
 def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info: dict[str, Any],
                    rows_per_file: int) -> Path:
-    rows = concat_frames(outcome.shards)
-    rejects = concat_frames(outcome.rejects)
+    schema = unified_schema(outcome.parts)
     manifest = {
         "dataset": dataset,
         "version": final.name,
@@ -102,11 +101,12 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
         **info,
         "code_version": code_version(),
         "inputs": outcome.inputs,
-        "rows": len(rows),
-        "rejected_rows": len(rejects),
-        "schema": {name: str(dtype) for name, dtype in rows.schema.items()},
-        "shards": _write_parts(rows, tmp, "data", rows_per_file),
-        "rejects": _write_parts(rejects, tmp, "rejects", rows_per_file) if len(rejects) else [],
+        "rows": sum(p.rows for p in outcome.parts),
+        "rejected_rows": sum(p.rows for p in outcome.rejected),
+        "schema": {name: str(dtype) for name, dtype in schema.items()},
+        "shards": _write_parts(outcome.parts, schema, tmp, "data", rows_per_file),
+        "rejects": (_write_parts(outcome.rejected, unified_schema(outcome.rejected), tmp, "rejects", rows_per_file)
+                    if outcome.rejected else []),
         "tables": _write_tables(outcome.tables, tmp),
         "stages": outcome.ledger.to_json(),
     }
@@ -124,15 +124,35 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
     return final
 
 
-def _write_parts(frame: pl.DataFrame, folder: Path, name: str, rows_per_file: int) -> list[dict[str, Any]]:
+def _write_parts(parts: list[Part], schema: pl.Schema, folder: Path, name: str,
+                 rows_per_file: int) -> list[dict[str, Any]]:
+    """Write the rows of `parts`, in order and cast to `schema`, as files of `rows_per_file` rows, reading
+    one part at a time."""
     (folder / name).mkdir()
-    parts = []
-    for i, offset in enumerate(range(0, max(len(frame), 1), rows_per_file)):
-        rel = f"{name}/part-{i:05d}.parquet"
-        chunk = frame.slice(offset, rows_per_file)
-        chunk.write_parquet(folder / rel, compression="zstd", statistics=True)
-        parts.append(_describe(folder, rel, len(chunk)))
-    return parts
+    entries: list[dict[str, Any]] = []
+    empty = pl.DataFrame(schema=schema)
+
+    def write(chunk: pl.DataFrame) -> None:
+        rel = f"{name}/part-{len(entries):05d}.parquet"
+        chunk.rechunk().write_parquet(folder / rel, compression="zstd", statistics=True)
+        entries.append(_describe(folder, rel, len(chunk)))
+
+    pending = empty
+    for part in parts:
+        pending = pl.concat([pending, part.load()], how="diagonal_relaxed")
+        while len(pending) >= rows_per_file:
+            write(pending.head(rows_per_file))
+            pending = pending.slice(rows_per_file)
+    if len(pending) or not entries:
+        write(pending)
+    return entries
+
+
+def unified_schema(parts: list[Part]) -> pl.Schema:
+    """The columns of all parts together, each with a type that holds every part's values."""
+    empties = [pl.DataFrame(schema=p.frame.schema if p.frame is not None else pl.read_parquet_schema(p.path))
+               for p in parts]
+    return concat_frames(empties).schema
 
 
 def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> list[dict[str, Any]]:

@@ -137,3 +137,14 @@ def test_ledger_balances_added_rows_and_names_them_when_it_does_not():
     mix.added = 4
     with pytest.raises(AccountingError, match=r"10 in \+ 4 added != 14 out \+ 1 dropped"):
         ledger.check()
+
+
+def test_a_run_with_a_cache_keeps_shards_on_disk_between_stages(write_config, tmp_path):
+    path = write_config([ALPACA_INPUT], [{"op": "normalize", "fields": ["output"]}, {"op": "exact_dedup",
+                                                                                     "fields": ["output"]}],
+                        shard_rows=20_000)
+    folder, outcome = run_pipeline(config.load(path), use_prefect=False)
+    cache = folder.parent / ".cache"
+    assert all(p.frame is None and cache in p.path.parents for p in outcome.parts + outcome.rejected)
+    assert not list(cache.glob(".spill-*"))  # read shards parked on disk are gone once the release is out
+    assert sum(p.rows for p in outcome.parts) == json.loads((folder / "manifest.json").read_text())["rows"]
