@@ -110,9 +110,10 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
         "tables": _write_tables(outcome.tables, tmp),
         "stages": outcome.ledger.to_json(),
     }
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     (tmp / "README.md").write_text(dataset_card(manifest))
     (tmp / "report.html").write_text(render_report(tmp, manifest))
+    manifest["documents"] = [_describe(tmp, name) for name in ("README.md", "report.html")]
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     failpoints.hit("publish.write")
     _seal(tmp)
     failpoints.hit("publish.seal")
@@ -165,9 +166,10 @@ def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> list[dict[st
     return entries
 
 
-def _describe(folder: Path, rel: str, rows: int) -> dict[str, Any]:
+def _describe(folder: Path, rel: str, rows: int | None = None) -> dict[str, Any]:
     path = folder / rel
-    return {"path": rel, "rows": rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    entry = {"path": rel, "rows": rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    return entry if rows is not None else {k: v for k, v in entry.items() if k != "rows"}
 
 
 def _seal(folder: Path) -> None:
@@ -240,6 +242,8 @@ def verify(folder: Path) -> list[str]:
     except ReleaseError as err:
         return [str(err)]
     problems = []
+    for entry in manifest.get("documents", []):  # the card and the report
+        problems += _check_file(folder, entry)
     for kind, sub in (("shards", "data"), ("rejects", "rejects"), ("tables", "tables")):
         listed = {entry["path"] for entry in manifest.get(kind, [])}
         for entry in manifest.get(kind, []):
@@ -269,6 +273,8 @@ def _check_file(folder: Path, entry: dict[str, Any]) -> list[str]:
         return [f"{path}: size {path.stat().st_size} bytes, manifest says {entry['bytes']}"]
     if file_sha256(path) != entry["sha256"]:
         return [f"{path}: sha256 differs from the manifest (file changed or corrupt)"]
+    if "rows" not in entry:
+        return []
     try:
         rows = pq.ParquetFile(path).metadata.num_rows
     except Exception as err:

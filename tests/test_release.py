@@ -57,7 +57,8 @@ def test_files_are_read_only_and_no_temp_folder_remains(alpaca_release):
     assert sorted(p.name for p in alpaca_release.parent.iterdir()) == [".cache", ".lock", "v0001"]  # no .tmp-*
 
 
-@pytest.mark.parametrize("victim", ["data/part-00001.parquet", "rejects/part-00000.parquet"])
+@pytest.mark.parametrize("victim", ["data/part-00001.parquet", "rejects/part-00000.parquet", "README.md",
+                                    "report.html"])
 def test_verify_catches_a_flipped_byte(alpaca_release, tmp_path, victim):
     copy = tmp_path / "copy"
     _copy_tree(alpaca_release, copy)

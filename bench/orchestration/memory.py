@@ -1,0 +1,76 @@
+"""Peak memory and wall time of `sluice run` as rows grow, for this checkout and (optionally) another one.
+
+    .venv/bin/python bench/orchestration/memory.py --rows 250000,1000000,2000000 [--before /tmp/sluice-before]
+
+Input: Alpaca outputs repeated with a per-copy suffix (Parquet); pipeline normalize -> length_filter ->
+exact_dedup -> minhash_dedup, 50k-row shards, empty cache. Each run is a fresh process under /usr/bin/time -v:
+peak RSS is that of the largest single process (for --runner dask: the largest of the driver and its
+LocalCluster workers, not their sum).
+`--before DIR` runs the same configs with the code in DIR (e.g. `git worktree add /tmp/sluice-before <commit>`),
+importing it ahead of this checkout's editable install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench" / "orchestration"))
+from run import make_input  # noqa: E402
+
+STAGES = [{"op": "normalize"}, {"op": "length_filter", "min_words": 3}, {"op": "exact_dedup"},
+          {"op": "minhash_dedup"}]
+# Runs the CLI of the checkout in argv[1] (ahead of the editable install's import hook).
+LAUNCH = ("import sys; root = sys.argv.pop(1); "
+          "sys.meta_path[:] = [f for f in sys.meta_path if '__editable__' not in repr(f)]; "
+          "sys.path.insert(0, root); from pipelines.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def run(code: Path, config: Path, runner: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GiB) of one `sluice run`."""
+    extra = ["--no-prefect"] if runner == "plain" else ["--runner", "dask"] if runner == "dask" else []
+    cmd = ["/usr/bin/time", "-v", sys.executable, "-c", LAUNCH, str(code), "run", str(config), *extra]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, env={"SLUICE_PROGRESS": "off", "PATH": "/usr/bin:/bin"})
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
+    return wall, peak_kib / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", default="250000,1000000")
+    parser.add_argument("--runners", default="plain", help="comma list of plain, prefect, dask")
+    parser.add_argument("--before", type=Path, help="another checkout to compare with")
+    args = parser.parse_args()
+    checkouts = {"now": ROOT} | ({"before": args.before} if args.before else {})
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for rows in map(int, args.rows.split(",")):
+            data = make_input(folder, rows)
+            for runner in args.runners.split(","):
+                for label, code in checkouts.items():
+                    config = folder / f"{label}-{runner}-{rows}.yaml"
+                    config.write_text(json.dumps({
+                        "dataset": config.stem, "inputs": [{"path": str(data), "fields": {"text": "text"}}],
+                        "shard_rows": 50_000, "stages": STAGES,
+                        "release": {"dir": str(folder / "releases"), "rows_per_file": 250_000}}))
+                    wall, peak = run(code, config, runner)
+                    results.append({"rows": rows, "runner": runner, "code": label, "wall_s": round(wall, 1),
+                                    "peak_rss_gib": round(peak, 2)})
+                    print(json.dumps(results[-1]), flush=True)
+            data.unlink()
+
+
+if __name__ == "__main__":
+    main()
