@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from operators.base import DETAIL, REASON
 from operators.errors import InputError
 
 Format = Literal["jsonl", "json", "parquet", "csv"]
+_SURROGATE = re.compile("[\udc80-\udcff]")
 _SUFFIX_FORMATS: dict[str, Format] = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
 }
@@ -107,7 +109,8 @@ def read_shards(src: Source, shard_rows: int, ids: IdRegistry) -> Iterator[Shard
             good.append(_validate(src, where, record, ids))
         except RowError as err:
             if src.on_error == "fail":
-                raise InputError(f"{where}: {err} (set `on_error: skip` on this input to reject such rows)") from None
+                raise InputError(f"{where}: {err} (to reject and count such rows instead: `on_error: skip` on this "
+                                 "input, or --on-error skip)") from None
             bad.append(_reject(where, record, err))
         if len(good) + len(bad) >= shard_rows:
             yield _shard(src, index, good, bad)
@@ -137,12 +140,27 @@ def _frame(src: Source, rows: list[dict[str, Any]]) -> pl.DataFrame:
 
 
 def _mixed_columns(rows: list[dict[str, Any]]) -> set[str]:
-    kinds: dict[str, set[type]] = {}
+    """Columns whose values disagree in kind anywhere inside (a number here, text there; {"a": 1} here,
+    {"a": {"b": 2}} there): Polars would null or refuse them."""
+    kinds: dict[str, dict[str, set[type]]] = {}
     for row in rows:
         for key, value in row.items():
             if value is not None:
-                kinds.setdefault(key, set()).add(float if type(value) is int else type(value))
-    return {key for key, seen in kinds.items() if len(seen) > 1}
+                _kinds(value, "", kinds.setdefault(key, {}))
+    return {key for key, paths in kinds.items() if any(len(seen) > 1 for seen in paths.values())}
+
+
+def _kinds(value: Any, path: str, seen: dict[str, set[type]]) -> None:
+    """Record the kind of `value` and of everything nested in it, by path (int and float are one kind)."""
+    seen.setdefault(path, set()).add(float if type(value) is int else type(value))
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if item is not None:
+                _kinds(item, f"{path}.{key}", seen)
+    elif isinstance(value, list):
+        for item in value:
+            if item is not None:
+                _kinds(item, f"{path}[]", seen)
 
 
 def _validate(src: Source, where: str, record: Any, ids: IdRegistry) -> dict[str, Any]:
@@ -206,11 +224,28 @@ class _BadLine(RowError):
 def _records(src: Source) -> Iterator[tuple[str, Any]]:
     read = {"jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records, "parquet": _parquet_records}
     try:
+        if src.format != "parquet":
+            _check_encoding(src.path)
         yield from read[src.format](src.path)
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise InputError(f"{src.path}: truncated or corrupt gzip file ({err})") from None
     except OSError as err:
         raise InputError(f"{src.path}: cannot read ({err.strerror or err})") from None
+
+
+_WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
+
+
+def _check_encoding(path: Path) -> None:
+    """Text inputs are UTF-8 (a BOM is fine). UTF-16/32 would otherwise surface as a reject per line."""
+    with _open_binary(path) as fh:
+        head = fh.read(64)
+    wide = next((name for bom, name in _WIDE_BOMS.items() if head.startswith(bom)), None)
+    if wide is None and len(head) >= 8 and (head[1:8:2] == b"\0" * 4 or head[0:8:2] == b"\0" * 4):
+        wide = "UTF-16 (NUL bytes between the characters)"
+    if wide:
+        raise InputError(f"{path}: the file is encoded as {wide}; Sluice reads UTF-8. Convert it first, e.g. "
+                         f"iconv -f {wide.split()[0]} -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}")
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:
@@ -234,7 +269,9 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 yield where, json.loads(text)
             except json.JSONDecodeError as err:
-                yield where, _BadLine("malformed_json", f"malformed JSON: {err.msg} at column {err.colno}", text.rstrip("\n"))
+                yield where, _BadLine("malformed_json", f"malformed JSON: {err.msg} (column {err.colno})", text.rstrip("\n"))
+            except RecursionError:
+                yield where, _BadLine("malformed_json", "malformed JSON: nested too deeply", text.rstrip("\n"))
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
@@ -245,7 +282,9 @@ def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not valid UTF-8 (byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{err.lineno}: malformed JSON: {err.msg} at column {err.colno}") from None
+        raise InputError(f"{path}:{err.lineno}: malformed JSON: {err.msg} (column {err.colno})") from None
+    except RecursionError:
+        raise InputError(f"{path}: malformed JSON: nested too deeply") from None
     if not isinstance(items, list):
         raise InputError(f"{path}: expected a JSON array of objects, got a JSON {type(items).__name__}")
     for number, item in enumerate(items, start=1):
@@ -253,18 +292,20 @@ def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
+    csv.field_size_limit(2**31 - 1)  # the default, 128 KiB, is shorter than many documents
     with _open_binary(path) as fh:
-        text = io.TextIOWrapper(fh, encoding="utf-8-sig", newline="")
+        # undecodable bytes become lone surrogates, so one bad row is a reject, not the end of the file
+        text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(text)
         try:
             for record in reader:
                 where = f"{path}:{reader.line_num}"
                 if None in record or None in record.values():
                     yield where, RowError("wrong_columns", f"expected {len(reader.fieldnames or [])} columns")
+                elif bad := [k for k, v in record.items() if _SURROGATE.search(k) or _SURROGATE.search(v)]:
+                    yield where, RowError("invalid_utf8", f"field {bad[0]!r} is not valid UTF-8")
                 else:
                     yield where, record
-        except UnicodeDecodeError as err:
-            raise InputError(f"{path}: not valid UTF-8 after line {reader.line_num} (byte {err.start})") from None
         except csv.Error as err:
             raise InputError(f"{path}:{reader.line_num}: malformed CSV: {err}") from None
 
@@ -275,7 +316,14 @@ def _parquet_records(path: Path) -> Iterator[tuple[str, Any]]:
     except Exception as err:
         raise InputError(f"{path}: not a readable Parquet file ({err})") from None
     number = 0
-    for batch in parquet.iter_batches(batch_size=10_000):
+    batches = parquet.iter_batches(batch_size=10_000)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as err:  # a corrupt page or column chunk
+            raise InputError(f"{path}: corrupt Parquet data after row {number} ({err})") from None
+        if batch is None:
+            return
         for record in batch.to_pylist():
             number += 1
             yield f"{path}: row {number}", record
