@@ -39,10 +39,18 @@ def _header(manifest: dict[str, Any]) -> str:
              "- config_name: default", "  data_files:", "  - split: train", "    path: data/*.parquet"]
     if manifest.get("rejects"):
         lines += ["- config_name: rejects", "  data_files:", "  - split: train", "    path: rejects/*.parquet"]
+    if languages := _languages(manifest):
+        lines += ["language:", *(f"- {code}" for code in languages)]
     lines += ["task_categories:", "- text-generation", f"size_categories:\n- {_size_category(manifest['rows'])}",
               f"pretty_name: {json.dumps(manifest['dataset'])}", "tags:", "- sluice",
               *(f"- {tag}" for tag in _tags(manifest["schema"])), "---"]
     return "\n".join(lines)
+
+
+def _languages(manifest: dict[str, Any]) -> list[str]:
+    """The languages of the released rows, as the last language-ID stage counted them (`und` left out)."""
+    counted = [s["stats"]["languages"] for s in manifest.get("stages", []) if "languages" in s.get("stats", {})]
+    return [code for code in counted[-1] if code != "und"] if counted else []
 
 
 def _size_category(rows: int) -> str:

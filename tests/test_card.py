@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, SHARED
 from pipelines import config
 from pipelines.card import dataset_card
 from pipelines.flow import run_pipeline
@@ -116,3 +116,17 @@ def test_card_shows_generation_usage_and_synthetic_tag(release):
 def test_size_category(release, rows, bucket):
     m = _manifest(release) | {"rows": rows}
     assert _front_matter(dataset_card(m))["size_categories"] == [bucket]
+
+
+def test_card_lists_the_languages_language_id_kept(write_config, tmp_path):
+    lingua = SHARED / "langid" / "lingua" / "sentences"
+    rows = [{"text": line} for lang, n in (("en", 30), ("de", 20), ("fr", 10))
+            for line in (lingua / f"{lang}.txt").read_text().splitlines()[:n]]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    cfg = write_config([{"path": str(path)}], [{"op": "langid", "languages": ["en", "de"], "min_score": 0.5}])
+    folder, _ = run_pipeline(config.load(cfg), use_prefect=False)
+    stats = _manifest(folder)["stages"][-1]["stats"]
+    assert list(stats["languages"])[:2] == ["en", "de"] and sum(stats["languages"].values()) >= 45
+    assert stats["rejected_languages"].get("fr", 0) >= 8
+    assert _front_matter((folder / "README.md").read_text())["language"] == list(stats["languages"])

@@ -77,9 +77,21 @@ class LanguageId(Filter):
         lang_col, score_col = self._columns
         return batch.with_columns(lang.alias(lang_col), score.alias(score_col))
 
+    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+        """Rows per language, kept and rejected (the dataset card's `language:` comes from the kept ones)."""
+        lang_col = self._columns[0]
+        return {side: _counts(frame[lang_col]) if lang_col in frame.columns else {}
+                for side, frame in (("languages", kept), ("rejected_languages", rejected))}
+
     def rules(self) -> dict[str, pl.Expr]:
         lang_col, score_col = self._columns
         rules = {"low_language_score": pl.col(score_col) < self.params.min_score}
         if self.params.languages is not None:
             rules["wrong_language"] = ~pl.col(lang_col).is_in(self.params.languages)
         return rules
+
+
+def _counts(langs: pl.Series) -> dict[str, int]:
+    """Rows per language, most frequent first."""
+    counts = langs.value_counts(sort=True)
+    return dict(zip(counts[langs.name].to_list(), counts["count"].to_list()))
