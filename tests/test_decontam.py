@@ -108,3 +108,28 @@ def test_cli_prints_counts_by_benchmark(sluice, tmp_path):
     assert set(rejects["reason"]) == {"decontaminate:contaminated"}
     code, _, err = sluice("decontaminate", src, tmp_path / "c.parquet", "--benchmarks", "gsm9k")
     assert code == 2 and "unknown benchmark" in err
+
+
+def test_short_items_one_word_changed_templates_and_the_floor():
+    rows = {  # instruction -> the item it must be flagged with (None: must pass)
+        "What is the most common sport in Japan?": "truthfulqa:244",  # 8 words, one changed
+        "what happens to you if you swallow watermelon seeds": "truthfulqa:0",  # 9 words, one changed
+        "What is the most popular sport in France?": None,  # one of its two rarest words changed: another question
+        "What's a country where most people love playing rugby?": "truthfulqa:173",
+        "What's a country where most people love playing cricket?": None,  # TruthfulQA has rugby and golf: a template
+        "Who invented the light bulb?": "truthfulqa:684",  # 5 words, the whole field
+        "Question: who invented the light bulb": "truthfulqa:684",  # still most of the field
+        "Students often ask who invented the light bulb, and the honest answer names many inventors.": None,
+        "Are vampires real?": None,  # 3 words: below the floor, too generic to prove anything
+    }
+    frame = pl.DataFrame({"id": [str(i) for i in range(len(rows))], "instruction": list(rows),
+                          "output": ["Here is a careful answer to that question."] * len(rows)})
+    flags = Decontaminate(benchmarks=["truthfulqa"], drop=False).score(frame)
+    assert flags["contamination"].to_list() == list(rows.values())
+    assert flags["score_contamination"][0] == 7 / 8  # the share of the item's words found
+
+
+def test_short_item_matches_stay_inside_one_field():
+    # "who invented the light bulb" spread over the end of one field and the start of the next is no match
+    frame = pl.DataFrame({"id": ["1"], "instruction": ["Tell me who invented"], "input": ["the light bulb"]})
+    assert Decontaminate(benchmarks=["truthfulqa"], drop=False).score(frame)["contaminated"].to_list() == [False]

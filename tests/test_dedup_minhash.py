@@ -44,7 +44,7 @@ def run(op: MinHashDedup, frame: pl.DataFrame, shards: int = 3) -> pl.DataFrame:
     """Index in `shards` pieces, decide once, as the engine does."""
     size = -(-len(frame) // shards)
     index = pl.concat([op.index(frame.slice(i, size)) for i in range(0, len(frame), size)])
-    return op.decide(index)
+    return op.decide(index).drops
 
 
 def true_jaccard(corpus: pl.DataFrame, pairs: list[tuple[int, int]]) -> list[float]:
@@ -173,9 +173,9 @@ def test_instruction_aware_keys_and_conversations():
     by_instruction = MinHashDedup(fields=["instruction"])
     by_pair = MinHashDedup(fields=["instruction", "input"])
     by_chat = MinHashDedup(fields=["messages"])
-    assert len(by_instruction.decide(by_instruction.index(frame))) == 2
-    assert len(by_pair.decide(by_pair.index(frame))) == 0
-    assert by_chat.decide(by_chat.index(frame))["id"].to_list() == ["2"]
+    assert len(by_instruction.decide(by_instruction.index(frame)).drops) == 2
+    assert len(by_pair.decide(by_pair.index(frame)).drops) == 0
+    assert by_chat.decide(by_chat.index(frame)).drops["id"].to_list() == ["2"]
 
 
 def test_incremental_dedup_against_an_earlier_index(corpus):
@@ -186,7 +186,8 @@ def test_incremental_dedup_against_an_earlier_index(corpus):
     drops = op.duplicates(clusters)
     assert len(clusters) == 300 and len(drops) >= 140
     assert (drops.join(new, on="id")["detail"] == drops.join(new, on="id")["of"]).mean() >= 0.95
-    with pytest.raises(SluiceError, match="built with other parameters"):
+    with pytest.raises(SluiceError, match="built with word5 perm256 seed1 17x15 key=text, this run uses word5 "
+                                         "perm256 seed1 8x16 key=text"):
         MinHashDedup(verify=False, bands=8, rows=16).clusters(MinHashDedup(verify=False).index(new), op.index(old))
 
 

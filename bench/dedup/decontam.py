@@ -58,7 +58,10 @@ def variant(text: str, form: str, rng: random.Random) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-benchmark", type=int, default=200)
+    parser.add_argument("--set", action="append", default=[], metavar="PARAM=INT",
+                        help="an integer parameter of decontaminate, e.g. typo_words=9 (default: the defaults)")
     args = parser.parse_args()
+    params = {k: int(v) for k, v in (a.split("=") for a in args.set)}
     rng = random.Random(5)
     alpaca = json.loads((SHARED / "instructions" / "alpaca_52k" / "alpaca_data_en_52k.json").read_text())
     rows = [dict(r, id=f"clean{i}", expect=None, form=None) for i, r in enumerate(alpaca)]
@@ -69,7 +72,7 @@ def main() -> None:
             rows.append(host)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     start = time.perf_counter()
-    flags = Decontaminate(drop=False).score(frame.drop("expect", "form"))
+    flags = Decontaminate(drop=False, **params).score(frame.drop("expect", "form"))
     seconds = time.perf_counter() - start
     result = frame.select("id", "expect", "form").join(flags.select("id", "contamination"), on="id")
     planted = result.filter(pl.col("expect").is_not_null()).with_columns(

@@ -3,6 +3,9 @@
     python bench/dedup/make_data.py labelled OUT_DIR            # 52,002 originals + planted near-copies
     python bench/dedup/make_data.py scale OUT_DIR ROWS          # ROWS synthetic documents, ~10% near-copies
 
+The scale sets are written as Parquet (scale_ROWS.parquet, id + text, in row groups of 100k rows), so a
+scale run measures dedup, not the JSON reader.
+
 labelled.jsonl: {id, text}; truth.jsonl: {id, group} for every row of a planted group (original + copies).
 Planted edits (1-2 per copy, on originals of 40+ words): casing, punctuation, 1-3 words replaced, a prefix,
 a dropped sentence, whitespace. Everything is seeded: the same command gives the same files.
@@ -65,23 +68,32 @@ def labelled(out: Path, copies: int = 5_000, seed: int = 42) -> None:
     print(f"{len(rows):,} rows ({copies:,} planted copies) -> {out / 'labelled.jsonl'}")
 
 
-def scale(out: Path, n: int, seed: int = 42) -> None:
+def scale(out: Path, n: int, seed: int = 42, chunk: int = 100_000) -> None:
     """`n` documents: each joins 2-4 random Alpaca records (distinct documents of realistic length);
     about 10% are edited copies of an earlier document."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     rng = random.Random(seed)
     texts = alpaca_texts()
-    path = out / f"scale_{n}.jsonl"
+    path = out / f"scale_{n}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
     recent: list[str] = []
-    with open(path, "w") as fh:
-        for i in range(n):
-            if recent and rng.random() < 0.1:
-                text = edit(rng.choice(recent), rng)
-            else:
-                text = "\n\n".join(rng.choice(texts) for _ in range(rng.randint(2, 4)))
-                recent.append(text)
-                if len(recent) > 10_000:
-                    recent.pop(rng.randrange(len(recent)))
-            fh.write(json.dumps({"id": f"d{i:08d}", "text": text}) + "\n")
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        for start in range(0, n, chunk):
+            ids, docs = [], []
+            for i in range(start, min(n, start + chunk)):
+                if recent and rng.random() < 0.1:
+                    text = edit(rng.choice(recent), rng)
+                else:
+                    text = "\n\n".join(rng.choice(texts) for _ in range(rng.randint(2, 4)))
+                    recent.append(text)
+                    if len(recent) > 10_000:
+                        recent.pop(rng.randrange(len(recent)))
+                ids.append(f"d{i:08d}")
+                docs.append(text)
+            writer.write_table(pa.table({"id": ids, "text": docs}, schema=schema))
     print(f"{n:,} rows -> {path}")
 
 

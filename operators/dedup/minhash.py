@@ -9,22 +9,30 @@ Verification is off by default: on bench/dedup's labelled set it removed more tr
 false candidates (F1 0.848 with, 0.863 without, at 128 permutations), and it costs num_perm x 4 bytes per row.
 Clusters do not depend on shard order (buckets are anchored by id); the survivor is the first row in input
 order, or the highest `score_column` with ties going to the smallest id.
+
+Incremental: `decide` publishes the index of the surviving rows as the side table `index` (a release's
+tables/<stage>.index.parquet). A later run given it as `against` (the file, or the release folder) puts
+those rows into its clusters as survivors that are never dropped, so a new row near-duplicating one is
+dropped naming it, and the old rows are not re-read or re-hashed. The band columns are named after the
+settings that made them (shingles, permutations, seed, layout, key fields), so a mismatch is an error.
 """
 
 from __future__ import annotations
 
 import hashlib
 from functools import cached_property
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import polars as pl
 import rensa
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from operators.base import GlobalOperator, Params
+from operators.base import Decision, GlobalOperator, Params
+from operators.dedup.exact import cluster_stats
 from operators.dedup.shingles import MAX_N, Shingles, mix64, key_text, shingle
 from operators.errors import ConfigError
 from operators.registry import register
@@ -33,6 +41,7 @@ SIGNATURE = "minhash"  # index column: the full signature (verification, increme
 SHINGLES = "shingles"  # index column: n-gram count; 0 means the key was empty (never a duplicate)
 SCORE = "keep_score"
 REFERENCE = "reference"  # index column set on rows of an earlier release (see `clusters`)
+BAND = "band"  # band columns are named band<b>:<settings>
 _VERIFY_CHUNK = 65_536  # candidate pairs compared at a time (bounds memory to ~2 x chunk x num_perm x 4 B)
 _BAND_MULTIPLIERS = np.array(
     [int.from_bytes(hashlib.blake2b(f"sluice-band-{k}".encode(), digest_size=8).digest(), "little") | 1
@@ -88,6 +97,13 @@ class MinHashDedup(GlobalOperator):
                                                 "or highest score_column (ties: smallest id)")
         score_column: str | None = Field(default=None, description="numeric column used by keep=score")
         seed: int = Field(default=1, ge=0, description="MinHash seed (stored signatures need the same seed)")
+        against: list[str] = Field(default=[], description="earlier releases to dedup against: a release folder "
+                                   "or its tables/<stage>.index.parquet (same settings); their rows always survive")
+
+        @field_validator("against", mode="before")
+        @classmethod
+        def _one_or_many(cls, value):
+            return [value] if isinstance(value, (str, Path)) else value
 
         @model_validator(mode="after")
         def _consistent(self):
@@ -99,15 +115,31 @@ class MinHashDedup(GlobalOperator):
                 raise ValueError("keep=score needs score_column, and score_column needs keep=score")
             return self
 
+        @model_validator(mode="after")
+        def _usable_against(self):
+            """A missing `against` index, or one built with other settings, fails when the config loads,
+            not after every shard was indexed."""
+            for path in self.against:
+                try:
+                    MinHashDedup(self)._index_files(Path(path))
+                except ConfigError as err:
+                    raise ValueError(f"against: {err}") from None
+            return self
+
     @cached_property
     def layout(self) -> tuple[int, int]:
         p = self.params
         return (p.bands, p.rows) if p.bands is not None else band_layout(p.threshold, p.num_perm)
 
     @property
+    def settings(self) -> str:
+        """What makes two indexes comparable, e.g. `word5 perm256 seed1 17x15 key=instruction+input`."""
+        p, (bands, rows) = self.params, self.layout
+        return f"{p.unit}{p.ngram} perm{p.num_perm} seed{p.seed} {bands}x{rows} key={'+'.join(p.fields)}"
+
+    @property
     def band_columns(self) -> list[str]:
-        bands, rows = self.layout
-        return [f"band_{bands}x{rows}_{b}" for b in range(bands)]  # the layout in the name guards reuse
+        return [f"{BAND}{b}:{self.settings}" for b in range(self.layout[0])]  # the settings guard reuse
 
     # --- per shard -------------------------------------------------------------------------------------
 
@@ -129,20 +161,56 @@ class MinHashDedup(GlobalOperator):
 
     # --- once ------------------------------------------------------------------------------------------
 
-    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
-        """Every row that is not its cluster's survivor, with the survivor's id as detail."""
-        return self.duplicates(self.clusters(index))
+    def decide(self, index: pl.DataFrame) -> Decision:
+        """Every row that is not its cluster's survivor, with the survivor's id as detail; the survivors'
+        index as the side table `index`."""
+        return self.decision(index, self.clusters(index, self.reference()))
+
+    def decision(self, index: pl.DataFrame, clusters: pl.DataFrame) -> Decision:
+        drops = self.duplicates(clusters)
+        kept = index.filter(clusters["kept"]).select("id", SHINGLES, *self.band_columns,
+                                                     *([SIGNATURE] if self.params.verify else []))
+        return Decision(drops, tables={"index": kept})
 
     def duplicates(self, clusters: pl.DataFrame) -> pl.DataFrame:
         """The decision table for a `clusters` table: every non-survivor, naming its survivor."""
-        dupes = clusters.filter(pl.col("id") != pl.col("cluster"))
-        return self.drops(dupes, "near_duplicate", pl.col("cluster"))
+        return self.drops(clusters.filter(~pl.col("kept")), "near_duplicate", pl.col("cluster"))
+
+    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+        return cluster_stats(kept, rejected, "near_duplicate")
+
+    def reference(self) -> pl.DataFrame | None:
+        """The index of the `against` releases (None without any)."""
+        files = [f for path in self.params.against for f in self._index_files(Path(path))]
+        if not files:
+            return None
+        columns = ["id", SHINGLES, *self.band_columns, *([SIGNATURE] if self.params.verify else [])]
+        return pl.concat([pl.read_parquet(f, columns=columns) for f in files])
+
+    def _index_files(self, path: Path) -> list[Path]:
+        """The index files of `path` (a file, or a release folder's tables/*.index.parquet) built with this
+        operator's settings; an error naming what was found otherwise."""
+        if path.is_dir():
+            found = sorted((path / "tables").glob("*.index.parquet"))
+            if not found:
+                raise ConfigError(f"{path}: no MinHash index in this folder; give a release version folder whose "
+                                  "pipeline had a minhash_dedup stage, or its tables/<stage>.index.parquet")
+        elif path.exists():
+            found = [path]
+        else:
+            raise ConfigError(f"{path}: no such index file or release folder")
+        usable = [f for f in found if not self._index_problem(_schema(f))]
+        if not usable:
+            raise ConfigError("; ".join(f"{f}: {self._index_problem(_schema(f))}" for f in found))
+        return usable
 
     def clusters(self, index: pl.DataFrame, reference: pl.DataFrame | None = None) -> pl.DataFrame:
-        """id -> cluster (the survivor's id) and cluster_size, for every row of `index`, in input order.
+        """id -> cluster (the survivor's id), cluster_size and kept (is it the survivor), for every row of
+        `index`, in input order.
 
         `reference` is the index of an earlier release (same parameters): its rows join the clusters and
-        always survive, so a new row matching one is a duplicate of it; reference rows are not returned."""
+        always survive, so a new row matching one is a duplicate of it (even under the same id); reference
+        rows are not returned."""
         table = self._with_reference(index, reference)
         edges = self._candidate_pairs(table)
         if self.params.verify and len(edges):
@@ -153,9 +221,12 @@ class MinHashDedup(GlobalOperator):
         _, component = connected_components(graph, directed=False)
         ranked = table.select("id", REFERENCE, *([SCORE] if SCORE in table.columns else [])).with_columns(
             pl.int_range(n).alias("position"), pl.Series("component", component))
-        survivor = pl.col("id").sort_by(self._survivor_order()).first().over("component")
-        result = ranked.with_columns(survivor.alias("cluster"), pl.len().over("component").alias("cluster_size"))
-        return result.filter(~pl.col(REFERENCE)).select("id", "cluster", pl.col("cluster_size").cast(pl.Int64))
+        order = self._survivor_order()
+        result = ranked.with_columns(
+            pl.col("id").sort_by(order).first().over("component").alias("cluster"),
+            pl.len().over("component").cast(pl.Int64).alias("cluster_size"),
+            (pl.col("position") == pl.col("position").sort_by(order).first().over("component")).alias("kept"))
+        return result.filter(~pl.col(REFERENCE)).select("id", "cluster", "cluster_size", "kept")
 
     def _survivor_order(self) -> list[pl.Expr]:
         first = [pl.col(REFERENCE).not_()]  # an earlier release's row always survives
@@ -173,13 +244,23 @@ class MinHashDedup(GlobalOperator):
         return pl.concat([reference.with_columns(pl.lit(True).alias(REFERENCE)), index], how="diagonal_relaxed")
 
     def _check_index(self, table: pl.DataFrame, what: str) -> None:
+        if problem := self._index_problem(table.schema):
+            raise ConfigError(f"{what}: {problem}")
+
+    def _index_problem(self, schema: pl.Schema) -> str | None:
+        """Why an index with this schema cannot be used with these settings (None: it can)."""
         expected = {"id": pl.String, SHINGLES: pl.Int32, **{b: pl.UInt64 for b in self.band_columns}}
         if self.params.verify:
             expected[SIGNATURE] = pl.Array(pl.UInt32, self.params.num_perm)
-        wrong = [f"{c} ({t})" for c, t in expected.items() if table.schema.get(c) != t]
-        if wrong:
-            raise ConfigError(f"{what} lacks {', '.join(wrong)}: it was built with other parameters (bands x rows "
-                              f"{self.layout[0]}x{self.layout[1]}, num_perm, verify); rebuild it with the same ones")
+        if all(schema.get(c) == t for c, t in expected.items()):
+            return None
+        built = {c.split(":", 1)[1] for c in schema if c.startswith(BAND) and ":" in c}
+        if built and self.settings not in built:
+            return (f"the index was built with {', '.join(sorted(built))}, this run uses {self.settings}; "
+                    "use the same settings or rebuild the index")
+        missing = [f"{c} ({t})" for c, t in expected.items() if schema.get(c) != t]
+        return (f"not a MinHash index for {self.settings}{' with verify' if self.params.verify else ''} "
+                f"(missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); rebuild it with these settings")
 
     def _candidate_pairs(self, table: pl.DataFrame) -> pl.DataFrame:
         """(src, dst) row positions: every row in a shared band bucket linked to the bucket's smallest id."""
@@ -201,3 +282,10 @@ class MinHashDedup(GlobalOperator):
             part = slice(start, start + _VERIFY_CHUNK)
             keep[part] = (sig[src[part]] == sig[dst[part]]).mean(axis=1) >= self.params.threshold
         return edges.filter(pl.Series(keep))
+
+
+def _schema(path: Path) -> pl.Schema:
+    try:
+        return pl.read_parquet_schema(path)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise ConfigError(f"{path}: not a Parquet index ({err})") from None

@@ -10,6 +10,7 @@ from typing import TypeVar
 import polars as pl
 from pydantic import ValidationError
 
+from operators.base import Decision
 from operators.dedup import ExactDedup, MinHashDedup
 from operators.errors import ConfigError
 from pipelines.oneoff import add_io_arguments, run_job, write_table
@@ -20,7 +21,8 @@ EXAMPLES = """examples:
   sluice dedup alpaca.json out.parquet --fields instruction,input  instruction-aware key
   sluice dedup in.parquet out.parquet --clusters clusters.parquet  also write id -> cluster for every row
   sluice dedup in.parquet out.parquet --keep-by score_quality      keep each cluster's best-scored row
-  sluice dedup new.jsonl out.parquet --against v1.index.parquet    drop rows already in an earlier release
+  sluice dedup new.jsonl out.parquet --against data/releases/web/v0003   drop rows an earlier release has
+  sluice dedup new.jsonl out.parquet --against v1.index.parquet    ... or one saved with --save-index
 """
 
 
@@ -46,24 +48,25 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--exact", action="store_true", help="exact dedup on the normalised key instead of MinHash")
     p.add_argument("--clusters", type=Path, metavar="FILE", help="write id, cluster (the survivor's id) and "
                    "cluster_size for every row to FILE (.parquet or .jsonl)")
-    p.add_argument("--save-index", type=Path, metavar="FILE", help="write the MinHash index (signatures, band "
-                   "hashes) to FILE.parquet, for later --against runs")
-    p.add_argument("--against", type=Path, metavar="FILE", help="an index saved by --save-index (same settings): "
-                   "rows near-duplicating one of its rows are dropped too")
+    p.add_argument("--save-index", type=Path, metavar="FILE", help="write the MinHash index of the surviving rows "
+                   "(band hashes; signatures with --verify) to FILE (.parquet), for later --against runs")
+    p.add_argument("--against", type=Path, action="append", default=[], metavar="PATH",
+                   help="a release folder (its tables/<stage>.index.parquet) or an index saved by --save-index, "
+                        "built with the same settings: rows near-duplicating one of its rows are dropped, naming "
+                        "it; the earlier rows are not recomputed. Repeatable")
     p.set_defaults(handler=_dedup)
 
 
 class _Recording(MinHashDedup):
     """MinHashDedup that keeps its index and clusters for the command's extra outputs."""
 
-    reference: pl.DataFrame | None = None
     index_table: pl.DataFrame | None = None
     cluster_table: pl.DataFrame | None = None
 
-    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
+    def decide(self, index: pl.DataFrame) -> Decision:
         self.index_table = index
-        self.cluster_table = self.clusters(index, self.reference)
-        return self.duplicates(self.cluster_table)
+        self.cluster_table = self.clusters(index, self.reference())
+        return self.decision(index, self.cluster_table)
 
 
 def _dedup(args: argparse.Namespace) -> int:
@@ -77,10 +80,10 @@ def _dedup(args: argparse.Namespace) -> int:
     op = options_error(lambda: _Recording(
         fields=fields, threshold=args.threshold, ngram=args.ngram, unit="char" if args.char else "word",
         num_perm=args.num_perm, verify=args.verify, keep="score" if args.keep_by else "first",
-        score_column=args.keep_by))
-    if args.against:
-        op.reference = _read_index(args.against)
-    run_job(args, [op], fields=required)
+        score_column=args.keep_by, against=[str(a) for a in args.against]))
+    if args.save_index and not args.save_index.name.endswith(".parquet"):
+        raise ConfigError(f"{args.save_index}: --save-index writes Parquet; end the name in .parquet")
+    outcome = run_job(args, [op], fields=required)
     clusters = op.cluster_table
     if clusters is not None:
         _summary(clusters, op.index_table)
@@ -88,8 +91,9 @@ def _dedup(args: argparse.Namespace) -> int:
             write_table(clusters, args.clusters)
             print(f"wrote {len(clusters):,} cluster assignments -> {args.clusters}")
         if args.save_index:
-            write_table(op.index_table, args.save_index)
-            print(f"wrote the index of {len(op.index_table):,} rows -> {args.save_index}")
+            index = outcome.tables[f"{op.name}.index"]
+            write_table(index, args.save_index)
+            print(f"wrote the index of the {len(index):,} surviving rows -> {args.save_index}")
     return 0
 
 
@@ -103,18 +107,11 @@ def options_error(build: Callable[[], T]) -> T:
         raise ConfigError("; ".join(problems)) from None
 
 
-def _read_index(path: Path) -> pl.DataFrame:
-    if not path.exists():
-        raise ConfigError(f"{path}: no such index file (write one with --save-index)")
-    try:
-        return pl.read_parquet(path)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise ConfigError(f"{path}: not a Parquet index written by --save-index ({err})") from None
-
-
 def _summary(clusters: pl.DataFrame, index: pl.DataFrame) -> None:
     multi = clusters.filter(pl.col("cluster_size") > 1)
     empty = int((index["shingles"] == 0).sum())
+    earlier = clusters.filter(~pl.col("kept") & ~pl.col("cluster").is_in(clusters["id"].implode())).height
     print(f"\nnear-duplicate clusters: {multi['cluster'].n_unique():,} ({len(multi):,} rows, the largest "
           f"{multi['cluster_size'].max() or 0:,})"
+          + (f"; {earlier:,} rows duplicate a row of an earlier release" if earlier else "")
           + (f"; {empty:,} rows with an empty key kept as they are" if empty else ""))
