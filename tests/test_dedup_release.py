@@ -88,6 +88,13 @@ def test_second_release_dedups_against_the_first(sluice, write_config, tmp_path,
     assert stats["duplicates_of_earlier_rows"] == 40 and stats["clusters"] == 41
     assert pl.read_parquet(v2 / "tables" / "minhash_dedup.index.parquet").height == 100  # v2's own survivors
 
+    # the one-off verb takes the release folder too
+    out = tmp_path / "oneoff.parquet"
+    code, stdout, err = sluice("dedup", tmp_path / "v2.jsonl", out, "--fields", ",".join(KEY), "--against", v1)
+    assert code == 0, err
+    assert dict(pl.read_parquet(tmp_path / "oneoff.rejects.parquet").select("id", "detail").iter_rows()) == named
+    assert "40 rows duplicate a row of an earlier release" in stdout
+
     # an index built with other settings is refused when the config loads, naming both settings
     v3_cfg = write_config([v2_input], [{"op": "minhash_dedup", "fields": KEY, "ngram": 3, "against": str(v1)}],
                           name="v3.yaml")

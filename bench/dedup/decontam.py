@@ -19,6 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
+from operators.clean.normalize import for_matching
 from operators.dedup import Decontaminate
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -64,17 +65,17 @@ def main() -> None:
     params = {k: int(v) for k, v in (a.split("=") for a in args.set)}
     rng = random.Random(5)
     alpaca = json.loads((SHARED / "instructions" / "alpaca_52k" / "alpaca_data_en_52k.json").read_text())
-    rows = [dict(r, id=f"clean{i}", expect=None, form=None) for i, r in enumerate(alpaca)]
+    rows = [dict(r, id=f"clean{i}", expect=None, form=None, item=None) for i, r in enumerate(alpaca)]
     for name, pool in items().items():
         for k, (item, text) in enumerate(rng.sample(pool, min(args.per_benchmark, len(pool)))):
-            host = dict(rng.choice(alpaca), id=f"{name}-{k}", expect=f"{name}:{item}", form=FORMS[k % 4])
+            host = dict(rng.choice(alpaca), id=f"{name}-{k}", expect=f"{name}:{item}", form=FORMS[k % 4], item=text)
             host[rng.choice(["instruction", "input", "output"])] = variant(text, host["form"], rng)
             rows.append(host)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     start = time.perf_counter()
-    flags = Decontaminate(drop=False, **params).score(frame.drop("expect", "form"))
+    flags = Decontaminate(drop=False, **params).score(frame.drop("expect", "form", "item"))
     seconds = time.perf_counter() - start
-    result = frame.select("id", "expect", "form").join(flags.select("id", "contamination"), on="id")
+    result = frame.select("id", "expect", "form", "item").join(flags.select("id", "contamination"), on="id")
     planted = result.filter(pl.col("expect").is_not_null()).with_columns(
         (pl.col("contamination") == pl.col("expect")).fill_null(False).alias("hit"),
         pl.col("expect").str.split(":").list.first().alias("benchmark"),
@@ -83,6 +84,7 @@ def main() -> None:
         pl.len().alias("planted"), *[pl.col("hit").filter(pl.col("form") == f).mean().alias(f) for f in FORMS],
         pl.col("hit").mean().alias("all"), (pl.col("flagged_as") == pl.col("benchmark")).fill_null(False).mean()
         .alias("any_item")).sort("benchmark")
+    print_misses(planted)
     clean = result.filter(pl.col("expect").is_null())
     flagged = clean.filter(pl.col("contamination").is_not_null())
     print(f"{len(frame):,} rows ({len(clean):,} clean Alpaca, {len(planted):,} planted) in {seconds:.1f} s "
@@ -97,6 +99,20 @@ def main() -> None:
     print(f"\nfalse positives on clean Alpaca rows: {len(flagged)} / {len(clean):,} = {len(flagged) / len(clean):.5%}")
     for r in flagged.join(frame.select("id", "instruction", "input"), on="id").iter_rows(named=True):
         print(f"  {r['id']} -> {r['contamination']}: {(r['instruction'] + ' ' + r['input'])[:140]!r}")
+
+
+def print_misses(planted: pl.DataFrame) -> None:
+    """Misses by the planted item's length in normalised words (the rules differ by length)."""
+    words = for_matching(pl.col("item")).str.split(" ").list.len()
+    length = (pl.when(words < 4).then(pl.lit("1-3")).when(words < 6).then(pl.lit("4-5"))
+              .when(words < 7).then(pl.lit("6")).when(words < 13).then(pl.lit("7-12")).otherwise(pl.lit("13+")))
+    table = (planted.with_columns(length.alias("words"))
+             .group_by("words", "form").agg(pl.len().alias("planted"), (~pl.col("hit")).sum().alias("missed"))
+             .sort("words", "form"))
+    print("\nmisses by item length (normalised words) and form:\n")
+    print("| item words | form | planted | missed |\n|---|---|---|---|")
+    for r in table.filter(pl.col("missed") > 0).iter_rows(named=True):
+        print(f"| {r['words']} | {r['form']} | {r['planted']} | {r['missed']} |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python3 -m venv /tmp/bench-dedup && /tmp/bench-dedup/bin/pip install -e . -r bench/dedup/requirements.txt
     .venv/bin/python bench/dedup/make_data.py labelled /tmp/dedup-bench
     /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dedup-bench/labelled.jsonl --truth /tmp/dedup-bench/truth.jsonl
-    /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dedup-bench/scale_1000000.jsonl --tools sluice
+    /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dedup-bench/scale_1000000.parquet --tools sluice
 
 Each tool runs as its own process under /usr/bin/time (wall and CPU seconds, peak RSS of the largest
 process /usr/bin/time sees: for datatrove that is its main process, not its forkserver workers), with
@@ -95,6 +95,14 @@ def score(removed: set[str], truth: Path) -> dict[str, float]:
     return {"precision": p, "recall": r, "f1": 2 * p * r / max(p + r, 1e-9)}
 
 
+def count_rows(data: Path) -> int:
+    if data.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(data).metadata.num_rows
+    return sum(1 for _ in open(data))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("data", type=Path)
@@ -102,7 +110,7 @@ def main() -> None:
     parser.add_argument("--tools", default="sluice,sluice-128,datatrove,text-dedup")
     parser.add_argument("--work", type=Path, default=Path("/tmp/dedup-bench/work"))
     args = parser.parse_args()
-    rows = sum(1 for _ in open(args.data))
+    rows = count_rows(args.data)
     print("| tool | rows | wall s | CPU s | docs/s (wall) | peak RSS GiB | removed | precision | recall | F1 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.tools.split(","):

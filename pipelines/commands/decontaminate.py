@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import polars as pl
-
 from operators.dedup import Decontaminate
 from operators.dedup.decontam import BENCHMARKS
 from pipelines.commands.dedup import options_error
@@ -25,8 +23,10 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "decontaminate", help="drop rows containing benchmark test items (GSM8K, MMLU, HellaSwag, HumanEval, TruthfulQA)",
         description="Flag rows that contain a benchmark test item: a shared word 13-gram confirmed by the row "
-                    "holding most of the item's word trigrams, or a short item (8-12 words) found whole. "
-                    "Flagged rows go to the rejects with reason contaminated and detail <benchmark>:<item id>.",
+                    "holding most of the item's word trigrams; a short item (4-12 words) found as a whole inside "
+                    "one field, from 7 words with one word different (not one of its two rarest words), and "
+                    "under 6 words only when it makes up at least half of the field. Flagged rows go to the "
+                    "rejects with reason contaminated and detail <benchmark>:<item id>.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_io_arguments(p, text_field=False)
     p.add_argument("--benchmarks", default="all", metavar="all|A,B", help="bundled benchmarks to check (default all)")
@@ -46,10 +46,7 @@ def _decontaminate(args: argparse.Namespace) -> int:
         benchmarks=[b.strip() for b in args.benchmarks.split(",") if b.strip()], extra=args.extra, fields=fields,
         ngram=args.ngram, min_overlap=args.min_overlap, drop=not args.keep))
     outcome = run_job(args, [op], fields=[])
-    flagged = pl.concat([s.select("contamination") for s in outcome.shards]
-                        + [r.select("contamination") for r in outcome.rejects if "contamination" in r.columns])
-    counts = (flagged.drop_nulls().select(pl.col("contamination").str.split(":").list.first().alias("benchmark"))
-              .group_by("benchmark").len().sort("len", descending=True))
+    found = {b: c["rows"] for b, c in outcome.ledger.stages[-1].stats["benchmarks"].items() if c["rows"]}
     print("\ncontaminated rows by benchmark: "
-          + (", ".join(f"{b} {n:,}" for b, n in counts.iter_rows()) if len(counts) else "none"))
+          + (", ".join(f"{b} {n:,}" for b, n in sorted(found.items(), key=lambda x: -x[1])) if found else "none"))
     return 0
