@@ -266,12 +266,13 @@ def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
                 raw = line.decode("utf-8", errors="replace").rstrip("\n")
                 yield where, _BadLine("invalid_utf8", f"not valid UTF-8 (byte {err.start})", raw)
                 continue
+            text = text.rstrip("\r\n")
             try:
                 yield where, json.loads(text)
             except json.JSONDecodeError as err:
-                yield where, _BadLine("malformed_json", f"malformed JSON: {err.msg} (column {err.colno})", text.rstrip("\n"))
+                yield where, _BadLine("malformed_json", f"malformed JSON: {_json_problem(err)}", text)
             except RecursionError:
-                yield where, _BadLine("malformed_json", "malformed JSON: nested too deeply", text.rstrip("\n"))
+                yield where, _BadLine("malformed_json", "malformed JSON: nested too deeply", text)
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
@@ -282,13 +283,17 @@ def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not valid UTF-8 (byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{err.lineno}: malformed JSON: {err.msg} (column {err.colno})") from None
+        raise InputError(f"{path}:{err.lineno}: malformed JSON: {_json_problem(err)}") from None
     except RecursionError:
         raise InputError(f"{path}: malformed JSON: nested too deeply") from None
     if not isinstance(items, list):
         raise InputError(f"{path}: expected a JSON array of objects, got a JSON {type(items).__name__}")
     for number, item in enumerate(items, start=1):
         yield f"{path}: item {number}", item
+
+
+def _json_problem(err: json.JSONDecodeError) -> str:
+    return f"{err.msg}{'' if err.msg.endswith(' at') else ' at'} column {err.colno}"
 
 
 def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
