@@ -14,6 +14,10 @@ STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 # Python's str.splitlines() boundaries, folded into "\n" so line counts match it.
 _LINE_BREAKS = r"\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
 _TOKENS = "__tokens"  # a scratch column: the text is tokenised once per batch
+# A word is a token with a character outside datatrove's punctuation set (ASCII punctuation, control
+# characters, sentence terminators and a few CJK and typographic marks): "€" and "•" are words, "--" is not.
+_WORD_CHAR = (r"[^!-/:-@\[-`{-~\x00-\x1f\x7f-\x9f«´»–—’“”„…∶━►、〈〉《》「」【】％（），１：；～៖៙៚"
+              r"\p{Sentence_Terminal}]")
 
 
 class TextParams(Params):
@@ -36,7 +40,7 @@ class GopherQuality(Filter):
     name = "gopher_quality"
 
     class Params(TextParams):
-        min_words: int | None = Field(default=50, description="fewest words (tokens with a letter or digit)")
+        min_words: int | None = Field(default=50, description="fewest words (tokens that are not all punctuation)")
         max_words: int | None = 100_000
         min_mean_word_length: float | None = 3
         max_mean_word_length: float | None = 10
@@ -50,7 +54,7 @@ class GopherQuality(Filter):
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
         text, toks = text_of(self.params.field), pl.col(_TOKENS)
         tokens = toks.list.len()
-        words = toks.list.eval(pl.element().filter(pl.element().str.contains(r"[\p{L}\p{N}\p{M}]")))
+        words = toks.list.eval(pl.element().filter(pl.element().str.contains(_WORD_CHAR)))
         alpha = tx.count_true(toks, pl.element().str.contains(r"\p{L}"))
         flat = text.str.replace_all(_LINE_BREAKS, "\n").str.replace(r"\n$", "")  # as str.splitlines() sees it
         line_count = flat.str.count_matches("\n", literal=True) + 1

@@ -1,43 +1,27 @@
 """Text statistics shared by the heuristic quality filters, as Polars expressions.
 
-Words are tokens in the style of spaCy's English tokenizer (the one datatrove's Gopher, FineWeb and
-repetition filters use), made by one regular expression: words, URLs and contractions, and punctuation
-marks as tokens of their own ("...", "!", "#", "-"). Scripts written without spaces (Chinese, Japanese,
-Thai) come out as one long token per run: their ratios stay defined, and word-count rules reject them
-as they should for an English rule set.
+Words are the tokens of spaCy's English tokenizer (the one datatrove's Gopher, FineWeb and repetition
+filters use), imitated in operators/quality/tokenize.py: words, URLs, abbreviations and contractions,
+and punctuation marks as tokens of their own ("...", "!", "#"). Scripts written without spaces
+(Chinese, Japanese, Thai) come out as one long token per run: their ratios stay defined, and word-count
+rules reject them as they should for an English rule set.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
-# spaCy splits text on whitespace, then peels punctuation off both ends of each chunk, and splits
-# contractions ("do|n't") and hyphens between letters ("well|-|known"). Here: two rewrites put a space
-# where spaCy would split inside a chunk, then a token is a URL, a contraction, a chunk that starts and
-# ends with a letter or digit (inner punctuation kept: "U.S", "3.5", "foo@bar.com", LaTeX, code), or one
-# punctuation mark (an ellipsis and a run of dashes count as one). Word boundaries are ASCII ones
-# ((?-u:\b)): a Unicode \b keeps Rust's regex off its fast engines, 10x slower here.
-_CONTRACTED = r"(?i)(\p{L})(n['’]t|['’](?:[sdm]|re|ve|ll))(?-u:\b)"
-_HYPHENATED = r"([\p{L}\p{N}])(-+|–|—|~)(\p{L})"
-URL = r"(?:https?://|www\.)[^\s<>\"]*[^\s<>\".,;:!?)\]'’”]"
-CONTRACTION = r"(?i)['’](?:[sdm]|re|ve|ll)(?-u:\b)"
-WORD = r"[\p{L}\p{N}\p{M}](?:\S*[\p{L}\p{N}\p{M}])?"
-PUNCT = r"\.\.\.+|…|--+|[^\s\p{L}\p{N}\p{M}]"
-TOKEN = f"{URL}|{CONTRACTION}|{WORD}|{PUNCT}"
+from operators.quality import tokenize
 
 
 def words(text: pl.Expr) -> pl.Expr:
     """The text's tokens as a list of strings."""
-    return _split_inside_chunks(text).str.extract_all(TOKEN)
+    return text.map_batches(tokenize.words, return_dtype=pl.List(pl.String))
 
 
 def word_count(text: pl.Expr) -> pl.Expr:
-    """len(words(text)), without building the lists."""
-    return _split_inside_chunks(text).str.count_matches(TOKEN)
-
-
-def _split_inside_chunks(text: pl.Expr) -> pl.Expr:
-    return text.str.replace_all(_CONTRACTED, "$1 $2").str.replace_all(_HYPHENATED, "$1 $2 $3")
+    """len(words(text))."""
+    return words(text).list.len()
 
 
 def lines(text: pl.Expr) -> pl.Expr:
