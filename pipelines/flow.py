@@ -117,7 +117,7 @@ def _run(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
 
 
 def _run_locked(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
-    cache = ShardCache(root / pipeline.config.dataset / ".cache")
+    cache = ShardCache((root / pipeline.config.dataset / ".cache").resolve())  # absolute: Dask workers read it
     outcome = execute(pipeline, map_fn, cache)
     info: dict[str, Any] = {
         "config_path": str(pipeline.path),
