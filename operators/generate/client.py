@@ -302,6 +302,8 @@ class LLMClient:
         return Completion(key, answer.content, self.model, cached, data, truncated)
 
     def _fail(self, key, kind, message, attempts, request, step) -> Failure:
+        # providers quote the key back in 401 bodies; the message goes to failures, rejects and logs
+        message = message.replace(self._api_key, "[API key]") if len(self._api_key) >= 8 else message
         failure = Failure(key, kind, message, attempts, request.tag, step)
         self.usage.failures[str(kind)] += 1
         self.failures.append(failure)

@@ -1,0 +1,109 @@
+"""Secrets: a planted API key reaches the LLM server (so the test is not vacuous) and appears in no output:
+generated rows, rejects, failures, the generation report, the LLM response cache (SQLite + WAL), the release
+(manifest, card, report, shards, rejects, shard cache), stdout and stderr, and the messages of failed calls
+and failed runs, even when the server echoes the key back in its error body, as real providers do."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import secrets
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from fault_server import FaultServer
+from test_generate_operators import held_out
+
+KEY = "sk-planted-" + secrets.token_hex(16)
+
+
+class KeyEchoServer(FaultServer):
+    """The fault server, plus `[401echo]`: a 401 whose body quotes the Authorization header it got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.authorizations: set[str] = set()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.lower(): v.strip() for k, v in (h.split(":", 1) for h in lines[1:] if ":" in h)}
+                body = json.loads(await reader.readexactly(int(headers.get("content-length", 0))) or b"{}")
+                self.authorizations.add(headers.get("authorization", ""))
+                if "[401echo]" in json.dumps(body.get("messages", [])):
+                    message = f"Incorrect API key provided: {headers.get('authorization', '').removeprefix('Bearer ')}"
+                    self._send(writer, 401, json.dumps({"error": {"message": message, "code": "invalid_api_key"}}))
+                elif not await self._respond(lines[0], body, writer):
+                    break
+        except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def readable(path: Path) -> bytes:
+    """A file's bytes as a reader sees them: Parquet (compressed pages) as its rows, gzip decompressed."""
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path).write_ndjson().encode()
+    if path.suffix == ".gz":
+        return gzip.decompress(path.read_bytes())
+    return path.read_bytes()
+
+
+def outputs_holding_the_key(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and KEY.encode() in readable(p)]
+
+
+def test_the_api_key_appears_in_no_output_of_a_generation_and_release_run(tmp_path, sluice, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    seeds = [{"instruction": t} for t in held_out(4)] + [{"instruction": "who am I? [401echo]"},
+                                                         {"instruction": "flaky [500]"}]
+    (tmp_path / "seeds.jsonl").write_text("".join(json.dumps(s) + "\n" for s in seeds))
+    printed = []
+    with KeyEchoServer() as server:
+        gen = tmp_path / "gen.yaml"
+        gen.write_text(yaml.safe_dump({
+            "endpoint": {"base_url": server.url, "model": "m", "max_retries": 1, "backoff_s": 0.01},
+            "seeds": {"path": "seeds.jsonl", "fields": {"instruction": "instruction"}},
+            "steps": [{"op": "responses"}], "output": "out/generated.parquet"}))
+        code, stdout, stderr = sluice("generate", gen)
+        printed += [stdout, stderr]
+        assert code == 0, stderr
+        assert f"Bearer {KEY}" in server.authorizations  # the key was really sent
+
+        # the same job against a server that is not there: a failing run's messages
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(gen.read_text().replace(server.url, "http://127.0.0.1:9/v1").replace("out/", "broken/"))
+        code, stdout, stderr = sluice("generate", broken)
+        printed += [stdout, stderr]
+
+    failures = json.loads((tmp_path / "out" / "generated.generation.json").read_text())["usage"]["failures"]
+    assert failures == {"bad_request": 1, "server_error": 1}  # the echoing 401 happened and was recorded
+
+    release = tmp_path / "release.yaml"
+    release.write_text(yaml.safe_dump({
+        "dataset": "generated", "inputs": [{"path": "out/generated.parquet", "fields": {"text": "output"}}],
+        "stages": [{"op": "normalize"}, {"op": "length_filter", "min_words": 3}, {"op": "exact_dedup"}],
+        "release": {"dir": "releases"}}))
+    code, stdout, stderr = sluice("run", release, "--no-prefect")
+    printed += [stdout, stderr]
+    assert code == 0, stderr
+    manifest = json.loads((tmp_path / "releases" / "generated" / "v0001" / "manifest.json").read_text())
+    assert manifest["generation"]  # the generation usage travelled into the release
+
+    # a failing release run (its input gone): the error message
+    (tmp_path / "out" / "generated.parquet").rename(tmp_path / "moved.parquet")
+    code, stdout, stderr = sluice("run", release, "--no-prefect")
+    assert code == 2
+    printed += [stdout, stderr]
+
+    outputs = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(outputs) > 20 and any(p.suffix == ".sqlite" for p in outputs)
+    assert any(".cache" in p.parts for p in outputs) and any(p.name == "report.html" for p in outputs)
+    assert outputs_holding_the_key(tmp_path) == []
+    assert not [text for text in printed if KEY in text]
