@@ -84,7 +84,6 @@ def main() -> None:
         pl.len().alias("planted"), *[pl.col("hit").filter(pl.col("form") == f).mean().alias(f) for f in FORMS],
         pl.col("hit").mean().alias("all"), (pl.col("flagged_as") == pl.col("benchmark")).fill_null(False).mean()
         .alias("any_item")).sort("benchmark")
-    print_misses(planted)
     clean = result.filter(pl.col("expect").is_null())
     flagged = clean.filter(pl.col("contamination").is_not_null())
     print(f"{len(frame):,} rows ({len(clean):,} clean Alpaca, {len(planted):,} planted) in {seconds:.1f} s "
@@ -99,6 +98,7 @@ def main() -> None:
     print(f"\nfalse positives on clean Alpaca rows: {len(flagged)} / {len(clean):,} = {len(flagged) / len(clean):.5%}")
     for r in flagged.join(frame.select("id", "instruction", "input"), on="id").iter_rows(named=True):
         print(f"  {r['id']} -> {r['contamination']}: {(r['instruction'] + ' ' + r['input'])[:140]!r}")
+    print_misses(planted)
 
 
 def print_misses(planted: pl.DataFrame) -> None:

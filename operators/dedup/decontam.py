@@ -81,7 +81,9 @@ class BenchmarkIndex:
         self.long = _distinctive(tokens.grams(ngram, "segment"), MAX_SHARED)  # hash -> segment(s)
         self.trigrams = tokens.grams(CONFIRM_N, "segment").unique()
         self.trigram_counts = self.trigrams.group_by("segment").agg(pl.len().alias("total"))
-        short = np.flatnonzero((words >= min_words) & (words < ngram))
+        # whole-sequence matching also covers items up to 2 x ngram - 1 words: one changed word in the
+        # middle of a 20-word question leaves it no intact 13-gram to be found by
+        short = np.flatnonzero((words >= min_words) & (words < 2 * ngram))
         self.anchors = _anchors(tokens, short)
         self.keywords = _keywords(tokens, short)
         # A short segment found exactly inside another segment is too generic to prove anything; one found
@@ -134,7 +136,8 @@ class BenchmarkIndex:
         return (self.windows(tokens)
                 .with_columns(pl.col("segment").map_batches(lambda s: words.gather(s)).alias("words"),
                               pl.col("segment").map_batches(lambda s: pl.Series(self.typos).gather(s)).alias("typos"))
-                .filter(pl.col("mismatches") <= pl.col("typos"), ~pl.col("keyword_changed"),
+                .filter(pl.col("mismatches") <= pl.col("typos"),
+                        ~pl.col("keyword_changed") | (pl.col("words") >= self.ngram),
                         (pl.col("words") >= self.min_short_words) | (2 * pl.col("words") >= pl.col("field_words")))
                 .group_by("row", "segment")
                 .agg((1 - pl.col("mismatches").min() / pl.col("words").first()).alias("overlap")))
