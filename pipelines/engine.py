@@ -233,8 +233,14 @@ def index_rows(batch: pl.DataFrame, stage: Stage) -> pl.DataFrame:
 def decide(index: pl.DataFrame, stage: Stage) -> Decision:
     decision = stage.operator.decide(index)
     decision = decision if isinstance(decision, Decision) else Decision(decision)
-    if decision.copies is not None and len(decision.copies) and decision.copies["copies"].min() < 1:
-        raise SluiceError(f"stage {stage.name!r} ({stage.operator.name}): a row was given fewer than 1 copy")
+    if decision.copies is not None and len(decision.copies):
+        where = f"stage {stage.name!r} ({stage.operator.name})"
+        if decision.copies["copies"].min() < 1:
+            raise SluiceError(f"{where}: a row was given fewer than 1 copy")
+        extra = decision.copies.with_columns(pl.int_ranges(2, pl.col("copies") + 1).alias("k")).explode("k")
+        copy_ids = extra.drop_nulls("k").select(pl.format("{}#{}", "id", "k"))["id"]
+        if (taken := copy_ids.filter(copy_ids.is_in(index["id"].implode()))).len():
+            raise SluiceError(f"{where}: the copy id {taken[0]!r} is already a row's id; rename the input ids")
     return decision
 
 

@@ -148,3 +148,12 @@ def test_a_run_with_a_cache_keeps_shards_on_disk_between_stages(write_config, tm
     assert all(p.frame is None and cache in p.path.parents for p in outcome.parts + outcome.rejected)
     assert not list(cache.glob(".spill-*"))  # read shards parked on disk are gone once the release is out
     assert sum(p.rows for p in outcome.parts) == json.loads((folder / "manifest.json").read_text())["rows"]
+
+
+def test_copies_whose_ids_are_taken_fail_the_run(write_config, tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"id": "r1", "text": "Row 1."}\n{"id": "r1#2", "text": "Row 2."}\n')
+    pipeline = config.load(write_config([{"path": str(path), "fields": {"text": "text"}}]))
+    pipeline.stages.append(Stage("rebalance", Rebalance()))
+    with pytest.raises(SluiceError, match="the copy id 'r1#2' is already a row's id"):
+        execute(pipeline)
