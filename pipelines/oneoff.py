@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -17,7 +18,8 @@ import polars as pl
 from operators.base import Operator
 from operators.errors import ConfigError
 from pipelines.config import Stage
-from pipelines.engine import Outcome, concat_frames, run_stages
+from pipelines.cache import ShardCache
+from pipelines.engine import Outcome, Part, run_stages
 from pipelines.readers import Source, detect_format
 
 OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
@@ -38,21 +40,25 @@ def add_io_arguments(parser: argparse.ArgumentParser, text_field: bool = True) -
 def run_job(args: argparse.Namespace, operators: list[Operator], fields: list[str]) -> Outcome:
     """Read `args.input`, run `operators` as stages, write `args.output` and its rejects, print the books.
 
-    `fields` are the input columns the operators need: each must be a non-empty string in every row."""
+    `fields` are the input columns the operators need: each must be a non-empty string in every row. Between
+    stages the rows wait on disk in a scratch folder beside the output (removed at the end), so memory holds a
+    few shards and a global stage's index, not the whole input; the outcome returned is for its books."""
     source = _source(args, fields)
     output = _check_output(args.output, args.input)
     stages = [Stage(op.name, op) for op in operators]
-    outcome = run_stages([source], stages, args.shard_rows)
-    write_table(concat_frames(outcome.shards), output)
+    output.parent.mkdir(parents=True, exist_ok=True)
     rejects = rejects_path(output)
-    if outcome.rejects:
-        write_table(concat_frames(outcome.rejects), rejects)
-    elif rejects.exists():
-        rejects.unlink()  # a stale file from an earlier run would contradict this run's counts
+    with tempfile.TemporaryDirectory(prefix=f".{output_stem(output)}.scratch-", dir=output.parent) as scratch:
+        outcome = run_stages([source], stages, args.shard_rows, cache=ShardCache(Path(scratch)))
+        write_parts(outcome.parts, output)
+        if outcome.rejected:
+            write_parts(outcome.rejected, rejects)
+        elif rejects.exists():
+            rejects.unlink()  # a stale file from an earlier run would contradict this run's counts
     print(outcome.ledger.table())
     kept = outcome.ledger.stages[-1].rows_out
     print(f"\nwrote {kept:,} rows -> {output}" + (f"; {outcome.ledger.total_dropped:,} rejects -> {rejects}"
-                                                  if outcome.rejects else ""))
+                                                  if outcome.rejected else ""))
     return outcome
 
 
@@ -65,17 +71,25 @@ def rejects_path(output: Path) -> Path:
     return output.with_name(f"{output_stem(output)}.rejects.parquet")
 
 
-def write_table(frame: pl.DataFrame, path: Path) -> None:
+def write_table(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
+    """Write a table as Parquet, JSON lines or gzipped JSON lines by `path`'s name (a lazy one streamed)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    lazy = frame.lazy()
     if path.name.endswith(".parquet"):
-        frame.write_parquet(tmp, compression="zstd", statistics=True)
+        lazy.sink_parquet(tmp, compression="zstd", statistics=True)
     elif path.name.endswith(".jsonl.gz"):
         with gzip.open(tmp, "wb") as fh:
-            frame.write_ndjson(fh)
+            lazy.collect().write_ndjson(fh)
     else:
-        frame.write_ndjson(tmp)
+        lazy.sink_ndjson(tmp)
     tmp.replace(path)  # never a half-written output under the real name
+
+
+def write_parts(parts: list[Part], path: Path) -> None:
+    """The rows of `parts`, in order, as one table (columns that differ between parts are unified)."""
+    frames = [pl.scan_parquet(p.path) if p.frame is None else p.frame.lazy() for p in parts]
+    write_table(pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"id": pl.String}), path)
 
 
 def _source(args: argparse.Namespace, fields: list[str]) -> Source:

@@ -32,6 +32,7 @@ def test_alpaca_json_to_parquet_keeps_columns_and_writes_rejects(tmp_path, alpac
     assert dict(rejects.group_by("reason").len().iter_rows()) == {"read:empty_field": 49, "exact_dedup:duplicate": 1451}
     assert "wrote 50,502 rows" in capsys.readouterr().out
     assert outcome.ledger.stages[-1].rows_out == len(kept)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.parquet", "out.rejects.parquet"]  # no scratch left
 
 
 def test_jsonl_output_and_no_stale_rejects(tmp_path):
