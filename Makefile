@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run generate test lock clean
+.PHONY: install run generate test lock clean embeddings
 
 # The environment is rebuilt only when the dependency pins change.
 $(STAMP): pyproject.toml constraints.txt
@@ -24,6 +24,10 @@ run: $(STAMP)
 generate: $(STAMP)
 	$(BIN)/sluice generate configs/generate_demo.yaml
 	$(BIN)/sluice run configs/generate_demo_release.yaml
+
+# Optional: sentence embeddings for the diversity samplers (features: embedding); PyTorch, ~5 GB installed.
+embeddings: $(STAMP)
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[embeddings]"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

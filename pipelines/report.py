@@ -10,8 +10,9 @@ A section appears only when its data exists, so the report works on whatever col
     duplicate clusters  rejects whose rule names a duplicate ("...dup...") and whose `detail` is the kept row's id
     contamination       rejects whose rule names contamination, `detail` = "benchmark:item"; a `contamination` column
     languages, sources  the `lang` and `source` columns; generating models: the `gen_model` column
-    diversity           manifest["diversity"] = diversity_metrics(...) output (numeric leaves, nested names dotted),
-                        optionally with "cluster_sizes": [rows per cluster]
+    diversity           manifest["stages"][i]["stats"] of samplers ("diversity": {"before", "after"}, "cluster_sizes")
+                        and of mix ("mixture"); manifest["diversity"] = diversity_metrics(...) output (numeric
+                        leaves, nested names dotted), optionally with "cluster_sizes": [rows per cluster]
     generation usage    manifest["generation"] = Usage.to_json(): {"models": {model: {prompt_tokens,
                         completion_tokens, calls}}, "requests", "cache_hits", "calls", "retries", "failures", "cost"}
 """
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from operators.diversity.metrics import headline
 from pipelines.accounting import Ledger
 from pipelines.card import PROVENANCE, generation_totals, generation_usage
 
@@ -255,18 +257,60 @@ def _category_section(data: pl.LazyFrame | None, column: str, title: str, captio
 
 
 def _diversity_section(manifest: dict[str, Any]) -> str:
-    """`manifest["diversity"]`: what `operators.diversity.metrics.diversity_metrics` returns (nested numbers are
-    listed as dotted names), plus `cluster_sizes`, rows per cluster, when a sampler records them."""
+    """What the diversity stages recorded in their stats (samplers: budget, metrics before and after, cluster
+    sizes; mix: the realised mixture), and `manifest["diversity"]` when a release carries one: what
+    `diversity_metrics` returns (nested numbers listed as dotted names), plus `cluster_sizes`."""
+    figures, tables = [], []
+    for stage in manifest.get("stages", []):
+        stats = stage.get("stats") or {}
+        name, op = stage.get("stage", "?"), stage.get("op", "?")
+        name = name if name == op else f"{name} ({op})"
+        if isinstance(stats.get("diversity"), dict):
+            tables.append(_before_after_table(name, stats))
+        if stats.get("cluster_sizes"):
+            sizes, kept = (np.array(stats.get(k) or [], dtype=float) for k in ("cluster_sizes", "cluster_kept"))
+            figures.append(_figure(f"{name}: rows per cluster", _histogram_svg(sizes, "rows per cluster", log_ok=True),
+                                   f"{len(sizes):,} clusters of the stage's input" + (
+                                       f"; kept {int(kept.min()):,}-{int(kept.max()):,} rows per cluster" if len(kept) else "")))
+        if isinstance(stats.get("mixture"), dict):
+            tables.append(_mixture_table(name, stats))
     diversity = dict(manifest.get("diversity") or {})
     sizes = np.array(diversity.pop("cluster_sizes", None) or [], dtype=float)
     metrics = _numbers(diversity)
-    if not metrics and not len(sizes):
+    if metrics:
+        tables.append(_table(("metric", "value"), [(k, f"{v:,.4g}") for k, v in metrics.items()]))
+    if len(sizes):
+        figures.append(_figure("rows per cluster", _histogram_svg(sizes, "rows per cluster", log_ok=True),
+                               f"{len(sizes):,} clusters"))
+    if not figures and not tables:
         return ""
-    table = _table(("metric", "value"), [(k, f"{v:,.4g}") for k, v in metrics.items()]) if metrics else ""
-    figures = [_figure("rows per cluster", _histogram_svg(sizes, "rows per cluster", log_ok=True),
-                       f"{len(sizes):,} clusters")] if len(sizes) else []
-    return _section("Diversity", "Diversity metrics of the released rows and the sizes of their clusters.",
-                    figures, table)
+    return _section("Diversity", "Diversity metrics of the released rows and the sizes of their clusters; for each "
+                    "sampler the rows before and after it (large sets measured on a seeded sample), for each "
+                    "mix the mixture it realised.", figures, "".join(tables))
+
+
+def _before_after_table(name: str, stats: dict[str, Any]) -> str:
+    diversity = stats["diversity"]
+    before, after = (headline(diversity.get(k) or {}) for k in ("before", "after"))
+    rows = [(label, _metric(before.get(label)), _metric(after.get(label))) for label in before]
+    budget = f"budget {stats['budget']:,}: " if isinstance(stats.get("budget"), int) else ""
+    title = f"{name}: {budget}{_metric(stats.get('rows_in'))} rows in, {_metric(stats.get('selected'))} selected"
+    return f"<h3>{_esc(title)}</h3>" + _table(("metric", "before", "after"), rows)
+
+
+def _mixture_table(name: str, stats: dict[str, Any]) -> str:
+    rows = []
+    for source, m in stats["mixture"].items():
+        tokens = f"{m['tokens']:,} ({m['share_tokens']:.1%})" if "tokens" in m else "-"
+        rows.append((source, f"{m.get('target_share', 0):.1%}", f"{m.get('available_rows', 0):,}",
+                     f"{m.get('rows', 0):,} ({m.get('share_rows', 0):.1%})", tokens, f"{m.get('copies', 0):,}"))
+    title = f"{name}: mixture by {stats.get('unit', 'rows')}, at most {stats.get('max_repeat', 1)} copies of a row"
+    return f"<h3>{_esc(title)}</h3>" + _table(("source", "target share", "rows available", "rows (share)",
+                                               "words (share)", "repeated copies"), rows)
+
+
+def _metric(value: float | int | None) -> str:
+    return "-" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
 
 
 def _numbers(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:

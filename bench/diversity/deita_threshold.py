@@ -19,7 +19,7 @@ ref = ReferenceClusters(text, clusters=1000, seed=12345)
 for t in [float(a) for a in sys.argv[1:]] or [0.6]:
     op = DeitaSample(budget=5000, fields=run.FIELDS, threshold=t)
     idx = pl.concat([op.index(frame[i:i+50000]) for i in range(0, len(frame), 50000)])
-    d = op.decide(idx)
+    d = op.decide(idx).drops
     kept = frame.filter(~pl.col("id").is_in(d["id"].implode()))
     kt = kept.select(pl.concat_str(run.FIELDS, separator="\n"))[:, 0]
     print(t, "skipped as similar:", d["detail"].str.starts_with("similar_to").sum(), cluster_diversity(kt, ref),

@@ -64,7 +64,7 @@ def one(method: str, rows: int, shard_rows: int = 50_000) -> None:
     start = time.perf_counter()
     index = pl.concat([op.index(frame[i: i + shard_rows]) for i in range(0, len(frame), shard_rows)])
     indexed = time.perf_counter()
-    drops = op.decide(index)
+    drops = op.decide(index).drops
     done = time.perf_counter()
     kept = frame.filter(~pl.col("id").is_in(drops["id"].implode()))["id"].to_list()
     peak_kb = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
@@ -80,8 +80,7 @@ def timed(method: str, rows: int) -> dict:
 
 
 def quality(peer: Path | None = None) -> list[dict]:
-    from operators.diversity.metrics import (ReferenceClusters, cluster_diversity, distinct_n,
-                                             pairwise_similarity, verb_object_coverage)
+    from operators.diversity.metrics import ReferenceClusters
 
     frame = pool(52_002)
     text = frame.select(pl.concat_str(FIELDS, separator="\n"))[:, 0]
@@ -93,20 +92,26 @@ def quality(peer: Path | None = None) -> list[dict]:
             run = {"method": "pool (52k)", "rows": len(frame), "kept": frame["id"].to_list()}
         else:
             run = json.loads(peer.read_text()) if method == "peer" else timed(method, len(frame))
-        picked = frame.filter(pl.col("id").is_in(run.pop("kept")))
-        t = picked.select(pl.concat_str(FIELDS, separator="\n"))[:, 0]
-        vo = verb_object_coverage(picked["instruction"])
-        at_equal_words = {f"{k}_at_50k_words": v for k, v in distinct_n(t, max_words=EQUAL_WORDS).items()}
-        run |= distinct_n(t) | at_equal_words | {
-            "coverage": cluster_diversity(t, reference)["coverage"],
-            "entropy_norm": cluster_diversity(t, reference)["entropy_normalized"],
-            "verbs": vo["unique_verbs"], "verb_objects": vo["unique_verb_objects"], "verb_entropy": vo["verb_entropy"],
-            "rouge_l_mean": pairwise_similarity(t, pairs=3000)["rouge_l"]["mean"],
-            "words_mean": round(float(t.str.count_matches(r"\S+").mean()), 1),
-        }
+        run |= measure(frame.filter(pl.col("id").is_in(run.pop("kept"))), reference)
         print(json.dumps(run), flush=True)
         results.append(run)
     return results
+
+
+def measure(picked: pl.DataFrame, reference) -> dict:
+    """The README's metrics of a selection, against the yardstick clustering `reference`."""
+    from operators.diversity.metrics import cluster_diversity, distinct_n, pairwise_similarity, verb_object_coverage
+
+    t = picked.select(pl.concat_str(FIELDS, separator="\n"))[:, 0]
+    vo = verb_object_coverage(picked["instruction"])
+    at_equal_words = {f"{k}_at_50k_words": v for k, v in distinct_n(t, max_words=EQUAL_WORDS).items()}
+    clusters = cluster_diversity(t, reference)
+    return distinct_n(t) | at_equal_words | {
+        "coverage": clusters["coverage"], "entropy_norm": clusters["entropy_normalized"],
+        "verbs": vo["unique_verbs"], "verb_objects": vo["unique_verb_objects"], "verb_entropy": vo["verb_entropy"],
+        "rouge_l_mean": pairwise_similarity(t, pairs=3000)["rouge_l"]["mean"],
+        "words_mean": round(float(t.str.count_matches(r"\S+").mean()), 1),
+    }
 
 
 def scaling(sizes: list[int], methods: list[str]) -> list[dict]:

@@ -13,7 +13,8 @@ import polars as pl
 from pydantic import Field
 
 from operators.diversity import features as ft
-from operators.diversity.samplers import SamplerParams, Sampler, joined_text, top_k
+from operators.diversity.features import joined_text
+from operators.diversity.samplers import Sampler, SamplerParams, Selection, top_k
 from operators.errors import ConfigError
 from operators.registry import register
 
@@ -54,7 +55,7 @@ class DsirSample(Sampler):
         keys = log_weight - np.log(-np.log(u))  # + Gumbel noise: top-k = sampling without replacement
         frame = pl.DataFrame({"w": np.round(log_weight, 3), "k": np.round(keys, 3)})
         detail = frame.select(pl.format("log_weight={} key={}", "w", "k")).to_series()
-        return top_k(keys, self.params.budget), detail
+        return Selection(top_k(keys, self.params.budget), detail)
 
 
 def _log_probs(counts: np.ndarray) -> np.ndarray:

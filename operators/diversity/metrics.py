@@ -185,3 +185,45 @@ def diversity_metrics(texts: Texts, reference: Texts | ReferenceClusters | None 
     if instructions is not None:
         result["verb_object"] = verb_object_coverage(instructions)
     return result
+
+
+
+STATS_ROWS = 20_000  # stage stats measure a seeded sample of at most this many rows: a few seconds per stage
+
+
+def before_after(pool: pl.DataFrame, kept: pl.DataFrame, fields: list[str], seed: int = 0,
+                 max_rows: int = STATS_ROWS) -> dict:
+    """Diversity of a sampler's input (`pool`) and of the rows it kept, both against one clustering of the
+    pool (100 clusters): {"before": ..., "after": ...}, each what `diversity_metrics` returns (with the
+    verb-object coverage when the rows have an `instruction` column). A set larger than `max_rows` is
+    measured on a seeded sample of that many rows; `rows` stays the full count, `measured_rows` says so."""
+    result = {}
+    reference = None
+    for name, frame in (("before", pool), ("after", kept)):
+        sample = frame if frame.height <= max_rows else frame.filter(
+            pl.Series(ft.uniform(frame["id"], seed)).rank("ordinal") <= max_rows)
+        texts = ft.joined_text(sample, fields)
+        reference = reference or ReferenceClusters(texts, seed=seed)
+        instructions = sample["instruction"] if "instruction" in sample.columns else None
+        metrics = diversity_metrics(texts, reference, instructions, seed)
+        result[name] = metrics | {"rows": frame.height, "measured_rows": sample.height}
+    return result
+
+
+HEADLINE = [("rows", ("rows",)), ("distinct-1", ("distinct_1",)), ("distinct-2", ("distinct_2",)),
+            ("cluster coverage", ("cluster", "coverage")), ("cluster entropy (norm.)", ("cluster", "entropy_normalized")),
+            ("pairwise ROUGE-L mean", ("pairwise", "rouge_l", "mean")),
+            ("pairwise Jaccard mean", ("pairwise", "jaccard", "mean")),
+            ("root verbs", ("verb_object", "unique_verbs")), ("verb-object pairs", ("verb_object", "unique_verb_objects"))]
+
+
+def headline(metrics: dict) -> dict[str, float | int]:
+    """The metrics worth a table line, by label, from a `diversity_metrics` result (absent ones skipped)."""
+    result = {}
+    for label, path in HEADLINE:
+        value = metrics
+        for key in path:
+            value = value.get(key) if isinstance(value, dict) else None
+        if isinstance(value, int | float):
+            result[label] = value
+    return result

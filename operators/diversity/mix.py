@@ -2,32 +2,36 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
 import polars as pl
 from pydantic import Field, field_validator
 
-from operators.base import GlobalOperator, Params
+from operators.base import Decision, GlobalOperator, Params
 from operators.diversity import features as ft
-from operators.diversity.samplers import joined_text
+from operators.diversity.features import joined_text
 from operators.errors import ConfigError
 from operators.registry import register
 
 
 @register
 class Mix(GlobalOperator):
-    """Mix sources by target shares of rows or tokens, down-sampling each at random (seeded).
+    """Mix sources by target shares of rows or tokens: down-sample each at random (seeded), and up-sample a
+    source that is too small by repeating its rows, at most `max_repeat` times each.
 
-    Sources not named in `ratios` are dropped as `not_in_mix`, surplus rows as `not_selected`."""
+    Sources not named in `ratios` are dropped as `not_in_mix`, surplus rows as `not_selected`; a repeated
+    row's extra copies get the ids `<id>#2`, `<id>#3`, ... The manifest records the realised mixture."""
 
     name = "mix"
 
     class Params(Params):
         ratios: dict[str, float] = Field(min_length=1, description="source -> share (normalised to sum 1)")
         unit: Literal["rows", "tokens"] = Field(default="rows", description="what the shares measure")
-        total: int | None = Field(default=None, ge=1, description="rows or tokens in the mixture; default: "
-                                  "the largest the sources allow without upsampling")
+        total: int | None = Field(default=None, ge=1, description="rows or tokens in the mixture; default: the "
+                                  "largest the sources allow with at most max_repeat copies of a row")
+        max_repeat: int = Field(default=1, ge=1, description="most copies of one row (1: never up-sample)")
         fields: list[str] = Field(default=["text"], min_length=1, description="text columns counted as tokens")
         seed: int = 0
 
@@ -39,35 +43,66 @@ class Mix(GlobalOperator):
                 raise ValueError(f"ratio of source {bad[0]!r} must be > 0 (leave a source out to drop it)")
             return ratios
 
+    @property
+    def shares(self) -> dict[str, float]:
+        return {s: r / sum(self.params.ratios.values()) for s, r in self.params.ratios.items()}
+
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
         size = (token_counts(joined_text(batch, self.params.fields)) if self.params.unit == "tokens"
                 else pl.Series("size", np.ones(len(batch), np.int64)))
         return pl.DataFrame([batch["id"], batch["source"].cast(pl.String), size.alias("size")])
 
-    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
-        p = self.params
-        index = index.sort("id").with_columns(pl.Series("u", ft.uniform(index.sort("id")["id"], p.seed)))
-        shares = {s: r / sum(p.ratios.values()) for s, r in p.ratios.items()}
+    def decide(self, index: pl.DataFrame) -> Decision:
+        p, shares = self.params, self.shares
+        index = index.sort("id")
         available = dict(index.group_by("source").agg(pl.col("size").sum()).iter_rows())
         missing = [s for s in shares if not available.get(s)]
         if missing:
             raise ConfigError(f"mix: source {missing[0]!r} has no rows; sources present: {sorted(available)}")
-        most = min(available[s] / share for s, share in shares.items())
+        most = min(available[s] * p.max_repeat / share for s, share in shares.items())
         total = p.total or most
         if total > most * (1 + 1e-9):
             short = min(shares, key=lambda s: available[s] / shares[s])
-            raise ConfigError(f"mix: total {total:,} {p.unit} needs {shares[short] * total:,.0f} from source "
-                              f"{short!r}, which has {available[short]:,}; the most this mixture allows is "
-                              f"{int(most):,} (upsampling is not supported: a stage can only drop rows)")
+            need = shares[short] * total
+            raise ConfigError(f"mix: total {total:,} {p.unit} needs {need:,.0f} from source {short!r}, which has "
+                              f"{available[short]:,}; the most this mixture allows is {int(most):,} with "
+                              f"max_repeat={p.max_repeat}" + (f" (max_repeat: {math.ceil(need / available[short])} "
+                                                              f"would up-sample it)" if p.max_repeat == 1 else ""))
         targets = pl.DataFrame({"source": list(shares), "target": [shares[s] * total for s in shares]})
-        ranked = (index.join(targets, on="source", how="left", maintain_order="left")
+        ranked = (index.with_columns(pl.Series("u", ft.uniform(index["id"], p.seed)))
+                  .join(targets, on="source", how="left", maintain_order="left")
                   .sort("source", "u", "id")
-                  .with_columns(pl.col("size").cum_sum().over("source").alias("running")))
+                  .with_columns(pl.col("size").cum_sum().over("source").alias("running"),
+                                pl.col("size").sum().over("source").alias("source_size")))
+        # The rows of a source are taken in a seeded random order, pass after pass, until its target: a row
+        # is taken once per pass whose running total up to it stays within the target.
+        slack = pl.col("target") * 1e-9 + 1e-9
+        passes = ((pl.col("target") + slack - pl.col("running")) // pl.col("source_size") + 1).clip(0, p.max_repeat)
+        ranked = ranked.with_columns(passes.cast(pl.Int64).alias("copies"))
         outside = ranked.filter(pl.col("target").is_null())
-        surplus = ranked.filter(pl.col("target").is_not_null() & (pl.col("running") > pl.col("target") + 1e-9))
+        surplus = ranked.filter(pl.col("copies") == 0)
         detail = pl.format("source={} target={} {}", "source", pl.col("target").round(0).cast(pl.Int64), pl.lit(p.unit))
-        return pl.concat([self.drops(outside, "not_in_mix", pl.format("source={}", "source")),
-                          self.drops(surplus, "not_selected", detail)])
+        drops = pl.concat([self.drops(outside, "not_in_mix", pl.format("source={}", "source")),
+                           self.drops(surplus, "not_selected", detail)])
+        return Decision(drops, copies=ranked.filter(pl.col("copies") > 1).select("id", "copies"))
+
+    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+        """The realised mixture next to the target: per source the rows available, the rows and tokens (words)
+        in the mixture with their shares, and how many of those rows are repeated copies."""
+        has_text = all(f in kept.columns for f in self.params.fields)
+        realised = mixture(kept, self.params.fields if has_text else None)
+        is_copy = pl.col("id").str.contains(r"#\d+$") & pl.col("id").str.replace(r"#\d+$", "").is_in(kept["id"].implode())
+        copies = dict(kept.filter(is_copy).group_by(pl.col("source").cast(pl.String)).len().iter_rows())
+        originals = kept.filter(~is_copy)
+        offered = pl.concat([f.select(pl.col("source").cast(pl.String)) for f in (originals, rejected)
+                             if "source" in f.columns])
+        available = dict(offered.group_by("source").len().iter_rows())
+        sources = {}
+        for source in sorted(set(available) | set(self.shares)):
+            entry = {"target_share": round(self.shares.get(source, 0.0), 4), "available_rows": available.get(source, 0)}
+            sources[source] = entry | realised.get(source, {"rows": 0, "share_rows": 0.0}) | {"copies": copies.get(source, 0)}
+        return {"unit": self.params.unit, "max_repeat": self.params.max_repeat, "rows": kept.height,
+                "tokens_counted": has_text, "mixture": sources}
 
 
 def token_counts(texts: pl.Series) -> pl.Series:

@@ -1,20 +1,24 @@
 """Samplers: keep `budget` rows chosen for diversity (or at random); the rest are `not_selected` rejects.
 
-Each is a GlobalOperator: `index` turns a shard into hashed n-gram counts (plus the score column when one
-is used); `decide` sorts the whole index by id, so the choice depends on the seed and never on the shard
-order, and returns the rows not chosen with a detail saying why (cluster, nearest selected row, score...).
+Each is a GlobalOperator: `index` turns a shard into features (hashed n-gram counts, or sentence
+embeddings when asked) plus the score column when one is used; `decide` sorts the whole index by id, so
+the choice depends on the seed and never on the shard order, and returns the rows not chosen with a detail
+saying why (cluster, nearest selected row, score...). `stats` records the budget and the diversity of the
+rows before and after the stage in the manifest.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
-from operators.base import GlobalOperator, Params
+from operators.base import DETAIL, REASON, Decision, GlobalOperator, Params
 from operators.diversity import features as ft
+from operators.diversity.features import joined_text
+from operators.diversity.metrics import before_after
 from operators.errors import InputError
 from operators.registry import register
 
@@ -28,15 +32,36 @@ class SamplerParams(Params):
 
 
 class EmbeddingParams(SamplerParams):
-    n_features: int = Field(default=1 << 18, ge=16, description="hash buckets of the word 1-2-gram TF-IDF")
-    dims: int = Field(default=128, ge=2, le=1024, description="SVD dimensions the TF-IDF is reduced to")
+    features: Literal["tfidf", "embedding"] = Field(
+        default="tfidf", description="tfidf: hashed word 1-2-gram TF-IDF reduced by SVD (no download); embedding: "
+        "all-MiniLM-L6-v2 sentence embeddings (optional: pip install 'sluice[embeddings]')")
+    n_features: int = Field(default=1 << 18, ge=16, description="tfidf: hash buckets of the word 1-2-grams")
+    dims: int = Field(default=128, ge=2, le=1024, description="tfidf: SVD dimensions the TF-IDF is reduced to")
+
+    @field_validator("features")
+    @classmethod
+    def _installed(cls, features: str) -> str:
+        """A clear error when the config is read, not after every shard was read."""
+        if features == "embedding" and (problem := ft.sentence_model_missing()):
+            raise ValueError(problem)
+        return features
+
+
+class Selection(NamedTuple):
+    """A sampler's choice over the index (sorted by id): which rows it keeps, why each other one was not
+    kept (`detail`), and optional columns for the kept rows (`labels`, one row per index row)."""
+
+    keep: np.ndarray
+    detail: pl.Series | list[str]
+    labels: pl.DataFrame | None = None
 
 
 class Sampler(GlobalOperator):
-    """Shared machinery: features per shard, id order, the budget, and the rejects table."""
+    """Shared machinery: features per shard, id order, the budget, the rejects table and the stats."""
 
     Params: ClassVar[type[SamplerParams]] = SamplerParams
     ngrams: ClassVar[int] = 2
+    labels_all: ClassVar[bool] = False  # label the kept rows even when the budget keeps them all (stable schema)
 
     @property
     def score_col(self) -> str | None:
@@ -47,40 +72,56 @@ class Sampler(GlobalOperator):
         """Hash buckets of the n-gram counts `index` computes (None: the sampler needs no text)."""
         return getattr(self.params, "n_features", None)
 
+    @property
+    def sentence_features(self) -> bool:
+        return getattr(self.params, "features", "tfidf") == "embedding"
+
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
         columns = [batch["id"]]
-        if self.n_features:
+        if self.sentence_features:
+            columns.append(pl.Series("embedding", ft.sentence_embeddings(joined_text(batch, self.params.fields))))
+        elif self.n_features:
             counts = ft.ngram_counts(joined_text(batch, self.params.fields), self.n_features, self.ngrams)
             columns += ft.to_lists(counts)
         if self.score_col:
             columns.append(numeric_scores(batch, self.score_col))
         return pl.DataFrame(columns)
 
-    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
+    def decide(self, index: pl.DataFrame) -> Decision:
         index = index.sort("id")
-        if len(index) <= self.params.budget:
-            return self.drops(index.clear(), NOT_SELECTED)
-        keep, detail = self.select(index)
+        if len(index) <= self.params.budget and not self.labels_all:
+            return Decision(self.drops(index.clear(), NOT_SELECTED))
+        keep, detail, labels = self.select(index)
+        keep = pl.Series(keep)
         rows = index.select("id").with_columns(pl.Series("_detail", detail, dtype=pl.String))
-        return self.drops(rows.filter(~pl.Series(keep)), NOT_SELECTED, pl.col("_detail"))
+        drops = self.drops(rows.filter(~keep), NOT_SELECTED, pl.col("_detail"))
+        if labels is not None:
+            labels = pl.concat([index.select("id"), labels], how="horizontal").filter(keep)
+        return Decision(drops, labels=labels)
 
-    def select(self, index: pl.DataFrame) -> tuple[np.ndarray, list[str] | pl.Series]:
-        """(mask of kept rows, detail per row) over `index` sorted by id; exactly `budget` rows kept."""
+    def select(self, index: pl.DataFrame) -> Selection:
+        """The choice over `index` sorted by id; exactly min(budget, rows) rows kept."""
         raise NotImplementedError
+
+    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+        """Budget, rows in and selected, and the diversity before (every row in) and after (the kept rows)."""
+        pool = pl.concat([kept, rejected.drop(REASON, DETAIL, strict=False)], how="diagonal_relaxed")
+        result = {"budget": self.params.budget, "rows_in": pool.height, "selected": kept.height}
+        if kept.height:
+            result["diversity"] = before_after(pool, kept, self.params.fields, self.params.seed)
+        return result
 
     def counts(self, index: pl.DataFrame):
         return ft.from_lists(index["feat_idx"], index["feat_val"], self.n_features)
 
     def embedding(self, index: pl.DataFrame) -> np.ndarray:
+        """Unit vectors of the rows: the sentence embeddings `index` computed, else TF-IDF reduced by SVD."""
+        if "embedding" in index.columns:
+            return ft.normalize_rows(index["embedding"].to_numpy().astype(np.float32))
         return ft.embed(self.counts(index), self.params.dims, self.params.seed)
 
     def random_order(self, index: pl.DataFrame) -> np.ndarray:
         return ft.uniform(index["id"], self.params.seed)
-
-
-def joined_text(batch: pl.DataFrame, fields: list[str]) -> pl.Series:
-    parts = [pl.col(f).cast(pl.String).fill_null("") for f in fields]
-    return batch.select(pl.concat_str(parts, separator="\n").alias("text"))["text"]
 
 
 def numeric_scores(batch: pl.DataFrame, column: str) -> pl.Series:
@@ -111,16 +152,18 @@ class RandomSample(Sampler):
     name = "random_sample"
 
     def select(self, index):
-        return top_k(self.random_order(index), self.params.budget), pl.Series(["random"] * len(index))
+        return Selection(top_k(self.random_order(index), self.params.budget), pl.Series(["random"] * len(index)))
 
 
 @register
 class ClusterSample(Sampler):
     """k-means over word n-gram TF-IDF (SVD-reduced); the budget spread evenly or proportionally over clusters.
 
-    Inside a cluster rows are taken best-score-first when a score column is given, else at random."""
+    Inside a cluster rows are taken best-score-first when a score column is given, else at random. Kept
+    rows carry their cluster id (column `cluster_col`); the manifest gets the cluster sizes."""
 
     name = "cluster_sample"
+    labels_all = True
 
     class Params(EmbeddingParams):
         clusters: int | None = Field(default=None, ge=1, description="k of k-means; default budget/5 in [2, 2000]")
@@ -128,6 +171,8 @@ class ClusterSample(Sampler):
             default="balanced", description="balanced: equal share per cluster (small clusters kept whole); "
                                             "proportional: share by cluster size")
         score_col: str | None = Field(default=None, description="numeric column; best first inside a cluster")
+        cluster_col: str | None = Field(default="cluster", min_length=1,
+                                        description="column that gets each kept row's cluster id (null: none)")
 
     def select(self, index):
         p = self.params
@@ -138,7 +183,22 @@ class ClusterSample(Sampler):
         rank = rank_within(labels, self._priority(index))
         frame = pl.DataFrame({"cluster": labels, "rank": rank, "size": sizes[labels], "quota": quota[labels]})
         detail = frame.select(pl.format("cluster={} rank={} size={} quota={}", "cluster", "rank", "size", "quota"))
-        return rank < quota[labels], detail.to_series()
+        kept_labels = pl.DataFrame({p.cluster_col: labels.astype(np.int32)}) if p.cluster_col else None
+        return Selection(rank < quota[labels], detail.to_series(), kept_labels)
+
+    def stats(self, kept, rejected):
+        """The sampler stats plus the size of every cluster and the rows kept from it (index = cluster id)."""
+        result = super().stats(kept, rejected)
+        col = self.params.cluster_col
+        if col and col in kept.columns:
+            details = rejected[DETAIL] if DETAIL in rejected.columns else pl.Series(DETAIL, [], pl.String)
+            dropped = details.str.extract(r"^cluster=(\d+)", 1).cast(pl.Int64).drop_nulls().to_numpy()
+            chosen = kept[col].drop_nulls().cast(pl.Int64).to_numpy()
+            k = int(max(chosen.max(initial=-1), dropped.max(initial=-1))) + 1
+            kept_per = np.bincount(chosen, minlength=k)
+            result |= {"clusters": k, "cluster_sizes": (kept_per + np.bincount(dropped, minlength=k)).tolist(),
+                       "cluster_kept": kept_per.tolist()}
+        return result
 
     def _priority(self, index: pl.DataFrame) -> np.ndarray:
         """Higher first: the score if given (random among equals), else the seeded random draw."""
@@ -211,7 +271,7 @@ class KCenterSample(Sampler):
             closer = new < dist
             dist[closer], nearest[closer] = new[closer], pick
         frame = pl.DataFrame({"nearest": ids[nearest], "distance": np.round(dist, 4)})
-        return keep, frame.select(pl.format("nearest={} distance={}", "nearest", "distance")).to_series()
+        return Selection(keep, frame.select(pl.format("nearest={} distance={}", "nearest", "distance")).to_series())
 
 
 @register
@@ -259,7 +319,7 @@ class DeitaSample(Sampler):
         detail = frame.select(pl.when("blocked")
                               .then(pl.format("similar_to={} cosine={}", "blocker", "cosine"))
                               .otherwise(pl.format("budget_reached score={}", "score")))
-        return keep, detail.to_series()
+        return Selection(keep, detail.to_series())
 
     def _take(self, z, block, chosen, blocker, best_sim) -> list[int]:
         """The rows of `block` (best first) that pass the similarity test against `chosen` and each other."""

