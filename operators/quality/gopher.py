@@ -3,11 +3,13 @@ defaults, scored in Polars and decided as thresholds. Rule names and order follo
 
 from __future__ import annotations
 
+import numpy as np
 import polars as pl
 from pydantic import Field
 
 from operators.base import Filter, Params
 from operators.quality import text as tx
+from operators.quality import tokenize
 from operators.registry import register
 
 STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
@@ -148,51 +150,74 @@ def ngram_repetition(texts: pl.DataFrame, top: list[int], dup: list[int]) -> pl.
     characters (spaces excluded) of words covered by an n-gram that occurred earlier in the text. Both
     as fractions of the text's characters.
 
-    Vectorised over one long table of (row, position, word): an n-gram is a 64-bit hash chained over n
-    shifted word hashes, and with its row, "occurred earlier" is `is_first_distinct` over the whole
-    batch. Duplicate coverage is the union of the repeated n-grams' spans (the Gopher paper's definition);
-    datatrove walks the words greedily and skips n words after each repeat, which can count slightly less.
+    Vectorised in NumPy over the batch's tokens, one array each in text order: an n-gram is a 64-bit
+    polynomial hash rolled on from the (n-1)-gram's, so each n costs one pass; counts and first
+    occurrences come from Polars' hash-based `len().over` and `is_first_distinct`. Every occurrence of
+    a repeated n-gram starts with a repeated (n-1)-gram, so beyond the top-n sizes only the positions
+    whose (n-1)-gram repeats are looked at (a few percent of a page). Duplicate coverage is the union
+    of the repeated n-grams' spans (the Gopher paper's definition); datatrove walks the words greedily
+    and skips n words after each repeat, which can count slightly less.
     """
-    words = tx.words(pl.col("text"))
-    long = (
-        texts.select(words.alias("w"), pl.int_ranges(0, words.list.len()).alias("pos"), words.list.len().cast(pl.Int64).alias("n_words"))
-        .with_row_index("row")
-        .explode("w", "pos")
-        .filter(pl.col("w").is_not_null())
-        .with_columns(pl.col("w").str.len_chars().cast(pl.Int64).alias("len"), pl.col("w").hash(7).alias("h1"))
-        .with_columns(pl.col("len").cum_sum().alias("csum"))
-    )
-    keys, columns, out = {1: pl.col("h1")}, [], pl.DataFrame({"row": pl.Series([], dtype=pl.UInt32)})
+    table = tokenize.token_table(texts["text"])
+    rows = table["row"].to_numpy().astype(np.int64)
+    lengths = table["token"].str.len_chars().to_numpy().astype(np.int64)
+    word = table["token"].hash(7).to_numpy()
+    chars = texts["text"].str.len_chars().fill_null(0).to_numpy().astype(np.float64)
+    ends = np.cumsum(lengths)  # characters of the words up to and including each
+    out, key, live = {}, word.copy(), np.arange(len(rows))
     for n in range(2, max(top + dup, default=1) + 1):
-        keys[n] = pl.struct(keys[n - 1].alias("a"), pl.col("h1").shift(-(n - 1)).alias("b")).hash(11)
-    for n in top:
-        span = pl.col("csum").shift(-(n - 1)) - pl.col("csum") + pl.col("len") + (n - 1)
-        grams = (long.with_columns(keys[n].alias("key"), span.alias("span"))
-                 .filter(pl.col("pos") <= pl.col("n_words") - n)
-                 .group_by("row", "key")
-                 .agg(pl.len().alias("count"), pl.col("pos").min().alias("first"), pl.col("span").first()))
-        best = (grams.filter(pl.col("count") == pl.col("count").max().over("row"))
-                .filter(pl.col("first") == pl.col("first").min().over("row"))
-                .select("row", (pl.col("count") * pl.col("span")).alias(f"top_{n}")))
-        out = out.join(best, on="row", how="full", coalesce=True)
-        columns.append((f"top_{n}", f"score_gopher_top_{n}gram_frac"))
-    if dup:
-        covered = (long.select("row", *[_covered_chars(keys[n], n).alias(f"dup_{n}") for n in dup])
-                   .group_by("row").agg(pl.all().sum()))
-        out = out.join(covered, on="row", how="full", coalesce=True)
-        columns += [(f"dup_{n}", f"score_gopher_dup_{n}gram_frac") for n in dup]
-    chars = texts.select(pl.col("text").str.len_chars().alias("chars")).with_row_index("row")
-    joined = chars.join(out, on="row", how="left", maintain_order="left")
-    return joined.select(tx.ratio(pl.col(src).fill_null(0), pl.col("chars")).alias(dst) for src, dst in columns)
+        key[: len(key) - n + 1] = key[: len(key) - n + 1] * _PRIME + word[n - 1:]
+        fits = _fits(rows, n)
+        starts = np.flatnonzero(fits) if n in top else live[fits[live]]
+        counts, first = _counts(rows[starts], key[starts])
+        if n in top:
+            span = ends[starts + n - 1] - ends[starts] + lengths[starts] + (n - 1)
+            out[f"score_gopher_top_{n}gram_frac"] = _top_ngram_chars(rows[starts], counts, span, len(chars))
+        if n in dup:
+            out[f"score_gopher_dup_{n}gram_frac"] = _covered_chars(rows, lengths, starts[~first], n, len(chars))
+        live = starts[counts > 1]
+    columns = [f"score_gopher_top_{n}gram_frac" for n in top] + [f"score_gopher_dup_{n}gram_frac" for n in dup]
+    return pl.DataFrame({name: np.divide(out[name], chars, out=np.zeros_like(chars), where=chars > 0)
+                         for name in columns}, schema={name: pl.Float64 for name in columns})
 
 
-def _covered_chars(key: pl.Expr, n: int) -> pl.Expr:
-    """Characters of each word if an n-gram that repeats an earlier one covers it, else 0.
+_PRIME = np.uint64(0x100000001B3)  # the FNV-1 64-bit prime: any odd multiplier works
+_ROW_MIX = np.uint64(0x9E3779B97F4A7C15)
 
-    The long table is in (row, position) order and an n-gram never crosses its row's end, so a
-    window over the previous n start positions never reaches into another row."""
-    valid = pl.col("pos") <= pl.col("n_words") - n
-    key = pl.struct(pl.col("row"), key.alias("key")).hash(13)  # the same n-gram in another row is no repeat
-    repeat_start = (valid & ~pl.when(valid).then(key).is_first_distinct()).cast(pl.Int8)
-    covered = repeat_start.rolling_max(window_size=n, min_samples=1) > 0
-    return pl.when(covered).then(pl.col("len")).otherwise(0)
+
+def _fits(rows: np.ndarray, n: int) -> np.ndarray:
+    """True at each token where n tokens of the same text start."""
+    fits = np.zeros(len(rows), dtype=bool)
+    if len(rows) >= n:
+        fits[: len(rows) - n + 1] = rows[: len(rows) - n + 1] == rows[n - 1:]
+    return fits
+
+
+def _counts(rows: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each (row, key): how often it occurs, and whether this is its first occurrence."""
+    mixed = pl.Series(keys ^ (rows.astype(np.uint64) * _ROW_MIX))  # the same n-gram in another text is another
+    both = pl.DataFrame({"key": mixed}).select(pl.len().over("key").alias("count"), pl.col("key").is_first_distinct())
+    return both["count"].to_numpy(), both["key"].to_numpy()
+
+
+def _top_ngram_chars(rows: np.ndarray, counts: np.ndarray, span: np.ndarray, n_texts: int) -> np.ndarray:
+    """Per text: count x characters of its most frequent n-gram (the earliest of equally frequent ones)."""
+    out = np.zeros(n_texts)
+    if len(rows) == 0:
+        return out
+    first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])  # each text's first n-gram
+    most = np.maximum.reduceat(counts, first)
+    is_most = counts == np.repeat(most, np.diff(np.r_[first, len(rows)]))
+    earliest = np.minimum.reduceat(np.where(is_most, np.arange(len(rows)), len(rows)), first)
+    out[rows[first]] = most * span[earliest]
+    return out
+
+
+def _covered_chars(rows: np.ndarray, lengths: np.ndarray, repeats: np.ndarray, n: int, n_texts: int) -> np.ndarray:
+    """Per text: characters of the words inside an n-gram starting at one of the positions `repeats`."""
+    started = np.zeros(len(rows) + 1, dtype=np.int64)
+    started[repeats + 1] = 1
+    seen = np.cumsum(started)  # seen[i]: repeats starting before position i
+    position = np.arange(len(rows))
+    covered = seen[position + 1] - seen[np.maximum(position + 1 - n, 0)] > 0  # one started in the last n words
+    return np.bincount(rows, weights=np.where(covered, lengths, 0), minlength=n_texts).astype(np.float64)

@@ -101,15 +101,30 @@ def words(texts: pl.Series) -> pl.Series:
 
 def token_table(texts: pl.Series) -> pl.DataFrame:
     """One row per token, in order: `row` (the text's position in `texts`) and `token`."""
+    chunks, hard, split = _chunks(texts)
+    tokens = hard.join(split, left_on="token", right_on="chunk").select("row", "chunk_id", pl.col("tokens").alias("token"))
+    return (pl.concat([chunks.filter(~pl.col("hard")).select("row", "chunk_id", "token"), tokens.explode("token")])
+            .sort("chunk_id", maintain_order=True).drop("chunk_id"))
+
+
+def token_counts(texts: pl.Series) -> pl.Series:
+    """len(words(texts)), without building the lists."""
+    chunks, hard, split = _chunks(texts)
+    counts = chunks.join(split.select("chunk", pl.col("tokens").list.len().alias("n")), left_on="token",
+                         right_on="chunk", how="left").group_by("row").agg(pl.col("n").fill_null(1).sum())
+    rows = pl.DataFrame({"row": pl.arange(0, len(texts), eager=True, dtype=pl.UInt32)})
+    return rows.join(counts, on="row", how="left", maintain_order="left")["n"].fill_null(0).cast(pl.Int64).alias(texts.name)
+
+
+def _chunks(texts: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The texts' whitespace-separated chunks (row, chunk_id, token, hard), the hard ones (not a plain word
+    or number, or an exception), and the distinct hard chunks with their tokens (chunk, tokens)."""
     chunks = (pl.DataFrame({"token": texts.cast(pl.String).fill_null("").str.extract_all(r"\S+")})
               .with_row_index("row").explode("token").filter(pl.col("token").is_not_null())
               .with_row_index("chunk_id")
               .with_columns((~pl.col("token").str.contains(_PLAIN) | pl.col("token").is_in(_EXCEPTIONS)).alias("hard")))
     hard = chunks.filter("hard")
-    split = _split_chunks(hard["token"].unique())
-    tokens = hard.join(split, left_on="token", right_on="chunk").select("row", "chunk_id", pl.col("tokens").alias("token"))
-    return (pl.concat([chunks.filter(~pl.col("hard")).select("row", "chunk_id", "token"), tokens.explode("token")])
-            .sort("chunk_id", maintain_order=True).drop("chunk_id"))
+    return chunks, hard, _split_chunks(hard["token"].unique())
 
 
 def _merge_split_exceptions(table: pl.DataFrame) -> pl.DataFrame:
@@ -132,7 +147,7 @@ def _is_exception(s: pl.Expr) -> pl.Expr:
 def _split_chunks(chunks: pl.Series) -> pl.DataFrame:
     """chunk -> its tokens: affixes peeled, then the middle split as an exception, kept as a URL or split
     at infixes. Peeled affixes gather in `pre` and `suf` as space-separated strings (tokens hold no spaces)."""
-    state = pl.DataFrame({"chunk": chunks, "rest": chunks, "pre": "", "suf": ""})
+    state = pl.DataFrame({"chunk": chunks}).with_columns(pl.col("chunk").alias("rest"), pre=pl.lit(""), suf=pl.lit(""))
     finished = []
     for _ in range(_PEEL_ROUNDS):
         if state.is_empty():
@@ -215,3 +230,20 @@ def _split_infixes(s: pl.Expr) -> pl.Expr:
         for _ in range(1 if i == 0 else 2):
             s = s.str.replace_all(pattern, replacement)
     return s
+
+
+def sentence_counts(texts: pl.Series) -> pl.Series:
+    """Sentences per text as spaCy's sentencizer finds them (datatrove's C4 filter counts them): a new
+    sentence starts at a token that is not punctuation when a sentence-ending mark stood alone as a token
+    since the previous such token ("Mr." and "U.S." are one token each, so they end nothing)."""
+    token = pl.col("token")
+    table = token_table(texts).with_columns(
+        token.str.contains(r"^\p{Sentence_Terminal}$").cast(pl.UInt32).cum_sum().over("row").alias("ends"))
+    starts = (table.filter(~token.str.contains(r"^\p{P}+$"))
+              .with_columns((pl.col("ends") > pl.col("ends").shift(1).over("row").fill_null(0)).alias("start"))
+              .group_by("row").agg(pl.col("start").sum()))
+    sentences = table.group_by("row").agg(pl.lit(1, dtype=pl.UInt32).alias("first")).join(starts, on="row", how="left")
+    rows = pl.DataFrame({"row": pl.arange(0, len(texts), eager=True, dtype=pl.UInt32)})
+    counts = rows.join(sentences, on="row", how="left", maintain_order="left").select(
+        (pl.col("first").fill_null(0) + pl.col("start").fill_null(0)).cast(pl.Int64))
+    return counts.to_series().alias(texts.name)

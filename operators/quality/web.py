@@ -9,14 +9,12 @@ from pydantic import Field
 from operators.base import Filter, Mapper
 from operators.quality import text as tx
 from operators.quality.gopher import TextParams, text_of
+from operators.quality.tokenize import sentence_counts
 from operators.registry import register
 
 POLICY_PHRASES = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
 _CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 _TERMINAL = ('.', '?', '!', '"', "'")
-# A sentence ends at . ! ? (then closing quotes or brackets) before the next word, as spaCy's sentencizer
-# splits; a line that survives C4's rules ends in terminal punctuation, so it holds at least one sentence.
-_SENTENCE_BREAK = r"[.!?…]+[\"'”’)\]]*\s+[\"'“‘(\[]*[\p{L}\p{N}]"
 _LINE_BREAKS = r"\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
 
 
@@ -68,11 +66,14 @@ class C4Filter(Filter):
 
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
         lines = c4_lines(batch, self.params)
-        sentences = pl.col("line").str.count_matches(_SENTENCE_BREAK) + 1
-        per_row = lines.group_by("row", maintain_order=True).agg(
+        kept = lines["kept"]
+        sentences = pl.Series(kept.cast(pl.Int64))  # 0 for a dropped line
+        if self.params.min_sentences is not None:
+            sentences = sentences.scatter(kept.arg_true(), sentence_counts(lines["line"].filter(kept)))
+        per_row = lines.with_columns(sentences.alias("sentences")).group_by("row", maintain_order=True).agg(
             pl.col("lorem").any().alias("score_c4_lorem_ipsum"),
             pl.col("curly").any().alias("score_c4_curly_bracket"),
-            sentences.filter(pl.col("kept")).sum().cast(pl.Int64).alias("score_c4_sentences"),
+            pl.col("sentences").sum().cast(pl.Int64).alias("score_c4_sentences"),
             tx.ratio(pl.col("kept").sum(), pl.len()).alias("score_c4_kept_lines_ratio"),
         )
         return pl.concat([batch, per_row.drop("row")], how="horizontal")
