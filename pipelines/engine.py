@@ -249,8 +249,9 @@ def apply_decision(batch: pl.DataFrame, stage: Stage, decision: Decision) -> Spl
     hit = pl.col("id").is_in(decision.drops["id"].implode())
     rejected = batch.filter(hit).join(decision.drops, on="id", how="left", maintain_order="left")
     kept = batch.filter(~hit)
-    if decision.labels is not None:
-        kept = kept.join(decision.labels, on="id", how="left", maintain_order="left")
+    if decision.labels is not None:  # a label replaces a column of the same name (an earlier stage's cluster)
+        kept = kept.drop([c for c in decision.labels.columns if c != "id"], strict=False) \
+            .join(decision.labels, on="id", how="left", maintain_order="left")
     if decision.copies is not None:
         kept = _repeated(kept, decision.copies)
     return Split(kept, _prefix_reasons(rejected, stage))

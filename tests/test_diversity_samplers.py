@@ -88,7 +88,9 @@ def test_diverse_samplers_beat_random_on_coverage_and_distinct_n(pool):
 
 
 def test_cluster_details_name_cluster_rank_and_quota(pool):
-    _, drops = run(ClusterSample(budget=300, clusters=10, **SMALL), pool)
+    labelled = pool.with_columns(pl.lit(-1).alias("cluster"))  # e.g. from an earlier cluster_sample stage
+    kept, drops = run(ClusterSample(budget=300, clusters=10, **SMALL), labelled)
+    assert kept["cluster"].is_between(0, 9).all() and "cluster_right" not in kept.columns  # replaced
     pattern = r"cluster=(?<cluster>\d+) rank=(?<rank>\d+) size=(?<size>\d+) quota=(?<quota>\d+)"
     parts = drops.select(pl.col("detail").str.extract_groups(pattern)).unnest("detail").cast(pl.Int64)
     assert parts.null_count().sum_horizontal().item() == 0
