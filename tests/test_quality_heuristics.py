@@ -12,8 +12,9 @@ import pytest
 
 from conftest import DCLM, SHARED
 from operators import get
-from operators.quality import C4Filter, C4Lines, FineWebFilter, GopherQuality, GopherRepetition
+from operators.quality import C4Filter, C4Lines, FineWebFilter, GopherQuality, GopherRepetition, InstructionFilter, LanguageId
 from operators.quality import text as tx
+from operators.quality import tokenize
 from operators.quality.gopher import ngram_repetition
 
 WEB_FILTERS = [GopherQuality, GopherRepetition, C4Filter, FineWebFilter]
@@ -95,10 +96,9 @@ def test_repetition_rules_catch_repeats():
     assert reasons(op, "B", PROSE, "Odd", PROSE) == [None, None, None, None]
 
 
-def reference_ngrams(text: str, top: list[int], dup: list[int]) -> list[float]:
+def reference_ngrams(text: str, words: list[str], top: list[int], dup: list[int]) -> list[float]:
     """Plain-Python definitions: most frequent n-gram's characters x count (joined with spaces, ties to
     the first); characters of words covered by an n-gram seen before in the text."""
-    words = pl.select(tx.words(pl.lit(text))).item().to_list()
     out = []
     for n in top:
         grams = [" ".join(words[i:i + n]) for i in range(len(words) - n + 1)]
@@ -121,8 +121,8 @@ def reference_ngrams(text: str, top: list[int], dup: list[int]) -> list[float]:
 def test_vectorised_ngram_statistics_equal_the_reference(dclm):
     sample = dclm.head(120)
     got = ngram_repetition(sample.select("text"), [2, 3, 4], [5, 7, 10]).rows()
-    for text, row in zip(sample["text"], got):
-        assert row == pytest.approx(reference_ngrams(text, [2, 3, 4], [5, 7, 10]), abs=1e-12)
+    for text, words, row in zip(sample["text"], tokenize.words(sample["text"]), got):
+        assert row == pytest.approx(reference_ngrams(text, words.to_list(), [2, 3, 4], [5, 7, 10]), abs=1e-12)
 
 
 def test_c4_rules_and_line_cleaning():
@@ -174,6 +174,75 @@ def test_bad_input_gets_defined_scores_and_counted_decisions(cls):
     assert len(kept) + len(rejected) == len(batch)
     assert rejected["reason"].null_count() == 0
     assert {"empty", "whitespace", "null", "binary"} <= set(rejected["id"])
+
+
+def bad_batch() -> pl.DataFrame:
+    batch = pl.DataFrame({"id": list(BAD_INPUT), "text": list(BAD_INPUT.values())})
+    return pl.concat([batch, pl.DataFrame({"id": ["null"], "text": [None]}, schema=batch.schema)])
+
+
+def test_c4_line_cleaning_keeps_every_row_of_bad_input():
+    batch = bad_batch()
+    cleaned = C4Lines().map(batch)
+    assert cleaned["id"].to_list() == batch["id"].to_list() and cleaned["text"].null_count() == 0
+    lengths = dict(zip(cleaned["id"], cleaned["text"].str.len_chars()))
+    assert lengths["empty"] == lengths["null"] == lengths["binary"] == lengths["chinese"] == 0  # no "." ending a line
+    assert lengths["enormous"] > 1_000_000
+
+
+def test_language_id_on_bad_input_gives_defined_scores_and_counted_rejects():
+    batch = bad_batch()
+    scored = LanguageId().score(batch)
+    assert scored["lang"].null_count() == 0 and scored["lang_score"].is_between(0, 1).all()
+    langs = dict(zip(scored["id"], scored["lang"]))
+    assert (langs["chinese"], langs["japanese"], langs["thai"], langs["enormous"]) == ("zh", "ja", "th", "en")
+    kept, rejected = LanguageId().process(batch)
+    assert kept["id"].to_list() == ["single_line", "enormous"] and len(kept) + len(rejected) == len(batch)
+    assert dict(zip(rejected["id"], rejected["reason"]))["empty"] == "low_language_score"
+
+
+def test_instruction_rules_on_bad_input_give_defined_scores_and_counted_rejects():
+    bad = bad_batch()
+    outputs = bad.select("id", pl.lit("Summarise the text below.").alias("instruction"), pl.lit("").alias("input"),
+                         pl.col("text").alias("output"))
+    instructions = bad.select((pl.col("id") + "_as_instruction").alias("id"), pl.col("text").alias("instruction"),
+                              pl.lit(None, dtype=pl.String).alias("input"), pl.lit("A plain answer.").alias("output"))
+    batch = pl.concat([outputs, instructions])
+    scores = InstructionFilter().score(batch).select(pl.selectors.starts_with("score_"))
+    assert scores.width >= 6 and scores.null_count().sum_horizontal().item() == 0
+    kept, rejected = InstructionFilter().process(batch)
+    reasons = dict(zip(rejected["id"], rejected["reason"]))
+    assert len(kept) + len(rejected) == len(batch) and rejected["reason"].null_count() == 0
+    assert {reasons[i] for i in ("empty", "whitespace", "newlines_only", "null")} == {"empty_output"}
+    assert reasons["enormous"] == "too_long_output" and reasons["null_as_instruction"] == "too_short_instruction"
+
+
+def test_tokens_and_sentences_are_spacys():
+    """Expected values are what datatrove's spaCy tokenizer and sentencizer give (spaCy 3.8, blank "en")."""
+    texts = ["Mr. Smith moved to the U.S. in Jan. 2020, e.g. to work at 10am.",
+             "I can't believe it's (almost) over... Don't you?",
+             "Visit https://example.com/a?b=1. It's well-known: 3-0 for them!",
+             "She said \"hello\"; we cannot go -- or can we? :)",
+             "See (Fig. 3):  A.B. Jones & Co. paid $5.50 for 10km of cable.",
+             "end.The next sentence starts here, without spaces.Really"]
+    assert tokenize.words(pl.Series(texts)).to_list() == [
+        ["Mr.", "Smith", "moved", "to", "the", "U.S.", "in", "Jan.", "2020", ",", "e.g.", "to", "work", "at", "10",
+         "am", "."],
+        ["I", "ca", "n't", "believe", "it", "'s", "(", "almost", ")", "over", "...", "Do", "n't", "you", "?"],
+        ["Visit", "https://example.com/a?b=1", ".", "It", "'s", "well", "-", "known", ":", "3", "-", "0", "for",
+         "them", "!"],
+        ["She", "said", '"', "hello", '"', ";", "we", "can", "not", "go", "--", "or", "can", "we", "?", ":)"],
+        ["See", "(", "Fig", ".", "3", "):", "A.B.", "Jones", "&", "Co.", "paid", "$", "5.50", "for", "10", "km", "of",
+         "cable", "."],
+        ["end", ".", "The", "next", "sentence", "starts", "here", ",", "without", "spaces", ".", "Really"]]
+    assert tokenize.sentence_counts(pl.Series(texts)).to_list() == [1, 1, 2, 1, 2, 3]
+    assert tokenize.token_counts(pl.Series(texts + ["", None])).to_list() == [17, 15, 15, 16, 19, 12, 0, 0]
+
+
+def test_long_punctuation_runs_and_empty_batches_tokenise():
+    assert tokenize.words(pl.Series(["Wow" + "!" * 300, "(" * 50 + "a" + ")" * 50])).list.len().to_list() == [301, 101]
+    assert tokenize.words(pl.Series([], dtype=pl.String)).to_list() == []
+    assert tokenize.sentence_counts(pl.Series(["", "One. Two."])).to_list() == [0, 2]
 
 
 def test_scripts_without_spaces_are_tokenised_without_error():
