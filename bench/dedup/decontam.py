@@ -59,6 +59,7 @@ def variant(text: str, form: str, rng: random.Random) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--per-benchmark", type=int, default=200)
+    parser.add_argument("--show-misses", action="store_true", help="print every missed planted row")
     parser.add_argument("--set", action="append", default=[], metavar="PARAM=INT",
                         help="an integer parameter of decontaminate, e.g. typo_words=9 (default: the defaults)")
     args = parser.parse_args()
@@ -99,6 +100,9 @@ def main() -> None:
     for r in flagged.join(frame.select("id", "instruction", "input"), on="id").iter_rows(named=True):
         print(f"  {r['id']} -> {r['contamination']}: {(r['instruction'] + ' ' + r['input'])[:140]!r}")
     print_misses(planted)
+    if args.show_misses:
+        for r in planted.filter(~pl.col("hit")).sort("expect").iter_rows(named=True):
+            print(f"  {r['form']:>16} {r['expect']} -> {r['contamination']}: {r['item'][:90]!r}")
 
 
 def print_misses(planted: pl.DataFrame) -> None:

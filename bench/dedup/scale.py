@@ -1,15 +1,18 @@
 """MinHash dedup at scale, the operator's own cost: index shard by shard, decide once, no reader, no writer.
 
-    .venv/bin/python bench/dedup/make_data.py scale /tmp/dedup-scale 5000000
-    .venv/bin/python bench/dedup/scale.py /tmp/dedup-scale/scale_5000000.parquet [--rows N] [--shard-rows 50000]
+    .venv/bin/python bench/dedup/make_data.py scale /tmp/dedup-scale 1000000
+    .venv/bin/python bench/dedup/scale.py index /tmp/dedup-scale/scale_1000000.parquet /tmp/dedup-scale/index_1m.parquet
+    .venv/bin/python bench/dedup/scale.py decide /tmp/dedup-scale/index_1m.parquet --copies 5
 
 `sluice dedup IN OUT` (bench/dedup/run.py) measures the verb end to end, but its reader turns every row into
-a Python dict (pipelines/readers.py, for JSON and Parquet alike), which at millions of rows costs as much as
-dedup itself. This runner reads the Parquet file with Polars one shard at a time, calls the same
-`MinHashDedup.index` the engine calls on each shard, drops the text, and runs `decide` once on the
-concatenated index: the staged design with only the index in memory. It prints, per phase, wall and CPU
-seconds (this process; Polars' threads included), CPU seconds per 100k rows, the peak RSS, the index's
-bytes per row and the rows removed.
+a Python dict (pipelines/readers.py, for JSON and Parquet alike), which at millions of rows costs about as
+much as dedup itself. `index` reads the Parquet file with Polars one shard at a time, calls the same
+`MinHashDedup.index` the engine calls on each shard, keeps only the index (the text is dropped), and saves
+it. `decide` runs `MinHashDedup.decide` once on a saved index, optionally on `--copies` K re-keyed copies of
+it (new ids, band hashes XOR-ed with a per-copy constant: K times the rows with the same bucket structure),
+which measures the one global step at K times the rows without recomputing K times the signatures.
+Each prints wall and CPU seconds (this process; Polars' threads included), the peak RSS, and for `index`
+the CPU seconds per 100k rows and the index's bytes per row.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ import resource
 import time
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 
 from operators.dedup import MinHashDedup
+from operators.dedup.minhash import BAND
 
 
 def cpu_seconds() -> float:
@@ -34,43 +39,63 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("data", type=Path)
-    parser.add_argument("--rows", type=int, help="only the first N rows")
-    parser.add_argument("--shard-rows", type=int, default=50_000)
-    args = parser.parse_args()
-    total = pq.ParquetFile(args.data).metadata.num_rows
-    rows = min(args.rows or total, total)
+def index(data: Path, out: Path, rows: int | None, shard_rows: int) -> None:
+    total = pq.ParquetFile(data).metadata.num_rows
+    rows = min(rows or total, total)
     op = MinHashDedup()
     op.layout  # the band optimiser (datasketch import) is not part of the per-row cost
-
     wall, cpu = time.perf_counter(), cpu_seconds()
-    parts, read_wall = [], 0.0
-    for start in range(0, rows, args.shard_rows):
-        t = time.perf_counter()
-        shard = pl.scan_parquet(args.data).slice(start, min(args.shard_rows, rows - start)).collect()
-        read_wall += time.perf_counter() - t
+    parts = []
+    for start in range(0, rows, shard_rows):
+        shard = pl.scan_parquet(data).slice(start, min(shard_rows, rows - start)).collect()
         parts.append(op.index(shard))
+        done = start + len(shard)
+        print(f"  {done:,} rows: {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU", flush=True)
         del shard
-    index = pl.concat(parts)
-    del parts
-    index_wall, index_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    index_bytes = index.estimated_size()
+    table = pl.concat(parts)
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    table.write_parquet(out)
+    print(f"index | {rows:,} rows | {wall:.0f} s wall | {cpu:.0f} s CPU | {cpu / rows * 1e5:.1f} CPU s per 100k rows | "
+          f"peak RSS {peak_rss_gib():.2f} GiB | {table.estimated_size() / rows:.0f} bytes/row in memory | "
+          f"{out.stat().st_size / rows:.0f} bytes/row as Parquet")
 
+
+def decide(saved: Path, copies: int) -> None:
+    table = pl.read_parquet(saved)
+    bands = [c for c in table.columns if c.startswith(BAND)]
+    salts = np.random.default_rng(0).integers(1, 2**63, size=copies, dtype=np.uint64)
+    table = pl.concat([table.with_columns(pl.format("{}~{}", "id", pl.lit(k)).alias("id") if k else pl.col("id"),
+                                          *[(pl.col(b) ^ pl.lit(salts[k], dtype=pl.UInt64)) if k else pl.col(b)
+                                            for b in bands])
+                       for k in range(copies)])
+    op = MinHashDedup()
+    op.layout
+    before = peak_rss_gib()
     wall, cpu = time.perf_counter(), cpu_seconds()
-    decision = op.decide(index)
-    decide_wall, decide_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    removed = len(decision.drops)
+    decision = op.decide(table)
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    print(f"decide | {len(table):,} rows ({copies} x {len(table) // copies:,}) | {wall:.0f} s wall | {cpu:.0f} s CPU | "
+          f"{cpu / len(table) * 1e5:.1f} CPU s per 100k rows | peak RSS {peak_rss_gib():.2f} GiB "
+          f"(index loaded: {before:.2f}) | removed {len(decision.drops):,}")
 
-    per_100k = 100_000 / rows
-    print(f"| {rows:,} | {index_wall:.0f} (read {read_wall:.0f}) | {index_cpu:.0f} | {decide_wall:.0f} | "
-          f"{decide_cpu:.0f} | {(index_cpu + decide_cpu) * per_100k:.1f} | {peak_rss_gib():.2f} | "
-          f"{index_bytes / rows:.0f} | {removed:,} |", flush=True)
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="step", required=True)
+    p = sub.add_parser("index")
+    p.add_argument("data", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--rows", type=int, help="only the first N rows")
+    p.add_argument("--shard-rows", type=int, default=50_000)
+    p = sub.add_parser("decide")
+    p.add_argument("saved", type=Path)
+    p.add_argument("--copies", type=int, default=1)
+    args = parser.parse_args()
+    if args.step == "index":
+        index(args.data, args.out, args.rows, args.shard_rows)
+    else:
+        decide(args.saved, args.copies)
 
 
 if __name__ == "__main__":
-    print("| rows | index wall s (of it reading) | index CPU s | decide wall s | decide CPU s | CPU s per 100k rows "
-          "| peak RSS GiB | index bytes/row | removed |")
-    print("|---|---|---|---|---|---|---|---|---|")
     main()

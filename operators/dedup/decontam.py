@@ -5,12 +5,13 @@ Long segments (>= ngram words, 13 by default): a row is a candidate when it shar
 n-grams that occur in at most MAX_SHARED segments (more is boilerplate: "which of the following is ..."),
 and is confirmed when it holds at least `min_overlap` of the segment's word trigrams (robust to a changed
 word, while one shared 13-gram of a famous quote is not enough).
-Short segments (min_words .. ngram-1 words) are matched as whole word sequences inside one field of a row:
+Short segments (min_words .. 2 x ngram - 1 words) are matched as whole word sequences inside one field of
+a row (up to 25 words because a 20-word item with a changed middle word has no intact 13-gram):
 - found through an index of each segment's three rarest bigrams (one changed word breaks at most two),
   then compared word by word with the window of the row;
-- from typo_words (7) words, one word may differ, unless it is the segment's rarest word (the one that makes
-  it this question: "what is the most popular sport in japan" is not "... in france"), or the benchmark has
-  such a one-word variant itself (a template);
+- from typo_words (7) words, one word may differ, unless it is one of the segment's two rarest words (the
+  ones that make it this question: "what is the most popular sport in japan" is not "... in france"; from
+  ngram words any word), or the benchmark has such a one-word variant itself (a template);
 - below min_short_words (6) words the segment must also make up at least half of its field (the question
   asked, not a phrase used in passing);
 - below min_words (4) words it is never matched: "who are you?", "are you conscious?" or an MMLU stem such
@@ -102,8 +103,8 @@ class BenchmarkIndex:
         return pl.concat([self._confirmed(tokens, long, min_overlap), self._short(tokens)])
 
     def windows(self, tokens: Tokens) -> pl.DataFrame:
-        """row, segment, field_words, mismatches: every window of `tokens` (inside one field) that equals a
-        short segment but for at most one word, found through the segment's anchor bigrams."""
+        """row, segment, words, field_words, mismatches, typos, keyword_changed: every window of `tokens`
+        (inside one field) that equals a short segment but for at most one word, found through its anchors."""
         position, hashes = tokens.windows(2)
         found = pl.DataFrame({"position": position, "hash": hashes}).join(self.anchors, on="hash")
         start = found["position"].to_numpy() - found["offset"].to_numpy()
@@ -124,18 +125,15 @@ class BenchmarkIndex:
             mismatches[pick] = (ours != theirs).sum(axis=1)
         windows = pl.DataFrame({
             "row": tokens.row[anchor].astype(np.uint32), "segment": segment.astype(np.uint32), "start": start,
-            "field_words": tokens.field_end[anchor] - tokens.field_start[anchor], "mismatches": mismatches,
-            "keyword_changed": keyword_changed,
+            "words": length, "field_words": tokens.field_end[anchor] - tokens.field_start[anchor],
+            "mismatches": mismatches, "typos": self.typos[segment], "keyword_changed": keyword_changed,
         })
         return windows.filter(pl.col("mismatches") <= 1).unique(["row", "segment", "start"]).drop("start")
 
     def _short(self, tokens: Tokens) -> pl.DataFrame:
         """Confirmed short-segment matches: at most `typos` words different, and a segment shorter than
         `min_short_words` must make up at least half of its field (a question asked, not a phrase used)."""
-        words = pl.Series(self.tokens.lengths)
         return (self.windows(tokens)
-                .with_columns(pl.col("segment").map_batches(lambda s: words.gather(s)).alias("words"),
-                              pl.col("segment").map_batches(lambda s: pl.Series(self.typos).gather(s)).alias("typos"))
                 .filter(pl.col("mismatches") <= pl.col("typos"),
                         ~pl.col("keyword_changed") | (pl.col("words") >= self.ngram),
                         (pl.col("words") >= self.min_short_words) | (2 * pl.col("words") >= pl.col("field_words")))

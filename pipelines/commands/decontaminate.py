@@ -23,7 +23,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "decontaminate", help="drop rows containing benchmark test items (GSM8K, MMLU, HellaSwag, HumanEval, TruthfulQA)",
         description="Flag rows that contain a benchmark test item: a shared word 13-gram confirmed by the row "
-                    "holding most of the item's word trigrams; a short item (4-12 words) found as a whole inside "
+                    "holding most of the item's word trigrams; a short item (4-25 words) found as a whole inside "
                     "one field, from 7 words with one word different (not one of its two rarest words), and "
                     "under 6 words only when it makes up at least half of the field. Flagged rows go to the "
                     "rejects with reason contaminated and detail <benchmark>:<item id>.",
