@@ -16,7 +16,16 @@ from pathlib import Path
 
 import polars as pl
 
+from operators.errors import SluiceError
 from pipelines import failpoints
+
+
+def _write(frame: pl.DataFrame, path: Path) -> None:
+    try:
+        frame.write_parquet(path, compression="lz4", statistics=False)
+    except (OSError, pl.exceptions.ComputeError) as err:  # a full disk, a quota (Polars wraps its IO errors)
+        raise SluiceError(f"{path}: cannot write the shard cache ({str(err).splitlines()[0]}); make room on "
+                          "that disk or point release.dir elsewhere") from None
 
 
 def derive(*parts: str) -> str:
@@ -43,8 +52,12 @@ class ShardCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
-        for i, frame in enumerate(frames):
-            frame.write_parquet(tmp / f"{i}.parquet", compression="lz4", statistics=False)
+        try:
+            for i, frame in enumerate(frames):
+                _write(frame, tmp / f"{i}.parquet")
+        except SluiceError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         try:
             os.rename(tmp, self.folder / key)
         except OSError:  # another worker finished the same shard first: same key, same content
@@ -57,7 +70,7 @@ class ShardCache:
         folder = self.folder / f".spill-{os.getpid()}-{int(self.started)}"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{uuid.uuid4().hex}.parquet"
-        frame.write_parquet(path, compression="lz4", statistics=False)
+        _write(frame, path)
         return path
 
     def prune(self) -> int:

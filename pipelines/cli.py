@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     except SluiceError as err:
         print(f"sluice: error: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a full disk, a permission, a folder that is a file: where and what, not a traceback
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"sluice: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("sluice: interrupted", file=sys.stderr)
         return 130

@@ -81,14 +81,31 @@ def publish(root: Path, dataset: str, outcome: Outcome, info: dict[str, Any], ro
     dataset_dir.mkdir(parents=True, exist_ok=True)
     version = next_version(dataset_dir)
     tmp = dataset_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         final = _write_version(tmp, dataset_dir / version, dataset, outcome, info, rows_per_file)
+    except (OSError, pl.exceptions.ComputeError) as err:  # a full disk, a permission, a quota (Polars wraps its IO errors)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ReleaseWriteError(_cannot_write(dataset_dir / version, err)) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(dataset_dir)
     return final
+
+
+class ReleaseWriteError(ReleaseError, OSError):
+    """A release that could not be written; an OSError too, for callers that catch those."""
+
+
+def _cannot_write(final: Path, err: Exception) -> str:
+    if isinstance(err, OSError):
+        what = (err.strerror or str(err)) + (f": {err.filename}" if err.filename else "")
+    else:
+        what = str(err).splitlines()[0]
+    earlier = versions(final.parent)
+    kept = f"{earlier[-1]} and earlier versions are untouched" if earlier else "there is no earlier version"
+    return f"{final}: cannot write the release ({what}); nothing was published, {kept}"
 
 
 def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info: dict[str, Any],
