@@ -62,7 +62,7 @@ class GopherQuality(Filter):
         line_count = flat.str.count_matches("\n", literal=True) + 1
         ellipses = text.str.count_matches("...", literal=True) + text.str.count_matches("…", literal=True)
         stop_words = pl.sum_horizontal(toks.list.contains(w).cast(pl.Int32) for w in set(self.params.stop_words))
-        return batch.with_columns(tx.words(text).alias(_TOKENS)).with_columns(
+        return batch.with_columns(tx.words(text).alias(_TOKENS)).lazy().with_columns(  # lazy: shared parts once
             words.list.len().cast(pl.Int64).alias("score_gopher_words"),
             tx.ratio(words.list.eval(pl.element().str.len_chars()).list.sum(), words.list.len())
             .alias("score_gopher_mean_word_length"),
@@ -73,7 +73,7 @@ class GopherQuality(Filter):
             .alias("score_gopher_ellipsis_lines_ratio"),
             tx.ratio(alpha, tokens).alias("score_gopher_alpha_ratio"),
             stop_words.cast(pl.Int64).alias("score_gopher_stop_words"),
-        ).drop(_TOKENS)
+        ).drop(_TOKENS).collect()
 
     def rules(self) -> dict[str, pl.Expr]:
         p = self.params
@@ -169,7 +169,7 @@ def ngram_repetition(texts: pl.DataFrame, top: list[int], dup: list[int]) -> pl.
         key[: len(key) - n + 1] = key[: len(key) - n + 1] * _PRIME + word[n - 1:]
         fits = _fits(rows, n)
         starts = np.flatnonzero(fits) if n in top else live[fits[live]]
-        counts, first = _counts(rows[starts], key[starts])
+        counts, first = _counts(rows[starts], key[starts], first=n in dup)
         if n in top:
             span = ends[starts + n - 1] - ends[starts] + lengths[starts] + (n - 1)
             out[f"score_gopher_top_{n}gram_frac"] = _top_ngram_chars(rows[starts], counts, span, len(chars))
@@ -193,11 +193,11 @@ def _fits(rows: np.ndarray, n: int) -> np.ndarray:
     return fits
 
 
-def _counts(rows: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each (row, key): how often it occurs, and whether this is its first occurrence."""
-    mixed = pl.Series(keys ^ (rows.astype(np.uint64) * _ROW_MIX))  # the same n-gram in another text is another
-    both = pl.DataFrame({"key": mixed}).select(pl.len().over("key").alias("count"), pl.col("key").is_first_distinct())
-    return both["count"].to_numpy(), both["key"].to_numpy()
+def _counts(rows: np.ndarray, keys: np.ndarray, first: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """For each (row, key): how often it occurs, and (if `first`) whether this is its first occurrence."""
+    mixed = pl.DataFrame({"key": keys ^ (rows.astype(np.uint64) * _ROW_MIX)})  # the same n-gram in another text is another
+    counts = mixed.select(pl.len().over("key")).to_series().to_numpy()
+    return counts, mixed.select(pl.col("key").is_first_distinct()).to_series().to_numpy() if first else None
 
 
 def _top_ngram_chars(rows: np.ndarray, counts: np.ndarray, span: np.ndarray, n_texts: int) -> np.ndarray:

@@ -89,6 +89,7 @@ _EXCEPTIONS = WHOLE + list(SPLIT)
 _PEEL_ROUNDS = 6
 _RUN = rf"(?:\.\.+|[{_PUNCT}{_QUOTES}{_ICONS}—–])+"
 _PLAIN = r"^(?:\p{L}+|[0-9]+)$"
+_WORD_AND_MARK = r"^(?:\p{L}+[,;:!?)]|\p{L}*[\p{Ll}\p{Lo}]\.)$"  # the mark is a suffix, the word has no affix
 
 
 def words(texts: pl.Series) -> pl.Series:
@@ -148,7 +149,12 @@ def _split_chunks(chunks: pl.Series) -> pl.DataFrame:
     """chunk -> its tokens: affixes peeled, then the middle split as an exception, kept as a URL or split
     at infixes. Peeled affixes gather in `pre` and `suf` as space-separated strings (tokens hold no spaces)."""
     state = pl.DataFrame({"chunk": chunks}).with_columns(pl.col("chunk").alias("rest"), pre=pl.lit(""), suf=pl.lit(""))
-    finished = []
+    # The commonest case needs no rounds: a word and one mark ("said,", "it.").
+    chunk, word = pl.col("chunk"), pl.col("chunk").str.slice(0, pl.col("chunk").str.len_chars() - 1)
+    simple = chunk.str.contains(_WORD_AND_MARK) & ~chunk.is_in(_EXCEPTIONS) & ~word.is_in(_EXCEPTIONS)
+    state = state.with_columns(simple.alias("simple"))
+    finished = [state.filter("simple").select("chunk", word.alias("rest"), "pre", chunk.str.slice(-1).alias("suf"))]
+    state = state.filter(~pl.col("simple")).drop("simple")
     for _ in range(_PEEL_ROUNDS):
         if state.is_empty():
             break

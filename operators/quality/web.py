@@ -15,6 +15,7 @@ from operators.registry import register
 POLICY_PHRASES = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
 _CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 _TERMINAL = ('.', '?', '!', '"', "'")
+_WORDS = "__words"  # a scratch column
 _LINE_BREAKS = r"\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
 
 
@@ -118,6 +119,7 @@ class FineWebFilter(Filter):
         lines = text.str.split("\n").list.eval(pl.element().filter(pl.element().str.contains(r"\S")))
         n = lines.list.len()
         dup_chars = tx.duplicates(lines)[1]
+        batch = batch.with_columns(tx.word_count(text).alias(_WORDS))  # once: ratio() reads it twice
         return batch.with_columns(
             n.cast(pl.Int64).alias("score_fineweb_lines"),
             tx.ratio(tx.count_true(lines, pl.element().str.contains(r"\p{Sentence_Terminal}$")), n)
@@ -126,9 +128,8 @@ class FineWebFilter(Filter):
             .alias("score_fineweb_short_line_ratio"),
             tx.ratio(dup_chars, text.str.len_chars() - text.str.count_matches("\n", literal=True))
             .alias("score_fineweb_char_dup_ratio"),
-            tx.ratio(text.str.count_matches("\n", literal=True), tx.word_count(text))
-            .alias("score_fineweb_newline_ratio"),
-        )
+            tx.ratio(text.str.count_matches("\n", literal=True), pl.col(_WORDS)).alias("score_fineweb_newline_ratio"),
+        ).drop(_WORDS)
 
     def rules(self) -> dict[str, pl.Expr]:
         p, s = self.params, lambda name: pl.col(f"score_fineweb_{name}")
