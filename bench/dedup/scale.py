@@ -4,9 +4,9 @@
     .venv/bin/python bench/dedup/scale.py index /tmp/dedup-scale/scale_1000000.parquet /tmp/dedup-scale/index_1m.parquet
     .venv/bin/python bench/dedup/scale.py decide /tmp/dedup-scale/index_1m.parquet --copies 5
 
-`sluice dedup IN OUT` (bench/dedup/run.py) measures the verb end to end, but its reader turns every row into
-a Python dict (pipelines/readers.py, for JSON and Parquet alike), which at millions of rows costs about as
-much as dedup itself. `index` reads the Parquet file with Polars one shard at a time, calls the same
+`sluice dedup IN OUT` (bench/dedup/run.py) measures the verb end to end, reader and writer included (the
+reader turns every row into a Python dict, for JSON and Parquet alike: pipelines/readers.py), and holds every
+row in memory. `index` reads the Parquet file with Polars one shard at a time, calls the same
 `MinHashDedup.index` the engine calls on each shard, keeps only the index (the text is dropped), and saves
 it. `decide` runs `MinHashDedup.decide` once on a saved index, optionally on `--copies` K re-keyed copies of
 it (new ids, band hashes XOR-ed with a per-copy constant: K times the rows with the same bucket structure),
