@@ -101,3 +101,16 @@ def test_second_release_dedups_against_the_first(sluice, write_config, tmp_path,
     code, _, err = sluice("run", v3_cfg, "--no-prefect")
     assert code == 2 and "the index was built with word5 perm256 seed1 17x15 key=instruction+input+output" in err
     assert "this run uses word3 perm256" in err
+
+
+def test_a_rewritten_against_index_changes_the_fingerprint(tmp_path, rows):
+    from operators.dedup import MinHashDedup
+
+    op = MinHashDedup(fields=KEY)
+    frame = pl.DataFrame(rows[:50]).select("id", *KEY)
+    path = tmp_path / "old.index.parquet"
+    op.decide(op.index(frame.head(20))).tables["index"].write_parquet(path)
+    first = MinHashDedup(fields=KEY, against=str(path)).fingerprint
+    assert first != op.fingerprint
+    op.decide(op.index(frame)).tables["index"].write_parquet(path)  # same name, other rows
+    assert MinHashDedup(fields=KEY, against=str(path)).fingerprint != first

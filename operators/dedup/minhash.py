@@ -20,6 +20,7 @@ settings that made them (shingles, permutations, seed, layout, key fields), so a
 from __future__ import annotations
 
 import hashlib
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -130,6 +131,15 @@ class MinHashDedup(GlobalOperator):
     def layout(self) -> tuple[int, int]:
         p = self.params
         return (p.bands, p.rows) if p.bands is not None else band_layout(p.threshold, p.num_perm)
+
+    @property
+    def fingerprint(self) -> str:
+        """Also covers the `against` files (path, size, modification time): an index file rewritten under
+        the same name is another decision, so cached shard results must not be reused."""
+        files = [f for path in self.params.against for f in self._index_files(Path(path))]
+        stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+        payload = json.dumps([super().fingerprint, stamps])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16] if files else super().fingerprint
 
     @property
     def settings(self) -> str:
