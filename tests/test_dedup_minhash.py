@@ -133,6 +133,14 @@ def test_band_layout_follows_the_threshold():
     assert MinHashDedup(bands=16, rows=8).layout == (16, 8)
 
 
+def test_exact_jaccard_verification_keeps_pairs_above_the_threshold(corpus):
+    exact = run(MinHashDedup(jaccard=True), corpus)
+    assert set(exact["id"]) < set(run(MinHashDedup(), corpus)["id"])  # it only removes candidates, and some
+    position = {i: k for k, i in enumerate(corpus["id"])}
+    similarity = true_jaccard(corpus, [(position[i], position[d]) for i, d in zip(exact["id"], exact["detail"])])
+    assert min(similarity) >= 0.8  # every drop is at least threshold-similar to the row it names
+
+
 @pytest.mark.parametrize("params, message", [
     ({"bands": 30, "rows": 10}, "exceeds num_perm"),
     ({"bands": 4}, "give both bands and rows"),

@@ -73,6 +73,7 @@ def text_dedup(data: Path, work: Path) -> tuple[tuple, set[str]]:
 TOOLS = {
     "sluice": sluice,  # its defaults: 256 permutations, 17 bands x 15 rows
     "sluice-128": lambda data, work: sluice(data, work, "--num-perm", "128"),  # the peers' 9 x 13 layout
+    "sluice-jaccard": lambda data, work: sluice(data, work, "--jaccard"),  # candidates verified by exact Jaccard
     "datatrove": datatrove,
     "text-dedup": text_dedup,
 }

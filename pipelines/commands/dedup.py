@@ -41,6 +41,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--ngram", type=int, default=5, metavar="N", help="shingle size (default 5)")
     p.add_argument("--char", action="store_true", help="character n-grams instead of word n-grams")
     p.add_argument("--num-perm", type=int, default=256, metavar="P", help="MinHash permutations (default 256)")
+    p.add_argument("--jaccard", action="store_true", help="also require candidates' exact Jaccard similarity "
+                   "(of their shingle sets) to be >= T (fewer false positives, lower recall; a larger index)")
     p.add_argument("--verify", action="store_true", help="also require the full signatures to agree on >= T of "
                    "their positions (fewer false positives, lower recall)")
     p.add_argument("--keep-by", metavar="COLUMN", help="keep the row with the highest COLUMN in each cluster "
@@ -79,7 +81,7 @@ def _dedup(args: argparse.Namespace) -> int:
         return 0
     op = options_error(lambda: _Recording(
         fields=fields, threshold=args.threshold, ngram=args.ngram, unit="char" if args.char else "word",
-        num_perm=args.num_perm, verify=args.verify, keep="score" if args.keep_by else "first",
+        num_perm=args.num_perm, verify=args.verify, jaccard=args.jaccard, keep="score" if args.keep_by else "first",
         score_column=args.keep_by, against=[str(a) for a in args.against]))
     if args.save_index and not args.save_index.name.endswith(".parquet"):
         raise ConfigError(f"{args.save_index}: --save-index writes Parquet; end the name in .parquet")
