@@ -48,8 +48,8 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-by", metavar="COLUMN", help="keep the row with the highest COLUMN in each cluster "
                    "(ties: smallest id); default: the first row in input order")
     p.add_argument("--exact", action="store_true", help="exact dedup on the normalised key instead of MinHash")
-    p.add_argument("--clusters", type=Path, metavar="FILE", help="write id, cluster (the survivor's id) and "
-                   "cluster_size for every row to FILE (.parquet or .jsonl)")
+    p.add_argument("--clusters", type=Path, metavar="FILE", help="write id, cluster (the survivor's id), "
+                   "cluster_size and kept (is it the survivor) for every row to FILE (.parquet or .jsonl)")
     p.add_argument("--save-index", type=Path, metavar="FILE", help="write the MinHash index of the surviving rows "
                    "(band hashes; signatures with --verify) to FILE (.parquet), for later --against runs")
     p.add_argument("--against", type=Path, action="append", default=[], metavar="PATH",
@@ -75,8 +75,9 @@ def _dedup(args: argparse.Namespace) -> int:
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else [args.text_field]
     required = [] if args.fields else fields  # with --fields, empty parts are normal (e.g. Alpaca's input)
     if args.exact:
-        if args.clusters or args.save_index or args.against:
-            raise ConfigError("--clusters, --save-index and --against work with MinHash, not with --exact")
+        if args.clusters or args.save_index or args.against or args.verify or args.jaccard:
+            raise ConfigError("--clusters, --save-index, --against, --verify and --jaccard work with MinHash, "
+                              "not with --exact")
         run_job(args, [ExactDedup(fields=fields)], fields=required)
         return 0
     op = options_error(lambda: _Recording(
