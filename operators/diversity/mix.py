@@ -18,9 +18,9 @@ from operators.registry import register
 
 @register
 class Mix(GlobalOperator):
-    """Mix sources by target shares of rows or tokens: down-sample each at random (seeded), and up-sample a
-    source that is too small by repeating its rows, at most `max_repeat` times each.
+    """Mix sources by target shares of rows or tokens, down- or up-sampling each at random (seeded).
 
+    A source too small for its share repeats its rows, each at most `max_repeat` times (default 1: never).
     Sources not named in `ratios` are dropped as `not_in_mix`, surplus rows as `not_selected`; a repeated
     row's extra copies get the ids `<id>#2`, `<id>#3`, ... The manifest records the realised mixture."""
 
