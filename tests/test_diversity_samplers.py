@@ -262,3 +262,13 @@ def test_embedding_features_see_meaning_and_drive_the_samplers(pool):
     assert op.index(rows)["embedding"].dtype == pl.Array(pl.Float32, 384)
     kept, drops = run(op, rows, shard_rows=80)
     assert len(kept) == 20 and kept["cluster"].null_count() == 0 and len(drops) == 180
+
+
+@pytest.mark.parametrize("cls", [ClusterSample, KCenterSample, DeitaSample])
+def test_texts_without_a_word_still_sample_and_report(cls):
+    frame = pl.DataFrame({"id": [f"r{i}" for i in range(20)], "text": ["", "!!!", None, " "] * 5})
+    op = cls(budget=5)
+    kept, drops = run(op, frame)
+    assert len(kept) == 5 and len(drops) == 15
+    stats = op.stats(kept, frame.join(drops, on="id"))
+    assert stats["diversity"]["after"]["cluster"]["coverage"] > 0 and stats["selected"] == 5

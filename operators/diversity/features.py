@@ -145,6 +145,8 @@ def svd_basis(x: sp.csr_matrix, dims: int, rng: np.random.Generator, fit_rows: i
     if x.shape[0] > fit_rows:
         x = x[np.sort(rng.choice(x.shape[0], fit_rows, replace=False))]
     n_features, used = x.shape[1], np.unique(x.indices)
+    if not len(used):  # not one word in any text: every text is the zero vector
+        return np.zeros((n_features, dims), np.float32)
     x = x[:, used]  # buckets no row uses stay zero: keep them out of the dense products (~4x faster on 2k rows)
     k = min(dims + 10, *x.shape)
     q = _orthonormal(rng.standard_normal((x.shape[0], k), dtype=np.float32))  # rows side: n << features

@@ -60,7 +60,7 @@ def cluster_diversity(texts: Texts, reference: Texts | ReferenceClusters | None 
     k = len(reference.centroids)
     share = np.bincount(reference.labels(texts), minlength=k) / max(len(texts), 1)
     nonzero = share[share > 0]
-    entropy = float(-(nonzero * np.log2(nonzero)).sum())
+    entropy = float(-(nonzero * np.log2(nonzero)).sum()) + 0.0  # + 0.0: one cluster gives 0.0, not -0.0
     return {"clusters": k, "clusters_hit": int((share > 0).sum()), "coverage": round(float((share > 0).mean()), 4),
             "entropy": round(entropy, 4), "entropy_normalized": round(entropy / float(np.log2(k)), 4) if k > 1 else 0.0}
 
