@@ -49,12 +49,13 @@ class Operator:
     def summary(cls) -> str:
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
 
-    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict[str, Any]:
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict[str, Any]:
         """A JSON-able summary of the stage for the manifest (cluster sizes, counts per benchmark, ...).
 
-        Called once after the stage ran over every shard: `kept` holds the rows it passed on, `rejected`
-        the rows it dropped, with `reason` = this operator's rule (no stage prefix) and `detail`. The engine
-        calls it only for operators that override it."""
+        Called once after the stage ran over every shard: `kept` scans the rows it passed on, `rejected`
+        the rows it dropped, with `reason` = this operator's rule (no stage prefix) and `detail`. They are
+        lazy (the rows are on disk): select the columns you need before collecting. The engine calls it only
+        for operators that override it."""
         return {}
 
     @property

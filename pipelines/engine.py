@@ -209,8 +209,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     outcome.rejected += rejected
     outcome.keys = keys
     if type(op).stats is not Operator.stats:
-        kept = concat_frames([p.load() for p in outcome.parts])
-        count.stats = op.stats(kept, _own_reasons(concat_frames([p.load() for p in rejected]), stage))
+        count.stats = op.stats(scan(outcome.parts), _own_reasons(scan(rejected), stage))
 
 
 def _tally(outcome: Outcome, results: list[tuple[Any, bool]]) -> None:
@@ -280,10 +279,16 @@ def concat_frames(frames: list[pl.DataFrame]) -> pl.DataFrame:
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"id": pl.String})
 
 
-def _own_reasons(rejected: pl.DataFrame, stage: Stage) -> pl.DataFrame:
+def scan(parts: list[Part]) -> pl.LazyFrame:
+    """All rows of `parts` as one lazy table (columns that differ between parts are unified)."""
+    frames = [pl.scan_parquet(p.path) if p.frame is None else p.frame.lazy() for p in parts]
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.LazyFrame(schema={"id": pl.String})
+
+
+def _own_reasons(rejected: pl.LazyFrame, stage: Stage) -> pl.LazyFrame:
     """Rejects with the stage prefix taken off their reasons (what the operator itself said)."""
-    if REASON not in rejected.columns:  # nothing was rejected
-        return pl.DataFrame(schema={"id": pl.String, REASON: pl.String, DETAIL: pl.String})
+    if REASON not in rejected.collect_schema():  # nothing was rejected
+        return pl.LazyFrame(schema={"id": pl.String, REASON: pl.String, DETAIL: pl.String})
     return rejected.with_columns(pl.col(REASON).str.strip_prefix(f"{stage.name}:"))
 
 

@@ -19,7 +19,7 @@ from operators.base import Operator
 from operators.errors import ConfigError
 from pipelines.config import Stage
 from pipelines.cache import ShardCache
-from pipelines.engine import Outcome, Part, run_stages
+from pipelines.engine import Outcome, Part, run_stages, scan
 from pipelines.readers import Source, detect_format
 
 OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
@@ -88,8 +88,7 @@ def write_table(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
 
 def write_parts(parts: list[Part], path: Path) -> None:
     """The rows of `parts`, in order, as one table (columns that differ between parts are unified)."""
-    frames = [pl.scan_parquet(p.path) if p.frame is None else p.frame.lazy() for p in parts]
-    write_table(pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"id": pl.String}), path)
+    write_table(scan(parts), path)
 
 
 def _source(args: argparse.Namespace, fields: list[str]) -> Source:

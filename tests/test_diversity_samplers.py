@@ -218,7 +218,7 @@ def test_mix_upsamples_a_small_source_up_to_max_repeat(pool):
     assert drops.filter(pl.col("id").str.starts_with("alpaca")).height == 1250  # big: down-sampled to 1,250
     assert run(Mix(ratios={"big": 1, "small": 1}, total=2500, max_repeat=3), frame.reverse())[0]["id"].sort() \
         .equals(kept["id"].sort())  # the same choice whatever the row order
-    stats = op.stats(kept, frame.join(drops, on="id"))
+    stats = op.stats(kept.lazy(), frame.join(drops, on="id").lazy())
     assert stats["mixture"]["small"]["copies"] == 750 and stats["mixture"]["small"]["available_rows"] == 500
     assert stats["mixture"]["big"]["rows"] == 1250 and stats["mixture"]["big"]["available_rows"] == 2500
     largest, _ = run(Mix(ratios={"big": 1, "small": 1}, max_repeat=2), frame)  # default total: 2 x 500 per source
@@ -270,5 +270,5 @@ def test_texts_without_a_word_still_sample_and_report(cls):
     op = cls(budget=5)
     kept, drops = run(op, frame)
     assert len(kept) == 5 and len(drops) == 15
-    stats = op.stats(kept, frame.join(drops, on="id"))
+    stats = op.stats(kept.lazy(), frame.join(drops, on="id").lazy())
     assert stats["diversity"]["after"]["cluster"]["coverage"] > 0 and stats["selected"] == 5

@@ -100,8 +100,9 @@ class Rebalance(GlobalOperator):
                         copies=index.filter(pl.col("digit") == "1").select("id", pl.lit(3).alias("copies")),
                         tables={"digits": index.group_by("digit").len().sort("digit")})
 
-    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
-        return {"kept": len(kept), "reasons": sorted(set(rejected["reason"]))}
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
+        return {"kept": kept.select(pl.len()).collect().item(),
+                "reasons": sorted(set(rejected.select("reason").collect()["reason"]))}
 
 
 def test_a_decision_drops_labels_repeats_and_publishes_a_table(write_config, tmp_path):

@@ -1,6 +1,7 @@
 """Peak memory and wall time of `sluice run` as rows grow, for this checkout and (optionally) another one.
 
-    .venv/bin/python bench/orchestration/memory.py --rows 250000,1000000,2000000 [--before /tmp/sluice-before]
+    .venv/bin/python bench/orchestration/memory.py --rows 250000,1000000 [--before /tmp/sluice-before]
+    .venv/bin/python bench/orchestration/memory.py --rows 500000 --join 8 --no-minhash --before /tmp/sluice-before
 
 Input: Alpaca outputs repeated with a per-copy suffix (Parquet); pipeline normalize -> length_filter ->
 exact_dedup -> minhash_dedup, 50k-row shards, empty cache. Each run is a fresh process under /usr/bin/time -v:
@@ -21,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import polars as pl
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "orchestration"))
 from run import make_input  # noqa: E402
@@ -33,8 +36,8 @@ LAUNCH = ("import sys; root = sys.argv.pop(1); "
           "sys.path.insert(0, root); from pipelines.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
-def run(code: Path, config: Path, runner: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GiB) of one `sluice run`."""
+def run(code: Path, config: Path, runner: str) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system, children included) and peak RSS (GiB) of one `sluice run`."""
     extra = ["--no-prefect"] if runner == "plain" else ["--runner", "dask"] if runner == "dask" else []
     cmd = ["/usr/bin/time", "-v", sys.executable, "-c", LAUNCH, str(code), "run", str(config), *extra]
     start = time.perf_counter()
@@ -43,7 +46,8 @@ def run(code: Path, config: Path, runner: str) -> tuple[float, float]:
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
-    return wall, peak_kib / 2**20
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", done.stderr).group(1)) for kind in ("User", "System"))
+    return wall, cpu, peak_kib / 2**20
 
 
 def main() -> None:
@@ -51,23 +55,30 @@ def main() -> None:
     parser.add_argument("--rows", default="250000,1000000")
     parser.add_argument("--runners", default="plain", help="comma list of plain, prefect, dask")
     parser.add_argument("--before", type=Path, help="another checkout to compare with")
+    parser.add_argument("--join", type=int, default=1, help="Alpaca outputs per row (longer rows: more bytes per row)")
+    parser.add_argument("--no-minhash", action="store_true", help="cleaning stages and exact dedup only")
     args = parser.parse_args()
+    stages = STAGES[:-1] if args.no_minhash else STAGES
     checkouts = {"now": ROOT} | ({"before": args.before} if args.before else {})
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         for rows in map(int, args.rows.split(",")):
-            data = make_input(folder, rows)
+            data = make_input(folder, rows * args.join)
+            if args.join > 1:  # K consecutive outputs per row
+                joined = pl.read_parquet(data).with_columns((pl.int_range(pl.len()) // args.join).alias("row"))
+                joined.group_by("row", maintain_order=True).agg(pl.col("text").str.join("\n\n")).select(
+                    pl.col("row").cast(pl.String).alias("id"), "text").write_parquet(data)
             for runner in args.runners.split(","):
                 for label, code in checkouts.items():
                     config = folder / f"{label}-{runner}-{rows}.yaml"
                     config.write_text(json.dumps({
                         "dataset": config.stem, "inputs": [{"path": str(data), "fields": {"text": "text"}}],
-                        "shard_rows": 50_000, "stages": STAGES,
+                        "shard_rows": 50_000, "stages": stages,
                         "release": {"dir": str(folder / "releases"), "rows_per_file": 250_000}}))
-                    wall, peak = run(code, config, runner)
-                    results.append({"rows": rows, "runner": runner, "code": label, "wall_s": round(wall, 1),
-                                    "peak_rss_gib": round(peak, 2)})
+                    wall, cpu, peak = run(code, config, runner)
+                    results.append({"rows": rows, "join": args.join, "runner": runner, "code": label, "wall_s": round(wall, 1),
+                                    "cpu_s": round(cpu, 1), "peak_rss_gib": round(peak, 2)})
                     print(json.dumps(results[-1]), flush=True)
             data.unlink()
 

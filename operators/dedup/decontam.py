@@ -302,10 +302,11 @@ class Decontaminate(Filter):
             flags["overlap"].fill_null(0.0).alias("score_contamination"),
         )
 
-    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         """Flagged rows (dropped, or kept with drop=false) and distinct items, per benchmark checked."""
-        flagged = pl.concat([rows.filter(pl.col("contaminated")).select("contamination") for rows in (kept, rejected)
-                             if "contaminated" in rows.columns] + [pl.DataFrame(schema={"contamination": pl.String})])
+        flagged = pl.concat([rows.filter(pl.col("contaminated")).select("contamination").collect()
+                             for rows in (kept, rejected) if "contaminated" in rows.collect_schema()]
+                            + [pl.DataFrame(schema={"contamination": pl.String})])
         split = flagged.select(pl.col("contamination").str.split_exact(":", 1).struct.rename_fields(["benchmark", "item"])
                                ).unnest("contamination")
         counts = split.group_by("benchmark").agg(pl.len().alias("rows"), pl.col("item").n_unique().alias("items"))

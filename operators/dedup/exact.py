@@ -41,7 +41,7 @@ class ExactDedup(GlobalOperator):
         keys = batch.select(pl.concat_str(parts, separator=_SEP).alias("key"))["key"]
         return pl.DataFrame({"id": batch["id"], "key": content_hash(keys)})
 
-    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         return cluster_stats(kept, rejected, "duplicate")
 
     def decide(self, index: pl.DataFrame) -> pl.DataFrame:
@@ -51,19 +51,19 @@ class ExactDedup(GlobalOperator):
         return self.drops(dupes, "duplicate", pl.col("survivor"))
 
 
-def cluster_stats(kept: pl.DataFrame, rejected: pl.DataFrame, reason: str) -> dict:
+def cluster_stats(kept: pl.LazyFrame, rejected: pl.LazyFrame, reason: str) -> dict:
     """Duplicate clusters from a dedup stage's rejects (each names its survivor in `detail`): how many, how
     many rows they hold, the largest, a histogram of sizes (2, 3, 4-7, 8-15, ...), and how many rows were
     duplicates of a survivor from an earlier release (one not among this run's rows)."""
-    if DETAIL not in rejected.columns:  # no rejects at all
-        rejected = pl.DataFrame(schema={REASON: pl.String, DETAIL: pl.String})
-    members = rejected.filter(pl.col(REASON) == reason).group_by(DETAIL).len()
+    if DETAIL not in rejected.collect_schema():  # no rejects at all
+        rejected = pl.LazyFrame(schema={REASON: pl.String, DETAIL: pl.String})
+    members = rejected.filter(pl.col(REASON) == reason).group_by(DETAIL).len().collect()
     sizes = members["len"] + 1
     low = pl.lit(2).pow(sizes.log(2).floor()).cast(pl.Int64)
     label = pl.when(sizes <= 3).then(sizes.cast(pl.String)).otherwise(pl.format("{}-{}", low, 2 * low - 1))
     histogram = (pl.DataFrame({"size": sizes}).with_columns(label.alias("bucket"))
                  .group_by("bucket").agg(pl.len(), pl.col("size").min()).sort("size"))
-    earlier = members.filter(~pl.col(DETAIL).is_in(kept["id"].implode()))
+    earlier = members.filter(~pl.col(DETAIL).is_in(kept.select("id").collect()["id"].implode()))
     stats = {"clusters": len(members), "rows_in_clusters": int(sizes.sum() or 0), "largest": int(sizes.max() or 0),
              "sizes": dict(zip(histogram["bucket"], histogram["len"]))}
     if len(earlier):

@@ -207,7 +207,7 @@ class MinHashDedup(GlobalOperator):
         """The decision table for a `clusters` table: every non-survivor, naming its survivor."""
         return self.drops(clusters.filter(~pl.col("kept")), "near_duplicate", pl.col("cluster"))
 
-    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         return cluster_stats(kept, rejected, "near_duplicate")
 
     def reference(self) -> pl.DataFrame | None:

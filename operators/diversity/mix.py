@@ -86,9 +86,12 @@ class Mix(GlobalOperator):
                            self.drops(surplus, "not_selected", detail)])
         return Decision(drops, copies=ranked.filter(pl.col("copies") > 1).select("id", "copies"))
 
-    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         """The realised mixture next to the target: per source the rows available, the rows and tokens (words)
         in the mixture with their shares, and how many of those rows are repeated copies."""
+        columns = kept.collect_schema()
+        kept = kept.select([c for c in dict.fromkeys(("id", "source", *self.params.fields)) if c in columns]).collect()
+        rejected = rejected.select([c for c in ("source",) if c in rejected.collect_schema()]).collect()
         has_text = all(f in kept.columns for f in self.params.fields)
         realised = mixture(kept, self.params.fields if has_text else None)
         is_copy = pl.col("id").str.contains(r"#\d+$") & pl.col("id").str.replace(r"#\d+$", "").is_in(kept["id"].implode())

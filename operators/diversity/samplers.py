@@ -103,9 +103,11 @@ class Sampler(GlobalOperator):
         """The choice over `index` sorted by id; exactly min(budget, rows) rows kept."""
         raise NotImplementedError
 
-    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         """Budget, rows in and selected, and the diversity before (every row in) and after (the kept rows)."""
-        pool = pl.concat([kept, rejected.drop(REASON, DETAIL, strict=False)], how="diagonal_relaxed")
+        kept = kept.collect()  # the selection: at most the budget
+        wanted = [c for c in ("id", *self.params.fields, "instruction") if c in rejected.collect_schema()]
+        pool = pl.concat([kept, rejected.select(list(dict.fromkeys(wanted))).collect()], how="diagonal_relaxed")
         result = {"budget": self.params.budget, "rows_in": pool.height, "selected": kept.height}
         if kept.height:
             result["diversity"] = before_after(pool, kept, self.params.fields, self.params.seed)
@@ -190,10 +192,11 @@ class ClusterSample(Sampler):
         """The sampler stats plus the size of every cluster and the rows kept from it (index = cluster id)."""
         result = super().stats(kept, rejected)
         col = self.params.cluster_col
-        if col and col in kept.columns:
-            details = rejected[DETAIL] if DETAIL in rejected.columns else pl.Series(DETAIL, [], pl.String)
+        if col and col in kept.collect_schema():
+            details = (rejected.select(DETAIL).collect()[DETAIL] if DETAIL in rejected.collect_schema()
+                       else pl.Series(DETAIL, [], pl.String))
             dropped = details.str.extract(r"^cluster=(\d+)", 1).cast(pl.Int64).drop_nulls().to_numpy()
-            chosen = kept[col].drop_nulls().cast(pl.Int64).to_numpy()
+            chosen = kept.select(col).collect()[col].drop_nulls().cast(pl.Int64).to_numpy()
             k = int(max(chosen.max(initial=-1), dropped.max(initial=-1))) + 1
             kept_per = np.bincount(chosen, minlength=k)
             result |= {"clusters": k, "cluster_sizes": (kept_per + np.bincount(dropped, minlength=k)).tolist(),

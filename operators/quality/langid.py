@@ -77,10 +77,10 @@ class LanguageId(Filter):
         lang_col, score_col = self._columns
         return batch.with_columns(lang.alias(lang_col), score.alias(score_col))
 
-    def stats(self, kept: pl.DataFrame, rejected: pl.DataFrame) -> dict:
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         """Rows per language, kept and rejected (the dataset card's `language:` comes from the kept ones)."""
         lang_col = self._columns[0]
-        return {side: _counts(frame[lang_col]) if lang_col in frame.columns else {}
+        return {side: _counts(frame.select(lang_col).collect()[lang_col]) if lang_col in frame.collect_schema() else {}
                 for side, frame in (("languages", kept), ("rejected_languages", rejected))}
 
     def rules(self) -> dict[str, pl.Expr]:
