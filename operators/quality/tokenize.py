@@ -223,12 +223,15 @@ def _peel_runs(state: pl.DataFrame) -> pl.DataFrame:
     rest = pl.col("rest")
     lead = rest.str.extract(f"^{_RUN}", 0).fill_null("")
     trail = rest.str.slice(lead.str.len_chars()).str.extract(f"{_RUN}$", 0).fill_null("")
-    marks = lambda run: run.str.extract_all(r"\.\.+|.").list.join(" ")  # noqa: E731
     return state.with_columns(
-        pl.concat_str("pre", marks(lead), separator=" ").alias("pre"),
-        pl.concat_str(marks(trail), "suf", separator=" ").alias("suf"),
+        pl.concat_str("pre", _one_per_mark(lead), separator=" ").alias("pre"),
+        pl.concat_str(_one_per_mark(trail), "suf", separator=" ").alias("suf"),
         rest.str.slice(lead.str.len_chars(), rest.str.len_chars() - lead.str.len_chars() - trail.str.len_chars()),
     )
+
+
+def _one_per_mark(run: pl.Expr) -> pl.Expr:
+    return run.str.extract_all(r"\.\.+|.").list.join(" ")
 
 
 def _split_infixes(s: pl.Expr) -> pl.Expr:
