@@ -26,6 +26,11 @@ class StageCount:
         self.rows_out += rows_out
         self.dropped.update(reasons)
 
+    def reasons(self, quote: str = "") -> str:
+        """"r1 12, r2 3" by reason (each wrapped in `quote`), plus the copies an up-sampling stage added."""
+        text = ", ".join(f"{quote}{r}{quote} {n:,}" for r, n in sorted(self.dropped.items())) or "-"
+        return text + (f" (+{self.added:,} copies added)" if self.added else "")
+
     @property
     def balanced(self) -> bool:
         return self.rows_in + self.added == self.rows_out + sum(self.dropped.values())
@@ -79,9 +84,7 @@ class Ledger:
     def table(self) -> str:
         rows = [("stage", "op", "rows in", "rows out", "dropped", "reasons")]
         for s in self.stages:
-            reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(s.dropped.items())) or "-"
-            if s.added:
-                reasons += f" (+{s.added:,} copies added)"
+            reasons = s.reasons()
             rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{sum(s.dropped.values()):,}", reasons))
         widths = [max(len(r[i]) for r in rows) for i in range(5)]
         lines = []

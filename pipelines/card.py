@@ -140,9 +140,9 @@ def _accounting(manifest: dict[str, Any]) -> str:
     ledger = Ledger.from_json(manifest["stages"])
     rows = []
     for s in ledger.stages:
-        reasons = ", ".join(f"`{r}` {n:,}" for r, n in sorted(s.dropped.items())) or "-"
-        rows.append((s.stage, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{sum(s.dropped.values()):,}", reasons))
-    return ("## Row accounting\n\nEvery stage balances: rows in = rows out + rows dropped.\n\n"
+        rows.append((s.stage, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{sum(s.dropped.values()):,}", s.reasons("`")))
+    return ("## Row accounting\n\nEvery stage balances: rows in (+ copies added by up-sampling) = rows out + rows "
+            "dropped.\n\n"
             + _table(("stage", "rows in", "rows out", "dropped", "reasons"), rows))
 
 

@@ -205,8 +205,7 @@ def _publish_artifact(folder: Path, outcome: Outcome) -> None:
 
     ledger = outcome.ledger
     rows = "\n".join(
-        f"| {s.stage} | {s.op} | {s.rows_in:,} | {s.rows_out:,} | "
-        + (", ".join(f"{r} {n:,}" for r, n in sorted(s.dropped.items())) or "-") + " |"
+        f"| {s.stage} | {s.op} | {s.rows_in:,} | {s.rows_out:,} | {s.reasons()} |"
         for s in ledger.stages
     )
     markdown = (f"# {folder.parent.name} {folder.name}\n\nRelease: `{folder}`\n\n"

@@ -111,6 +111,9 @@ def _waterfall_section(manifest: dict[str, Any]) -> str:
             if n:
                 steps.append((reason, level - n, level, REJECTED))
                 level -= n
+        if stage.added:  # up-sampling
+            steps.append((f"{stage.stage}: copies added", level, level + stage.added, KEPT))
+            level += stage.added
     steps.append(("released", 0, level, ACCENT))
     kept = level / steps[0][2] if steps[0][2] else 0
     caption = (f"From {steps[0][2]:,} rows read to {level:,} released ({kept:.1%} kept); each red bar is the rows "
@@ -351,9 +354,8 @@ def _stages_section(manifest: dict[str, Any]) -> str:
     for s in ledger.stages:
         p = params.get(s.stage, {})
         text = ", ".join(f"{k}={json.dumps(v)}" for k, v in p.items() if k not in ("name", "op")) or "-"
-        reasons = ", ".join(f"{r} {n:,}" for r, n in sorted(s.dropped.items())) or "-"
-        rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", reasons, text))
-    return _section("Stages", "Each stage balances: rows in = rows out + rows dropped.", [],
+        rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", s.reasons(), text))
+    return _section("Stages", "Each stage balances: rows in + copies added = rows out + rows dropped.", [],
                     _table(("stage", "operator", "rows in", "rows out", "dropped by reason", "parameters"), rows))
 
 
