@@ -18,6 +18,7 @@ is not bounded by rows_in. Every candidate it considered is either out or reject
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -180,7 +181,8 @@ def _run_steps(job: GenerationJob, client: LLMClient, local: bool) -> Generation
         books.append(count)
         failpoints.hit("generate.step")
     report = {
-        "endpoint": {"base_url": "embedded" if local else client.base_url, "model": client.model, "local": local},
+        "endpoint": {"base_url": "embedded" if local else public_url(client.base_url), "model": client.model,
+                     "local": local},
         "usage": client.usage.to_json(client.endpoint.prices),
         "cache": {"path": str(client.cache.path) if client.cache.path else None, "entries": len(client.cache)},
         "read": read_books,
@@ -189,6 +191,13 @@ def _run_steps(job: GenerationJob, client: LLMClient, local: bool) -> Generation
     }
     failures = failures_frame(client.failures)
     return GenerationOutcome(rows, concat_frames(rejects) if rejects else pl.DataFrame(), failures, report)
+
+
+def public_url(url: str) -> str:
+    """The endpoint as reports show it: without credentials in the user part or the query (`?api-key=`)."""
+    parts = urllib.parse.urlsplit(url)
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _check_columns(stage: Stage, rows: pl.DataFrame) -> None:

@@ -107,3 +107,10 @@ def test_the_api_key_appears_in_no_output_of_a_generation_and_release_run(tmp_pa
     assert any(".cache" in p.parts for p in outputs) and any(p.name == "report.html" for p in outputs)
     assert outputs_holding_the_key(tmp_path) == []
     assert not [text for text in printed if KEY in text]
+
+
+def test_credentials_in_the_endpoint_url_stay_out_of_the_generation_report():
+    from pipelines.generation import public_url
+
+    assert public_url(f"https://proxy-user:{KEY}@llm.example.com:8443/v1?api-key={KEY}") == "https://llm.example.com:8443/v1"
+    assert public_url("http://127.0.0.1:8080/v1") == "http://127.0.0.1:8080/v1"
