@@ -62,10 +62,22 @@ def test_normalize_is_idempotent_on_real_text(alpaca):
     assert 0 < changed < len(batch)  # real data has stray spaces; most rows are already tidy
 
 
+def _plain_words(text: str) -> int:
+    """Runs of non-space characters, each Chinese/Japanese/Thai/... character a word of its own."""
+    count, in_word = 0, False
+    for ch in text:
+        unspaced = unicodedata.name(ch, "").split(" ")[0] in {"CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER",
+                                                               "MYANMAR"}
+        count += unspaced or (not ch.isspace() and not in_word)
+        in_word = not ch.isspace() and not unspaced
+    return count
+
+
 def test_length_filter_scores_then_rejects_with_reasons(alpaca):
     batch = alpaca_frame(alpaca).rename({"output": "text"})
     kept, rejected = LengthFilter(min_words=3, max_words=300).process(batch)
-    words = [len(r["output"].split()) for r in alpaca]
+    words = [_plain_words(r["output"]) for r in alpaca]
+    assert sum(w != len(r["output"].split()) for w, r in zip(words, alpaca)) >= 7  # Alpaca's CJK outputs
     assert len(kept) == sum(3 <= w <= 300 for w in words)
     assert len(kept) + len(rejected) == len(batch)
     reasons = dict(rejected.group_by("reason").len().iter_rows())

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import DCLM, SHARED
 from operators.errors import SluiceError
-from operators.quality import InstructionFilter, JudgeFilter, LanguageId
+from operators.quality import InstructionFilter, JudgeFilter, LanguageId, LengthFilter
 from operators.quality.langid import identify, lid_model_path
 
 LINGUA = SHARED / "langid" / "lingua" / "sentences"
@@ -144,3 +144,15 @@ def test_sluice_filter_instruction_rules_and_settings(sluice, tmp_path, alpaca):
 def test_sluice_filter_bad_usage_exits_2_with_a_message(sluice, tmp_path, args, message):
     code, _, stderr = sluice("filter", DCLM, tmp_path / "out.parquet", *args)
     assert code == 2 and message in stderr
+
+
+def test_length_limits_count_words_in_scripts_without_spaces():
+    """A Chinese, Japanese or Thai sentence is many words, not one: each of their characters counts."""
+    texts = {lang: (LINGUA / f"{lang}.txt").read_text().splitlines()[:50] for lang in ("zh", "ja", "th")}
+    batch = pl.DataFrame({"id": [f"{lang}{i}" for lang, lines in texts.items() for i in range(len(lines))],
+                          "text": [line for lines in texts.values() for line in lines]})
+    kept, rejected = LengthFilter(min_words=5).process(batch)
+    assert len(rejected) <= 3, rejected.select("text", "score_words_text")  # only genuinely tiny lines
+    instruction = pl.DataFrame({"id": ["zh"], "instruction": ["解释光合作用"], "input": [""],
+                                "output": ["光合作用是植物利用阳光把二氧化碳和水变成糖和氧气的过程。"]})
+    assert len(InstructionFilter().process(instruction).kept) == 1  # was too_short_instruction (one "word")

@@ -58,7 +58,7 @@ class InstructionFilter(Filter):
         refusal = output.str.strip_chars().str.contains(pattern)
         fields = {f: _text(f) for f in {*p.min_words, *p.max_words}}
         scored = batch.with_columns(
-            *[text.str.count_matches(r"\S+").cast(pl.Int64).alias(f"score_words_{f}") for f, text in fields.items()],
+            *[tx.plain_word_count(text).alias(f"score_words_{f}") for f, text in fields.items()],
             refusal.alias("score_instr_refusal"),
             ((_same(output) == _same(instruction)) & (output.str.strip_chars() != "")).alias("score_instr_echo"),
             ((_same(output) == _same(given)) & (given.str.strip_chars() != "")).alias("score_instr_input_echo"),

@@ -6,6 +6,7 @@ import polars as pl
 from pydantic import Field, model_validator
 
 from operators.base import Filter, Params
+from operators.quality.text import plain_word_count
 from operators.registry import register
 
 
@@ -41,7 +42,7 @@ class LengthFilter(Filter):
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
         text = pl.col(self.params.field).fill_null("")
         return batch.with_columns(
-            text.str.count_matches(r"\S+").cast(pl.Int64).alias(self._words),
+            plain_word_count(text).alias(self._words),
             text.str.len_chars().cast(pl.Int64).alias(self._chars),
         )
 

@@ -14,6 +14,18 @@ import polars as pl
 from operators.quality import tokenize
 
 
+# Scripts written without spaces between words: each of their characters counts as a word in `plain_word_count`.
+_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
+_PLAIN_WORD = rf"[{_UNSPACED}]|[^\s{_UNSPACED}]+"
+
+
+def plain_word_count(text: pl.Expr) -> pl.Expr:
+    """Words for length limits in any language: runs of non-space characters, except that every character of
+    Chinese, Japanese kana, Thai, Lao, Khmer or Myanmar counts as one (a Chinese sentence is not one word;
+    for Thai this over-counts, ~4 characters a word, which keeps length limits lenient rather than strict)."""
+    return text.str.count_matches(_PLAIN_WORD).cast(pl.Int64)
+
+
 def words(text: pl.Expr) -> pl.Expr:
     """The text's tokens as a list of strings."""
     return text.map_batches(tokenize.words, return_dtype=pl.List(pl.String))
