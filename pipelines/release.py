@@ -144,25 +144,38 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
 
 def _write_parts(parts: list[Part], schema: pl.Schema, folder: Path, name: str,
                  rows_per_file: int) -> list[dict[str, Any]]:
-    """Write the rows of `parts`, in order and cast to `schema`, as files of `rows_per_file` rows, reading
-    one part at a time."""
+    """Write the rows of `parts`, in order and cast to `schema`, as files of `rows_per_file` rows. Parts are
+    read one at a time and appended to the open file as row groups, so memory holds one part."""
     (folder / name).mkdir()
-    entries: list[dict[str, Any]] = []
     empty = pl.DataFrame(schema=schema)
+    arrow_schema = empty.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
+    entries: list[dict[str, Any]] = []
+    writer, rows_in_file = None, 0
 
-    def write(chunk: pl.DataFrame) -> None:
-        rel = f"{name}/part-{len(entries):05d}.parquet"
-        chunk.rechunk().write_parquet(folder / rel, compression="zstd", statistics=True)
-        entries.append(_describe(folder, rel, len(chunk)))
+    def rel() -> str:
+        return f"{name}/part-{len(entries):05d}.parquet"
 
-    pending = empty
+    def close() -> None:
+        writer.close()
+        entries.append(_describe(folder, rel(), rows_in_file))
+
     for part in parts:
-        pending = pl.concat([pending, part.load()], how="diagonal_relaxed")
-        while len(pending) >= rows_per_file:
-            write(pending.head(rows_per_file))
-            pending = pending.slice(rows_per_file)
-    if len(pending) or not entries:
-        write(pending)
+        frame = pl.concat([empty, part.load()], how="diagonal_relaxed")  # the release's columns, order and types
+        offset = 0
+        while offset < len(frame):
+            if writer is None:
+                writer, rows_in_file = pq.ParquetWriter(folder / rel(), arrow_schema, compression="zstd"), 0
+            take = min(rows_per_file - rows_in_file, len(frame) - offset)
+            writer.write_table(frame.slice(offset, take).to_arrow(compat_level=pl.CompatLevel.oldest()))
+            offset, rows_in_file = offset + take, rows_in_file + take
+            if rows_in_file == rows_per_file:
+                close()
+                writer = None
+    if writer is not None:
+        close()
+    if not entries:  # no rows: one empty file that still carries the columns
+        empty.write_parquet(folder / rel(), compression="zstd", statistics=True)
+        entries.append(_describe(folder, rel(), 0))
     return entries
 
 
