@@ -65,19 +65,26 @@ class ShardCache:
         failpoints.hit("cache.put")
         return [self.folder / key / f"{i}.parquet" for i in range(len(frames))]
 
+    @property
+    def _spills(self) -> Path:
+        return self.folder / f".spill-{os.getpid()}-{int(self.started)}"
+
     def spill(self, frame: pl.DataFrame) -> Path:
-        """Park a frame of this run on disk (read shards); the files go when the run's cache is pruned."""
-        folder = self.folder / f".spill-{os.getpid()}-{int(self.started)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{uuid.uuid4().hex}.parquet"
+        """Park a frame of this run on disk (read shards) until `drop_spills`."""
+        self._spills.mkdir(parents=True, exist_ok=True)
+        path = self._spills / f"{uuid.uuid4().hex}.parquet"
         _write(frame, path)
         return path
 
+    def drop_spills(self) -> None:
+        """Remove the frames this run parked on disk (whether it succeeded or failed)."""
+        shutil.rmtree(self._spills, ignore_errors=True)
+
     def prune(self) -> int:
-        """Delete entries this run did not use, temp folders of killed runs and spilled frames; return how many."""
+        """Delete entries this run did not use, and what killed runs left (temp folders, spills); return how many."""
         removed = 0
         for entry in self.folder.iterdir() if self.folder.is_dir() else []:
-            if entry.stat().st_mtime < self.started - 1 or entry.name.startswith(".spill-"):
+            if entry.stat().st_mtime < self.started - 1:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
         return removed

@@ -118,6 +118,13 @@ def _run(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
 
 def _run_locked(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
     cache = ShardCache((root / pipeline.config.dataset / ".cache").resolve())  # absolute: Dask workers read it
+    try:
+        return _publish(pipeline, root, map_fn, cache)
+    finally:
+        cache.drop_spills()  # a failed run gives the disk back too
+
+
+def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache) -> tuple[Path, Outcome]:
     outcome = execute(pipeline, map_fn, cache)
     info: dict[str, Any] = {
         "config_path": str(pipeline.path),

@@ -111,6 +111,7 @@ def test_failed_publish_leaves_no_version(write_config, monkeypatch):
         run_pipeline(pipeline, use_prefect=False)
     dataset_dir = pipeline.release_dir / "test"
     assert release.versions(dataset_dir) == [] and not list(dataset_dir.glob(".tmp-*"))
+    assert not list(dataset_dir.glob(".cache/.spill-*"))  # the read shards it parked on disk are gone too
 
 
 def test_resolve_explains_what_it_looked_for(tmp_path):
