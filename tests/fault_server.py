@@ -67,12 +67,17 @@ class FaultServer:
                 lines = head.decode("latin-1").split("\r\n")
                 headers = {k.lower(): v.strip() for k, v in (h.split(":", 1) for h in lines[1:] if ":" in h)}
                 body = await reader.readexactly(int(headers.get("content-length", 0)))
-                if not await self._respond(lines[0], json.loads(body or b"{}"), writer):
+                if not await self._answer(lines[0], headers, json.loads(body or b"{}"), writer):
                     break
         except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
             pass  # client went away, or the server is stopping
         finally:
             writer.close()
+
+    async def _answer(self, request_line: str, headers: dict[str, str], body: dict,
+                      writer: asyncio.StreamWriter) -> bool:
+        """Answer one request (a subclass may look at its headers first); False when the connection must close."""
+        return await self._respond(request_line, body, writer)
 
     async def _respond(self, request_line: str, body: dict, writer: asyncio.StreamWriter) -> bool:
         """Write one response; False when the connection must close."""

@@ -27,23 +27,14 @@ class KeyEchoServer(FaultServer):
         super().__init__()
         self.authorizations: set[str] = set()
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                headers = {k.lower(): v.strip() for k, v in (h.split(":", 1) for h in lines[1:] if ":" in h)}
-                body = json.loads(await reader.readexactly(int(headers.get("content-length", 0))) or b"{}")
-                self.authorizations.add(headers.get("authorization", ""))
-                if "[401echo]" in json.dumps(body.get("messages", [])):
-                    message = f"Incorrect API key provided: {headers.get('authorization', '').removeprefix('Bearer ')}"
-                    self._send(writer, 401, json.dumps({"error": {"message": message, "code": "invalid_api_key"}}))
-                elif not await self._respond(lines[0], body, writer):
-                    break
-        except (asyncio.IncompleteReadError, asyncio.CancelledError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+    async def _answer(self, request_line: str, headers: dict[str, str], body: dict,
+                      writer: asyncio.StreamWriter) -> bool:
+        self.authorizations.add(headers.get("authorization", ""))
+        if "[401echo]" in json.dumps(body.get("messages", [])):
+            message = f"Incorrect API key provided: {headers.get('authorization', '').removeprefix('Bearer ')}"
+            self._send(writer, 401, json.dumps({"error": {"message": message, "code": "invalid_api_key"}}))
+            return True
+        return await self._respond(request_line, body, writer)
 
 
 def readable(path: Path) -> bytes:
