@@ -62,6 +62,8 @@ class ShardCache:
             os.rename(tmp, self.folder / key)
         except OSError:  # another worker finished the same shard first: same key, same content
             shutil.rmtree(tmp, ignore_errors=True)
+            if not (self.folder / key).is_dir():  # no: the rename itself failed
+                raise
         failpoints.hit("cache.put")
         return [self.folder / key / f"{i}.parquet" for i in range(len(frames))]
 

@@ -234,7 +234,7 @@ def decide(index: pl.DataFrame, stage: Stage) -> Decision:
     decision = decision if isinstance(decision, Decision) else Decision(decision)
     if decision.copies is not None and len(decision.copies):
         where = f"stage {stage.name!r} ({stage.operator.name})"
-        if decision.copies["copies"].min() < 1:
+        if decision.copies["copies"].fill_null(1).min() < 1:
             raise SluiceError(f"{where}: a row was given fewer than 1 copy")
         extra = decision.copies.with_columns(pl.int_ranges(2, pl.col("copies") + 1).alias("k")).explode("k")
         copy_ids = extra.drop_nulls("k").select(pl.format("{}#{}", "id", "k"))["id"]

@@ -80,7 +80,8 @@ def write_table(frame: pl.DataFrame | pl.LazyFrame, path: Path) -> None:
         lazy.sink_parquet(tmp, compression="zstd", statistics=True)
     elif path.name.endswith(".jsonl.gz"):
         with gzip.open(tmp, "wb") as fh:
-            lazy.collect().write_ndjson(fh)
+            for batch in lazy.collect_batches():
+                batch.write_ndjson(fh)
     else:
         lazy.sink_ndjson(tmp)
     tmp.replace(path)  # never a half-written output under the real name

@@ -32,9 +32,10 @@ from pipelines import failpoints
 from pipelines.accounting import Ledger
 from pipelines.card import dataset_card
 from pipelines.report import render_report
-from pipelines.engine import Outcome, Part, concat_frames, file_sha256
+from pipelines.engine import Outcome, Part, file_sha256, scan
 
 DEFAULT_ROOT = Path("data/releases")
+ROW_GROUP = 131_072  # rows per Parquet row group of a release file
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -145,45 +146,61 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
 def _write_parts(parts: list[Part], schema: pl.Schema, folder: Path, name: str,
                  rows_per_file: int) -> list[dict[str, Any]]:
     """Write the rows of `parts`, in order and cast to `schema`, as files of `rows_per_file` rows. Parts are
-    read one at a time and appended to the open file as row groups, so memory holds one part."""
+    read one at a time and appended to the open file in row groups of up to ROW_GROUP rows, so memory holds
+    about one part and one row group."""
     (folder / name).mkdir()
     empty = pl.DataFrame(schema=schema)
-    arrow_schema = empty.to_arrow(compat_level=pl.CompatLevel.oldest()).schema
     entries: list[dict[str, Any]] = []
-    writer, rows_in_file = None, 0
+    pending: list[pl.DataFrame] = []  # rows of the current file not yet written
+    writer = None
 
     def rel() -> str:
         return f"{name}/part-{len(entries):05d}.parquet"
 
-    def close() -> None:
-        writer.close()
-        entries.append(_describe(folder, rel(), rows_in_file))
-
-    for part in parts:
-        frame = pl.concat([empty, part.load()], how="diagonal_relaxed")  # the release's columns, order and types
-        offset = 0
-        while offset < len(frame):
+    def flush(end_of_file: bool) -> None:
+        nonlocal writer
+        if pending:
             if writer is None:
-                writer, rows_in_file = pq.ParquetWriter(folder / rel(), arrow_schema, compression="zstd"), 0
-            take = min(rows_per_file - rows_in_file, len(frame) - offset)
-            writer.write_table(frame.slice(offset, take).to_arrow(compat_level=pl.CompatLevel.oldest()))
-            offset, rows_in_file = offset + take, rows_in_file + take
-            if rows_in_file == rows_per_file:
-                close()
-                writer = None
-    if writer is not None:
-        close()
+                writer = pq.ParquetWriter(folder / rel(), _arrow(empty).schema, compression="zstd")
+            writer.write_table(_arrow(pl.concat(pending)))
+            pending.clear()
+        if end_of_file and writer is not None:
+            writer.close()
+            writer = None
+            entries.append(_describe(folder, rel(), pq.read_metadata(folder / rel()).num_rows))
+
+    try:
+        in_file = in_group = 0
+        for part in parts:
+            frame = pl.concat([empty, part.load()], how="diagonal_relaxed")  # the release's columns and types
+            while len(frame):
+                take = min(rows_per_file - in_file, ROW_GROUP - in_group, len(frame))
+                pending.append(frame.head(take))
+                frame, in_file, in_group = frame.slice(take), in_file + take, in_group + take
+                if in_file == rows_per_file or in_group == ROW_GROUP:
+                    flush(end_of_file=in_file == rows_per_file)
+                    in_group, in_file = 0, in_file % rows_per_file
+        flush(end_of_file=True)
+    finally:
+        if writer is not None:
+            writer.close()
     if not entries:  # no rows: one empty file that still carries the columns
         empty.write_parquet(folder / rel(), compression="zstd", statistics=True)
         entries.append(_describe(folder, rel(), 0))
     return entries
 
 
+def _arrow(frame: pl.DataFrame):
+    return frame.to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
 def unified_schema(parts: list[Part]) -> pl.Schema:
     """The columns of all parts together, each with a type that holds every part's values."""
-    empties = [pl.DataFrame(schema=p.frame.schema if p.frame is not None else pl.read_parquet_schema(p.path))
-               for p in parts]
-    return concat_frames(empties).schema
+    try:
+        return scan(parts).collect_schema()
+    except pl.exceptions.PolarsError as err:
+        raise ReleaseError(f"the shards' columns cannot be combined into one table: {str(err).splitlines()[0]}; "
+                           "map or drop the column whose type differs between inputs (`fields:`)") from None
 
 
 def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> list[dict[str, Any]]:

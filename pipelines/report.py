@@ -29,6 +29,7 @@ import numpy as np
 import polars as pl
 
 from operators.diversity.metrics import headline
+from operators.quality.text import plain_word_count
 from pipelines.accounting import Ledger
 from pipelines.card import PROVENANCE, generation_totals, generation_usage
 
@@ -76,8 +77,8 @@ def _words(column: str, dtype: pl.DataType, schema: dict[str, pl.DataType] | Non
     if schema and f"score_words_{column}" in schema:
         return pl.col(f"score_words_{column}")
     if dtype == pl.String:
-        return pl.col(column).fill_null("").str.count_matches(r"\S+")
-    return pl.col(column).list.eval(pl.element().struct.field("content").fill_null("").str.count_matches(r"\S+")).list.sum()
+        return plain_word_count(pl.col(column).fill_null(""))
+    return pl.col(column).list.eval(plain_word_count(pl.element().struct.field("content").fill_null(""))).list.sum()
 
 
 def _payload_columns(data: pl.LazyFrame, schema: dict[str, pl.DataType]) -> list[str]:

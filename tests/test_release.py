@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from conftest import ALPACA, ROOT
@@ -141,3 +142,15 @@ def test_generation_usage_of_generated_inputs_lands_in_the_manifest(write_config
     assert manifest["generation"] == {"requests": 6, "calls": 4, "cache_hits": 2,
                                       "models": {"m": {"prompt_tokens": 20, "completion_tokens": 10, "calls": 4}}}
     assert "## Generation" in (folder / "README.md").read_text()
+
+
+def test_small_shards_make_one_row_group_per_file_not_one_per_shard(write_config, tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"text": "Row number {i}."}}\n' for i in range(250)))
+    cfg = write_config([{"path": str(path)}], shard_rows=7, release={"dir": str(tmp_path / "releases"),
+                                                                      "rows_per_file": 100})
+    folder, _ = run_pipeline(config.load(cfg), use_prefect=False)
+    files = sorted((folder / "data").glob("*.parquet"))
+    assert [pq.read_metadata(f).num_rows for f in files] == [100, 100, 50]
+    assert all(pq.read_metadata(f).num_row_groups == 1 for f in files)
+    assert pl.read_parquet(files)["text"].to_list() == [f"Row number {i}." for i in range(250)]
