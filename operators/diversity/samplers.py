@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from operators.base import DETAIL, REASON, Decision, GlobalOperator, Params
 from operators.diversity import features as ft
 from operators.diversity.features import joined_text
-from operators.diversity.metrics import before_after
+from operators.diversity.metrics import STATS_ROWS, before_after
 from operators.errors import InputError
 from operators.registry import register
 
@@ -106,11 +106,16 @@ class Sampler(GlobalOperator):
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         """Budget, rows in and selected, and the diversity before (every row in) and after (the kept rows)."""
         kept = kept.collect()  # the selection: at most the budget
-        wanted = [c for c in ("id", *self.params.fields, "instruction") if c in rejected.collect_schema()]
-        pool = pl.concat([kept, rejected.select(list(dict.fromkeys(wanted))).collect()], how="diagonal_relaxed")
-        result = {"budget": self.params.budget, "rows_in": pool.height, "selected": kept.height}
+        pool_ids = pl.concat([kept.select("id"), rejected.select("id").collect()])["id"]
+        result = {"budget": self.params.budget, "rows_in": len(pool_ids), "selected": kept.height}
         if kept.height:
+            # Read only the rejected rows that before_after's seeded sample of the pool will measure.
+            sample = pool_ids.filter(pl.Series(ft.uniform(pool_ids, self.params.seed)).rank("ordinal") <= STATS_ROWS)
+            wanted = [c for c in dict.fromkeys(("id", *self.params.fields, "instruction")) if c in rejected.collect_schema()]
+            measured = rejected.select(wanted).filter(pl.col("id").is_in(sample.implode())).collect()
+            pool = pl.concat([kept, measured], how="diagonal_relaxed")
             result["diversity"] = before_after(pool, kept, self.params.fields, self.params.seed)
+            result["diversity"]["before"]["rows"] = len(pool_ids)
         return result
 
     def counts(self, index: pl.DataFrame):
