@@ -53,7 +53,8 @@ class Operator:
         """A JSON-able summary of the stage for the manifest (cluster sizes, counts per benchmark, ...).
 
         Called once after the stage ran over every shard: `kept` scans the rows it passed on, `rejected`
-        the rows it dropped, with `reason` = this operator's rule (no stage prefix) and `detail`. They are
+        the rows it dropped, always with `id`, `reason` = this operator's rule (no stage prefix) and `detail`,
+        even when nothing was dropped. They are
         lazy (the rows are on disk): select the columns you need before collecting. The engine calls it only
         for operators that override it."""
         return {}

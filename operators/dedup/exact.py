@@ -55,8 +55,6 @@ def cluster_stats(kept: pl.LazyFrame, rejected: pl.LazyFrame, reason: str) -> di
     """Duplicate clusters from a dedup stage's rejects (each names its survivor in `detail`): how many, how
     many rows they hold, the largest, a histogram of sizes (2, 3, 4-7, 8-15, ...), and how many rows were
     duplicates of a survivor from an earlier release (one not among this run's rows)."""
-    if DETAIL not in rejected.collect_schema():  # no rejects at all
-        rejected = pl.LazyFrame(schema={REASON: pl.String, DETAIL: pl.String})
     members = rejected.filter(pl.col(REASON) == reason).group_by(DETAIL).len().collect()
     sizes = members["len"] + 1
     low = pl.lit(2).pow(sizes.log(2).floor()).cast(pl.Int64)

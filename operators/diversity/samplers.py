@@ -198,8 +198,7 @@ class ClusterSample(Sampler):
         result = super().stats(kept, rejected)
         col = self.params.cluster_col
         if col and col in kept.collect_schema():
-            details = (rejected.select(DETAIL).collect()[DETAIL] if DETAIL in rejected.collect_schema()
-                       else pl.Series(DETAIL, [], pl.String))
+            details = rejected.select(DETAIL).collect()[DETAIL]
             dropped = details.str.extract(r"^cluster=(\d+)", 1).cast(pl.Int64).drop_nulls().to_numpy()
             chosen = kept.select(col).collect()[col].drop_nulls().cast(pl.Int64).to_numpy()
             k = int(max(chosen.max(initial=-1), dropped.max(initial=-1))) + 1
