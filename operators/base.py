@@ -12,10 +12,13 @@ A batch is a `polars.DataFrame` with a unique string `id` column. Operators are 
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
-import inspect
+import importlib.metadata
 import json
 import sys
+from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import polars as pl
@@ -61,14 +64,75 @@ class Operator:
 
     @property
     def fingerprint(self) -> str:
-        """Name, parameters and the operator's source code: equal fingerprints mean equal output."""
-        code = inspect.getsource(sys.modules[type(self).__module__])
-        payload = {
-            "op": self.name,
-            "params": self.params.model_dump(mode="json"),
-            "code": hashlib.sha256(code.encode()).hexdigest(),
-        }
+        """Name, parameters and code: equal fingerprints mean equal output. The code is the operator's module,
+        every operators/ module it imports (transitively), and the versions of the libraries they import."""
+        payload = {"op": self.name, "params": self.params.model_dump(mode="json"), "code": code_version(type(self).__module__)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+OPERATORS_ROOT = Path(__file__).resolve().parent  # the `operators` package
+
+
+def code_version(module: str) -> dict[str, Any]:
+    """What a module's results depend on: sha256 of each operators/ module it reaches through imports (itself
+    included), and the installed version of each library those modules import."""
+    modules, libraries, todo = {}, set(), [module]
+    while todo:
+        name = todo.pop()
+        if name in modules or (path := module_path(name)) is None:
+            continue
+        source = read_source(path)
+        modules[name] = hashlib.sha256(source).hexdigest()
+        imported = _imports(name, path.name == "__init__.py", source)
+        todo += [m for m in imported if m.split(".")[0] == "operators"]
+        libraries |= {m.split(".")[0] for m in imported} - {"operators"} - set(sys.stdlib_module_names)
+    return {"modules": modules, "libraries": {lib: _version(lib) for lib in sorted(libraries)}}
+
+
+def module_path(name: str) -> Path | None:
+    """The source file of an operators/ module (None for anything else, or a name that is not a module)."""
+    parts = name.split(".")
+    if parts[0] != "operators":
+        return None
+    base = OPERATORS_ROOT.joinpath(*parts[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def read_source(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+@functools.lru_cache(maxsize=1024)
+def _imports(module: str, is_package: bool, source: bytes) -> list[str]:
+    """Modules `source` imports, anywhere in it (functions too), relative imports resolved; for
+    `from X import y`, `X.y` when that is a module of its own, else `X` (so importing a module from a
+    package does not tie the importer to every module the package's __init__ re-exports)."""
+    package = module if is_package else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            found += [f"{base}.{a.name}" if module_path(f"{base}.{a.name}") else base for a in node.names]
+    return [m for m in found if m]
+
+
+@functools.cache
+def _version(top_level: str) -> str | None:
+    """The installed version of the distribution providing the importable name `top_level`."""
+    for dist in importlib.metadata.packages_distributions().get(top_level, []):
+        try:
+            return f"{dist}=={importlib.metadata.version(dist)}"
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def _no_rejects(frame: pl.DataFrame) -> pl.DataFrame:

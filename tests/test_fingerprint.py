@@ -1,0 +1,69 @@
+"""The fingerprint covers everything a stage's output depends on: its module, the operators/ modules it imports
+(transitively) and the versions of the libraries they import. Editing a helper recomputes cached shard results."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from conftest import GSM8K
+from operators import base
+from operators.clean.normalize import Normalize
+from operators.dedup.minhash import MinHashDedup
+from operators.quality.gopher import GopherRepetition
+from pipelines import config
+from pipelines.cache import ShardCache
+from pipelines.engine import run_stages
+
+
+def test_code_version_reaches_helpers_and_libraries():
+    gopher = base.code_version(GopherRepetition.__module__)
+    assert {"operators.quality.tokenize", "operators.quality.text", "operators.base"} <= set(gopher["modules"])
+    assert gopher["libraries"]["polars"] == f"polars=={pl.__version__}"
+    assert "numpy" in gopher["libraries"]
+    minhash = base.code_version(MinHashDedup.__module__)
+    assert {"operators.dedup.shingles", "operators.clean.normalize"} <= set(minhash["modules"])
+    assert minhash["libraries"]["rensa"].startswith("rensa==")
+    # importing one module of a package does not tie the importer to every module the package re-exports
+    assert "operators.quality.classifier" not in gopher["modules"]
+    assert "operators.quality.tokenize" not in base.code_version(Normalize.__module__)["modules"]
+
+
+def _edited(path_suffix: str):
+    """read_source with one helper's source edited (as if a developer changed it)."""
+    original = base.read_source
+
+    def read(path):
+        source = original(path)
+        return source + b"\n# edited\n" if path.as_posix().endswith(path_suffix) else source
+
+    return read
+
+
+def test_editing_a_helper_recomputes_cached_shard_results(tmp_path, monkeypatch):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"""
+dataset: fp
+inputs: [{{path: {GSM8K}, fields: {{text: question}}}}]
+shard_rows: 400
+stages:
+  - {{op: normalize, fields: [text]}}
+  - {{op: gopher_repetition, field: text}}
+""")
+    pipeline = config.load(cfg)
+    cache = ShardCache(tmp_path / "cache")
+
+    def run() -> tuple[int, int, list[pl.DataFrame]]:
+        outcome = run_stages(pipeline.sources, pipeline.stages, pipeline.config.shard_rows, cache=cache)
+        return outcome.reused, outcome.computed, outcome.shards
+
+    _, computed, first = run()
+    shards = computed // 2
+    assert shards >= 3
+    assert run()[:2] == (2 * shards, 0)  # nothing changed: every shard result is reused
+    before = [s.operator.fingerprint for s in pipeline.stages]
+    monkeypatch.setattr(base, "read_source", _edited("operators/quality/tokenize.py"))
+    after = [s.operator.fingerprint for s in pipeline.stages]
+    assert after[0] == before[0] and after[1] != before[1]  # normalize does not import the tokenizer
+    reused, computed, again = run()
+    assert (reused, computed) == (shards, shards)  # normalize reused, gopher recomputed
+    assert all(a.equals(b) for a, b in zip(first, again))
