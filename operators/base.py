@@ -50,7 +50,8 @@ class Operator:
 
     @classmethod
     def summary(cls) -> str:
-        return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        """The docstring's first paragraph, on one line (a sentence may wrap in the source)."""
+        return " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
 
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict[str, Any]:
         """A JSON-able summary of the stage for the manifest (cluster sizes, counts per benchmark, ...).

@@ -66,6 +66,10 @@ def test_operators_lists_parameters_and_defaults(sluice):
     assert code == 0
     assert "length_filter  (Filter)" in out and "    min_words: int, default 1" in out
     assert "exact_dedup  (GlobalOperator)" in out and 'fields: list[str], default ["text"]' in out
+    # A description that wraps in the docstring is shown whole, not cut at its first line.
+    assert "(13-gram evidence confirmed by trigram overlap; short items matched whole)." in out
+    summaries = [line.split(")  ", 1)[1] for line in out.splitlines() if not line.startswith(" ")]
+    assert len(summaries) >= 20 and all(s.count("(") == s.count(")") and s.endswith(".") for s in summaries)
 
 
 def test_console_script_is_installed():
