@@ -6,7 +6,6 @@ import argparse
 import importlib
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -107,8 +106,11 @@ def _server(args: argparse.Namespace) -> int:
 
     env = {**PREFECT_DEFAULTS, **os.environ}
     prefect = Path(sys.executable).parent / "prefect"
-    print(f"Prefect server on http://127.0.0.1:{args.port} (API: export PREFECT_API_URL=http://127.0.0.1:{args.port}/api)")
-    return subprocess.call([prefect, "server", "start", "--host", "127.0.0.1", "--port", str(args.port)], env=env)
+    print(f"Prefect server on http://127.0.0.1:{args.port} (API: export PREFECT_API_URL=http://127.0.0.1:{args.port}/api)",
+          flush=True)
+    # The server becomes this process (same pid): a signal that stops `sluice server` stops the server, and
+    # nothing is left running behind it.
+    os.execve(prefect, [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(args.port)], env)
 
 
 def _operators(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -46,6 +47,30 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
+def _descendants(pid: int) -> set[int]:
+    """Every process below `pid` (read from /proc while they are still its children)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has stopped; it only waits to be reaped
+
+
 def test_served_deployment_triggers_scheduled_runs(write_config, tmp_path):
     cfg = write_config([{"path": str(ROOT / "data/web/dolma/*.jsonl"), "fields": {"text": "text"}}],
                        [{"op": "normalize"}])
@@ -63,7 +88,14 @@ def test_served_deployment_triggers_scheduled_runs(write_config, tmp_path):
         finally:
             _stop(served)
     finally:
+        family = _descendants(server.pid)
         _stop(server)
+    # SIGTERM to `sluice server` (what a service manager sends) stops the Prefect server with it.
+    survivors = [pid for pid in family if _alive(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "processes outlived `sluice server`"
+    assert server.returncode is not None and not _healthy(api)
     for version in ("v0001", "v0002"):
         manifest = json.loads((dataset / version / "manifest.json").read_text())
         assert manifest["rows"] == 20 and manifest["config_path"] == str(cfg.resolve())
