@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from operators import registry
 from operators.base import Operator
 from operators.errors import ConfigError
-from pipelines.readers import Source, detect_format
+from pipelines.readers import Format, Source, detect_format
 
 
 class Strict(BaseModel):
@@ -30,7 +30,7 @@ class Strict(BaseModel):
 
 class InputConfig(Strict):
     path: str = Field(description="file or glob, relative to the config file")
-    format: Literal["auto", "jsonl", "json", "parquet", "csv"] = "auto"
+    format: Literal["auto"] | Format = "auto"
     fields: dict[str, str] = Field(default_factory=dict, description="output column -> input field")
     optional: list[str] = Field(default_factory=list, description="mapped columns that may be missing or empty")
     source: str | None = Field(default=None, description="provenance label; default: the file name")
@@ -126,6 +126,8 @@ def _build(path: Path, node: yaml.Node, data: dict) -> Pipeline:
 
 def build_sources(inp: InputConfig, i: int, base: Path, problems: Problems) -> list[Source]:
     pattern = os.path.normpath(base / inp.path)
+    if os.path.isdir(pattern):  # a folder: every file in it
+        pattern = os.path.join(pattern, "*")
     paths = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [Path(pattern)]
     paths = [p for p in paths if p.is_file()]
     if not paths:
@@ -137,7 +139,7 @@ def build_sources(inp: InputConfig, i: int, base: Path, problems: Problems) -> l
     for p in paths:
         fmt = detect_format(p) if inp.format == "auto" else inp.format
         if fmt is None:
-            problems.add(("inputs", i, "format"), f"cannot tell the format of {p.name}; set format: jsonl|json|parquet|csv", "auto")
+            problems.add(("inputs", i, "format"), f"cannot tell the format of {p.name}; set format: {'|'.join(typing.get_args(Format))}", "auto")
             continue
         source = inp.source or p.name.split(".")[0]
         sources.append(Source(p, fmt, dict(inp.fields), tuple(inp.optional), source, inp.on_error))

@@ -12,6 +12,7 @@ import argparse
 import gzip
 import tempfile
 from pathlib import Path
+from typing import get_args
 
 import polars as pl
 
@@ -20,7 +21,7 @@ from operators.errors import ConfigError
 from pipelines.config import Stage
 from pipelines.cache import ShardCache
 from pipelines.engine import Outcome, Part, run_stages, scan
-from pipelines.readers import Source, detect_format
+from pipelines.readers import Format, Source, detect_format
 
 OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
 
@@ -31,7 +32,7 @@ def add_io_arguments(parser: argparse.ArgumentParser, text_field: bool = True) -
     parser.add_argument("output", type=Path, help="output file: .parquet, .jsonl or .jsonl.gz")
     if text_field:
         parser.add_argument("--text-field", default="text", metavar="F", help="column holding the text (default: text)")
-    parser.add_argument("--format", choices=["jsonl", "json", "parquet", "csv"], help="input format (default: by extension)")
+    parser.add_argument("--format", choices=get_args(Format), help="input format (default: by extension)")
     parser.add_argument("--on-error", choices=["skip", "fail"], default="skip",
                         help="bad input rows: reject and count them (skip, default) or stop (fail)")
     parser.add_argument("--shard-rows", type=int, default=50_000, metavar="N", help="rows per processing shard")

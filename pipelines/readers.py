@@ -25,11 +25,12 @@ import pyarrow.parquet as pq
 from operators.base import DETAIL, REASON
 from operators.errors import InputError
 
-Format = Literal["jsonl", "json", "parquet", "csv"]
+Format = Literal["jsonl", "json", "parquet", "csv", "warc", "html", "text", "text_lines", "pdf", "pdf_pages"]
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _SUFFIX_FORMATS: dict[str, Format] = {
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".parquet": "parquet", ".csv": "csv",
-}
+    ".warc": "warc", ".wet": "warc", ".html": "html", ".htm": "html", ".txt": "text", ".md": "text", ".pdf": "pdf",
+}  # raw web and documents: pipelines/sources.py
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,10 @@ def detect_format(path: Path) -> Format | None:
 
 
 class RowError(Exception):
-    """A bad input row: `kind` becomes the reject reason `read:<kind>`."""
+    """A bad input row: `kind` becomes the reject reason `read:<kind>`. A `counted` one (a WARC request
+    record, say) is always a reject, even under `on_error: fail`: it is not a mistake in the input."""
+
+    counted = False
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
@@ -108,7 +112,7 @@ def read_shards(src: Source, shard_rows: int, ids: IdRegistry) -> Iterator[Shard
         try:
             good.append(_validate(src, where, record, ids))
         except RowError as err:
-            if src.on_error == "fail":
+            if src.on_error == "fail" and not err.counted:
                 raise InputError(f"{where}: {err} (to reject and count such rows instead: `on_error: skip` on this "
                                  "input, or --on-error skip)") from None
             bad.append(_reject(where, record, err))
@@ -224,6 +228,11 @@ class _BadLine(RowError):
 def _records(src: Source) -> Iterator[tuple[str, Any]]:
     read = {"jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records, "parquet": _parquet_records}
     try:
+        if src.format not in read:
+            from pipelines.sources import raw_records
+
+            yield from raw_records(src.path, src.format)
+            return
         if src.format != "parquet":
             _check_encoding(src.path)
         yield from read[src.format](src.path)
