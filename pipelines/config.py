@@ -35,6 +35,9 @@ class InputConfig(Strict):
     optional: list[str] = Field(default_factory=list, description="mapped columns that may be missing or empty")
     source: str | None = Field(default=None, description="provenance label; default: the file name")
     on_error: Literal["fail", "skip"] = "fail"
+    keep: Literal["all", "mapped"] = Field(
+        default="all", description="all: unmapped fields travel along; mapped: only the mapped fields (and id, source)")
+    drop: list[str] = Field(default_factory=list, description="input fields to leave out (with keep: all)")
 
 
 class StageConfig(BaseModel):
@@ -135,6 +138,7 @@ def build_sources(inp: InputConfig, i: int, base: Path, problems: Problems) -> l
     for name in inp.optional:
         if name not in inp.fields:
             problems.add(("inputs", i, "optional"), f"{name!r} is not a mapped field; mapped: {sorted(inp.fields)}", name)
+    _check_drop(inp, i, problems)
     sources = []
     for p in paths:
         fmt = detect_format(p) if inp.format == "auto" else inp.format
@@ -142,8 +146,19 @@ def build_sources(inp: InputConfig, i: int, base: Path, problems: Problems) -> l
             problems.add(("inputs", i, "format"), f"cannot tell the format of {p.name}; set format: {'|'.join(typing.get_args(Format))}", "auto")
             continue
         source = inp.source or p.name.split(".")[0]
-        sources.append(Source(p, fmt, dict(inp.fields), tuple(inp.optional), source, inp.on_error))
+        sources.append(Source(p, fmt, dict(inp.fields), tuple(inp.optional), source, inp.on_error, inp.keep,
+                              tuple(inp.drop)))
     return sources
+
+
+def _check_drop(inp: InputConfig, i: int, problems: Problems) -> None:
+    if inp.drop and inp.keep == "mapped":
+        problems.add(("inputs", i, "drop"), "keep: mapped already leaves out every unmapped field; use one of the two",
+                     inp.drop)
+    for name in inp.drop:
+        if name in inp.fields.values():
+            target = next(t for t, n in inp.fields.items() if n == name)
+            problems.add(("inputs", i, "drop"), f"{name!r} is mapped to {target!r}; drop names unmapped fields", name)
 
 
 def _raw_stages(raw: Any) -> list[StageConfig | None]:

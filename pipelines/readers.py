@@ -1,7 +1,7 @@
 """Readers: JSONL (.gz), JSON arrays, Parquet and CSV, streamed as shards of validated rows.
 
 Every input row either becomes a row of a shard (payload fields renamed by the field mapping, every other
-column kept, a unique string `id`) or a reject with a `read:<kind>` reason and a detail naming the file
+column kept unless the input says `keep: mapped` or `drop: [...]`, a unique string `id`) or a reject with a `read:<kind>` reason and a detail naming the file
 and line. With `on_error: fail` (the default) the first bad row stops the run with that message instead.
 """
 
@@ -43,6 +43,8 @@ class Source:
     optional: tuple[str, ...] = ()  # output columns that may be missing, null or empty ("" then)
     source: str = ""
     on_error: Literal["fail", "skip"] = "fail"
+    keep: Literal["all", "mapped"] = "all"  # mapped: only the mapped fields (plus `id` and `source`)
+    drop: tuple[str, ...] = ()  # input fields left out of the rows (never a mapped one)
 
 
 def detect_format(path: Path) -> Format | None:
@@ -172,9 +174,8 @@ def _validate(src: Source, where: str, record: Any, ids: IdRegistry) -> dict[str
         raise record
     if not isinstance(record, dict):
         raise RowError("not_an_object", f"expected an object with fields, got {type(record).__name__}")
-    row = dict(record)
+    row = _unmapped(src, record)
     for target, name in src.fields.items():
-        row.pop(name, None)
         row[target] = _field_value(src, record, target, name)
     given = row.pop("id", None)
     if isinstance(given, (dict, list, float, bool)):
@@ -183,6 +184,15 @@ def _validate(src: Source, where: str, record: Any, ids: IdRegistry) -> dict[str
     if src.source:
         row.setdefault("source", src.source)
     return row
+
+
+def _unmapped(src: Source, record: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `record` that travel along unrenamed: all but the mapped and dropped ones, or with
+    `keep: mapped` only `id` and `source` (the row's identity and provenance)."""
+    mapped = set(src.fields.values())
+    if src.keep == "mapped":
+        return {k: record[k] for k in ("id", "source") if k in record and k not in mapped}
+    return {k: v for k, v in record.items() if k not in mapped and k not in src.drop}
 
 
 def _field_value(src: Source, record: dict, target: str, name: str) -> Any:

@@ -93,6 +93,18 @@ def test_optional_must_name_a_mapped_field(write_config):
     assert "inputs[0].optional: 'input' is not a mapped field" in load_error(path)
 
 
+def test_keep_and_drop_on_an_input_are_checked(write_config):
+    path = write_config([GOOD_INPUT | {"keep": "some"}])
+    assert "inputs[0].keep: Input should be 'all' or 'mapped' (got 'some')" in load_error(path)
+    path = write_config([GOOD_INPUT | {"keep": "mapped", "drop": ["meta"]}])
+    assert "inputs[0].drop: keep: mapped already leaves out every unmapped field" in load_error(path)
+    mapped_field = next(iter(GOOD_INPUT["fields"].values()))
+    path = write_config([GOOD_INPUT | {"drop": ["meta", mapped_field]}])
+    assert f"inputs[0].drop: {mapped_field!r} is mapped to" in load_error(path)
+    source = config.load(write_config([GOOD_INPUT | {"drop": ["meta"]}])).sources[0]
+    assert source.keep == "all" and source.drop == ("meta",)
+
+
 def test_repeated_operators_get_distinct_stage_names(write_config):
     path = write_config([GOOD_INPUT], [{"op": "length_filter"}, {"op": "length_filter", "min_words": 5}])
     assert [s.name for s in config.load(path).stages] == ["length_filter", "length_filter_2"]

@@ -179,3 +179,22 @@ def test_extra_fields_with_mixed_types_are_kept_as_json_text(tmp_path):
     path.write_text('{"text": "a", "meta": {"k": 1}}\n{"text": "b", "meta": 5}\n')
     rows, _, _ = read_all(Source(path, "jsonl", {"text": "text"}))
     assert rows["meta"].to_list() == ['{"k": 1}', "5"]
+
+
+DOLMA = Path(__file__).resolve().parents[1] / "data" / "web" / "dolma" / "cc_en_head-0091.jsonl"
+
+
+def test_an_input_keeps_only_its_mapped_fields_or_drops_named_ones():
+    """Real Dolma rows carry id, source, added, created and a metadata object beside their text."""
+    records = [json.loads(line) for line in DOLMA.read_text().splitlines()]
+    assert {"added", "created", "metadata"} <= records[0].keys()
+    everything, _, _ = read_all(Source(DOLMA, "jsonl", {"body": "text"}, source="dolma"))
+    assert set(everything.columns) == {"id", "body", "source", "added", "created", "metadata"}
+    mapped, _, _ = read_all(Source(DOLMA, "jsonl", {"body": "text"}, source="dolma", keep="mapped"))
+    assert mapped.columns == ["id", "body", "source"]  # identity and provenance stay
+    assert mapped["id"].to_list() == [r["id"] for r in records] == everything["id"].to_list()
+    assert mapped["source"].to_list() == [r["source"] for r in records]  # the rows' own source, as before
+    assert mapped["body"].to_list() == [r["text"] for r in records]
+    dropped, _, _ = read_all(Source(DOLMA, "jsonl", {"body": "text"}, source="dolma", drop=("metadata", "added")))
+    assert set(dropped.columns) == {"id", "body", "source", "created"}
+    assert dropped["created"].to_list() == [r["created"] for r in records]
