@@ -1,5 +1,6 @@
-"""Mappers that clean text without dropping rows."""
+"""Cleaning: text normalisation, HTML main-content extraction, URL filtering, PII redaction, bad words."""
 
+from operators.clean.html_extract import HtmlExtract
 from operators.clean.normalize import Normalize, for_matching, normalize_text
 
-__all__ = ["Normalize", "for_matching", "normalize_text"]
+__all__ = ["HtmlExtract", "Normalize", "for_matching", "normalize_text"]
