@@ -86,7 +86,7 @@ def _summary(manifest: dict[str, Any]) -> str:
         lines.append(f"\n{description}")
     lines.append(
         f"\n**{manifest['rows']:,} rows** in {len(manifest['shards'])} Parquet shard(s) under `data/` "
-        f"({_bytes(size)}, zstd). {manifest['rejected_rows']:,} rejected rows are kept with the reason for each "
+        f"({human_bytes(size)}, zstd). {manifest['rejected_rows']:,} rejected rows are kept with the reason for each "
         f"under `rejects/`. Plots of lengths, scores and drops are in `report.html`; `manifest.json` has every "
         f"checksum (`sluice release verify` re-checks them)."
     )
@@ -212,7 +212,7 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def _bytes(n: float) -> str:
+def human_bytes(n: float) -> str:
     unit = "B"
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024:

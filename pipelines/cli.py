@@ -91,7 +91,18 @@ def _run(args: argparse.Namespace) -> int:
     if outcome.reused:
         print(f"\nresumed: {outcome.reused} shard results reused from the cache, {outcome.computed} computed")
     print(f"\nreleased {len(outcome.ledger.stages) and outcome.ledger.stages[-1].rows_out:,} rows -> {folder}")
+    _say_cache_size(folder.parent)
     return 0
+
+
+def _say_cache_size(dataset_dir: Path) -> None:
+    from pipelines.card import human_bytes
+    from pipelines.commands.cache import folder_bytes
+
+    cache = dataset_dir / ".cache"
+    if cache.is_dir():
+        print(f"shard cache: {human_bytes(folder_bytes(cache))} in {cache} (lets a re-run resume; "
+              f"`sluice cache clear {dataset_dir.name}` frees it)")
 
 
 def _deploy(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 HELP_COMMANDS = [[], ["run"], ["operators"], ["deploy"], ["server"], ["release"], ["release", "list"], ["release", "show"],
-                 ["release", "verify"]]
+                 ["release", "verify"], ["cache"], ["cache", "clear"]]
 
 
 @pytest.mark.parametrize("command", HELP_COMMANDS, ids=lambda c: " ".join(c) or "sluice")

@@ -11,4 +11,5 @@ COMMAND_MODULES: list[str] = [
     "pipelines.commands.filter",
     "pipelines.commands.quality",
     "pipelines.commands.decontaminate",
+    "pipelines.commands.cache",
 ]
