@@ -16,6 +16,7 @@ import ast
 import functools
 import hashlib
 import importlib.metadata
+import inspect
 import json
 import sys
 from pathlib import Path
