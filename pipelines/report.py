@@ -310,7 +310,7 @@ def _mixture_table(name: str, stats: dict[str, Any]) -> str:
                      f"{m.get('rows', 0):,} ({m.get('share_rows', 0):.1%})", tokens, f"{m.get('copies', 0):,}"))
     title = f"{name}: mixture by {stats.get('unit', 'rows')}, at most {stats.get('max_repeat', 1)} copies of a row"
     return f"<h3>{_esc(title)}</h3>" + _table(("source", "target share", "rows available", "rows (share)",
-                                               "words (share)", "repeated copies"), rows)
+                                               "tokens (share)", "repeated copies"), rows)
 
 
 def _metric(value: float | int | None) -> str:

@@ -15,11 +15,15 @@ from operators.diversity.features import joined_text
 from operators.errors import ConfigError
 from operators.quality.text import plain_word_count
 from operators.registry import register
+from operators.tokens import DEFAULT_TOKENIZER, count_tokens, describe, field_text
 
 
 @register
 class Mix(GlobalOperator):
     """Mix sources by target shares of rows or tokens, down- or up-sampling each at random (seeded).
+
+    Tokens are counted with a real tokenizer (`tokenizer`, default the embedded model's vocabulary; name
+    the tokenizer.json of the model you train for its exact budget); `unit: words` keeps the word proxy.
 
     A source too small for its share repeats its rows, each at most `max_repeat` times (default 1: never).
     Sources not named in `ratios` are dropped as `not_in_mix`, surplus rows as `not_selected`; a repeated
@@ -29,7 +33,8 @@ class Mix(GlobalOperator):
 
     class Params(Params):
         ratios: dict[str, float] = Field(min_length=1, description="source -> share (normalised to sum 1)")
-        unit: Literal["rows", "tokens"] = Field(default="rows", description="what the shares measure")
+        unit: Literal["rows", "tokens", "words"] = Field(default="rows", description="what the shares measure")
+        tokenizer: str = Field(default=DEFAULT_TOKENIZER, description="counts tokens: 'smollm2', a tokenizer.json or a .gguf")
         total: int | None = Field(default=None, ge=1, description="rows or tokens in the mixture; default: the "
                                   "largest the sources allow with at most max_repeat copies of a row")
         max_repeat: int = Field(default=1, ge=1, description="most copies of one row (1: never up-sample)")
@@ -49,8 +54,13 @@ class Mix(GlobalOperator):
         return {s: r / sum(self.params.ratios.values()) for s, r in self.params.ratios.items()}
 
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
-        size = (token_counts(joined_text(batch, self.params.fields)) if self.params.unit == "tokens"
-                else pl.Series("size", np.ones(len(batch), np.int64)))
+        p = self.params
+        if p.unit == "tokens":
+            size = count_tokens(field_text(batch, p.fields), p.tokenizer)
+        elif p.unit == "words":
+            size = word_counts(joined_text(batch, p.fields))
+        else:
+            size = pl.Series("size", np.ones(len(batch), np.int64))
         return pl.DataFrame([batch["id"], batch["source"].cast(pl.String), size.alias("size")])
 
     def decide(self, index: pl.DataFrame) -> Decision:
@@ -88,13 +98,13 @@ class Mix(GlobalOperator):
         return Decision(drops, copies=ranked.filter(pl.col("copies") > 1).select("id", "copies"))
 
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
-        """The realised mixture next to the target: per source the rows available, the rows and tokens (words)
+        """The realised mixture next to the target: per source the rows available, the rows and tokens
         in the mixture with their shares, and how many of those rows are repeated copies."""
         columns = kept.collect_schema()
         kept = kept.select([c for c in dict.fromkeys(("id", "source", *self.params.fields)) if c in columns]).collect()
         rejected = rejected.select([c for c in ("source",) if c in rejected.collect_schema()]).collect()
         has_text = all(f in kept.columns for f in self.params.fields)
-        realised = mixture(kept, self.params.fields if has_text else None)
+        realised = mixture(kept, self.params.fields if has_text else None, tokenizer=self.params.tokenizer)
         is_copy = pl.col("id").str.contains(r"#\d+$") & pl.col("id").str.replace(r"#\d+$", "").is_in(kept["id"].implode())
         copies = dict(kept.filter(is_copy).group_by(pl.col("source").cast(pl.String)).len().iter_rows())
         originals = kept.filter(~is_copy)
@@ -106,20 +116,20 @@ class Mix(GlobalOperator):
             entry = {"target_share": round(self.shares.get(source, 0.0), 4), "available_rows": available.get(source, 0)}
             sources[source] = entry | realised.get(source, {"rows": 0, "share_rows": 0.0}) | {"copies": copies.get(source, 0)}
         return {"unit": self.params.unit, "max_repeat": self.params.max_repeat, "rows": kept.height,
-                "tokens_counted": has_text, "mixture": sources}
+                "tokens_counted": has_text, "mixture": sources} | (describe(self.params.tokenizer) if has_text else {})
 
 
-def token_counts(texts: pl.Series) -> pl.Series:
-    """Words as the length filter counts them: the token proxy (no tokenizer download; ~0.75 of a BPE token
-    count for English; each Chinese/Japanese/Thai character counts as one)."""
+def word_counts(texts: pl.Series) -> pl.Series:
+    """Words as the length filter counts them (`unit: words`; each Chinese/Japanese/Thai character counts as one)."""
     return pl.select(plain_word_count(pl.lit(texts))).to_series().alias("tokens")
 
 
-def mixture(frame: pl.DataFrame, fields: list[str] | None = None, by: str = "source") -> dict[str, dict]:
-    """The realised mixture of a table: rows (and words, when `fields` are given) per source, with shares.
+def mixture(frame: pl.DataFrame, fields: list[str] | None = None, by: str = "source",
+            tokenizer: str = DEFAULT_TOKENIZER) -> dict[str, dict]:
+    """The realised mixture of a table: rows (and tokens, when `fields` are given) per source, with shares.
     For the manifest and the report: {source: {rows, share_rows[, tokens, share_tokens]}}."""
     sizes = frame.select(pl.col(by).cast(pl.String).alias("source"),
-                         (token_counts(joined_text(frame, fields)) if fields else pl.lit(0)).alias("tokens"))
+                         (count_tokens(field_text(frame, fields), tokenizer) if fields else pl.lit(0)).alias("tokens"))
     per = sizes.group_by("source").agg(pl.len().alias("rows"), pl.col("tokens").sum()).sort("source")
     rows, tokens = max(int(per["rows"].sum()), 1), max(int(per["tokens"].sum()), 1)
     result = {}
