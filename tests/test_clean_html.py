@@ -75,3 +75,10 @@ def test_keep_html_and_other_columns():
     batch = pl.DataFrame({"id": ["a"], "page": [page("en")], "url": ["https://x.test/"]})
     kept, _ = HtmlExtract(field="page", keep_html=True, title=False).process(batch)
     assert kept.columns == ["id", "page", "url", "text"]
+
+
+def test_rows_of_a_text_input_pass_and_a_missing_column_is_an_error():
+    text_rows = pl.DataFrame({"id": ["t"], "text": ["already text"]})
+    assert HtmlExtract().process(text_rows).kept.equals(text_rows)
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):
+        HtmlExtract(field="page").process(pl.DataFrame({"id": ["x"], "body": ["<p>hi</p>"]}))

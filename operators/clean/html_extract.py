@@ -3,7 +3,8 @@
 Resiliparse is the default: on the bundled Common Crawl pages it is ~15x faster than Trafilatura, and on a
 hand-checked sample it keeps as much of the main text while letting in some more boilerplate
 (bench/extract). Trafilatura (`extractor: trafilatura`) trims boilerplate harder at that cost.
-A page whose extraction fails or leaves no text is rejected with the reason.
+A page whose extraction fails or leaves no text is rejected with the reason. Rows that have no HTML column but
+already have the output column (a text input read beside WARC files) pass unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Literal
 import polars as pl
 from pydantic import Field
 
-from operators.base import Params, RowOperator, Split, _with_reason
+from operators.base import Params, RowOperator, Split, _no_rejects, _with_reason
 from operators.registry import register
 
 
@@ -68,6 +69,8 @@ class HtmlExtract(RowOperator):
 
     def process(self, batch: pl.DataFrame) -> Split:
         p = self.params
+        if p.field not in batch.columns and p.output in batch.columns:
+            return Split(batch, _no_rejects(batch))  # rows of a text input mixed with pages pass as they are
         extract = EXTRACTORS[p.extractor]
         texts, titles, problems = [], [], []
         for html in batch[p.field].to_list():
