@@ -82,6 +82,7 @@ class ChatRequest:
     json_schema: str | None = None  # a JSON schema, serialised; None for free text
     tag: str = ""
     accept_truncated: bool = False  # a cut-off answer is a Completion(truncated=True), not a failure
+    raw: str | None = None  # a raw text prompt for /v1/completions (no chat template applied); messages unused
 
     @classmethod
     def user(cls, prompt: str, system: str | None = None, **kwargs: Any) -> ChatRequest:
@@ -90,9 +91,14 @@ class ChatRequest:
             kwargs["json_schema"] = json.dumps(kwargs["json_schema"])  # key order kept: grammars emit in this order
         return cls(messages, **kwargs)
 
+    @classmethod
+    def completion(cls, prompt: str, **kwargs: Any) -> ChatRequest:
+        """A raw text completion (/v1/completions): the prompt is sent as is, e.g. a chat template's prefix."""
+        return cls((), raw=prompt, **kwargs)
+
     @property
     def prompt(self) -> str:
-        return self.messages[-1][1]
+        return self.raw if self.raw is not None else self.messages[-1][1]
 
 
 @dataclass(frozen=True)
@@ -181,11 +187,14 @@ class LLMClient:
     # -- public -------------------------------------------------------------------------------------------
 
     def key(self, request: ChatRequest) -> str:
-        return request_key({
+        canonical = {
             "endpoint": self.identity, "model": self.model, "messages": request.messages,
             "temperature": request.temperature, "top_p": request.top_p, "max_tokens": request.max_tokens,
             "seed": request.seed, "stop": request.stop, "json_schema": request.json_schema,
-        })
+        }
+        if request.raw is not None:  # only then, so chat requests keep the keys they always had
+            canonical["raw"] = request.raw
+        return request_key(canonical)
 
     def complete(self, requests: list[ChatRequest], step: str = "") -> list[Completion | Failure]:
         """Answer every request, in order: a `Completion` or a typed `Failure` (also kept in `self.failures`).
@@ -248,7 +257,10 @@ class LLMClient:
             self.usage.calls += 1
             async with limiter.slot(request):
                 try:
-                    response = await api.chat.completions.create(**self._arguments(request))
+                    if request.raw is None:
+                        response = await api.chat.completions.create(**self._arguments(request))
+                    else:
+                        response = await api.completions.create(**self._raw_arguments(request))
                     answer, kind, message, retry_after = _answer_of(response), None, "", None
                 except Exception as err:  # noqa: BLE001  every error is typed below
                     answer = None
@@ -281,6 +293,11 @@ class LLMClient:
         elif request.json_schema is not None and self.endpoint.json_mode == "json_object":
             args["response_format"] = {"type": "json_object"}
         return args
+
+    def _raw_arguments(self, request: ChatRequest) -> dict[str, Any]:
+        args = {"model": self.model, "prompt": request.raw, "temperature": request.temperature, "top_p": request.top_p,
+                "max_tokens": request.max_tokens, "seed": request.seed}
+        return args | ({"stop": list(request.stop)} if request.stop else {})
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         ep = self.endpoint
@@ -320,13 +337,16 @@ _REFUSAL = re.compile(
 
 def _answer_of(response: Any) -> CachedAnswer | None:
     choices = getattr(response, "choices", None)
-    if not choices or getattr(choices[0], "message", None) is None:
+    if not choices:
         return None
     choice, usage = choices[0], getattr(response, "usage", None)
+    message = getattr(choice, "message", None)
+    if message is None and not isinstance(getattr(choice, "text", None), str):  # neither chat nor text completion
+        return None
     return CachedAnswer(
-        content=choice.message.content or "",
+        content=(message.content if message is not None else choice.text) or "",
         finish_reason=choice.finish_reason or "stop",
-        refusal=getattr(choice.message, "refusal", None),
+        refusal=getattr(message, "refusal", None),
         model=getattr(response, "model", None) or "",
         prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
         completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
@@ -400,7 +420,7 @@ class _Limiter:
 
     @asynccontextmanager
     async def slot(self, request: ChatRequest):
-        tokens = sum(len(c) for _, c in request.messages) // 4 + request.max_tokens
+        tokens = (sum(len(c) for _, c in request.messages) + len(request.raw or "")) // 4 + request.max_tokens
         async with self.changed:
             while (wait := self._wait(tokens)) != 0:
                 try:

@@ -68,3 +68,12 @@ def numbered_items(text: str) -> list[str]:
     """Split a numbered list ("9. foo\\n10. bar") into its items; a leading number is optional."""
     text = re.sub(r"^\s*\d+\s?[.)]\s*", "", text.strip())
     return [re.sub(r"\s+", " ", item).strip() for item in re.split(r"\n\s*\d+\s?[.)]\s", text)]
+
+
+def word_count(text: str | None) -> int:
+    """Words as the length filter counts them (any language: each Chinese, Japanese or Thai character is one)."""
+    import polars as pl
+
+    from operators.quality.text import plain_word_count
+
+    return int(pl.select(plain_word_count(pl.lit(text or "", pl.String))).item())
