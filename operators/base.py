@@ -185,8 +185,11 @@ class Filter(Scorer):
         raise NotImplementedError
 
     def process(self, batch: pl.DataFrame) -> Split:
-        scored = self.score(batch)
-        rules = self.rules()
+        return self.apply_rules(self.score(batch), self.rules())
+
+    @staticmethod
+    def apply_rules(scored: pl.DataFrame, rules: dict[str, pl.Expr]) -> Split:
+        """Keep the rows that fail none of `rules` (a null counts as passing); reject the rest with the first."""
         if not rules:
             return Split(scored, _no_rejects(scored))
         failed = pl.coalesce(

@@ -186,7 +186,8 @@ def test_c4_line_cleaning_keeps_every_row_of_bad_input():
     cleaned = C4Lines().map(batch)
     assert cleaned["id"].to_list() == batch["id"].to_list() and cleaned["text"].null_count() == 0
     lengths = dict(zip(cleaned["id"], cleaned["text"].str.len_chars()))
-    assert lengths["empty"] == lengths["null"] == lengths["binary"] == lengths["chinese"] == 0  # no "." ending a line
+    assert lengths["empty"] == lengths["null"] == lengths["binary"] == 0  # no "." ending a line
+    assert lengths["chinese"] == len(BAD_INPUT["chinese"])  # its line ends in 。
     assert lengths["enormous"] > 1_000_000
 
 

@@ -7,27 +7,21 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from operators.base import Filter, Params
+from operators.quality import languages as lg
 from operators.quality import text as tx
 from operators.quality import tokenize
+from operators.quality.text import TextParams, text_of
 from operators.registry import register
 
 STOP_WORDS = ["the", "be", "to", "of", "and", "that", "have", "with"]
 # Python's str.splitlines() boundaries, folded into "\n" so line counts match it.
 _LINE_BREAKS = r"\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
 _TOKENS = "__tokens"  # a scratch column: the text is tokenised once per batch
+_STOP_LIST = "__stop_words"  # a scratch column: each row's language's stop words
 # A word is a token with a character outside datatrove's punctuation set (ASCII punctuation, control
 # characters, sentence terminators and a few CJK and typographic marks): "€" and "•" are words, "--" is not.
 _WORD_CHAR = (r"[^!-/:-@\[-`{-~\x00-\x1f\x7f-\x9f«´»–—’“”„…∶━►、〈〉《》「」【】％（），１：；～៖៙៚"
               r"\p{Sentence_Terminal}]")
-
-
-class TextParams(Params):
-    field: str = Field(default="text", description="string column to score")
-
-
-def text_of(field: str) -> pl.Expr:
-    return pl.col(field).cast(pl.String).fill_null("")
 
 
 def threshold_rule(column: str, op: str, limit: float) -> pl.Expr:
@@ -36,33 +30,37 @@ def threshold_rule(column: str, op: str, limit: float) -> pl.Expr:
 
 
 @register
-class GopherQuality(Filter):
+class GopherQuality(lg.CalibratedFilter):
     """Gopher quality rules: word count, mean word length, symbols, bullets, ellipses, alphabetic words, stop words."""
 
     name = "gopher_quality"
+    LANGUAGE_RULES = {"short_mean_word_length": "min_mean_word_length", "long_mean_word_length": "max_mean_word_length",
+                      "too_few_alpha_words": "min_alpha_words_ratio", "too_few_stop_words": "stop_words"}
 
-    class Params(TextParams):
+    class Params(lg.LanguageParams):
         min_words: int | None = Field(default=50, description="fewest words (tokens that are not all punctuation)")
         max_words: int | None = 100_000
-        min_mean_word_length: float | None = 3
-        max_mean_word_length: float | None = 10
+        min_mean_word_length: float | None = Field(default=3, description="English; other languages: published")
+        max_mean_word_length: float | None = Field(default=10, description="English; other languages: published")
         max_symbol_word_ratio: float | None = Field(default=0.1, description="'#' and '...' per token, each")
         max_bullet_lines_ratio: float | None = 0.9
         max_ellipsis_lines_ratio: float | None = 0.3
-        min_alpha_words_ratio: float | None = Field(default=0.8, description="share of tokens with a letter")
+        min_alpha_words_ratio: float | None = Field(default=0.8, description="share of tokens with a letter "
+                                                    "(English; other languages: published)")
         min_stop_words: int | None = Field(default=2, description="distinct stop words present (case-sensitive)")
-        stop_words: list[str] = Field(default=STOP_WORDS)
+        stop_words: list[str] = Field(default=STOP_WORDS, description="English; other languages: published")
 
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
-        text, toks = text_of(self.params.field), pl.col(_TOKENS)
+        text, toks = tx.join_unspaced(text_of(self.params.field)), pl.col(_TOKENS)
         tokens = toks.list.len()
         words = toks.list.eval(pl.element().filter(pl.element().str.contains(_WORD_CHAR)))
         alpha = tx.count_true(toks, pl.element().str.contains(r"\p{L}"))
         flat = text.str.replace_all(_LINE_BREAKS, "\n").str.replace(r"\n$", "")  # as str.splitlines() sees it
         line_count = flat.str.count_matches("\n", literal=True) + 1
         ellipses = text.str.count_matches("...", literal=True) + text.str.count_matches("…", literal=True)
-        stop_words = pl.sum_horizontal(toks.list.contains(w).cast(pl.Int32) for w in set(self.params.stop_words))
-        return batch.with_columns(tx.words(text).alias(_TOKENS)).lazy().with_columns(  # lazy: shared parts once
+        scored = batch.with_columns(tx.words(text).alias(_TOKENS))
+        scored, stop_words = self._stop_words(scored)
+        return scored.lazy().with_columns(  # lazy: shared parts once
             words.list.len().cast(pl.Int64).alias("score_gopher_words"),
             tx.ratio(words.list.eval(pl.element().str.len_chars()).list.sum(), words.list.len())
             .alias("score_gopher_mean_word_length"),
@@ -73,9 +71,23 @@ class GopherQuality(Filter):
             .alias("score_gopher_ellipsis_lines_ratio"),
             tx.ratio(alpha, tokens).alias("score_gopher_alpha_ratio"),
             stop_words.cast(pl.Int64).alias("score_gopher_stop_words"),
-        ).drop(_TOKENS).collect()
+        ).drop(_TOKENS, _STOP_LIST, strict=False).collect()
 
-    def rules(self) -> dict[str, pl.Expr]:
+    def _stop_words(self, batch: pl.DataFrame) -> tuple[pl.DataFrame, pl.Expr]:
+        """(batch, distinct stop words among each row's tokens): the English list, or with a language column
+        each row's language's list (null where the language has none)."""
+        toks, english = pl.col(_TOKENS), sorted(set(self.params.stop_words))
+        if (lang := self.language(batch)) is None:
+            return batch, pl.sum_horizontal(toks.list.contains(w).cast(pl.Int32) for w in english)
+        lists = {code: sorted(set(words)) for code, words in lg.published(self.name, "stop_words").items()}
+        lists[lg.ENGLISH] = english
+        table = pl.DataFrame({"__lang": list(lists), _STOP_LIST: list(lists.values())},
+                             schema={"__lang": pl.String, _STOP_LIST: pl.List(pl.String)})
+        joined = batch.with_columns(pl.col(lang).cast(pl.String).alias("__lang")).join(
+            table, on="__lang", how="left", maintain_order="left").drop("__lang")
+        return joined, toks.list.set_intersection(pl.col(_STOP_LIST)).list.len()
+
+    def language_rules(self, lang: str | None) -> dict[str, pl.Expr]:
         p = self.params
         checks = [  # (rule, score, threshold, fails when the score is "<" or ">" the threshold)
             ("too_few_words", "words", p.min_words, "<"), ("too_many_words", "words", p.max_words, ">"),
@@ -88,28 +100,42 @@ class GopherQuality(Filter):
             ("too_few_alpha_words", "alpha_ratio", p.min_alpha_words_ratio, "<"),
             ("too_few_stop_words", "stop_words", p.min_stop_words, "<"),
         ]
-        return {rule: threshold_rule(f"score_gopher_{score}", op, limit)
-                for rule, score, limit, op in checks if limit is not None}
+        rules = {}
+        for rule, score, limit, op in checks:
+            if limit is None:
+                continue
+            key = self.LANGUAGE_RULES.get(rule)
+            if key is not None and key != "stop_words":
+                limit = self.limit(lang, key, limit)
+            rules[rule] = threshold_rule(f"score_gopher_{score}", op, limit)
+        return rules
 
 
 @register
-class GopherRepetition(Filter):
+class GopherRepetition(lg.CalibratedFilter):
     """Gopher repetition rules: duplicate lines and paragraphs, top 2-4-gram and duplicate 5-10-gram character fractions."""
 
     name = "gopher_repetition"
 
-    class Params(TextParams):
-        dup_line_frac: float | None = 0.3
+    class Params(lg.LanguageParams):
+        dup_line_frac: float | None = Field(default=0.3, description="English; other languages: published")
         dup_para_frac: float | None = 0.3
         dup_line_char_frac: float | None = 0.2
         dup_para_char_frac: float | None = 0.2
         top_ngrams: dict[int, float] = Field(default={2: 0.20, 3: 0.18, 4: 0.16},
-                                             description="n -> max share of characters in the most frequent n-gram")
+                                             description="n -> max share of characters in the most frequent n-gram "
+                                                         "(English; other languages: published)")
         dup_ngrams: dict[int, float] = Field(default={5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10},
-                                             description="n -> max share of characters inside repeated n-grams")
+                                             description="n -> max share of characters inside repeated n-grams "
+                                                         "(English; other languages: published)")
+
+    @property
+    def LANGUAGE_RULES(self) -> dict[str, str]:  # noqa: N802 (one per n)
+        return ({"dup_line_frac": "dup_line_frac"} | {f"top_{n}_gram": f"top_ngrams.{n}" for n in self._top}
+                | {f"duplicated_{n}_n_grams": f"dup_ngrams.{n}" for n in self._dup})
 
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
-        text = text_of(self.params.field)
+        text = tx.join_unspaced(text_of(self.params.field))
         chars = text.str.len_chars()
         paragraphs = text.str.strip_chars().str.extract_all(r"[^\n]+(?:\n[^\n]+)*")
         lines = text.str.replace_all(r"\n+", "\n").str.split("\n")
@@ -132,15 +158,17 @@ class GopherRepetition(Filter):
     def _dup(self) -> list[int]:
         return sorted(self.params.dup_ngrams)
 
-    def rules(self) -> dict[str, pl.Expr]:
+    def language_rules(self, lang: str | None) -> dict[str, pl.Expr]:
         p = self.params
         rules = {"empty": text_of(p.field).str.strip_chars() == ""}
         rules |= {rule: pl.col(f"score_gopher_{rule}") > limit for rule, limit in (
             ("dup_para_frac", p.dup_para_frac), ("dup_para_char_frac", p.dup_para_char_frac),
-            ("dup_line_frac", p.dup_line_frac), ("dup_line_char_frac", p.dup_line_char_frac)) if limit is not None}
-        rules |= {f"top_{n}_gram": pl.col(f"score_gopher_top_{n}gram_frac") > p.top_ngrams[n] for n in self._top}
-        rules |= {f"duplicated_{n}_n_grams": pl.col(f"score_gopher_dup_{n}gram_frac") > p.dup_ngrams[n]
-                  for n in self._dup}
+            ("dup_line_frac", None if p.dup_line_frac is None else self.limit(lang, "dup_line_frac", p.dup_line_frac)),
+            ("dup_line_char_frac", p.dup_line_char_frac)) if limit is not None}
+        rules |= {f"top_{n}_gram": pl.col(f"score_gopher_top_{n}gram_frac")
+                  > self.limit(lang, "top_ngrams", p.top_ngrams[n], str(n)) for n in self._top}
+        rules |= {f"duplicated_{n}_n_grams": pl.col(f"score_gopher_dup_{n}gram_frac")
+                  > self.limit(lang, "dup_ngrams", p.dup_ngrams[n], str(n)) for n in self._dup}
         return rules
 
 
@@ -164,6 +192,8 @@ def ngram_repetition(texts: pl.DataFrame, top: list[int], dup: list[int]) -> pl.
     word = table["token"].hash(7).to_numpy()
     chars = texts["text"].str.len_chars().fill_null(0).to_numpy().astype(np.float64)
     ends = np.cumsum(lengths)  # characters of the words up to and including each
+    space = _space_after(table["token"])
+    gaps = np.cumsum(space)  # spaces after the words up to and including each
     out, key, live = {}, word.copy(), np.arange(len(rows))
     for n in range(2, max(top + dup, default=1) + 1):
         key[: len(key) - n + 1] = key[: len(key) - n + 1] * _PRIME + word[n - 1:]
@@ -171,14 +201,28 @@ def ngram_repetition(texts: pl.DataFrame, top: list[int], dup: list[int]) -> pl.
         starts = np.flatnonzero(fits) if n in top else live[fits[live]]
         counts, first = _counts(rows[starts], key[starts], first=n in dup)
         if n in top:
-            span = ends[starts + n - 1] - ends[starts] + lengths[starts] + (n - 1)
+            span = (ends[starts + n - 1] - ends[starts] + lengths[starts]
+                    + gaps[starts + n - 2] - gaps[starts] + space[starts])
             out[f"score_gopher_top_{n}gram_frac"] = _top_ngram_chars(rows[starts], counts, span, len(chars))
         if n in dup:
             out[f"score_gopher_dup_{n}gram_frac"] = _covered_chars(rows, lengths, starts[~first], n, len(chars))
         live = starts[counts > 1]
     columns = [f"score_gopher_top_{n}gram_frac" for n in top] + [f"score_gopher_dup_{n}gram_frac" for n in dup]
-    return pl.DataFrame({name: np.divide(out[name], chars, out=np.zeros_like(chars), where=chars > 0)
+    # A share of the text's characters is at most 1; the top n-gram's count times its length can exceed the
+    # text where occurrences overlap ("ha ha ha ha") or a space is counted between two words that the text
+    # writes together ("end." -> "end ."), as in datatrove. Every threshold is below 1: no decision changes.
+    return pl.DataFrame({name: np.minimum(np.divide(out[name], chars, out=np.zeros_like(chars), where=chars > 0), 1.0)
                          for name in columns}, schema={name: pl.Float64 for name in columns})
+
+
+def _space_after(tokens: pl.Series) -> np.ndarray:
+    """1 where an n-gram counts a space after the token (Gopher joins an n-gram's words with spaces), 0 where
+    it or the next token is a character of a script written without spaces (中国 is 2 characters, not 3)."""
+    unspaced = tokens.str.contains(f"^{tokenize.UNSPACED_WORD}$").to_numpy()
+    space = np.ones(len(tokens), dtype=np.int64)
+    space[unspaced] = 0
+    space[:-1][unspaced[1:]] = 0
+    return space
 
 
 _PRIME = np.uint64(0x100000001B3)  # the FNV-1 64-bit prime: any odd multiplier works

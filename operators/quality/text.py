@@ -2,28 +2,45 @@
 
 Words are the tokens of spaCy's English tokenizer (the one datatrove's Gopher, FineWeb and repetition
 filters use), imitated in operators/quality/tokenize.py: words, URLs, abbreviations and contractions,
-and punctuation marks as tokens of their own ("...", "!", "#"). Scripts written without spaces
-(Chinese, Japanese, Thai) come out as one long token per run: their ratios stay defined, and word-count
-rules reject them as they should for an English rule set.
+and punctuation marks as tokens of their own ("...", "!", "#"). In scripts written without spaces
+(Chinese, Japanese, Thai, ...) every character is a word, for the tokens and for `plain_word_count` alike.
 """
 
 from __future__ import annotations
 
 import polars as pl
+from pydantic import Field
 
+from operators.base import Params
 from operators.quality import tokenize
 
 
-# Scripts written without spaces between words: each of their characters counts as a word in `plain_word_count`.
-_UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
-_PLAIN_WORD = rf"[{_UNSPACED}]|[^\s{_UNSPACED}]+"
+class TextParams(Params):
+    field: str = Field(default="text", description="string column to score")
+
+
+def text_of(field: str) -> pl.Expr:
+    return pl.col(field).cast(pl.String).fill_null("")
+
+
+_UNSPACED = tokenize.UNSPACED
 
 
 def plain_word_count(text: pl.Expr) -> pl.Expr:
     """Words for length limits in any language: runs of non-space characters, except that every character of
-    Chinese, Japanese kana, Thai, Lao, Khmer or Myanmar counts as one (a Chinese sentence is not one word;
-    for Thai this over-counts, ~4 characters a word, which keeps length limits lenient rather than strict)."""
-    return text.str.count_matches(_PLAIN_WORD).cast(pl.Int64)
+    Chinese, Japanese kana, Thai, Lao, Khmer or Myanmar (with its combining marks) counts as one, as in the
+    tokens (a Chinese sentence is not one word; for Thai this over-counts, ~3 letters a word, which keeps
+    length limits lenient rather than strict)."""
+    return text.str.count_matches(tokenize.CHUNK).cast(pl.Int64)
+
+
+def join_unspaced(text: pl.Expr) -> pl.Expr:
+    """The text without the spaces and tabs next to a character of a script written without spaces, so that
+    "我 是 学生" and "我是学生" measure the same (line lengths, character shares). Other text is unchanged."""
+    blank = r"[^\S\n]+"
+    joined = (text.str.replace_all(rf"([{_UNSPACED}]\p{{M}}*){blank}", "$1")
+              .str.replace_all(rf"{blank}([{_UNSPACED}])", "$1"))
+    return pl.when(text.str.contains(f"[{_UNSPACED}]")).then(joined).otherwise(text)
 
 
 def words(text: pl.Expr) -> pl.Expr:

@@ -6,6 +6,13 @@ suffix at a time, stopping early when what is left is a known exception ("Mr.", 
 splits what remains at infixes (a hyphen between letters, "/" or ":" between words, "," between letters,
 "." between a lower-case and an upper-case letter), unless it is a URL. Here the same steps run over the
 distinct chunks of a batch at once; plain words and numbers (most chunks) skip them.
+
+Scripts written without spaces between words (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) have no
+chunks to speak of: each of their characters (with its combining marks) is a chunk, and so a word, of its
+own, and the rest of a whitespace chunk around them is chunked as usual ("（2019年）" gives "（", "2019",
+"年", "）"). An elided French or Italian article or pronoun is a chunk of its own ("l'homme": "l'", "homme"). So a Chinese or Japanese text gives the same words with or without spaces, and its sentence
+marks (。！？) stand alone as tokens that end sentences. English text has none of these characters and is
+tokenised exactly as before.
 """
 
 from __future__ import annotations
@@ -63,7 +70,10 @@ _EMOTICONS = (
     "]= [: [-: [= 8) 8-) 8D 8-D <3 <33 <333 </3 xD xDD XD XDD ^_^ ^__^ -_- -__- o_o O_O o.O O.o o.o O.O "
     ">.< <.< >.> v.v V.V ._. (._.) (^_^) (-_-) @_@ ;_;"
 ).split()
-WHOLE = [a + "." for a in _ABBREVIATIONS] + _EMOTICONS + ["C++", "and/or", "w/o", "'s", "'S", "’s", "’S", "''",
+_ELIDED = ["c", "d", "j", "l", "m", "n", "s", "t", "qu", "jusqu", "lorsqu", "puisqu", "dell", "all", "dall", "nell",
+           "sull", "coll", "un", "quest", "quell"]
+WHOLE = [a + "." for a in _ABBREVIATIONS] + _EMOTICONS + [f"{e}{q}" for e in _ELIDED + [e.capitalize() for e in _ELIDED]
+                                                              for q in "'’"] + ["C++", "and/or", "w/o", "'s", "'S", "’s", "’S", "''",
                                                          "’’", "‘s", "‘S", "'em", "'cause", "'bout", "o'clock", "ma'am"]
 # Exceptions split in two: contractions written without an apostrophe, and times like "10am".
 _NEGATABLE = "ai are ca could dare did does do had has have is may might must need ought sha should was were wo would"
@@ -88,7 +98,14 @@ _EXCEPTIONS = WHOLE + list(SPLIT)
 # punctuation are peeled whole.
 _PEEL_ROUNDS = 6
 _RUN = rf"(?:\.\.+|[{_PUNCT}{_QUOTES}{_ICONS}—–])+"
-_PLAIN = r"^(?:\p{L}+|[0-9]+)$"
+_PLAIN = r"^(?:[\p{L}\p{M}]+|[0-9]+)$"
+# Scripts written without spaces between words: each character (with its marks) is a word.
+UNSPACED = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}"
+UNSPACED_WORD = rf"[{UNSPACED}]\p{{M}}*"
+CHUNK = rf"{UNSPACED_WORD}|[^\s{UNSPACED}]+"
+# French and Italian elision: "l'homme", "qu'il", "dell'anno" are two words, as their tokenizers (and so
+# FineWeb-2's calibration) count them. English has no such words but a few names ("D'Angelo").
+ELISION = rf"^((?i:{'|'.join(_ELIDED)})['’])(\p{{L}}.*)$"
 _WORD_AND_MARK = r"^(?:\p{L}+[,;:!?)]|\p{L}*[\p{Ll}\p{Lo}]\.)$"  # the mark is a suffix, the word has no affix
 
 
@@ -120,8 +137,11 @@ def token_counts(texts: pl.Series) -> pl.Series:
 def _chunks(texts: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """The texts' whitespace-separated chunks (row, chunk_id, token, hard), the hard ones (not a plain word
     or number, or an exception), and the distinct hard chunks with their tokens (chunk, tokens)."""
-    chunks = (pl.DataFrame({"token": texts.cast(pl.String).fill_null("").str.extract_all(r"\S+")})
+    token = pl.col("token")
+    elided = pl.when(token.str.contains(ELISION)).then(token.str.replace(ELISION, "$1\x00$2").str.split("\x00"))
+    chunks = (pl.DataFrame({"token": texts.cast(pl.String).fill_null("").str.extract_all(CHUNK)})
               .with_row_index("row").explode("token").filter(pl.col("token").is_not_null())
+              .with_columns(elided.otherwise(pl.concat_list(token)).alias("token")).explode("token")
               .with_row_index("chunk_id")
               .with_columns((~pl.col("token").str.contains(_PLAIN) | pl.col("token").is_in(_EXCEPTIONS)).alias("hard")))
     hard = chunks.filter("hard")

@@ -6,20 +6,23 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from operators.base import Filter, Mapper
+from operators.base import Mapper
+from operators.quality import languages as lg
 from operators.quality import text as tx
-from operators.quality.gopher import TextParams, text_of
-from operators.quality.tokenize import sentence_counts
+from operators.quality.text import text_of
+from operators.quality.tokenize import UNSPACED, sentence_counts
 from operators.registry import register
 
 POLICY_PHRASES = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
 _CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
-_TERMINAL = ('.', '?', '!', '"', "'")
+_TERMINAL = ('.', '?', '!', '"', "'")  # C4's; and the sentence ends of other scripts (no Latin-script mark added)
+_TERMINAL_OTHER = ("。", "！", "？", "｡", "」", "』", "।", "॥", "؟", "۔", "።", "။", "។", "։")
 _WORDS = "__words"  # a scratch column
+NO_SENTENCE_MARKS = {"th"}  # languages whose writing has no sentence-ending mark
 _LINE_BREAKS = r"\r\n|[\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]"
 
 
-class C4Params(TextParams):
+class C4Params(lg.LanguageParams):
     min_sentences: int | None = Field(default=5, description="fewest sentences in the lines C4 keeps")
     min_words_per_line: int = Field(default=3, description="a kept line has at least this many words")
     max_word_length: int = Field(default=1000, description="a kept line has no longer word")
@@ -37,9 +40,11 @@ def c4_lines(batch: pl.DataFrame, p: C4Params) -> pl.DataFrame:
     line = pl.col("line")
     low = line.str.to_lowercase()
     raw = pl.col("raw")
-    words = raw.str.count_matches(r"\S+")  # counted before citations are removed, as C4 does
-    fine = ~raw.str.contains(fr"\S{{{p.max_word_length + 1}}}") if p.max_word_length >= 0 else pl.lit(True)
-    fine = fine & (line.str.ends_with("...").not_() & pl.any_horizontal(line.str.ends_with(e) for e in _TERMINAL))
+    words = tx.plain_word_count(raw)  # counted before citations are removed, as C4 does
+    long_word = fr"[^\s{UNSPACED}]{{{p.max_word_length + 1}}}"
+    fine = ~raw.str.contains(long_word) if p.max_word_length >= 0 else pl.lit(True)
+    ends = pl.any_horizontal(line.str.ends_with(e) for e in _TERMINAL + _TERMINAL_OTHER)
+    fine = fine & (line.str.ends_with("...").not_() & ends)
     fine = fine & (words >= p.min_words_per_line)
     lorem = fine & low.str.contains("lorem ipsum", literal=True) if p.lorem_ipsum else pl.lit(False)
     javascript = low.str.contains("javascript", literal=True) if p.javascript else pl.lit(False)
@@ -59,11 +64,12 @@ def c4_lines(batch: pl.DataFrame, p: C4Params) -> pl.DataFrame:
 
 
 @register
-class C4Filter(Filter):
+class C4Filter(lg.CalibratedFilter):
     """C4 page rules: lorem ipsum, curly brackets, and at least 5 sentences in lines with terminal punctuation."""
 
     name = "c4"
     Params = C4Params
+    LANGUAGE_RULES = {"too_few_sentences": "min_sentences"}
 
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
         lines = c4_lines(batch, self.params)
@@ -79,11 +85,21 @@ class C4Filter(Filter):
         )
         return pl.concat([batch, per_row.drop("row")], how="horizontal")
 
-    def rules(self) -> dict[str, pl.Expr]:
+    def calibrated(self, rule: str) -> set[str]:
+        """C4's sentence count (published for English) needs sentence-ending marks: every language of the
+        table but those written without them (Thai)."""
+        if rule != "too_few_sentences":
+            return set()
+        return {lg.ENGLISH} | set(lg.table()) - NO_SENTENCE_MARKS
+
+    def language_rules(self, lang: str | None) -> dict[str, pl.Expr]:
         p = self.params
         rules = {"lorem_ipsum": pl.col("score_c4_lorem_ipsum"), "curly_bracket": pl.col("score_c4_curly_bracket")}
         if p.min_sentences is not None:
-            rules["too_few_sentences"] = pl.col("score_c4_sentences") < p.min_sentences
+            few = pl.col("score_c4_sentences") < p.min_sentences
+            if lang is not None:  # a language without sentence marks is not judged (null)
+                few = pl.when(pl.col(lang).cast(pl.String).is_in(sorted(self.calibrated("too_few_sentences")))).then(few)
+            rules["too_few_sentences"] = few
         return rules
 
 
@@ -102,20 +118,26 @@ class C4Lines(Mapper):
 
 
 @register
-class FineWebFilter(Filter):
+class FineWebFilter(lg.CalibratedFilter):
     """FineWeb rules: lines ending in punctuation, short lines, duplicated line characters, newlines per word."""
 
     name = "fineweb"
+    LANGUAGE_RULES = {"line_punct_ratio": "min_line_punct_ratio", "short_line_ratio": "max_short_line_ratio",
+                      "list_ratio": "max_newline_ratio"}
+    ENGLISH_ONLY = {"max_short_line_ratio"}  # FineWeb-2 dropped the short-line rule for other languages
 
-    class Params(TextParams):
-        min_line_punct_ratio: float | None = Field(default=0.12, description="share of lines ending in . ! ? etc.")
-        max_short_line_ratio: float | None = Field(default=0.67, description="share of lines of <= short_line_length chars")
+    class Params(lg.LanguageParams):
+        min_line_punct_ratio: float | None = Field(default=0.12, description="share of lines ending in . ! ? etc. "
+                                                   "(English; other languages: published)")
+        max_short_line_ratio: float | None = Field(default=0.67, description="share of lines of <= short_line_length "
+                                                   "chars (English only)")
         short_line_length: int = 30
         max_char_dup_ratio: float | None = Field(default=0.01, description="characters in repeated lines / all")
-        max_newline_ratio: float | None = Field(default=0.3, description="newlines per word (lists)")
+        max_newline_ratio: float | None = Field(default=0.3, description="newlines per word (lists) "
+                                                "(English; other languages: published)")
 
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
-        p, text = self.params, text_of(self.params.field)
+        p, text = self.params, tx.join_unspaced(text_of(self.params.field))
         lines = text.str.split("\n").list.eval(pl.element().filter(pl.element().str.contains(r"\S")))
         n = lines.list.len()
         dup_chars = tx.duplicates(lines)[1]
@@ -131,15 +153,15 @@ class FineWebFilter(Filter):
             tx.ratio(text.str.count_matches("\n", literal=True), pl.col(_WORDS)).alias("score_fineweb_newline_ratio"),
         ).drop(_WORDS)
 
-    def rules(self) -> dict[str, pl.Expr]:
+    def language_rules(self, lang: str | None) -> dict[str, pl.Expr]:
         p, s = self.params, lambda name: pl.col(f"score_fineweb_{name}")
         rules = {"empty": s("lines") == 0}
-        for rule, limit, fails in (
-            ("line_punct_ratio", p.min_line_punct_ratio, lambda x: s("line_punct_ratio") < x),
-            ("short_line_ratio", p.max_short_line_ratio, lambda x: s("short_line_ratio") > x),
-            ("char_dup_ratio", p.max_char_dup_ratio, lambda x: s("char_dup_ratio") > x),
-            ("list_ratio", p.max_newline_ratio, lambda x: s("newline_ratio") > x),
+        for rule, key, limit, fails in (
+            ("line_punct_ratio", "min_line_punct_ratio", p.min_line_punct_ratio, lambda x: s("line_punct_ratio") < x),
+            ("short_line_ratio", "max_short_line_ratio", p.max_short_line_ratio, lambda x: s("short_line_ratio") > x),
+            ("char_dup_ratio", None, p.max_char_dup_ratio, lambda x: s("char_dup_ratio") > x),
+            ("list_ratio", "max_newline_ratio", p.max_newline_ratio, lambda x: s("newline_ratio") > x),
         ):
             if limit is not None:
-                rules[rule] = fails(limit)
+                rules[rule] = fails(limit if key is None else self.limit(lang, key, limit))
         return rules
