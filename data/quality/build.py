@@ -30,6 +30,9 @@ CONFIGS = {
 # Languages written without spaces: our words are their characters (operators/quality/tokenize.py), so a mean
 # word length measured with FineWeb-2's word segmenters does not apply to them.
 UNSPACED = {"zh", "ja", "th"}
+# FineWeb-2 split Korean into morphemes: its stop words are particles ("의", "는") that our words (the
+# space-separated eojeol, as in the Korean text itself) never are.
+MORPHEMES = {"ko"}
 
 
 def read_config(source: Path, name: str) -> dict:
@@ -45,7 +48,8 @@ def entry(lang: str, config: dict) -> dict:
     """Our parameter names (operators/quality/gopher.py, web.py) for one FineWeb-2 config."""
     gopher = {"min_alpha_words_ratio": config["max_non_alpha_words_ratio"]}
     if lang not in UNSPACED:
-        gopher |= {"stop_words": config["stopwords"], "min_mean_word_length": config["min_avg_word_length"],
+        gopher |= {"stop_words": config["stopwords"]} if lang not in MORPHEMES else {}
+        gopher |= {"min_mean_word_length": config["min_avg_word_length"],
                    "max_mean_word_length": config["max_avg_word_length"]}
     elif len(single := [w for w in config["stopwords"] if len(w) == 1]) >= 8:  # our words there are characters
         gopher["stop_words"] = single
