@@ -20,6 +20,7 @@ class StageCount:
     dropped: Counter = field(default_factory=Counter)
     added: int = 0
     stats: dict[str, Any] = field(default_factory=dict)  # the operator's own summary (Operator.stats)
+    languages: dict[str, dict[str, int]] = field(default_factory=dict)  # lang -> {"out": n, "dropped": n}
 
     def add(self, rows_in: int, rows_out: int, reasons: dict[str, int]) -> None:
         self.rows_in += rows_in
@@ -42,12 +43,14 @@ class StageCount:
             data["added"] = self.added
         if self.stats:
             data["stats"] = self.stats
+        if self.languages:
+            data["languages"] = self.languages
         return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageCount:
         return cls(data["stage"], data["op"], data["rows_in"], data["rows_out"], Counter(data["dropped"]),
-                   data.get("added", 0), data.get("stats", {}))
+                   data.get("added", 0), data.get("stats", {}), data.get("languages", {}))
 
 
 @dataclass

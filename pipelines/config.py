@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from operators import registry
-from operators.base import Operator
+from operators.base import Operator, RowOperator
 from operators.errors import ConfigError
 from pipelines.readers import Format, Source, detect_format
 
@@ -65,6 +65,7 @@ class PipelineConfig(Strict):
 class Stage:
     name: str
     operator: Operator
+    languages: tuple[str, ...] | None = None  # a row-local stage sees only rows whose `lang` is listed
 
 
 @dataclass
@@ -82,7 +83,8 @@ class Pipeline:
         """The config with every default filled in, as recorded in the manifest."""
         data = self.config.model_dump(mode="json", exclude={"stages"})
         data["stages"] = [
-            {"name": s.name, "op": s.operator.name, **s.operator.params.model_dump(mode="json")} for s in self.stages
+            {"name": s.name, "op": s.operator.name, **s.operator.params.model_dump(mode="json"),
+             **({"languages": list(s.languages)} if s.languages is not None else {})} for s in self.stages
         ]
         return data
 
@@ -179,8 +181,10 @@ def build_stages(configs: list[StageConfig | None], problems: Problems) -> list[
         except ConfigError as err:
             problems.add(("stages", i, "op"), str(err), sc.op)
             continue
+        params = dict(sc.model_extra or {})
+        languages = stage_languages(cls, params, ("stages", i), problems)
         try:
-            operator = cls(cls.Params.model_validate(sc.model_extra or {}))
+            operator = cls(cls.Params.model_validate(params))
         except ValidationError as err:
             problems.add_validation(err, cls.Params, prefix=("stages", i))
             continue
@@ -193,8 +197,23 @@ def build_stages(configs: list[StageConfig | None], problems: Problems) -> list[
                 k += 1
             name = f"{sc.op}_{k}"
         names.add(name)
-        stages.append(Stage(name, operator))
+        stages.append(Stage(name, operator, languages))
     return stages
+
+
+def stage_languages(cls: type[Operator], params: dict, loc: tuple, problems: Problems) -> tuple[str, ...] | None:
+    """The stage's `languages:` limit, taken out of `params` (unless the operator has a parameter of that
+    name, as langid does: the languages it keeps)."""
+    if "languages" not in params or "languages" in cls.Params.model_fields:
+        return None
+    languages = params.pop("languages")
+    if not issubclass(cls, RowOperator):
+        problems.add((*loc, "languages"), "only a row-local stage can be limited to languages", languages)
+        return None
+    if not isinstance(languages, list) or not languages or not all(isinstance(x, str) for x in languages):
+        problems.add((*loc, "languages"), "expected a list of language codes such as [en, de]", languages)
+        return None
+    return tuple(languages)
 
 
 class Problems:

@@ -27,6 +27,9 @@ from pipelines.config import Pipeline, Stage
 from pipelines.progress import Progress
 from pipelines.readers import IdRegistry, Source, read_shards
 
+LANG = "lang"  # the column a langid stage writes; `languages:` on a stage reads it
+
+
 @dataclass(frozen=True)
 class Part:
     """One shard's rows between stages: a frame in memory or, in a run with a shard cache, the cached file,
@@ -182,6 +185,8 @@ def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
 def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> None:
     """Run one stage over every shard of `outcome`, in place, and record its counts."""
     op, fingerprint = stage.operator, stage.operator.fingerprint
+    if stage.languages is not None:
+        fingerprint = derive(fingerprint, *stage.languages)
     added = 0
     if isinstance(op, RowOperator):
         keys = [derive(k, fingerprint) for k in outcome.keys]
@@ -210,6 +215,22 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     outcome.keys = keys
     if type(op).stats is not Operator.stats:
         count.stats = op.stats(scan(outcome.parts), _own_reasons(scan(rejected), stage))
+    count.languages = rows_by_language(scan(outcome.parts), scan(rejected))
+    if stage.languages is not None and count.languages:
+        skipped = {lang: n["out"] for lang, n in count.languages.items() if lang not in stage.languages}
+        count.stats = {**count.stats, "not_in_languages": skipped}  # rows that passed the stage untouched
+
+
+def rows_by_language(kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict[str, dict[str, int]]:
+    """{language: {"out": rows kept, "dropped": rows rejected}} where the rows have a `lang` column."""
+    if LANG not in kept.collect_schema():
+        return {}
+    counts = {}
+    for side, frame in (("out", kept), ("dropped", rejected)):
+        if LANG in frame.collect_schema():
+            for lang, n in frame.group_by(LANG).len().collect().iter_rows():
+                counts.setdefault(lang or "null", {"out": 0, "dropped": 0})[side] = n
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]["out"] - kv[1]["dropped"]))
 
 
 def _tally(outcome: Outcome, results: list[tuple[Any, bool]]) -> None:
@@ -220,8 +241,23 @@ def _tally(outcome: Outcome, results: list[tuple[Any, bool]]) -> None:
 
 def split_rows(batch: pl.DataFrame, stage: Stage) -> Split:
     with _stage_errors(stage, batch):
-        kept, rejected = stage.operator.process(batch)
+        kept, rejected = stage.operator.process(batch) if stage.languages is None else _in_languages(batch, stage)
     return Split(kept, _prefix_reasons(rejected, stage))
+
+
+def _in_languages(batch: pl.DataFrame, stage: Stage) -> Split:
+    """Run the stage on the rows whose `lang` it lists; the others pass untouched, in their places."""
+    if LANG not in batch.columns:
+        raise SluiceError(
+            f"stage {stage.name!r} ({stage.operator.name}) has languages: {list(stage.languages)}, which reads the "
+            f"`{LANG}` column, but the rows have columns {batch.columns}: run a langid stage before it or map an "
+            f"input field to `{LANG}`")
+    listed = pl.col(LANG).cast(pl.String).is_in(list(stage.languages)).fill_null(False)
+    kept, rejected = stage.operator.process(batch.filter(listed))
+    order = batch.select("id").with_row_index("__order")
+    kept = pl.concat([kept.join(order, on="id", how="left"), batch.filter(~listed).join(order, on="id", how="left")],
+                     how="diagonal_relaxed")
+    return Split(kept.sort("__order").drop("__order"), rejected)
 
 
 def index_rows(batch: pl.DataFrame, stage: Stage) -> pl.DataFrame:

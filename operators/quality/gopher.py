@@ -196,7 +196,8 @@ def ngram_repetition(texts: pl.DataFrame, top: list[int], dup: list[int]) -> pl.
     gaps = np.cumsum(space)  # spaces after the words up to and including each
     out, key, live = {}, word.copy(), np.arange(len(rows))
     for n in range(2, max(top + dup, default=1) + 1):
-        key[: len(key) - n + 1] = key[: len(key) - n + 1] * _PRIME + word[n - 1:]
+        m = max(len(key) - n + 1, 0)  # n-grams in the batch's token array (none when it has fewer than n tokens)
+        key[:m] = key[:m] * _PRIME + word[n - 1:]
         fits = _fits(rows, n)
         starts = np.flatnonzero(fits) if n in top else live[fits[live]]
         counts, first = _counts(rows[starts], key[starts], first=n in dup)
