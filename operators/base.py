@@ -64,6 +64,12 @@ class Operator:
         for operators that override it."""
         return {}
 
+    def columns(self) -> dict[str, str]:
+        """The columns this operator adds to the rows it keeps, each with what it means: the dataset card's
+        column notes (the names may follow the parameters, e.g. `lang_<field>`). A `score_*` column left
+        out gets a generic note."""
+        return {}
+
     @property
     def fingerprint(self) -> str:
         """Name, parameters and code: equal fingerprints mean equal output. The code is the operator's module,

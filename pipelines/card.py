@@ -1,7 +1,8 @@
 """The dataset card: the release's README.md, Hugging Face style (YAML header, then what went in and out).
 
 Everything comes from the manifest, so the card of a published version can be rebuilt at any time.
-Optional manifest keys shown when present: `generation` (see `generation_usage`).
+Optional manifest keys shown when present: `generation` (see `generation_usage`), `column_notes` (column -> what
+it means, as each stage's operator declares it in `Operator.columns()`).
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _header(manifest: dict[str, Any]) -> str:
 
 
 def _languages(manifest: dict[str, Any]) -> list[str]:
-    """The languages of the released rows, as the last language-ID stage counted them (`und` left out)."""
+    """The languages of the released rows, as the last stage that identified them counted them in its stats
+    (langid; instruction_filter: the outputs' languages), `und` left out."""
     counted = [s["stats"]["languages"] for s in manifest.get("stages", []) if "languages" in s.get("stats", {})]
     return [code for code in counted[-1] if code != "und"] if counted else []
 
@@ -102,7 +104,8 @@ def _loading(manifest: dict[str, Any]) -> str:
 
 
 def _schema(manifest: dict[str, Any]) -> str:
-    rows = [(f"`{name}`", _short_type(dtype), _column_note(name)) for name, dtype in manifest["schema"].items()]
+    notes = manifest.get("column_notes") or {}
+    rows = [(f"`{name}`", _short_type(dtype), _column_note(name, notes)) for name, dtype in manifest["schema"].items()]
     return "## Columns\n\n" + _table(("column", "type", "meaning"), rows)
 
 
@@ -111,7 +114,9 @@ def _short_type(dtype: str) -> str:
     return dtype if len(dtype) <= 40 else dtype.split("(", 1)[0] + "(...)"
 
 
-def _column_note(name: str) -> str:
+def _column_note(name: str, declared: dict[str, str]) -> str:
+    if name in declared:
+        return declared[name]
     if name in COLUMN_NOTES:
         return COLUMN_NOTES[name]
     if name.startswith("score_"):
@@ -186,8 +191,12 @@ def _limitations(manifest: dict[str, Any]) -> str:
         notes.append("Only exact duplicates (after normalisation) were removed; near-duplicates may remain.")
     if not any("decontam" in op for op in ops):
         notes.append("Not decontaminated against evaluation benchmarks: do not assume benchmark test items are absent.")
-    if "lang" not in manifest["schema"] and not any("lang" in op for op in ops):
-        notes.append("Languages were not identified or filtered.")
+    if "langid" not in ops:
+        if _languages(manifest):
+            notes.append("Languages were identified (the `language:` list above) but not filtered: rows in every "
+                         "language were kept.")
+        elif "lang" not in manifest["schema"]:
+            notes.append("Languages were not identified or filtered.")
     if "gen_model" in manifest["schema"]:
         notes.append("Generated rows come from language models: they may be wrong, biased or repetitive, and the "
                      "models' own terms of use may apply.")

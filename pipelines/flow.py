@@ -131,6 +131,7 @@ def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache) -
         "config": pipeline.resolved,
         "config_hash": pipeline.config_hash,
         "fingerprints": {s.name: s.operator.fingerprint for s in pipeline.stages},
+        "column_notes": {col: note for s in pipeline.stages for col, note in s.operator.columns().items()},
         "resumed": {"shard_results_reused": outcome.reused, "shard_results_computed": outcome.computed},
     }
     if generation := _generation_usage(pipeline):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import polars as pl
@@ -131,3 +132,31 @@ def test_card_lists_the_languages_language_id_kept(write_config, tmp_path):
     assert list(stats["languages"])[:2] == ["en", "de"] and sum(stats["languages"].values()) >= 45
     assert stats["rejected_languages"].get("fr", 0) >= 8
     assert _front_matter((folder / "README.md").read_text())["language"] == list(stats["languages"])
+
+
+def test_card_lists_instruction_filter_languages_and_describes_every_column(write_config, tmp_path):
+    """instruction_filter identifies each output's language: the card lists those languages (not "Languages were
+    not identified"), and every column its stages added has a meaning, as the operators declare them."""
+    lingua = SHARED / "langid" / "lingua" / "sentences"
+    rows = []
+    for lang, n in (("en", 40), ("de", 20), ("zh", 12)):
+        lines = (lingua / f"{lang}.txt").read_text().splitlines()[: 2 * n]
+        rows += [{"instruction": q, "output": a} for q, a in zip(lines[::2], lines[1::2])]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    cfg = write_config([{"path": str(path), "fields": {"instruction": "instruction", "output": "output"},
+                         "keep": "mapped"}],
+                       [{"op": "instruction_filter", "input_field": None},
+                        {"op": "decontaminate", "benchmarks": ["gsm8k"], "drop": False},
+                        {"op": "cluster_sample", "budget": 60, "clusters": 4, "fields": ["instruction"], "dims": 16}])
+    folder, _ = run_pipeline(config.load(cfg), use_prefect=False)
+    m, card = _manifest(folder), (folder / "README.md").read_text()
+    counted = next(s for s in m["stages"] if s["stage"] == "instruction_filter")["stats"]["languages"]
+    assert counted["en"] >= 20 and counted["de"] >= 15 and counted["zh"] >= 8
+    assert set(_front_matter(card)["language"]) == set(counted) - {"und"}
+    assert "Languages were not identified" not in card
+    assert "Languages were identified (the `language:` list above) but not filtered" in card
+    notes = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| (.*) \|$", card, re.M))
+    assert set(notes) == set(m["schema"]) and all(notes.values()), notes
+    assert notes["lang_output"].startswith("language of `output`")
+    assert notes["contamination"].startswith("the benchmark item") and notes["cluster"].startswith("k-means cluster")

@@ -318,6 +318,11 @@ class Decontaminate(Filter):
     def rules(self) -> dict[str, pl.Expr]:
         return {"contaminated": pl.col("contaminated")} if self.params.drop else {}
 
+    def columns(self) -> dict[str, str]:
+        return {"contaminated": "the row contains a benchmark test item (kept only with decontaminate's drop: false)",
+                "contamination": "the benchmark item it contains, `benchmark:item` (null: none)",
+                "score_contamination": "share of that item's word trigrams found in the row (0: no match)"}
+
     def process(self, batch: pl.DataFrame) -> Split:
         kept, rejected = super().process(batch)
         return Split(kept, rejected.with_columns(pl.col("contamination").alias(DETAIL)))

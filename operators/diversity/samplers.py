@@ -181,6 +181,10 @@ class ClusterSample(Sampler):
         cluster_col: str | None = Field(default="cluster", min_length=1,
                                         description="column that gets each kept row's cluster id (null: none)")
 
+    def columns(self) -> dict[str, str]:
+        col = self.params.cluster_col
+        return {col: f"k-means cluster of the row ({self.name}); the manifest has every cluster's size"} if col else {}
+
     def select(self, index):
         p = self.params
         k = p.clusters or min(max(p.budget // 5, 2), 2000)  # many small clusters: better coverage (bench/diversity)

@@ -87,6 +87,9 @@ class QualityClassifier(Filter):
                 raise ValueError("set min_score or keep_top, not both")
             return self
 
+    def columns(self) -> dict[str, str]:
+        return {"score_quality": f"P(high quality) from the fastText classifier {Path(self.params.model).name}"}
+
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
         path = Path(self.params.model)
         if not path.is_file():

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from operators.base import Filter, Params
 from operators.quality import text as tx
-from operators.quality.langid import identify
+from operators.quality.langid import UNDETERMINED, identify, language_counts
 from operators.registry import register
 
 # A model declining, or talking about itself instead of answering (the family of phrases AlpaGasus,
@@ -68,8 +68,43 @@ class InstructionFilter(Filter):
                 & last_line.str.contains(_CUT_OFF))).alias("score_instr_truncated"),
         )
         if p.language_mismatch:
-            scored = scored.with_columns(_language_match(batch, p).alias("score_instr_lang_match"))
+            match, lang, score = _language_match(batch, p)
+            lang_col, score_col = self._lang_columns
+            scored = scored.with_columns(match.alias("score_instr_lang_match"), lang.alias(lang_col),
+                                         score.alias(score_col))
         return scored
+
+    @property
+    def _lang_columns(self) -> tuple[str, str]:
+        """Where the output's language goes: the names langid(field=<output field>) would use."""
+        return f"lang_{self.params.output_field}", f"lang_score_{self.params.output_field}"
+
+    def columns(self) -> dict[str, str]:
+        p = self.params
+        notes = {f"score_words_{f}": f"words in `{f}`" for f in {*p.min_words, *p.max_words}}
+        notes |= {"score_instr_refusal": "the output matches a refusal pattern",
+                  "score_instr_echo": "the output repeats the instruction",
+                  "score_instr_input_echo": "the output repeats the input",
+                  "score_instr_truncated": "the output looks cut off (unclosed code block, or a long last line "
+                                           "ending mid-sentence)"}
+        if p.language_mismatch:
+            lang_col, score_col = self._lang_columns
+            notes |= {"score_instr_lang_match": "true unless instruction and output are confidently in different "
+                                                "languages (and no translation was asked for)",
+                      lang_col: f"language of `{p.output_field}` (ISO 639 code, fastText lid.176)",
+                      score_col: "probability of that language (0-1)"}
+        return notes
+
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
+        """Kept rows per language of the output (the dataset card's `language:`), counting only outputs the
+        language check was sure of (`und`: the rest, e.g. a number or a one-word answer)."""
+        p = self.params
+        lang_col, score_col = self._lang_columns
+        if not p.language_mismatch or lang_col not in kept.collect_schema():
+            return {}
+        sure = (pl.col(score_col) >= p.min_language_score) & (_text(p.output_field).str.count_matches(r"\p{L}") >= 20)
+        langs = kept.select(pl.when(sure).then(pl.col(lang_col)).otherwise(pl.lit(UNDETERMINED))).collect()
+        return {"languages": language_counts(langs.to_series())}
 
     def rules(self) -> dict[str, pl.Expr]:
         p = self.params
@@ -95,8 +130,9 @@ def _same(text: pl.Expr) -> pl.Expr:
     return text.str.normalize("NFC").str.replace_all(r"\r\n?", "\n").str.strip_chars()
 
 
-def _language_match(batch: pl.DataFrame, p: InstructionFilter.Params) -> pl.Series:
-    """False where instruction and output are both confidently identified and differ; true otherwise.
+def _language_match(batch: pl.DataFrame, p: InstructionFilter.Params) -> tuple[pl.Series, pl.Series, pl.Series]:
+    """(match, output language, its probability). Match is false where instruction and output are both
+    confidently identified and differ; true otherwise.
     Short or formula-like text is no evidence (fewer than 20 letters), and neither is an
     instruction that asks for a translation, mentions language, or names the output's language."""
     instruction, output = _text(p.instruction_field), _text(p.output_field)
@@ -106,7 +142,7 @@ def _language_match(batch: pl.DataFrame, p: InstructionFilter.Params) -> pl.Seri
     wordy = batch.select((instruction.str.count_matches(r"\p{L}") >= 20) & (output.str.count_matches(r"\p{L}") >= 20))
     named = pl.Series([_asks_for(i, lang) for i, lang in zip(texts.to_series(0).to_list(), lang_out.to_list())])
     sure = (score_in >= p.min_language_score) & (score_out >= p.min_language_score) & wordy.to_series()
-    return ~(sure & (lang_in != lang_out) & ~named)
+    return ~(sure & (lang_in != lang_out) & ~named), lang_out, score_out
 
 
 def _asks_for(instruction: str, lang: str) -> bool:

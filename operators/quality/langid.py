@@ -77,10 +77,16 @@ class LanguageId(Filter):
         lang_col, score_col = self._columns
         return batch.with_columns(lang.alias(lang_col), score.alias(score_col))
 
+    def columns(self) -> dict[str, str]:
+        lang_col, score_col = self._columns
+        return {lang_col: f"language of `{self.params.field}` (ISO 639 code, fastText lid.176; `und`: no letters)",
+                score_col: "probability of that language (0-1)"}
+
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         """Rows per language, kept and rejected (the dataset card's `language:` comes from the kept ones)."""
         lang_col = self._columns[0]
-        return {side: _counts(frame.select(lang_col).collect()[lang_col]) if lang_col in frame.collect_schema() else {}
+        return {side: language_counts(frame.select(lang_col).collect()[lang_col])
+                if lang_col in frame.collect_schema() else {}
                 for side, frame in (("languages", kept), ("rejected_languages", rejected))}
 
     def rules(self) -> dict[str, pl.Expr]:
@@ -91,7 +97,7 @@ class LanguageId(Filter):
         return rules
 
 
-def _counts(langs: pl.Series) -> dict[str, int]:
+def language_counts(langs: pl.Series) -> dict[str, int]:
     """Rows per language, most frequent first."""
     counts = langs.value_counts(sort=True)
     return dict(zip(counts[langs.name].to_list(), counts["count"].to_list()))

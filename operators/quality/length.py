@@ -31,6 +31,11 @@ class LengthFilter(Filter):
                     raise ValueError(f"{high} ({hi}) is below {low} ({getattr(self, low)})")
             return self
 
+    def columns(self) -> dict[str, str]:
+        field = self.params.field
+        return {self._words: f"words in `{field}` (each Chinese/Japanese/Thai... character counts as one)",
+                self._chars: f"characters in `{field}`"}
+
     @property
     def _words(self) -> str:
         return f"score_words_{self.params.field}"
