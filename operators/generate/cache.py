@@ -47,6 +47,25 @@ class ResponseCache:
             "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, content TEXT NOT NULL, finish_reason TEXT,"
             " refusal TEXT, model TEXT, prompt_tokens INTEGER, completion_tokens INTEGER)"
         )
+        self._db.execute(  # batches in flight (operators/generate/batch.py): found again after a restart
+            "CREATE TABLE IF NOT EXISTS batches (batch_id TEXT NOT NULL, key TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0,"
+            " PRIMARY KEY (batch_id, key))"
+        )
+        self._db.commit()
+
+    def record_batch(self, batch_id: str, keys: list[str]) -> None:
+        self._db.executemany("INSERT OR IGNORE INTO batches (batch_id, key) VALUES (?, ?)", [(batch_id, k) for k in keys])
+        self._db.commit()
+
+    def open_batches(self) -> dict[str, set[str]]:
+        """batch id -> the request keys it was submitted with, for every batch not yet collected."""
+        found: dict[str, set[str]] = {}
+        for batch_id, key in self._db.execute("SELECT batch_id, key FROM batches WHERE done = 0"):
+            found.setdefault(batch_id, set()).add(key)
+        return found
+
+    def close_batch(self, batch_id: str) -> None:
+        self._db.execute("UPDATE batches SET done = 1 WHERE batch_id = ?", (batch_id,))
         self._db.commit()
 
     def get(self, key: str) -> CachedAnswer | None:

@@ -41,6 +41,21 @@ class Price(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: float = Field(ge=0, description="currency per 1M prompt tokens")
     completion: float = Field(ge=0, description="currency per 1M completion tokens")
+    batch_discount: float = Field(default=0.5, gt=0, le=1, description="batch API price as a share of the above")
+
+
+class BatchConfig(BaseModel):
+    """Send requests through the provider's Batch API (OpenAI's /v1/files + /v1/batches) instead of one call
+    each: cheaper (typically half price), answered within the completion window rather than at once."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    completion_window: Literal["24h"] = "24h"
+    poll_s: float = Field(default=30.0, gt=0, description="seconds between status checks")
+    max_wait_s: float | None = Field(default=None, gt=0, description="stop waiting after this long (the batch stays "
+                                     "recorded in the cache and a re-run collects it); None: until it ends")
+    max_requests: int = Field(default=50_000, ge=1, le=50_000, description="requests per batch (OpenAI's limit)")
+    resubmit: int = Field(default=1, ge=0, description="times requests a batch left unanswered (expired, 5xx) are "
+                          "sent again in a new batch before they become failures")
 
 
 class EndpointConfig(BaseModel):
@@ -60,6 +75,7 @@ class EndpointConfig(BaseModel):
     json_mode: Literal["json_schema", "json_object", "none"] = Field(
         default="json_schema", description="how structured output is requested; parsing is tolerant either way")
     prices: dict[str, Price] = Field(default_factory=dict, description="model -> price per 1M tokens, for cost")
+    batch: BatchConfig | None = Field(default=None, description="use the Batch API for this endpoint")
 
     def resolved_base_url(self) -> str | None:
         return self.base_url or os.environ.get("OPENAI_BASE_URL")
@@ -118,6 +134,8 @@ class ModelUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    batch_prompt_tokens: int = 0  # of the above, answered through the Batch API (batch prices)
+    batch_completion_tokens: int = 0
 
 
 @dataclass
@@ -130,12 +148,16 @@ class Usage:
     calls: int = 0          # HTTP attempts, retries included
     retries: int = 0
     failures: Counter = field(default_factory=Counter)  # kind -> count (final, after retries)
+    batches: int = 0        # Batch API jobs submitted (each answers many requests)
 
-    def add_answer(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def add_answer(self, model: str, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> None:
         m = self.models.setdefault(model, ModelUsage())
         m.prompt_tokens += prompt_tokens
         m.completion_tokens += completion_tokens
         m.calls += 1
+        if batch:
+            m.batch_prompt_tokens += prompt_tokens
+            m.batch_completion_tokens += completion_tokens
 
     def cost(self, prices: dict[str, Price]) -> float | None:
         if not prices:
@@ -144,14 +166,19 @@ class Usage:
         for name, m in self.models.items():
             price = prices.get(name)
             if price is not None:
-                total += (m.prompt_tokens * price.prompt + m.completion_tokens * price.completion) / 1e6
+                full = (m.prompt_tokens - m.batch_prompt_tokens) * price.prompt + \
+                    (m.completion_tokens - m.batch_completion_tokens) * price.completion
+                batch = (m.batch_prompt_tokens * price.prompt + m.batch_completion_tokens * price.completion) * price.batch_discount
+                total += (full + batch) / 1e6
         return round(total, 6)
 
     def to_json(self, prices: dict[str, Price] | None = None) -> dict[str, Any]:
         return {
             "requests": self.requests, "cache_hits": self.cache_hits, "calls": self.calls, "retries": self.retries,
+            "batches": self.batches,
             "failures": dict(sorted(self.failures.items())),
-            "models": {k: vars(v).copy() for k, v in sorted(self.models.items())},
+            "models": {k: {f: n for f, n in vars(v).items() if n or not f.startswith("batch_")}  # batch_*: when used
+                       for k, v in sorted(self.models.items())},
             "cost": self.cost(prices or {}),
         }
 
@@ -202,6 +229,10 @@ class LLMClient:
         Runs on the client's own event loop thread, so it works the same from plain code, threads and notebooks."""
         if not requests:
             return []
+        if self.endpoint.batch is not None:
+            from operators.generate.batch import BatchRunner
+
+            return BatchRunner(self).complete(requests, step)
         if self._loop is None:
             self._loop = asyncio.new_event_loop()
             threading.Thread(target=self._loop.run_forever, name="sluice-llm-client", daemon=True).start()

@@ -17,6 +17,7 @@ class FailureKind(StrEnum):
     TRUNCATED = "truncated"          # finish_reason=length: the answer was cut off
     REFUSAL = "refusal"              # the model declined (refusal field, content filter, "I'm sorry, but I can't")
     PARSE_ERROR = "parse_error"      # a JSON answer was asked for and none could be recovered
+    EXPIRED = "expired"              # a batch ended (expired, cancelled, failed) without answering it, every time
 
 
 # Worth another attempt: the same request may succeed later. The rest are answers, cached and final.
