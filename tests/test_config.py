@@ -19,13 +19,13 @@ def load_error(path) -> str:
 
 def test_demo_config_is_valid_and_resolves_paths():
     pipeline = config.load(ROOT / "configs" / "demo.yaml")
-    assert [s.name for s in pipeline.stages] == ["html_extract", "normalize", "length_filter", "langid",
-                                                 "gopher_repetition", "gopher_quality", "exact_dedup", "minhash_dedup",
-                                                 "decontaminate", "pii_redact"]
+    assert [s.name for s in pipeline.stages] == ["url_filter", "html_extract", "normalize", "length_filter", "langid",
+                                                 "gopher_repetition", "gopher_quality", "bad_words", "exact_dedup",
+                                                 "minhash_dedup", "decontaminate", "pii_redact"]
     assert len(pipeline.sources) == 10 and all(s.path.is_file() for s in pipeline.sources)
     assert pipeline.release_dir == ROOT / "data" / "releases"
     resolved = pipeline.resolved
-    assert resolved["stages"][2] == {"name": "length_filter", "op": "length_filter", "field": "text",
+    assert resolved["stages"][3] == {"name": "length_filter", "op": "length_filter", "field": "text",
                                      "min_words": 50, "max_words": 100000, "min_chars": 0, "max_chars": None}
 
 
