@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from operators.errors import ConfigError, SluiceError
+from pipelines import interrupts
 from pipelines.commands import COMMAND_MODULES
 
 
@@ -21,7 +22,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return args.handler(args) or 0
+        with interrupts.handled():
+            code = args.handler(args) or 0
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+            return code
+    except BrokenPipeError:  # `sluice ... | head`: the reader has what it wanted
+        _quiet_stdout()
+        return 0
     except SluiceError as err:
         print(f"sluice: error: {err}", file=sys.stderr)
         return err.exit_code
@@ -29,9 +36,15 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{err.filename}: " if err.filename else ""
         print(f"sluice: error: {where}{err.strerror or err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("sluice: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, 130 or 143 (see pipelines/interrupts.py)
+        return interrupts.finish(err)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush into the closed pipe says nothing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dask-address", metavar="HOST:PORT",
                      help="an existing Dask scheduler (default with --runner dask: a LocalCluster, one worker per core)")
     run.add_argument("--releases", type=Path, help="release root (default: release.dir of the config, else ./data/releases)")
+    run.add_argument("--on-error", choices=["fail", "skip"],
+                     help="bad input rows, for every input: stop naming file and line (fail) or reject and count "
+                          "them (skip); default: each input's `on_error` (fail)")
     run.set_defaults(handler=_run)
 
     for module in COMMAND_MODULES:
@@ -82,7 +98,7 @@ def _run(args: argparse.Namespace) -> int:
     from pipelines import config
     from pipelines.flow import run_pipeline
 
-    pipeline = config.load(args.config)
+    pipeline = config.load(args.config, on_error=args.on_error)
     if args.no_prefect and (args.runner != "local" or args.dask_address):
         raise ConfigError("--runner dask runs Prefect tasks on Dask; it cannot be combined with --no-prefect")
     folder, outcome = run_pipeline(pipeline, args.releases, use_prefect=not args.no_prefect,

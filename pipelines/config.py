@@ -38,6 +38,8 @@ class InputConfig(Strict):
     keep: Literal["all", "mapped"] = Field(
         default="all", description="all: unmapped fields travel along; mapped: only the mapped fields (and id, source)")
     drop: list[str] = Field(default_factory=list, description="input fields to leave out (with keep: all)")
+    max_reject_share: float = Field(default=0.1, ge=0, le=1, description=(
+        "the run fails if reading rejects more than this share of a file's rows (with on_error: skip)"))
 
 
 class StageConfig(BaseModel):
@@ -51,6 +53,7 @@ class ReleaseConfig(Strict):
     rows_per_file: int = Field(default=100_000, ge=1)
     license: str = "other"
     description: str = ""
+    allow_empty: bool = Field(default=False, description="publish a release of 0 rows instead of failing")
 
 
 class PipelineConfig(Strict):
@@ -93,7 +96,8 @@ class Pipeline:
         return hashlib.sha256(json.dumps(self.resolved, sort_keys=True).encode()).hexdigest()
 
 
-def load(path: str | Path) -> Pipeline:
+def load(path: str | Path, on_error: Literal["fail", "skip"] | None = None) -> Pipeline:
+    """Read and validate the config at `path`; `on_error` (from `sluice run --on-error`) overrides every input's."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -110,6 +114,8 @@ def load(path: str | Path) -> Pipeline:
         raise ConfigError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with dataset, inputs, stages, release")
+    if on_error and isinstance(data.get("inputs"), list):
+        data["inputs"] = [{**inp, "on_error": on_error} if isinstance(inp, dict) else inp for inp in data["inputs"]]
     return _build(path, node, data)
 
 
@@ -149,7 +155,7 @@ def build_sources(inp: InputConfig, i: int, base: Path, problems: Problems) -> l
             continue
         source = inp.source or p.name.split(".")[0]
         sources.append(Source(p, fmt, dict(inp.fields), tuple(inp.optional), source, inp.on_error, inp.keep,
-                              tuple(inp.drop)))
+                              tuple(inp.drop), max_reject_share=inp.max_reject_share))
     return sources
 
 

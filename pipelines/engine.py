@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,7 +26,7 @@ from pipelines.accounting import Ledger
 from pipelines.cache import ShardCache, derive
 from pipelines.config import Pipeline, Stage
 from pipelines.progress import Progress
-from pipelines.readers import IdRegistry, Source, read_shards
+from pipelines.readers import IdRegistry, Source, check_read_loss, read_shards
 
 LANG = "lang"  # the column a langid stage writes; `languages:` on a stage reads it
 
@@ -159,16 +160,20 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     shards, rejects, inputs, names = [], [], [], []
     progress = Progress("read")
     for src in sources:
-        rows = 0
+        rows, documents, reasons, example = 0, 0, Counter(), None
         for shard in read_shards(src, shard_rows, ids):
             shards.append(_part(shard.rows, cache))
             if len(shard.rejects):
                 rejects.append(_part(shard.rejects, cache))
+                example = example or shard.rejects[DETAIL][0]
             names.append(shard.key)
+            reasons.update(shard.errors)
+            documents += len(shard.rows) + sum(shard.errors.values())  # not the skipped records (WARC requests)
             count.add(shard.rows_read, len(shard.rows), _reason_counts(shard.rejects))
             rows += shard.rows_read
             progress.advance(shard.rows_read)
             failpoints.hit("read.shard")
+        check_read_loss(src, documents, reasons, example)
         inputs.append({"path": str(src.path), "format": src.format, "source": src.source, "rows": rows,
                        "bytes": src.path.stat().st_size, "sha256": file_sha256(src.path)})
     progress.close()

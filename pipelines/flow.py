@@ -7,16 +7,18 @@ a loop. Either way finished shard results go to the dataset's cache folder, so a
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from operators.errors import ConfigError, SluiceError
-from pipelines import config
+from pipelines import config, interrupts
 from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
 from pipelines.engine import Job, MapFn, Outcome, call_cached, execute, map_local
@@ -33,6 +35,7 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
 }
 RUNNERS = ("local", "dask")
+PREFECT_LOG = ".prefect.log"  # in the dataset's folder: Prefect's own log lines of `sluice run`
 
 
 def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool = True,
@@ -45,11 +48,64 @@ def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool
     quiet_prefect()
     from prefect import flow
 
-    with _shared_api(runner):
-        dataset = pipeline.config.dataset
-        run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{next_version(root / dataset)}",
-                   validate_parameters=False, task_runner=_task_runner(runner, dask_address))
-        return run(pipeline, root, _prefect_map)
+    dataset = pipeline.config.dataset
+    (root / dataset).mkdir(parents=True, exist_ok=True)
+    with prefect_log_to_file(root / dataset / PREFECT_LOG):
+        _start_api_server()
+        with _shared_api(runner):
+            run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{next_version(root / dataset)}",
+                       validate_parameters=False, task_runner=_task_runner(runner, dask_address))
+            return run(pipeline, root, _prefect_map)
+
+
+@contextmanager
+def prefect_log_to_file(path: Path) -> Iterator[None]:
+    """Prefect's log lines (state changes, its view of a crash, its API client's complaints) go to `path`,
+    not the terminal: the user's output is Sluice's own, one line per error."""
+    import logging
+
+    file = logging.FileHandler(path, encoding="utf-8")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    moved: list[tuple[logging.Logger, logging.Handler]] = []
+    for name in ("", "uvicorn", "fastapi", "prefect._internal"):  # where Prefect's logging.yml writes to stderr
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h).__module__.startswith("prefect.")]:
+            logger.removeHandler(handler)
+            moved.append((logger, handler))
+        if any(logger is m for m, _ in moved):
+            logger.addHandler(file)
+    try:
+        yield
+    finally:
+        for logger in {id(m): m for m, _ in moved}.values():
+            logger.removeHandler(file)
+        for logger, handler in moved:
+            logger.addHandler(handler)
+        file.close()
+
+
+def _start_api_server() -> None:
+    """Start Prefect's temporary API server (unless PREFECT_API_URL names one) in a session of its own.
+
+    Ctrl-C in a terminal signals the whole foreground process group; a server in that group would die at
+    once, and Prefect's client would then retry it for a minute and a half, printing kilobytes of connection
+    errors. In its own session the server outlives the interrupt long enough for the run to record it; Prefect
+    stops it at exit (and `interrupts` on a forced exit). Prefect offers no option for this, so its Popen is
+    given `start_new_session=True` for the duration of the start."""
+    from prefect.server.api import server as api
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    ephemeral = api.SubprocessASGIServer()  # the instance Prefect's own client uses
+    if not ephemeral.running:
+        popen = api.subprocess.Popen
+        api.subprocess.Popen = functools.partial(popen, start_new_session=True)
+        try:
+            ephemeral.start()
+        finally:
+            api.subprocess.Popen = popen
+    interrupts.on_hard_exit(lambda: ephemeral.server_process and ephemeral.server_process.terminate())
 
 
 def quiet_prefect() -> None:
@@ -126,6 +182,8 @@ def _run_locked(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Ou
 
 def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache) -> tuple[Path, Outcome]:
     outcome = execute(pipeline, map_fn, cache)
+    if not pipeline.config.release.allow_empty:
+        refuse_empty_release(outcome)
     info: dict[str, Any] = {
         "config_path": str(pipeline.path),
         "config": pipeline.resolved,
@@ -141,6 +199,21 @@ def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache) -
     if map_fn is _prefect_map:
         _publish_artifact(folder, outcome)
     return folder, outcome
+
+
+def refuse_empty_release(outcome: Outcome) -> None:
+    """A release of 0 rows is almost always a mistake (a wrong mapping, format or threshold): say what
+    dropped the rows instead of publishing it. `release: {allow_empty: true}` publishes it anyway."""
+    ledger = outcome.ledger
+    if not ledger.stages or ledger.stages[-1].rows_out:
+        return
+    read = ledger.stages[0].rows_in
+    drops = Counter({reason: n for stage in ledger.stages for reason, n in stage.dropped.items()})
+    top = ", ".join(f"{reason} {n:,}" for reason, n in drops.most_common(3)) or "no rows in the inputs"
+    inputs = ", ".join(str(i["path"]) for i in outcome.inputs)
+    raise SluiceError(f"the release would hold 0 rows: {read:,} rows read from {inputs}, all dropped ({top}); "
+                      "nothing was published. Fix the inputs or stages, or set `release: {allow_empty: true}` "
+                      "to publish an empty release")
 
 
 def _generation_usage(pipeline: Pipeline) -> dict[str, Any] | None:

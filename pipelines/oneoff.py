@@ -97,7 +97,8 @@ def _source(args: argparse.Namespace, fields: list[str]) -> Source:
     fmt = args.format or detect_format(args.input)
     if fmt is None:
         raise ConfigError(f"{args.input}: cannot tell the input format from the name; pass --format")
-    return Source(args.input, fmt, {f: f for f in fields}, source=args.input.name.split(".")[0], on_error=args.on_error)
+    return Source(args.input, fmt, {f: f for f in fields}, source=args.input.name.split(".")[0], on_error=args.on_error,
+                  configured=False)
 
 
 def _check_output(output: Path, input_: Path) -> Path:

@@ -14,6 +14,7 @@ import io
 import json
 import re
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,8 @@ class Source:
     on_error: Literal["fail", "skip"] = "fail"
     keep: Literal["all", "mapped"] = "all"  # mapped: only the mapped fields (plus `id` and `source`)
     drop: tuple[str, ...] = ()  # input fields left out of the rows (never a mapped one)
+    configured: bool = True  # from a config's `inputs` (else a one-off verb's arguments): which advice fits
+    max_reject_share: float | None = None  # reading may reject at most this share of the rows (None: any)
 
 
 def detect_format(path: Path) -> Format | None:
@@ -60,9 +63,10 @@ class RowError(Exception):
 
     counted = False
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, column: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.column = column  # the mapped column that is missing or empty, which `optional:` would allow
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Shard:
     rows: pl.DataFrame
     rejects: pl.DataFrame
     rows_read: int  # rows + rejects
+    errors: Counter = field(default_factory=Counter)  # rejects that are mistakes (not `counted` skips), by reason
 
     @property
     def key(self) -> str:
@@ -109,28 +114,54 @@ def read_shards(src: Source, shard_rows: int, ids: IdRegistry) -> Iterator[Shard
         raise InputError(f"{src.path}: input file not found")
     good: list[dict[str, Any]] = []
     bad: list[dict[str, Any]] = []
+    errors: Counter = Counter()
     index = 0
     for where, record in _records(src):
         try:
             good.append(_validate(src, where, record, ids))
         except RowError as err:
             if src.on_error == "fail" and not err.counted:
-                raise InputError(f"{where}: {err} (to reject and count such rows instead: `on_error: skip` on this "
-                                 "input, or --on-error skip)") from None
+                raise InputError(f"{where}: {err} ({_advice(src, err)})") from None
             bad.append(_reject(where, record, err))
+            errors[f"read:{err.kind}"] += not err.counted
         if len(good) + len(bad) >= shard_rows:
-            yield _shard(src, index, good, bad)
-            good, bad, index = [], [], index + 1
+            yield _shard(src, index, good, bad, errors)
+            good, bad, errors, index = [], [], Counter(), index + 1
     if index == 0 and not good and not bad:
         raise InputError(f"{src.path}: the input has no rows (empty file); remove it from `inputs` or fill it")
     if good or bad:
-        yield _shard(src, index, good, bad)
+        yield _shard(src, index, good, bad, errors)
 
 
-def _shard(src: Source, index: int, good: list[dict], bad: list[dict]) -> Shard:
+def check_read_loss(src: Source, rows_read: int, reasons: Counter, example: str | None) -> None:
+    """Fail loudly when reading `src` rejected more than its `max_reject_share` of the rows as bad (`reasons`:
+    Shard.errors; records that are no documents, such as WARC requests, do not count): a wrong field mapping
+    or format then names itself instead of publishing a release that quietly lacks the input."""
+    reasons = +reasons
+    rejected = sum(reasons.values())
+    if src.max_reject_share is None or not rows_read or rejected <= src.max_reject_share * rows_read:
+        return
+    top = ", ".join(f"{reason} {n:,}" for reason, n in reasons.most_common(3))
+    raise InputError(
+        f"{src.path}: reading rejected {rejected:,} of {rows_read:,} rows ({rejected / rows_read:.1%}), more than "
+        f"this input's max_reject_share {src.max_reject_share:.0%}: {top}" + (f"; e.g. {example}" if example else "")
+        + ". Check the input's format, `fields:` and `optional:`, or raise `max_reject_share` on this input "
+        "if the loss is expected")
+
+
+def _advice(src: Source, err: RowError) -> str:
+    """What the user can do about a bad row: allow the field to be empty first, counting rejects second."""
+    if not src.configured:
+        return "to reject and count such rows instead: --on-error skip"
+    allow = (f"if {err.column!r} may be empty or missing, list it as `optional: [{err.column}]` on this input; "
+             if err.column else "")
+    return f"{allow}to reject and count such rows instead: `on_error: skip` on this input, or --on-error skip"
+
+
+def _shard(src: Source, index: int, good: list[dict], bad: list[dict], errors: Counter) -> Shard:
     rows = _frame(src, good) if good else pl.DataFrame(schema={"id": pl.String, **{f: pl.String for f in src.fields}})
     rejects = pl.DataFrame(bad, schema={"id": pl.String, REASON: pl.String, DETAIL: pl.String, "raw": pl.String})
-    return Shard(src, index, rows, rejects, len(good) + len(bad))
+    return Shard(src, index, rows, rejects, len(good) + len(bad), +errors)
 
 
 def _frame(src: Source, rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -203,13 +234,14 @@ def _field_value(src: Source, record: dict, target: str, name: str) -> Any:
         if value is None:
             return ""
     elif name not in record:
-        raise RowError("missing_field", f"missing field {name!r}" + (f" (mapped to {target!r})" if name != target else ""))
+        raise RowError("missing_field", f"missing field {name!r}" + (f" (mapped to {target!r})" if name != target else ""),
+                       target)
     elif value is None:
-        raise RowError("missing_field", f"field {name!r} is null")
+        raise RowError("missing_field", f"field {name!r} is null", target)
     if not isinstance(value, str):
         raise RowError("wrong_type", f"field {name!r} must be a string, got {type(value).__name__}: {_clip(value)}")
     if target not in src.optional and not value.strip():
-        raise RowError("empty_field", f"field {name!r} is empty or whitespace-only")
+        raise RowError("empty_field", f"field {name!r} is empty or whitespace-only", target)
     return value
 
 
