@@ -260,12 +260,17 @@ def _task_runner(runner: str, address: str | None) -> Any:
 def _prefect_map(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, **kwargs: Any) -> list:
     from prefect import task
     from prefect.cache_policies import NO_CACHE
+    from prefect.exceptions import TerminationSignal
 
     shard_task = task(call_cached, name=label, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
                       retry_condition_fn=_transient)
     futures = [shard_task.with_options(task_run_name=f"{label}[{job.name}]").submit(fn, job, cache, **kwargs)
                for job in jobs]
-    return [f.result() for f in futures]
+    try:
+        return [f.result() for f in futures]
+    except TerminationSignal as err:  # Prefect's SIGTERM: it would wait for the running tasks before passing it on
+        interrupts.noticed(err.signal)
+        raise
 
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -70,13 +70,19 @@ def handled() -> Iterator[None]:
             signal.signal(s, handler)
 
 
-def _handler(signum: int, frame: object) -> None:
-    if _received:  # the second signal: no more patience
+def noticed(signum: int) -> None:
+    """A signal arrived (seen by our handler, or by Prefect's, which turns SIGTERM into its own exception and
+    hands it on only after every running task has finished): exit within GRACE seconds; a second one: now."""
+    if _received:
         _hard_exit()
     _received.append(signum)
     watchdog = threading.Timer(GRACE, _hard_exit)
     watchdog.daemon = True
     watchdog.start()
+
+
+def _handler(signum: int, frame: object) -> None:
+    noticed(signum)
     raise Interrupted(signum)
 
 
