@@ -42,6 +42,20 @@ class Split(NamedTuple):
     rejected: pl.DataFrame
 
 
+class Threshold(NamedTuple):
+    """A limit a rule puts on a score column: rows below a `min` (above a `max`) fail the rule."""
+
+    column: str
+    param: str  # the parameter that sets it, e.g. "min_words" or "top_ngrams.2"
+    value: float
+    side: str  # "min" or "max"
+
+
+def thresholds_of(*limits: tuple[str, str, float | None, str]) -> list[Threshold]:
+    """`Threshold`s from (column, param, value, side) tuples, leaving out the unset (None) limits."""
+    return [Threshold(*limit) for limit in limits if limit[2] is not None]
+
+
 class Operator:
     name: ClassVar[str]
     Params: ClassVar[type[Params]] = Params
@@ -69,6 +83,11 @@ class Operator:
         column notes (the names may follow the parameters, e.g. `lang_<field>`). A `score_*` column left
         out gets a generic note."""
         return {}
+
+    def thresholds(self) -> list[Threshold]:
+        """The limits its rules put on its score columns, drawn on the report's score plots. A limit that
+        depends on the language is given as the parameter says (the English one)."""
+        return []
 
     @property
     def fingerprint(self) -> str:

@@ -190,6 +190,7 @@ def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache) -
         "config_hash": pipeline.config_hash,
         "fingerprints": {s.name: s.operator.fingerprint for s in pipeline.stages},
         "column_notes": {col: note for s in pipeline.stages for col, note in s.operator.columns().items()},
+        "thresholds": [{"stage": s.name, **t._asdict()} for s in pipeline.stages for t in s.operator.thresholds()],
         "resumed": {"shard_results_reused": outcome.reused, "shard_results_computed": outcome.computed},
     }
     if generation := _generation_usage(pipeline):

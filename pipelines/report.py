@@ -4,9 +4,9 @@ A section appears only when its data exists, so the report works on whatever col
 
     drop waterfall      manifest["stages"] (always)
     lengths             every payload string column (and `messages` contents): words per row
-    scores              every numeric `score_*` column, kept vs rejected rows, with the thresholds found in
-                        manifest["config"]["stages"] (params min_<metric>/max_<metric> mark score_<metric>[_<field>];
-                        a `threshold` param marks score_<op>)
+    scores              every numeric or true/false `score_*` column: kept, rejected and not-sampled rows, with
+                        the thresholds in manifest["thresholds"] ([{stage, column, param, value, side}], what
+                        each operator's `thresholds()` declared); 0/1 flags and constant scores as tables
     duplicate clusters  rejects whose rule names a duplicate ("...dup...") and whose `detail` is the kept row's id
     contamination       rejects whose rule names contamination, `detail` = "benchmark:item"; a `contamination` column
     languages, sources  the `lang` and `source` columns; generating models: the `gen_model` column
@@ -23,7 +23,7 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -34,6 +34,8 @@ from pipelines.accounting import Ledger
 from pipelines.card import PROVENANCE, generation_totals, generation_usage
 
 KEPT, REJECTED, ACCENT, INK, GRID = "#3b6ea8", "#d9534f", "#2a9d8f", "#222", "#e3e3e3"
+UNSAMPLED = "#b8b8b8"  # rows a sampler or mix did not select: not judged bad, only not chosen
+NOT_SAMPLED = ("not_selected", "not_in_mix")  # the rules under which samplers and mix drop rows
 PAYLOAD = ("text", "instruction", "input", "output", "prompt", "chosen", "rejected", "response", "question", "answer")
 NOT_PAYLOAD = {"id", "reason", "detail", "lang", *PROVENANCE}
 TOP = 15  # categories shown in a bar chart; the rest are summed as "other"
@@ -110,7 +112,7 @@ def _waterfall_section(manifest: dict[str, Any]) -> str:
     for stage in ledger.stages:
         for reason, n in sorted(stage.dropped.items(), key=lambda kv: -kv[1]):
             if n:
-                steps.append((reason, level - n, level, REJECTED))
+                steps.append((reason, level - n, level, UNSAMPLED if reason.split(":")[-1] in NOT_SAMPLED else REJECTED))
                 level -= n
         if stage.added:  # up-sampling
             steps.append((f"{stage.stage}: copies added", level, level + stage.added, KEPT))
@@ -118,7 +120,8 @@ def _waterfall_section(manifest: dict[str, Any]) -> str:
     steps.append(("released", 0, level, ACCENT))
     kept = level / steps[0][2] if steps[0][2] else 0
     caption = (f"From {steps[0][2]:,} rows read to {level:,} released ({kept:.1%} kept); each red bar is the rows "
-               f"one rule dropped (stage:rule).")
+               f"one rule dropped (stage:rule)" + (", each grey bar the rows a sampler did not select."
+                                                   if any(color == UNSAMPLED for *_, color in steps) else "."))
     return _section("Where rows went", caption, [_waterfall_svg(steps)], wide=True)
 
 
@@ -154,54 +157,88 @@ def _stats_row(field: str, values: np.ndarray) -> tuple[str, ...]:
 
 
 def _score_section(data: pl.LazyFrame | None, rejects: pl.LazyFrame | None, manifest: dict[str, Any]) -> str:
+    """A histogram per score (kept, rejected by the stages that threshold it, not sampled), with its thresholds;
+    a table of the scores that are only 0 or 1 (flags) and one of the scores that are the same on every row."""
     data_schema, reject_schema = _columns(data), _columns(rejects)
-    scores = [c for c, t in data_schema.items() if c.startswith("score_") and t.is_numeric()]
+    scores = [c for c, t in data_schema.items() if c.startswith("score_") and (t.is_numeric() or t == pl.Boolean)]
     if not scores:
         return ""
     marks = thresholds(manifest, scores)
     kept_all = data.select(scores).collect()  # one pass over the shards for every score
     rejected_scores = [c for c in scores if c in reject_schema]
     rejected_all = rejects.select("reason", *rejected_scores).collect() if rejected_scores else None
-    figures = []
+    figures, flags, constants = [], [], []
     for col in scores:
-        kept = kept_all[col].drop_nulls().to_numpy()
-        stage_names = sorted({stage for _, _, stage in marks.get(col, [])})
-        rejected = np.array([])
-        if col in rejected_scores:
-            stage = pl.col("reason").str.split(":").list.first()
-            wanted = stage.is_in(stage_names) if stage_names else pl.lit(True)
-            rejected = rejected_all.filter(wanted)[col].drop_nulls().to_numpy()
-        who = f"rejected by {', '.join(stage_names)}" if stage_names else "rejected (any stage)"
-        lines = [(value, label) for value, label, _ in marks.get(col, [])]
-        svg = _histogram_svg(kept, col.removeprefix("score_"), rejected=rejected, lines=lines, log_ok=True,
-                             legend=("kept", who))
-        shown = "; ".join(label for _, label in lines)
-        figures.append(_figure(col, svg, f"thresholds: {shown}" if shown else "no threshold in the config"))
-    return _section("Scores", "Distribution of each score over the released rows (blue) and the rejected rows that "
-                    "carry it (red); dashed lines are the thresholds from the config.", figures)
+        kept = kept_all[col].drop_nulls().cast(pl.Float64).to_numpy()
+        stage_names = sorted({mark.stage for mark in marks.get(col, [])})
+        rejected, unsampled = _rejected_values(rejected_all, col, stage_names)
+        every = np.concatenate([kept, rejected, unsampled])
+        if len(every) and np.all(np.isin(every, (0, 1))) and not np.all(every == every[0]):
+            flags.append((col, *map(_true_share, (kept, rejected, unsampled))))
+        elif len(every) and np.all(every == every[0]):
+            who = f"rejected by {', '.join(stage_names)}" if stage_names else "rejected (any stage)"
+            constants.append((col, _num(every[0]), _rows_phrase(len(kept), len(rejected) + len(unsampled), who)))
+        else:
+            figures.append(_score_figure(col, kept, rejected, unsampled, marks.get(col, []), stage_names))
+    tables = ""
+    if flags:
+        tables += "<h3>Scores that are only 0 or 1 (false or true): rows at 1</h3>" + _table(
+            ("score", "released rows", "rejected rows (as in the plots)", "rows not sampled"), flags)
+    if constants:
+        tables += "<h3>Scores that are the same on every row</h3>" + _table(("score", "value", "rows"), constants)
+    return _section("Scores", "Distribution of each score over the released rows (blue), the rows the stages that "
+                    "threshold it rejected (red) and, after a sampler, the rows it did not select (grey); dashed lines "
+                    "are the thresholds the operators applied, defaults included.", figures, tables)
 
 
-def thresholds(manifest: dict[str, Any], score_columns: list[str]) -> dict[str, list[tuple[float, str, str]]]:
-    """score column -> [(value, "stage.param=value", stage)] read from the resolved stage parameters."""
-    marks: dict[str, list[tuple[float, str, str]]] = {}
-    for stage in manifest.get("config", {}).get("stages", []):
-        for key, value in stage.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or (key.startswith("min_") and value == 0):
-                continue  # a minimum of 0 bounds nothing
-            for col in _columns_for(key, stage, score_columns):
-                marks.setdefault(col, []).append((float(value), f"{stage['name']}.{key}={value:g}", stage["name"]))
+def _rejected_values(rejected_all: pl.DataFrame | None, col: str, stage_names: list[str]) -> tuple[np.ndarray, ...]:
+    """(rejected, not sampled) values of `col`: rejects of the stages that threshold it, else of any stage,
+    with the rows a sampler or mix did not select apart."""
+    if rejected_all is None or col not in rejected_all.columns:
+        return np.array([]), np.array([])
+    stage, rule = (pl.col("reason").str.split(":").list.get(i, null_on_oob=True) for i in (0, -1))
+    wanted = rejected_all.filter(stage.is_in(stage_names) if stage_names else pl.lit(True))
+    values = [wanted.filter(which)[col].drop_nulls().cast(pl.Float64).to_numpy()
+              for which in (rule.is_in(NOT_SAMPLED).not_(), rule.is_in(NOT_SAMPLED))]
+    return values[0], values[1]
+
+
+def _score_figure(col: str, kept: np.ndarray, rejected: np.ndarray, unsampled: np.ndarray, marks: list[Mark],
+                  stage_names: list[str]) -> str:
+    who = f"rejected by {', '.join(stage_names)}" if stage_names else "rejected (any stage)"
+    lines = [(m.value, m.label, m.side) for m in marks]
+    svg = _histogram_svg(kept, col.removeprefix("score_"), stacks=[(rejected, REJECTED, who),
+                                                                     (unsampled, UNSAMPLED, "not sampled")],
+                         lines=lines, log_ok=True)
+    every = np.concatenate([kept, rejected, unsampled])
+    shown = "; ".join(m.label + (" (below every row)" if m.value < every.min() else " (above every row)"
+                                 if m.value > every.max() else "") for m in marks)
+    return _figure(col, svg, f"thresholds: {shown}" if shown else "no threshold: a score kept for information")
+
+
+def _true_share(values: np.ndarray) -> str:
+    return f"{int(values.sum()):,} of {len(values):,}" if len(values) else "-"
+
+
+def _rows_phrase(kept: int, rejected: int, who: str) -> str:
+    return f"all {kept:,} released rows" + (f" and {rejected:,} row{'s' * (rejected != 1)} {who}" if rejected else "")
+
+
+class Mark(NamedTuple):
+    value: float
+    label: str  # "stage.param=value"
+    stage: str
+    side: str  # "min": rows below fail; "max": rows above fail
+
+
+def thresholds(manifest: dict[str, Any], score_columns: list[str]) -> dict[str, list[Mark]]:
+    """score column -> its thresholds, as the operators declared them (manifest["thresholds"])."""
+    marks: dict[str, list[Mark]] = {}
+    for t in manifest.get("thresholds", []):
+        if t["column"] in score_columns:
+            label = f"{t['stage']}.{t['param']}={t['value']:g}"
+            marks.setdefault(t["column"], []).append(Mark(float(t["value"]), label, t["stage"], t["side"]))
     return marks
-
-
-def _columns_for(key: str, stage: dict[str, Any], score_columns: list[str]) -> list[str]:
-    if key == "threshold":
-        return [c for c in score_columns if c in (f"score_{stage['op']}", f"score_{stage['name']}")]
-    if not key.startswith(("min_", "max_")):
-        return []
-    metric = key[4:]
-    if isinstance(stage.get("field"), str):
-        return [c for c in score_columns if c == f"score_{metric}_{stage['field']}"]
-    return [c for c in score_columns if c == f"score_{metric}" or c.startswith(f"score_{metric}_")]
 
 
 def _duplicate_section(rejects: pl.LazyFrame | None) -> str:
@@ -373,42 +410,61 @@ W, H = 560, 230
 LEFT, RIGHT, TOP_M, BOTTOM = 56, 16, 26, 42
 
 
-def _histogram_svg(values: np.ndarray, xlabel: str, rejected: np.ndarray | None = None,
-                   lines: list[tuple[float, str]] = (), log_ok: bool = False, log_y: bool = False,
-                   legend: tuple[str, str] | None = None) -> str:
-    rejected = np.array([]) if rejected is None else rejected
-    both = np.concatenate([values, rejected]).astype(float)
-    if not len(both):
+def _histogram_svg(values: np.ndarray, xlabel: str, stacks: list[tuple[np.ndarray, str, str]] = (),
+                   lines: list[tuple[float, str, str]] = (), log_ok: bool = False, log_y: bool = False) -> str:
+    """Bars of `values` (blue, "kept"), with each of `stacks` (values, color, label) piled on top, and
+    dashed `lines` (value, label, side "min"/"max") with their labels stacked so they never overlap."""
+    series = [(values, KEPT, "kept"), *((v, c, label) for v, c, label in stacks if len(v))]
+    every = np.concatenate([v for v, _, _ in series]).astype(float)
+    if not len(every):
         return _empty_svg("no values")
-    edges, log_x = _bins(both, log_ok)
-    kept_counts = np.histogram(values, edges)[0]
-    rej_counts = np.histogram(rejected, edges)[0]
+    edges, log_x = _bins(every, log_ok)
+    if near := [value for value, _, _ in lines if _near(value, every, log_x)]:  # widen the axis to show them
+        edges, log_x = _bins(np.concatenate([every, near]), log_ok)
+    counts = [np.histogram(v, edges)[0] for v, _, _ in series]
     lo, hi = edges[0], edges[-1]
     x = _scale(lo, hi, LEFT, W - RIGHT, log_x)
-    top = max(int((kept_counts + rej_counts).max()), 1)
+    top = max(int(sum(counts).max()), 1)
     y = _scale(1 if log_y else 0, top * 1.08, H - BOTTOM, TOP_M, log_y and top > 1)
     parts = [_axes(x, y, lo, hi, 1 if log_y else 0, top, log_x, log_y and top > 1, xlabel)]
-    for i, (k, r) in enumerate(zip(kept_counts, rej_counts)):
+    for i in range(len(edges) - 1):
         x0, x1 = x(edges[i]), x(edges[i + 1])
         span = f"{_num(edges[i])}–{_num(edges[i + 1])}"
-        for base, n, color, what in ((0, k, KEPT, "kept"), (k, r, REJECTED, "rejected")):
+        base = 0
+        for (_, color, what), n in zip(series, (c[i] for c in counts)):
             if n:
                 y0, y1 = y(max(base, 1 if log_y else 0)), y(base + n)
                 parts.append(f'<rect x="{x0 + 0.5:.1f}" y="{y1:.1f}" width="{max(x1 - x0 - 1, 1):.1f}" '
                              f'height="{max(y0 - y1, 0.5):.1f}" fill="{color}"><title>{span}: {n:,} {what}</title></rect>')
-    whole = bool(np.all(both == np.round(both)))
-    for value, label in lines:
-        if whole and value == round(value):  # whole-number bins: mark the edge between failing and passing bins
-            value += -0.5 if ".min_" in label else 0.5 if ".max_" in label else 0
-        if lo <= value <= hi:
-            px = x(value)
-            anchor, dx = ("end", -4) if px > W / 2 else ("start", 4)
-            parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP_M - 4}" y2="{H - BOTTOM}" stroke="{INK}" '
-                         f'stroke-dasharray="4 3" stroke-width="1.4"/>'
-                         f'<text x="{px + dx:.1f}" y="{TOP_M + 8}" text-anchor="{anchor}" font-size="11">{_esc(label)}</text>')
-    if legend and len(rejected):
-        parts.append(_legend([(KEPT, legend[0]), (REJECTED, legend[1])]))
+            base += n
+    whole = bool(np.all(every == np.round(every)))
+    shown = sorted((min(max(_edge(value, side, whole), lo), hi), label) for value, label, side in lines
+                   if lo <= value <= hi)
+    for row, (value, label) in enumerate(shown):
+        px = x(value)
+        anchor, dx = ("end", -4) if px > W / 2 else ("start", 4)
+        parts.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP_M - 4}" y2="{H - BOTTOM}" stroke="{INK}" '
+                     f'stroke-dasharray="4 3" stroke-width="1.4"/>'
+                     f'<text x="{px + dx:.1f}" y="{TOP_M + 8 + 13 * row}" text-anchor="{anchor}" font-size="11" '
+                     f'stroke="#fff" stroke-width="3" paint-order="stroke">{_esc(label)}</text>')
+    if len(series) > 1:
+        parts.append(_legend([(color, label) for _, color, label in series]))
     return _svg("".join(parts))
+
+
+def _near(value: float, values: np.ndarray, log: bool) -> bool:
+    """Whether a threshold outside the data is close enough to draw: the axis at most triples."""
+    if log and value <= 0:
+        return False
+    lo, hi, v = (np.log10([values.min(), values.max(), value]) if log else (values.min(), values.max(), value))
+    return hi > lo and max(hi, v) - min(lo, v) <= 3 * (hi - lo)
+
+
+def _edge(value: float, side: str, whole: bool) -> float:
+    """Where a threshold's line goes: on whole-number bins, the edge between the failing and passing bins."""
+    if whole and value == round(value):
+        return value - 0.5 if side == "min" else value + 0.5
+    return value
 
 
 def _bins(values: np.ndarray, log_ok: bool) -> tuple[np.ndarray, bool]:
@@ -497,7 +553,7 @@ def _waterfall_svg(steps: list[tuple[str, int, int, str]]) -> str:
     for i, (label, start, end, color) in enumerate(steps):
         py = TOP_M + i * row
         n = end - start
-        text = f"{n:,}" if color != REJECTED else f"−{n:,}"
+        text = f"−{n:,}" if color in (REJECTED, UNSAMPLED) else f"{n:,}"
         parts.append(f'<text x="{label_w - 8}" y="{py + 16}" text-anchor="end" font-size="12">{_esc(_clip(label, 38))}'
                      f'<title>{_esc(label)}</title></text>'
                      f'<rect x="{x(start):.1f}" y="{py + 4}" width="{max(x(end) - x(start), 1.5):.1f}" height="{row - 8}" '

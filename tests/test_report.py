@@ -13,12 +13,12 @@ import polars as pl
 import pytest
 import yaml
 
-from conftest import SHARED
+from conftest import ROOT, SHARED
 from pipelines import config
 from operators.diversity.metrics import diversity_metrics
 from pipelines.flow import run_pipeline
 from pipelines import report
-from pipelines.report import render_report, thresholds
+from pipelines.report import Mark, render_report, thresholds
 from test_card import demo_release
 
 LINGUA = SHARED / "langid" / "lingua" / "sentences"
@@ -80,10 +80,10 @@ def test_demo_report_sections_follow_the_data(demo):
     assert f"<td>text</td><td>79</td><td>0</td><td>{words.min():,}</td><td>{words.median():,.0f}</td>" in page
 
 
-def test_thresholds_come_from_the_resolved_stage_params(demo):
+def test_thresholds_are_what_the_operators_declared(demo):
     marks = thresholds(_manifest(demo), ["score_words_text", "score_chars_text"])
-    assert marks == {"score_words_text": [(50.0, "length_filter.min_words=50", "length_filter"),
-                                          (100000.0, "length_filter.max_words=100000", "length_filter")]}
+    assert marks == {"score_words_text": [Mark(50.0, "length_filter.min_words=50", "length_filter", "min"),
+                                          Mark(100000.0, "length_filter.max_words=100000", "length_filter", "max")]}
     # min_chars=0 bounds nothing and max_chars is unset: no line on the chars plot
 
 
@@ -161,3 +161,77 @@ def test_contamination_by_benchmark(tmp_path):
     page = (folder / "report.html").read_text()
     assert "Benchmark contamination" in _headings(page)
     assert "dropped rows by benchmark (4)" in page and "<title>gsm8k: 4</title>" in page
+
+
+@pytest.fixture(scope="module")
+def filtered(tmp_path_factory) -> Path:
+    """The bundled web text plus real GSM8K questions planted in real English sentences, through Gopher's rules
+    (defaults only), C4's, decontamination (flagging, not dropping) and a sampler."""
+    from conftest import GSM8K
+
+    tmp = tmp_path_factory.mktemp("filtered")
+    sentences = LINGUA.joinpath("en.txt").read_text().splitlines()
+    questions = [json.loads(line)["question"] for line in GSM8K.read_text().splitlines()[:3]]
+    rows = [{"text": " ".join(sentences[i * 8:(i + 1) * 8]) + (f" Homework: {questions[i]} Thanks." if i < 3 else "")}
+            for i in range(30)]
+    (tmp / "planted.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {"dataset": "filtered", "inputs": [{"path": str(ROOT / "data/web/redpajama/redpajama-c4-refined.jsonl")},
+                                             {"path": "planted.jsonl"}],
+           "stages": [{"op": "length_filter"}, {"op": "gopher_repetition"}, {"op": "gopher_quality"}, {"op": "c4"},
+                      {"op": "decontaminate", "benchmarks": ["gsm8k"], "drop": False},
+                      {"op": "random_sample", "budget": 20}],
+           "release": {"dir": str(tmp / "releases")}}
+    (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
+    folder, _ = run_pipeline(config.load(tmp / "config.yaml"), use_prefect=False)
+    return folder
+
+
+def _figure_of(page: str, column: str) -> str:
+    found = re.search(rf"<figure><h3>{column}</h3>(.*?)</figure>", page, re.S)
+    return found.group(1) if found else ""
+
+
+def test_operators_default_thresholds_are_drawn_and_only_on_their_own_scores(filtered):
+    page = (filtered / "report.html").read_text()
+    words = _figure_of(page, "score_gopher_words")
+    assert "paint-order=\"stroke\">gopher_quality.min_words=50</text>" in words  # Gopher's default, not in the config
+    assert "gopher_quality.min_alpha_words_ratio=0.8" in _figure_of(page, "score_gopher_alpha_ratio")
+    assert "c4.min_sentences=5" in _figure_of(page, "score_c4_sentences")
+    # decontaminate's min_words is about benchmark items: never a line on a length plot
+    assert "decontaminate.min_words" not in page
+    assert "length_filter.min_words=1" in _figure_of(page, "score_words_text")
+    # Labels of the lines on one plot sit on separate rows, so they never overlap.
+    for svg in re.findall(r"<svg.*?</svg>", page, re.S):
+        rows = re.findall(r'<text x="[\d.]+" y="([\d.]+)"[^>]*paint-order="stroke">', svg)
+        assert len(rows) == len(set(rows)), svg[:200]
+    assert "gopher_quality.max_words=100000 (above every row)" in page
+
+
+def test_constant_scores_flags_and_rows_not_sampled(filtered):
+    page = (filtered / "report.html").read_text()
+    data, rejects = pl.read_parquet(filtered / "data"), pl.read_parquet(filtered / "rejects")
+    constant = [c for c in data.columns if c.startswith("score_")
+                and pl.concat([data[c], rejects[c]]).drop_nulls().n_unique() == 1]
+    assert "score_c4_lorem_ipsum" in constant  # no lorem ipsum in real text
+    for column in constant:  # said in words, not drawn as one full-width bar
+        assert not _figure_of(page, column)
+        assert f"<td>{column}</td><td>{float(data[column][0]):g}</td><td>all {len(data)} released rows" in page
+    assert "<td>all 20 released rows and 1 row rejected by gopher_repetition</td>" in page
+    # 0/1 flags are counted, not drawn: the planted GSM8K rows are flagged (kept: drop is false)
+    flagged = int(data["contaminated"].sum())
+    assert flagged >= 1 and set(data["score_contamination"].unique()) <= {0.0, 1.0}
+    assert not _figure_of(page, "score_contamination")
+    assert f"<td>score_contamination</td><td>{flagged} of {len(data)}</td><td>-</td><td>-</td>" in page
+    lorem_rejected = rejects.filter(pl.col("reason").str.starts_with("c4:"))["score_c4_curly_bracket"]
+    not_sampled = rejects.filter(pl.col("reason").str.ends_with("not_selected"))["score_c4_curly_bracket"]
+    if lorem_rejected.sum():  # a flag c4 rejects on: counted apart from the rows the sampler left out
+        assert (f"<td>score_c4_curly_bracket</td><td>0 of {len(data)}</td><td>{lorem_rejected.sum()} of "
+                f"{len(lorem_rejected)}</td><td>0 of {len(not_sampled)}</td>") in page
+    # The sampler's drops are grey and named apart, in the waterfall and in the score plots
+    unsampled = (rejects["reason"] == "random_sample:not_selected").sum()
+    assert unsampled > 0
+    assert f'fill="{report.UNSAMPLED}"><title>random_sample:not_selected: {unsampled} rows</title>' in page
+    chars = _figure_of(page, "score_chars_text")
+    assert "not sampled" in chars and "rejected (any stage)" in chars
+    assert "rejected by gopher_quality" in _figure_of(page, "score_gopher_words")
+    assert "not sampled" not in _figure_of(page, "score_gopher_words")  # only the stage that thresholds it

@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator
 
-from operators.base import DETAIL, REASON, Filter, Params, Split
+from operators.base import DETAIL, REASON, Filter, Params, Split, Threshold
 from operators.clean.normalize import for_matching
 from operators.dedup.shingles import MAX_N, field_text, key_text, ngram_hashes, token_hashes, tokens
 from operators.errors import ConfigError
@@ -317,6 +317,9 @@ class Decontaminate(Filter):
 
     def rules(self) -> dict[str, pl.Expr]:
         return {"contaminated": pl.col("contaminated")} if self.params.drop else {}
+
+    def thresholds(self) -> list[Threshold]:
+        return [Threshold("score_contamination", "min_overlap", self.params.min_overlap, "max")]  # at or above: flagged
 
     def columns(self) -> dict[str, str]:
         return {"contaminated": "the row contains a benchmark test item (kept only with decontaminate's drop: false)",

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import Field, model_validator
 
-from operators.base import Filter
+from operators.base import Filter, Threshold, thresholds_of
 from operators.errors import SluiceError
 from operators.quality.gopher import TextParams, text_of
 from operators.quality.langid import load_fasttext
@@ -86,6 +86,10 @@ class QualityClassifier(Filter):
             if self.keep_top is not None and self.min_score is not None and "min_score" in self.model_fields_set:
                 raise ValueError("set min_score or keep_top, not both")
             return self
+
+    def thresholds(self) -> list[Threshold]:
+        return thresholds_of(("score_quality", "min_score", None if self.params.keep_top else self.params.min_score,
+                              "min"))
 
     def columns(self) -> dict[str, str]:
         return {"score_quality": f"P(high quality) from the fastText classifier {Path(self.params.model).name}"}

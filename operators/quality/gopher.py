@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from operators.base import Threshold, thresholds_of
 from operators.quality import languages as lg
 from operators.quality import text as tx
 from operators.quality import tokenize
@@ -87,21 +88,26 @@ class GopherQuality(lg.CalibratedFilter):
             table, on="__lang", how="left", maintain_order="left").drop("__lang")
         return joined, toks.list.set_intersection(pl.col(_STOP_LIST)).list.len()
 
+    CHECKS = [  # (rule, score, parameter with the threshold, fails when the score is "<" or ">" the threshold)
+        ("too_few_words", "words", "min_words", "<"), ("too_many_words", "words", "max_words", ">"),
+        ("short_mean_word_length", "mean_word_length", "min_mean_word_length", "<"),
+        ("long_mean_word_length", "mean_word_length", "max_mean_word_length", ">"),
+        ("too_many_hashes", "hash_ratio", "max_symbol_word_ratio", ">"),
+        ("too_many_ellipses", "ellipsis_ratio", "max_symbol_word_ratio", ">"),
+        ("too_many_bullet_lines", "bullet_lines_ratio", "max_bullet_lines_ratio", ">"),
+        ("too_many_ellipsis_lines", "ellipsis_lines_ratio", "max_ellipsis_lines_ratio", ">"),
+        ("too_few_alpha_words", "alpha_ratio", "min_alpha_words_ratio", "<"),
+        ("too_few_stop_words", "stop_words", "min_stop_words", "<"),
+    ]
+
+    def thresholds(self) -> list[Threshold]:
+        return thresholds_of(*((f"score_gopher_{score}", param, getattr(self.params, param), "min" if op == "<" else "max")
+                               for _, score, param, op in self.CHECKS))
+
     def language_rules(self, lang: str | None) -> dict[str, pl.Expr]:
-        p = self.params
-        checks = [  # (rule, score, threshold, fails when the score is "<" or ">" the threshold)
-            ("too_few_words", "words", p.min_words, "<"), ("too_many_words", "words", p.max_words, ">"),
-            ("short_mean_word_length", "mean_word_length", p.min_mean_word_length, "<"),
-            ("long_mean_word_length", "mean_word_length", p.max_mean_word_length, ">"),
-            ("too_many_hashes", "hash_ratio", p.max_symbol_word_ratio, ">"),
-            ("too_many_ellipses", "ellipsis_ratio", p.max_symbol_word_ratio, ">"),
-            ("too_many_bullet_lines", "bullet_lines_ratio", p.max_bullet_lines_ratio, ">"),
-            ("too_many_ellipsis_lines", "ellipsis_lines_ratio", p.max_ellipsis_lines_ratio, ">"),
-            ("too_few_alpha_words", "alpha_ratio", p.min_alpha_words_ratio, "<"),
-            ("too_few_stop_words", "stop_words", p.min_stop_words, "<"),
-        ]
         rules = {}
-        for rule, score, limit, op in checks:
+        for rule, score, param, op in self.CHECKS:
+            limit = getattr(self.params, param)
             if limit is None:
                 continue
             key = self.LANGUAGE_RULES.get(rule)
@@ -157,6 +163,13 @@ class GopherRepetition(lg.CalibratedFilter):
     @property
     def _dup(self) -> list[int]:
         return sorted(self.params.dup_ngrams)
+
+    def thresholds(self) -> list[Threshold]:
+        p = self.params
+        fractions = ("dup_para_frac", "dup_para_char_frac", "dup_line_frac", "dup_line_char_frac")
+        return (thresholds_of(*((f"score_gopher_{name}", name, getattr(p, name), "max") for name in fractions))
+                + [Threshold(f"score_gopher_top_{n}gram_frac", f"top_ngrams.{n}", p.top_ngrams[n], "max") for n in self._top]
+                + [Threshold(f"score_gopher_dup_{n}gram_frac", f"dup_ngrams.{n}", p.dup_ngrams[n], "max") for n in self._dup])
 
     def language_rules(self, lang: str | None) -> dict[str, pl.Expr]:
         p = self.params

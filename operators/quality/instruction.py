@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from operators.base import Filter, Params
+from operators.base import Filter, Params, Threshold
 from operators.quality import text as tx
 from operators.quality.langid import UNDETERMINED, identify, language_counts
 from operators.registry import register
@@ -73,6 +73,11 @@ class InstructionFilter(Filter):
             scored = scored.with_columns(match.alias("score_instr_lang_match"), lang.alias(lang_col),
                                          score.alias(score_col))
         return scored
+
+    def thresholds(self) -> list[Threshold]:
+        p = self.params
+        return ([Threshold(f"score_words_{f}", f"min_words.{f}", n, "min") for f, n in p.min_words.items()]
+                + [Threshold(f"score_words_{f}", f"max_words.{f}", n, "max") for f, n in p.max_words.items()])
 
     @property
     def _lang_columns(self) -> tuple[str, str]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from operators.base import Filter, Params
+from operators.base import Filter, Params, Threshold
 from operators.errors import SluiceError
 from operators.registry import register
 
@@ -30,6 +30,9 @@ class JudgeFilter(Filter):
         if not batch.schema[column].is_numeric():
             raise SluiceError(f"judge_filter: {column!r} holds {batch.schema[column]}, not numbers")
         return batch
+
+    def thresholds(self) -> list[Threshold]:
+        return [Threshold(self.params.score_column, "min_score", self.params.min_score, "min")]
 
     def rules(self) -> dict[str, pl.Expr]:
         score = pl.col(self.params.score_column)

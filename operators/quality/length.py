@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field, model_validator
 
-from operators.base import Filter, Params
+from operators.base import Filter, Params, Threshold, thresholds_of
 from operators.quality.text import plain_word_count
 from operators.registry import register
 
@@ -35,6 +35,13 @@ class LengthFilter(Filter):
         field = self.params.field
         return {self._words: f"words in `{field}` (each Chinese/Japanese/Thai... character counts as one)",
                 self._chars: f"characters in `{field}`"}
+
+    def thresholds(self) -> list[Threshold]:
+        p = self.params
+        return thresholds_of((self._words, "min_words", p.min_words or None, "min"),  # a minimum of 0 bounds nothing
+                             (self._words, "max_words", p.max_words, "max"),
+                             (self._chars, "min_chars", p.min_chars or None, "min"),
+                             (self._chars, "max_chars", p.max_chars, "max"))
 
     @property
     def _words(self) -> str:

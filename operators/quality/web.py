@@ -6,7 +6,7 @@ from __future__ import annotations
 import polars as pl
 from pydantic import Field
 
-from operators.base import Mapper
+from operators.base import Mapper, Threshold, thresholds_of
 from operators.quality import languages as lg
 from operators.quality import text as tx
 from operators.quality.text import text_of
@@ -85,6 +85,9 @@ class C4Filter(lg.CalibratedFilter):
         )
         return pl.concat([batch, per_row.drop("row")], how="horizontal")
 
+    def thresholds(self) -> list[Threshold]:
+        return thresholds_of(("score_c4_sentences", "min_sentences", self.params.min_sentences, "min"))
+
     def calibrated(self, rule: str) -> set[str]:
         """C4's sentence count (published for English) needs sentence-ending marks: every language of the
         table but those written without them (Thai)."""
@@ -152,6 +155,13 @@ class FineWebFilter(lg.CalibratedFilter):
             .alias("score_fineweb_char_dup_ratio"),
             tx.ratio(text.str.count_matches("\n", literal=True), pl.col(_WORDS)).alias("score_fineweb_newline_ratio"),
         ).drop(_WORDS)
+
+    def thresholds(self) -> list[Threshold]:
+        p = self.params
+        return thresholds_of(("score_fineweb_line_punct_ratio", "min_line_punct_ratio", p.min_line_punct_ratio, "min"),
+                             ("score_fineweb_short_line_ratio", "max_short_line_ratio", p.max_short_line_ratio, "max"),
+                             ("score_fineweb_char_dup_ratio", "max_char_dup_ratio", p.max_char_dup_ratio, "max"),
+                             ("score_fineweb_newline_ratio", "max_newline_ratio", p.max_newline_ratio, "max"))
 
     def language_rules(self, lang: str | None) -> dict[str, pl.Expr]:
         p, s = self.params, lambda name: pl.col(f"score_fineweb_{name}")
