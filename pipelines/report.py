@@ -252,10 +252,10 @@ def _duplicate_section(rejects: pl.LazyFrame | None) -> str:
     figures = []
     for reason in sorted(clusters["reason"].unique()):
         sizes = clusters.filter(pl.col("reason") == reason)["size"].to_numpy()
-        caption = (f"{len(sizes):,} clusters, {int(sizes.sum() - len(sizes)):,} rows dropped; "
+        caption = (f"{_count(len(sizes), 'cluster')}, {_count(int(sizes.sum() - len(sizes)), 'row')} dropped; "
                    f"largest {int(sizes.max()):,} rows")
         counts = np.unique(sizes, return_counts=True)[1]
-        svg = _histogram_svg(sizes, "rows per cluster (kept + dropped)", log_ok=True,
+        svg = _histogram_svg(sizes, "rows per cluster (kept + dropped)", log_ok=True, unit="cluster",
                              log_y=counts.max() >= 30 * counts.min())  # many pairs, few big clusters
         figures.append(_figure(f"{reason}: cluster sizes", svg, caption))
     return _section("Duplicate clusters", "How many rows each kept row stood for: one kept, the others dropped as "
@@ -310,7 +310,8 @@ def _diversity_section(manifest: dict[str, Any]) -> str:
             tables.append(_before_after_table(name, stats))
         if stats.get("cluster_sizes"):
             sizes, kept = (np.array(stats.get(k) or [], dtype=float) for k in ("cluster_sizes", "cluster_kept"))
-            figures.append(_figure(f"{name}: rows per cluster", _histogram_svg(sizes, "rows per cluster", log_ok=True),
+            figures.append(_figure(f"{name}: rows per cluster", _histogram_svg(sizes, "rows per cluster", log_ok=True,
+                                                                               unit="cluster"),
                                    f"{len(sizes):,} clusters of the stage's input" + (
                                        f"; kept {int(kept.min()):,}-{int(kept.max()):,} rows per cluster" if len(kept) else "")))
         if isinstance(stats.get("mixture"), dict):
@@ -321,7 +322,7 @@ def _diversity_section(manifest: dict[str, Any]) -> str:
     if metrics:
         tables.append(_table(("metric", "value"), [(k, f"{v:,.4g}") for k, v in metrics.items()]))
     if len(sizes):
-        figures.append(_figure("rows per cluster", _histogram_svg(sizes, "rows per cluster", log_ok=True),
+        figures.append(_figure("rows per cluster", _histogram_svg(sizes, "rows per cluster", log_ok=True, unit="cluster"),
                                f"{len(sizes):,} clusters"))
     if not figures and not tables:
         return ""
@@ -411,13 +412,17 @@ LEFT, RIGHT, TOP_M, BOTTOM = 56, 16, 26, 42
 
 
 def _histogram_svg(values: np.ndarray, xlabel: str, stacks: list[tuple[np.ndarray, str, str]] = (),
-                   lines: list[tuple[float, str, str]] = (), log_ok: bool = False, log_y: bool = False) -> str:
+                   lines: list[tuple[float, str, str]] = (), log_ok: bool = False, log_y: bool = False,
+                   unit: str = "row") -> str:
     """Bars of `values` (blue, "kept"), with each of `stacks` (values, color, label) piled on top, and
-    dashed `lines` (value, label, side "min"/"max") with their labels stacked so they never overlap."""
+    dashed `lines` (value, label, side "min"/"max") with their labels stacked so they never overlap.
+    `unit` is what the bars count (the y axis). One value everywhere is said in words, not drawn."""
     series = [(values, KEPT, "kept"), *((v, c, label) for v, c, label in stacks if len(v))]
     every = np.concatenate([v for v, _, _ in series]).astype(float)
     if not len(every):
         return _empty_svg("no values")
+    if np.all(every == every[0]):
+        return _empty_svg(f"{'all ' * (len(every) > 1)}{_count(len(every), unit)}: {xlabel} = {_num(every[0])}")
     edges, log_x = _bins(every, log_ok)
     if near := [value for value, _, _ in lines if _near(value, every, log_x)]:  # widen the axis to show them
         edges, log_x = _bins(np.concatenate([every, near]), log_ok)
@@ -426,7 +431,7 @@ def _histogram_svg(values: np.ndarray, xlabel: str, stacks: list[tuple[np.ndarra
     x = _scale(lo, hi, LEFT, W - RIGHT, log_x)
     top = max(int(sum(counts).max()), 1)
     y = _scale(1 if log_y else 0, top * 1.08, H - BOTTOM, TOP_M, log_y and top > 1)
-    parts = [_axes(x, y, lo, hi, 1 if log_y else 0, top, log_x, log_y and top > 1, xlabel)]
+    parts = [_axes(x, y, lo, hi, 1 if log_y else 0, top, log_x, log_y and top > 1, xlabel, f"{unit}s")]
     for i in range(len(edges) - 1):
         x0, x1 = x(edges[i]), x(edges[i + 1])
         span = f"{_num(edges[i])}–{_num(edges[i + 1])}"
@@ -488,7 +493,8 @@ def _scale(lo: float, hi: float, a: float, b: float, log: bool):
     return lambda v: a + (((math.log10(max(v, 1e-12)) if log else v) - lo) / span) * (b - a)
 
 
-def _axes(x, y, xlo: float, xhi: float, ylo: float, yhi: float, log_x: bool, log_y: bool, xlabel: str) -> str:
+def _axes(x, y, xlo: float, xhi: float, ylo: float, yhi: float, log_x: bool, log_y: bool, xlabel: str,
+          ylabel: str = "rows") -> str:
     parts = []
     for t in _ticks(ylo, yhi, log_y):
         if not float(t).is_integer():
@@ -504,7 +510,7 @@ def _axes(x, y, xlo: float, xhi: float, ylo: float, yhi: float, log_x: bool, log
                  f'<text x="{(LEFT + W - RIGHT) / 2}" y="{H - 6}" text-anchor="middle" font-size="12">'
                  f'{_esc(xlabel)}{" (log scale)" if log_x else ""}</text>'
                  f'<text x="14" y="{(TOP_M + H - BOTTOM) / 2}" text-anchor="middle" font-size="12" '
-                 f'transform="rotate(-90 14 {(TOP_M + H - BOTTOM) / 2})">rows</text>')
+                 f'transform="rotate(-90 14 {(TOP_M + H - BOTTOM) / 2})">{_esc(ylabel)}</text>')
     return "".join(parts)
 
 
@@ -591,6 +597,10 @@ def _num(v: float) -> str:
     if a >= 100 or float(v).is_integer():
         return f"{v:,.0f}"
     return f"{v:.3g}"
+
+
+def _count(n: int, unit: str) -> str:
+    return f"{n:,} {unit}{'s' * (n != 1)}"
 
 
 def _clip(label: str, n: int = 24) -> str:

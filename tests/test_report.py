@@ -9,6 +9,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 import yaml
@@ -235,3 +236,13 @@ def test_constant_scores_flags_and_rows_not_sampled(filtered):
     assert "not sampled" in chars and "rejected (any stage)" in chars
     assert "rejected by gopher_quality" in _figure_of(page, "score_gopher_words")
     assert "not sampled" not in _figure_of(page, "score_gopher_words")  # only the stage that thresholds it
+
+
+def test_one_value_everywhere_is_said_not_drawn():
+    """One duplicate cluster (or any histogram of a single value) is a sentence, not one full-width bar."""
+    svg = report._histogram_svg(np.array([3.0]), "rows per cluster (kept + dropped)", unit="cluster")
+    assert "<rect" not in svg and ">1 cluster: rows per cluster (kept + dropped) = 3</text>" in svg
+    svg = report._histogram_svg(np.zeros(79), "dup_para_frac", stacks=[(np.zeros(2), report.REJECTED, "rejected")])
+    assert "<rect" not in svg and ">all 81 rows: dup_para_frac = 0</text>" in svg
+    svg = report._histogram_svg(np.array([2.0, 3.0, 3.0]), "rows per cluster", unit="cluster")
+    assert svg.count("<rect") == 2 and ">clusters</text>" in svg  # the y axis counts clusters

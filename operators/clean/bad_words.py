@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import Field
 
-from operators.base import Filter, Params
+from operators.base import Filter, Params, Threshold
 from operators.registry import register
 
 LISTS = Path(__file__).resolve().parents[2] / "data" / "bad_words"
@@ -85,6 +85,12 @@ class BadWords(Filter):
 
     def rules(self) -> dict[str, pl.Expr]:
         return {"bad_words": pl.col("score_bad_words") > self.params.max_hits}
+
+    def thresholds(self) -> list[Threshold]:
+        return [Threshold("score_bad_words", "max_hits", self.params.max_hits, "max")]
+
+    def columns(self) -> dict[str, str]:
+        return {"score_bad_words": "occurrences of listed words (LDNOOBW, the row's language); null: no list for it"}
 
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         """Rows dropped per language, and rows kept unjudged because their language has no list."""
