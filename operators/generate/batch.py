@@ -45,10 +45,10 @@ class BatchRunner:
         keys = [c.key(r) for r in requests]
         unique = dict(zip(keys, requests))
         results: dict[str, Completion | Failure] = {}
+        found = c.cache.get_many(list(unique))
         for key, request in unique.items():
             c.usage.requests += 1
-            cached = c.cache.get(key)
-            if cached is not None:
+            if (cached := found.get(key)) is not None:
                 c.usage.cache_hits += 1
                 results[key] = c._judge(key, request, cached, True, step)
         pending = {k: r for k, r in unique.items() if k not in results}

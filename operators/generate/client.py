@@ -258,7 +258,8 @@ class LLMClient:
         keys = [self.key(r) for r in requests]
         unique = dict(zip(keys, requests))  # identical requests are sent once
         limiter = _Limiter(self)
-        answers = await asyncio.gather(*(self._answer(limiter, k, r, step) for k, r in unique.items()))
+        cached = self.cache.get_many(list(unique))
+        answers = await asyncio.gather(*(self._answer(limiter, k, r, step, cached.get(k)) for k, r in unique.items()))
         by_key = dict(zip(unique, answers))
         return [by_key[k] for k in keys]
 
@@ -266,6 +267,8 @@ class LLMClient:
 
     async def _http(self) -> openai.AsyncOpenAI:
         """The one HTTP client for the client's life (building one costs ~0.5 s of TLS setup)."""
+        if self._api is not None:
+            return self._api
         import openai  # imported on first use: the package takes ~1 s to import, a CLI start-up cost
         async with self._connecting:
             if self._api is None:
@@ -275,9 +278,8 @@ class LLMClient:
                                                timeout=self.endpoint.timeout_s)
         return self._api
 
-    async def _answer(self, limiter: _Limiter, key: str, request: ChatRequest, step: str):
+    async def _answer(self, limiter: _Limiter, key: str, request: ChatRequest, step: str, cached: CachedAnswer | None):
         self.usage.requests += 1
-        cached = self.cache.get(key)
         if cached is not None:
             self.usage.cache_hits += 1
             return self._judge(key, request, cached, True, step)
