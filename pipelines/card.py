@@ -26,7 +26,8 @@ COLUMN_NOTES = {
 
 def dataset_card(manifest: dict[str, Any]) -> str:
     sections = [_header(manifest), _summary(manifest), _loading(manifest), _schema(manifest), _inputs(manifest),
-                _stages(manifest), _accounting(manifest), _generation(manifest), _limitations(manifest),
+                _stages(manifest), _accounting(manifest), _languages_section(manifest), _generation(manifest),
+                _limitations(manifest),
                 _provenance(manifest)]
     return "\n\n".join(s for s in sections if s) + "\n"
 
@@ -149,6 +150,37 @@ def _accounting(manifest: dict[str, Any]) -> str:
     return ("## Row accounting\n\nEvery stage balances: rows in (+ copies added by up-sampling) = rows out + rows "
             "dropped.\n\n"
             + _table(("stage", "rows in", "rows out", "dropped", "reasons"), rows))
+
+
+def language_table(manifest: dict[str, Any], top: int = 15) -> tuple[tuple[str, ...], list[tuple[str, ...]]]:
+    """(header, rows) of rows and drops per language: rows when the language was first counted, rows each
+    stage dropped (stages that dropped any), rows released; the `top` largest languages, the rest summed."""
+    stages = [s for s in Ledger.from_json(manifest["stages"]).stages if s.languages]
+    if not stages:
+        return (), []
+    first, last = stages[0].languages, stages[-1].languages
+    dropping = [s for s in stages if any(n["dropped"] for n in s.languages.values())]
+    langs = sorted(first, key=lambda lang: -first[lang]["out"] - first[lang]["dropped"])
+    if len(langs) > top:
+        langs = langs[:top - 1] + [langs[top - 1:]]
+    rows = []
+    for lang in langs:
+        group = lang if isinstance(lang, list) else [lang]
+        total = sum(first[g]["out"] + first[g]["dropped"] for g in group)
+        drops = [sum(s.languages.get(g, {}).get("dropped", 0) for g in group) for s in dropping]
+        released = sum(last.get(g, {}).get("out", 0) for g in group)
+        name = f"other ({len(group)})" if isinstance(lang, list) else lang
+        rows.append((name, f"{total:,}", *(f"{d:,}" for d in drops), f"{released:,}",
+                     f"{released / total:.1%}" if total else "-"))
+    return ("language", "rows in", *(f"{s.stage} dropped" for s in dropping), "released", "kept"), rows
+
+
+def _languages_section(manifest: dict[str, Any]) -> str:
+    header, rows = language_table(manifest)
+    if not rows:
+        return ""
+    return ("## Languages\n\nRows per language (the `lang` column) from the first stage that had it to the release, "
+            "and what each stage dropped:\n\n" + _table(header, rows))
 
 
 def generation_usage(manifest: dict[str, Any]) -> dict[str, dict[str, int | float]]:

@@ -31,7 +31,7 @@ import polars as pl
 from operators.diversity.metrics import headline
 from operators.quality.text import plain_word_count
 from pipelines.accounting import Ledger
-from pipelines.card import PROVENANCE, generation_totals, generation_usage
+from pipelines.card import PROVENANCE, generation_totals, generation_usage, language_table
 
 KEPT, REJECTED, ACCENT, INK, GRID = "#3b6ea8", "#d9534f", "#2a9d8f", "#222", "#e3e3e3"
 UNSAMPLED = "#b8b8b8"  # rows a sampler or mix did not select: not judged bad, only not chosen
@@ -53,6 +53,7 @@ def render_report(folder: Path, manifest: dict[str, Any]) -> str:
         _duplicate_section(rejects),
         _contamination_section(data, rejects),
         _category_section(data, "lang", "Languages", "share of released rows by detected language"),
+        _language_drops_section(manifest),
         _category_section(data, "source", "Sources", "released rows by source"),
         _diversity_section(manifest),
         _generation_section(data, manifest),
@@ -384,6 +385,14 @@ def _generation_section(data: pl.LazyFrame | None, manifest: dict[str, Any]) -> 
     totals = generation_totals(manifest)
     caption = "Rows made by language models and the tokens they cost." + (f" Requests: {'; '.join(totals)}." if totals else "")
     return _section("Generation", caption, figures, table)
+
+
+def _language_drops_section(manifest: dict[str, Any]) -> str:
+    header, rows = language_table(manifest)
+    if not rows:
+        return ""
+    return _section("Rows and drops per language", "Rows per language (the lang column) from the first stage that "
+                    "had it to the release, and the rows each stage dropped.", [], _table(header, rows))
 
 
 def _stages_section(manifest: dict[str, Any]) -> str:

@@ -165,3 +165,30 @@ def test_languages_without_a_lang_column_is_a_clear_error(write_config, tmp_path
         config.load(write_config(inputs, [{"op": "exact_dedup", "languages": ["en"]}]))
     with pytest.raises(ConfigError, match="expected a list of language codes"):
         config.load(write_config(inputs, [{"op": "length_filter", "languages": "en"}]))
+
+
+def test_card_and_report_show_rows_and_drops_per_language():
+    from pipelines.card import dataset_card, language_table
+
+    stages = [{"stage": "read", "op": "read", "rows_in": 10, "rows_out": 10, "dropped": {}},
+              {"stage": "langid", "op": "langid", "rows_in": 10, "rows_out": 9, "dropped": {"langid:wrong_language": 1},
+               "languages": {"de": {"out": 5, "dropped": 0}, "zh": {"out": 4, "dropped": 0}, "fr": {"out": 0, "dropped": 1}}},
+              {"stage": "gopher_quality", "op": "gopher_quality", "rows_in": 9, "rows_out": 7,
+               "dropped": {"gopher_quality:too_few_words": 2},
+               "languages": {"de": {"out": 4, "dropped": 1}, "zh": {"out": 3, "dropped": 1}}}]
+    manifest = {"stages": stages}
+    header, rows = language_table(manifest)
+    assert header == ("language", "rows in", "langid dropped", "gopher_quality dropped", "released", "kept")
+    assert rows == [("de", "5", "0", "1", "4", "80.0%"), ("zh", "4", "0", "1", "3", "75.0%"),
+                    ("fr", "1", "1", "0", "0", "0.0%")]
+    manifest |= {"dataset": "d", "version": "v1", "rows": 7, "rejected_rows": 3, "shards": [], "schema": {"text": "String"},
+                 "inputs": [], "config": {}}
+    assert "| zh | 4 | 0 | 1 | 3 | 75.0% |" in dataset_card(manifest)
+
+
+def test_not_calibrated_is_counted_when_nothing_was_rejected():
+    swahili = batch(documents("sw", 3), "sw")
+    op = GopherRepetition()
+    kept, _ = op.process(swahili)
+    nothing = pl.LazyFrame(schema={"id": pl.String, "reason": pl.String, "detail": pl.String})
+    assert op.stats(kept.lazy(), nothing)["not_calibrated"]["top_2_gram"] == {"sw": 3}

@@ -94,10 +94,11 @@ class CalibratedFilter(Filter):
         lang = self.params.lang_field
         if not self.params.per_language:
             return {"languages": "per_language is off: every row was judged with these parameters"}
-        if lang not in kept.collect_schema() or lang not in rejected.collect_schema():
+        sides = [frame for frame in (kept, rejected) if lang in frame.collect_schema()]  # nothing rejected: no columns
+        if lang not in kept.collect_schema():
             rows = kept.select(pl.len()).collect().item() + rejected.select(pl.len()).collect().item()
             return {"languages": f"no `{lang}` column: all {rows:,} rows were judged with the English parameters"}
-        counts = pl.concat([kept.select(lang), rejected.select(lang)]).group_by(lang).len().collect()
+        counts = pl.concat([frame.select(pl.col(lang).cast(pl.String)) for frame in sides]).group_by(lang).len().collect()
         by_language = {code or "null": n for code, n in counts.iter_rows()}
         not_calibrated = {}
         for rule in self.language_rules(lang):
