@@ -192,3 +192,15 @@ def test_not_calibrated_is_counted_when_nothing_was_rejected():
     kept, _ = op.process(swahili)
     nothing = pl.LazyFrame(schema={"id": pl.String, "reason": pl.String, "detail": pl.String})
     assert op.stats(kept.lazy(), nothing)["not_calibrated"]["top_2_gram"] == {"sw": 3}
+
+
+def test_the_english_quality_model_does_not_judge_other_languages():
+    from operators.quality import QualityClassifier
+
+    texts = documents("zh", 3) + documents("de", 3)
+    frame = batch(texts, ["zh"] * 3 + ["de"] * 3)
+    op = QualityClassifier(min_score=0.99)
+    kept, rejected = op.process(frame)
+    assert len(kept) == 6 and len(rejected) == 0  # English numbers would drop them
+    assert len(op.process(frame.drop("lang")).rejected) == 6
+    assert op.stats(kept.lazy(), rejected.lazy())["not_calibrated"]["low_quality_score"] == {"de": 3, "zh": 3}

@@ -10,9 +10,10 @@ from pathlib import Path
 import polars as pl
 from pydantic import Field, model_validator
 
-from operators.base import Filter, Threshold, thresholds_of
+from operators.base import Threshold, thresholds_of
 from operators.errors import SluiceError
-from operators.quality.gopher import TextParams, text_of
+from operators.quality import languages as lg
+from operators.quality.text import text_of
 from operators.quality.langid import load_fasttext
 from operators.registry import register
 
@@ -70,13 +71,17 @@ def positive_probability(model, texts: pl.Series) -> pl.Series:
 
 
 @register
-class QualityClassifier(Filter):
+class QualityClassifier(lg.CalibratedFilter):
     """fastText quality classifier (DCLM-style): `score_quality` = P(high quality); keep above a threshold or the top fraction."""
 
     name = "quality_classifier"
+    LANGUAGE_RULES = {"low_quality_score": "model", "below_top_fraction": "model"}
 
-    class Params(TextParams):
+    class Params(lg.LanguageParams):
         model: str = Field(default=str(DEFAULT_MODEL), description="fastText model (.bin/.ftz) from `sluice quality train`")
+        model_languages: list[str] | None = Field(
+            default=["en"], description="languages the model was trained on (the default model: English web text); "
+            "with a `lang` column, rows in others are kept and counted as not_calibrated; null: judge every row")
         min_score: float | None = Field(default=0.5, ge=0, le=1, description="lowest P(high quality) kept")
         keep_top: float | None = Field(default=None, gt=0, le=1,
                                        description="instead: keep this fraction of each batch, best first")
@@ -103,8 +108,13 @@ class QualityClassifier(Filter):
         scores = positive_probability(model, batch.select(text_of(self.params.field)).to_series())
         return batch.with_columns(scores.alias("score_quality"))
 
-    def rules(self) -> dict[str, pl.Expr]:
-        score = pl.col("score_quality")
+    def calibrated(self, rule: str) -> set[str]:
+        return set(self.params.model_languages or [])
+
+    def language_rules(self, lang: str | None) -> dict[str, pl.Expr]:
+        score, languages = pl.col("score_quality"), self.params.model_languages
+        if lang is not None and languages is not None:  # rows in other languages: null, neither judged nor ranked
+            score = pl.when(pl.col(lang).cast(pl.String).is_in(languages)).then(score)
         if self.params.keep_top is not None:
             # the top fraction of this batch (a shard), ties kept together
             return {"below_top_fraction": score < score.quantile(1 - self.params.keep_top, "higher")}

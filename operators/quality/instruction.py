@@ -63,8 +63,8 @@ class InstructionFilter(Filter):
             ((_same(output) == _same(instruction)) & (output.str.strip_chars() != "")).alias("score_instr_echo"),
             ((_same(output) == _same(given)) & (given.str.strip_chars() != "")).alias("score_instr_input_echo"),
             ((output.str.count_matches("```", literal=True) % 2 == 1)
-             | ((output.str.count_matches(r"\S+") >= p.truncation_min_words)
-                & (last_line.str.count_matches(r"\S+") >= 12) & ~last_line.str.contains(_LIST_ITEM)
+             | ((tx.plain_word_count(output) >= p.truncation_min_words)
+                & (tx.plain_word_count(last_line) >= 12) & ~last_line.str.contains(_LIST_ITEM)
                 & last_line.str.contains(_CUT_OFF))).alias("score_instr_truncated"),
         )
         if p.language_mismatch:

@@ -102,7 +102,7 @@ class CalibratedFilter(Filter):
         by_language = {code or "null": n for code, n in counts.iter_rows()}
         not_calibrated = {}
         for rule in self.language_rules(lang):
-            if rule in self.LANGUAGE_RULES:
+            if rule in self.LANGUAGE_RULES and self.calibrated(rule):  # an empty set: every language
                 missing = {code: n for code, n in sorted(by_language.items()) if code not in self.calibrated(rule)}
                 if missing:
                     not_calibrated[rule] = missing
