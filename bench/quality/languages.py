@@ -38,6 +38,7 @@ UDHR = {"en": "eng", "de": "deu_1996", "fr": "fra", "es": "spa", "ru": "rus", "z
         "nl": "nld", "uk": "ukr", "sv": "swe", "cs": "ces", "el": "ell_monotonic", "he": "heb", "fi": "fin",
         "hu": "hun", "id": "ind", "bg": "bul", "sw": "swh", "yo": "yor"}
 FILTERS = [GopherQuality(), GopherRepetition(), C4Filter(), FineWebFilter()]
+FULL_STOP = {"zh": "。", "ja": "。", "hi": "।", "th": ""}
 SYMBOLS = "#$%&*+<=>@^_|~{}[]/\\•·©®™§¶°±×÷→←↑↓★☆♦♣♠♥"
 
 
@@ -92,9 +93,10 @@ def garbage_docs(lang: str, n: int, seed: int = 0) -> dict[str, list[str]]:
         kinds["boilerplate"].append("\n".join(
             menu + [f"© {rng.randint(1999, 2025)} {rng.choice(words)}", "Cookies | Privacy | Terms | Login",
                     " | ".join(rng.sample(words, 5))]))
-        keywords = rng.sample(words, 6)
+        keywords = rng.sample(words, 6)  # lines end in a full stop, so only the word statistics can tell
         kinds["keyword_spam"].append("\n".join(
-            j.join(rng.choice(keywords) for _ in range(rng.randint(8, 16))) for _ in range(12)))
+            j.join(rng.choice(keywords) for _ in range(rng.randint(8, 16))) + FULL_STOP.get(lang, ".")
+            for _ in range(12)))
     return kinds
 
 

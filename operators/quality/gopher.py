@@ -52,7 +52,7 @@ class GopherQuality(lg.CalibratedFilter):
         stop_words: list[str] = Field(default=STOP_WORDS, description="English; other languages: published")
 
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
-        text, toks = tx.join_unspaced(text_of(self.params.field)), pl.col(_TOKENS)
+        text, toks = tx.rule_text(batch, self.params.field), pl.col(_TOKENS)
         tokens = toks.list.len()
         words = toks.list.eval(pl.element().filter(pl.element().str.contains(_WORD_CHAR)))
         alpha = tx.count_true(toks, pl.element().str.contains(r"\p{L}"))
@@ -141,7 +141,7 @@ class GopherRepetition(lg.CalibratedFilter):
                 | {f"duplicated_{n}_n_grams": f"dup_ngrams.{n}" for n in self._dup})
 
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
-        text = tx.join_unspaced(text_of(self.params.field))
+        text = tx.rule_text(batch, self.params.field)
         chars = text.str.len_chars()
         paragraphs = text.str.strip_chars().str.extract_all(r"[^\n]+(?:\n[^\n]+)*")
         lines = text.str.replace_all(r"\n+", "\n").str.split("\n")
@@ -205,7 +205,8 @@ def ngram_repetition(texts: pl.DataFrame, top: list[int], dup: list[int]) -> pl.
     word = table["token"].hash(7).to_numpy()
     chars = texts["text"].str.len_chars().fill_null(0).to_numpy().astype(np.float64)
     ends = np.cumsum(lengths)  # characters of the words up to and including each
-    space = _space_after(table["token"])
+    space = _space_after(table["token"]) if texts["text"].str.contains(f"[{tokenize.UNSPACED}]").any() \
+        else np.ones(len(table), dtype=np.int64)
     gaps = np.cumsum(space)  # spaces after the words up to and including each
     out, key, live = {}, word.copy(), np.arange(len(rows))
     for n in range(2, max(top + dup, default=1) + 1):

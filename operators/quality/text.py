@@ -43,6 +43,13 @@ def join_unspaced(text: pl.Expr) -> pl.Expr:
     return pl.when(text.str.contains(f"[{_UNSPACED}]")).then(joined).otherwise(text)
 
 
+def rule_text(batch: pl.DataFrame, field: str) -> pl.Expr:
+    """The text the heuristic rules measure: `field` as a string, with `join_unspaced` applied when the batch has
+    any character of a script written without spaces (most English batches have none: no regex pass at all)."""
+    text = text_of(field)
+    return join_unspaced(text) if batch.select(text.str.contains(f"[{_UNSPACED}]").any()).item() else text
+
+
 def words(text: pl.Expr) -> pl.Expr:
     """The text's tokens as a list of strings."""
     return text.map_batches(tokenize.words, return_dtype=pl.List(pl.String))

@@ -140,7 +140,7 @@ class FineWebFilter(lg.CalibratedFilter):
                                                 "(English; other languages: published)")
 
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
-        p, text = self.params, tx.join_unspaced(text_of(self.params.field))
+        p, text = self.params, tx.rule_text(batch, self.params.field)
         lines = text.str.split("\n").list.eval(pl.element().filter(pl.element().str.contains(r"\S")))
         n = lines.list.len()
         dup_chars = tx.duplicates(lines)[1]
