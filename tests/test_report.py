@@ -96,8 +96,9 @@ def test_languages_duplicates_generation_and_diversity(multilingual):
     texts = pl.read_parquet(multilingual / "data")["text"]
     m["diversity"] = diversity_metrics(texts, clusters=9) | {"cluster_sizes": [40, 35, 12, 9, 9, 7, 3, 2, 1]}
     page = render_report(multilingual, m)
-    assert _headings(page) == ["Where rows went", "Lengths", "Scores", "Duplicate clusters", "Languages", "Sources",
-                               "Diversity", "Generation", "Stages"]
+    assert _headings(page) == ["Where rows went", "Lengths", "Scores", "Duplicate clusters", "Languages",
+                               "Rows and drops per language", "Sources", "Diversity", "Generation", "Stages"]
+    assert "<th>length_filter dropped</th><th>exact_dedup dropped</th>" in page  # rows per language, by stage
     data, rejects = pl.read_parquet(multilingual / "data"), pl.read_parquet(multilingual / "rejects")
     # Languages: the largest share first, and 18 languages folded into 14 bars + "other (4)".
     en = (data["lang"] == "en").sum()
