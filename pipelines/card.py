@@ -21,6 +21,10 @@ COLUMN_NOTES = {
     "rejected": "dispreferred response", "lang": "detected language",
     "gen_model": "model that generated the row", "gen_template": "hash of the prompt template",
     "gen_params": "sampling parameters", "gen_seed_id": "id of the seed row", "parent_id": "row this one evolved from",
+    # what the raw-document readers (pipelines/sources.py) add
+    "url": "address of the page (WARC-Target-URI)", "date": "when the page was fetched (WARC-Date)",
+    "content_type": "the page's HTTP Content-Type", "html": "the page's HTML", "path": "file the row was read from",
+    "page": "page number in the PDF", "pages": "pages in the PDF", "line": "line number in the file",
 }
 
 
@@ -106,13 +110,24 @@ def _loading(manifest: dict[str, Any]) -> str:
 
 def _schema(manifest: dict[str, Any]) -> str:
     notes = manifest.get("column_notes") or {}
-    rows = [(f"`{name}`", _short_type(dtype), _column_note(name, notes)) for name, dtype in manifest["schema"].items()]
+    limits = _limits(manifest)
+    rows = [(f"`{name}`", _short_type(dtype), "; ".join(filter(None, (_column_note(name, notes), limits.get(name)))))
+            for name, dtype in manifest["schema"].items()]
     return "## Columns\n\n" + _table(("column", "type", "meaning"), rows)
 
 
 def _short_type(dtype: str) -> str:
     """`Struct({...16 fields...})` is unreadable in a table: keep the outer type."""
     return dtype if len(dtype) <= 40 else dtype.split("(", 1)[0] + "(...)"
+
+
+def _limits(manifest: dict[str, Any]) -> dict[str, str]:
+    """score column -> "rejected below 50 (gopher_quality.min_words), above ..." from manifest["thresholds"]."""
+    said: dict[str, list[str]] = {}
+    for t in manifest.get("thresholds", []):
+        where = "below" if t["side"] == "min" else "above"
+        said.setdefault(t["column"], []).append(f"{where} {t['value']:g} ({t['stage']}.{t['param']})")
+    return {column: "rejected " + ", ".join(parts) for column, parts in said.items()}
 
 
 def _column_note(name: str, declared: dict[str, str]) -> str:
@@ -122,7 +137,7 @@ def _column_note(name: str, declared: dict[str, str]) -> str:
         return COLUMN_NOTES[name]
     if name.startswith("score_"):
         return "score computed by a pipeline stage (kept for re-thresholding)"
-    return ""
+    return "from the input, or from a stage that does not describe its columns"
 
 
 def _inputs(manifest: dict[str, Any]) -> str:

@@ -161,3 +161,7 @@ def test_card_lists_instruction_filter_languages_and_describes_every_column(writ
     assert set(notes) == set(m["schema"]) and all(notes.values()), notes
     assert notes["lang_output"].startswith("language of `output`")
     assert notes["contamination"].startswith("the benchmark item") and notes["cluster"].startswith("k-means cluster")
+    # where a stage rejects on a score, the card says so (decontaminate only flags here: drop is false)
+    assert notes["score_words_output"] == "words in `output`; rejected below 1 (instruction_filter.min_words.output), " \
+                                          "above 8000 (instruction_filter.max_words.output)"
+    assert "rejected" not in notes["score_contamination"]

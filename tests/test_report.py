@@ -223,7 +223,9 @@ def test_constant_scores_flags_and_rows_not_sampled(filtered):
     flagged = int(data["contaminated"].sum())
     assert flagged >= 1 and set(data["score_contamination"].unique()) <= {0.0, 1.0}
     assert not _figure_of(page, "score_contamination")
-    assert f"<td>score_contamination</td><td>{flagged} of {len(data)}</td><td>-</td><td>-</td>" in page
+    left_out = rejects.filter(pl.col("reason") == "random_sample:not_selected")["score_contamination"]
+    assert (f"<td>score_contamination</td><td>{flagged} of {len(data)}</td><td>-</td>"
+            f"<td>{int(left_out.sum())} of {len(left_out)}</td>") in page
     lorem_rejected = rejects.filter(pl.col("reason").str.starts_with("c4:"))["score_c4_curly_bracket"]
     not_sampled = rejects.filter(pl.col("reason").str.ends_with("not_selected"))["score_c4_curly_bracket"]
     if lorem_rejected.sum():  # a flag c4 rejects on: counted apart from the rows the sampler left out

@@ -67,6 +67,10 @@ class HtmlExtract(RowOperator):
         code: bool = Field(default=True, description="keep <pre>/<code> blocks")
         keep_html: bool = Field(default=False, description="keep the HTML column (it is large)")
 
+    def columns(self) -> dict[str, str]:
+        notes = {self.params.output: f"main text of the page, extracted from its HTML ({self.params.extractor})"}
+        return notes | ({"title": "the page's <title>"} if self.params.title else {})
+
     def process(self, batch: pl.DataFrame) -> Split:
         p = self.params
         if p.field not in batch.columns and p.output in batch.columns:

@@ -239,6 +239,9 @@ class PiiRedact(RowOperator):
         action: Literal["redact", "drop"] = Field(
             default="redact", description="redact: replace with <KIND>; drop: reject rows that have any")
 
+    def columns(self) -> dict[str, str]:
+        return {"pii": f"personal data found per kind ({', '.join(self.params.kinds)}), before redaction"}
+
     def process(self, batch: pl.DataFrame) -> Split:
         p = self.params
         kinds = tuple(p.kinds)

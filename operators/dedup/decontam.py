@@ -319,7 +319,9 @@ class Decontaminate(Filter):
         return {"contaminated": pl.col("contaminated")} if self.params.drop else {}
 
     def thresholds(self) -> list[Threshold]:
-        return [Threshold("score_contamination", "min_overlap", self.params.min_overlap, "max")]  # at or above: flagged
+        if not self.params.drop:
+            return []  # flagged, not rejected
+        return [Threshold("score_contamination", "min_overlap", self.params.min_overlap, "max")]  # at or above: dropped
 
     def columns(self) -> dict[str, str]:
         return {"contaminated": "the row contains a benchmark test item (kept only with decontaminate's drop: false)",

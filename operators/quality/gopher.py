@@ -100,6 +100,14 @@ class GopherQuality(lg.CalibratedFilter):
         ("too_few_stop_words", "stop_words", "min_stop_words", "<"),
     ]
 
+    def columns(self) -> dict[str, str]:
+        return {f"score_gopher_{score}": f"Gopher: {meaning}" for score, meaning in (
+            ("words", "words (tokens that are not all punctuation)"), ("mean_word_length", "mean characters per word"),
+            ("hash_ratio", "'#' per token"), ("ellipsis_ratio", "ellipses per token"),
+            ("bullet_lines_ratio", "share of lines starting with a bullet"),
+            ("ellipsis_lines_ratio", "share of lines ending in an ellipsis"),
+            ("alpha_ratio", "share of tokens with a letter"), ("stop_words", "distinct stop words present"))}
+
     def thresholds(self) -> list[Threshold]:
         return thresholds_of(*((f"score_gopher_{score}", param, getattr(self.params, param), "min" if op == "<" else "max")
                                for _, score, param, op in self.CHECKS))
@@ -163,6 +171,17 @@ class GopherRepetition(lg.CalibratedFilter):
     @property
     def _dup(self) -> list[int]:
         return sorted(self.params.dup_ngrams)
+
+    def columns(self) -> dict[str, str]:
+        units = {"para": "paragraphs", "line": "lines"}
+        notes = {f"score_gopher_dup_{unit}_frac": f"Gopher: share of {name} repeating an earlier one"
+                 for unit, name in units.items()}
+        notes |= {f"score_gopher_dup_{unit}_char_frac": f"Gopher: share of characters in repeated {name}"
+                  for unit, name in units.items()}
+        notes |= {f"score_gopher_top_{n}gram_frac": f"Gopher: share of characters in the most frequent word {n}-gram"
+                  for n in self._top}
+        return notes | {f"score_gopher_dup_{n}gram_frac": f"Gopher: share of characters inside repeated word {n}-grams"
+                        for n in self._dup}
 
     def thresholds(self) -> list[Threshold]:
         p = self.params

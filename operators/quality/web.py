@@ -85,6 +85,12 @@ class C4Filter(lg.CalibratedFilter):
         )
         return pl.concat([batch, per_row.drop("row")], how="horizontal")
 
+    def columns(self) -> dict[str, str]:
+        return {"score_c4_lorem_ipsum": "C4: the page contains \"lorem ipsum\"",
+                "score_c4_curly_bracket": "C4: the page contains a curly bracket",
+                "score_c4_sentences": "C4: sentences in the lines C4's line rules keep",
+                "score_c4_kept_lines_ratio": "C4: share of lines its line rules keep"}
+
     def thresholds(self) -> list[Threshold]:
         return thresholds_of(("score_c4_sentences", "min_sentences", self.params.min_sentences, "min"))
 
@@ -155,6 +161,14 @@ class FineWebFilter(lg.CalibratedFilter):
             .alias("score_fineweb_char_dup_ratio"),
             tx.ratio(text.str.count_matches("\n", literal=True), pl.col(_WORDS)).alias("score_fineweb_newline_ratio"),
         ).drop(_WORDS)
+
+    def columns(self) -> dict[str, str]:
+        return {"score_fineweb_lines": "FineWeb: non-blank lines",
+                "score_fineweb_line_punct_ratio": "FineWeb: share of lines ending in punctuation",
+                "score_fineweb_short_line_ratio": f"FineWeb: share of lines of at most {self.params.short_line_length} "
+                                                  "characters",
+                "score_fineweb_char_dup_ratio": "FineWeb: share of characters in repeated lines",
+                "score_fineweb_newline_ratio": "FineWeb: newlines per word"}
 
     def thresholds(self) -> list[Threshold]:
         p = self.params
