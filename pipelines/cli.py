@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dask-address", metavar="HOST:PORT",
                      help="an existing Dask scheduler (default with --runner dask: a LocalCluster, one worker per core)")
     run.add_argument("--releases", type=Path, help="release root (default: release.dir of the config, else ./data/releases)")
+    run.add_argument("--force", action="store_true",
+                     help="publish a new version even if the latest one was made from the same config, inputs and code")
     run.add_argument("--on-error", choices=["fail", "skip"],
                      help="bad input rows, for every input: stop naming file and line (fail) or reject and count "
                           "them (skip); default: each input's `on_error` (fail)")
@@ -102,7 +104,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.no_prefect and (args.runner != "local" or args.dask_address):
         raise ConfigError("--runner dask runs Prefect tasks on Dask; it cannot be combined with --no-prefect")
     folder, outcome = run_pipeline(pipeline, args.releases, use_prefect=not args.no_prefect,
-                                   runner="dask" if args.dask_address else args.runner, dask_address=args.dask_address)
+                                   runner="dask" if args.dask_address else args.runner, dask_address=args.dask_address,
+                                   force=args.force)
+    if outcome is None:
+        print(f"unchanged: {folder.parent.name}/{folder.name} already holds this result (same config, input files "
+              f"and code); nothing published. --force publishes a new version anyway.\n{folder}")
+        return 0
     print(outcome.ledger.table())
     if outcome.reused:
         print(f"\nresumed: {outcome.reused} shard results reused from the cache, {outcome.computed} computed")

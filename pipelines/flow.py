@@ -21,9 +21,10 @@ from operators.errors import ConfigError, SluiceError
 from pipelines import config, interrupts
 from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
-from pipelines.engine import Job, MapFn, Outcome, call_cached, execute, map_local
+from pipelines.engine import Job, MapFn, Outcome, call_cached, execute, file_sha256, map_local
 from pipelines.oneoff import output_stem
-from pipelines.release import DEFAULT_ROOT, dataset_lock, next_version, publish
+from pipelines.release import (DEFAULT_ROOT, code_version, dataset_lock, next_version, publish, read_manifest,
+                               versions)
 
 # Prefect's own chatter is not the user's output, and nothing may call home.
 PREFECT_DEFAULTS = {
@@ -39,10 +40,16 @@ PREFECT_LOG = ".prefect.log"  # in the dataset's folder: Prefect's own log lines
 
 
 def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool = True,
-                 runner: str = "local", dask_address: str | None = None) -> tuple[Path, Outcome]:
+                 runner: str = "local", dask_address: str | None = None,
+                 force: bool = False) -> tuple[Path, Outcome | None]:
     """Run `pipeline` and publish its release; return the version folder and the outcome (for its books:
-    its parts point into the shard cache, whose spilled read shards are gone once the release is out)."""
+    its parts point into the shard cache, whose spilled read shards are gone once the release is out).
+
+    If the latest version was made from the same resolved config, input files and code, nothing runs and
+    nothing is published: the result is (that version, None). `force` publishes a new version anyway."""
     root = root or pipeline.release_dir or DEFAULT_ROOT
+    if not force and (held := unchanged_version(pipeline, root / pipeline.config.dataset)):
+        return held, None
     if not use_prefect:
         return _run(pipeline, root, map_local)
     quiet_prefect()
@@ -114,10 +121,32 @@ def quiet_prefect() -> None:
 
 
 def scheduled_run(config_path: str, releases: str | None = None) -> str:
-    """The flow a deployment serves: load the config at run time (so edits take effect), run, publish."""
+    """The flow a deployment serves: load the config at run time (so edits take effect), run, publish
+    (nothing when neither the config nor the inputs nor the code changed since the latest version)."""
     pipeline = config.load(config_path)
-    folder, _ = _run(pipeline, Path(releases) if releases else pipeline.release_dir or DEFAULT_ROOT, _prefect_map)
+    root = Path(releases) if releases else pipeline.release_dir or DEFAULT_ROOT
+    if held := unchanged_version(pipeline, root / pipeline.config.dataset):
+        return str(held)
+    folder, _ = _run(pipeline, root, _prefect_map)
     return str(folder)
+
+
+def unchanged_version(pipeline: Pipeline, dataset_dir: Path) -> Path | None:
+    """The latest version of the dataset if a run of `pipeline` would reproduce it: same resolved config,
+    same operator fingerprints, same input files (by sha256) and the same Sluice code."""
+    published = versions(dataset_dir)
+    if not published:
+        return None
+    try:
+        manifest = read_manifest(dataset_dir / published[-1])
+    except SluiceError:
+        return None
+    same = (manifest.get("config_hash") == pipeline.config_hash
+            and manifest.get("fingerprints") == {s.name: s.operator.fingerprint for s in pipeline.stages}
+            and manifest.get("code_version") == code_version()
+            and [(i["path"], i["sha256"]) for i in manifest.get("inputs", [])]
+            == [(str(src.path), file_sha256(src.path)) for src in pipeline.sources])
+    return dataset_dir / published[-1] if same else None
 
 
 def serve(config_path: Path, releases: Path | None, cron: str | None, interval: float | None) -> None:

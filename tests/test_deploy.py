@@ -72,8 +72,11 @@ def _alive(pid: int) -> bool:
 
 
 def test_served_deployment_triggers_scheduled_runs(write_config, tmp_path):
-    cfg = write_config([{"path": str(ROOT / "data/web/dolma/*.jsonl"), "fields": {"text": "text"}}],
-                       [{"op": "normalize"}])
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for path in (ROOT / "data/web/dolma").glob("*.jsonl"):
+        (inputs / path.name).write_bytes(path.read_bytes())
+    cfg = write_config([{"path": str(inputs / "*.jsonl"), "fields": {"text": "text"}}], [{"op": "normalize"}])
     port = _free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = os.environ | {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_API_URL": api}
@@ -84,7 +87,13 @@ def test_served_deployment_triggers_scheduled_runs(write_config, tmp_path):
         served = subprocess.Popen([BIN / "sluice", "deploy", cfg, "--interval", "20"], env=env, **quiet)
         dataset = tmp_path / "releases" / "test"
         try:
-            _wait(lambda: (dataset / "v0002" / "manifest.json").exists(), 240, "two scheduled runs", served)
+            _wait(lambda: (dataset / "v0001" / "manifest.json").exists(), 240, "a scheduled run", served)
+            # A scheduled run with nothing changed publishes nothing; new input rows make the next version.
+            first = sorted(inputs.glob("*.jsonl"))[0]
+            line = json.loads(first.read_text().splitlines()[0])
+            with open(first, "a") as fh:
+                fh.write(json.dumps(line | {"id": f"{line['id']}-again"}) + "\n")
+            _wait(lambda: (dataset / "v0002" / "manifest.json").exists(), 240, "a second scheduled run", served)
         finally:
             _stop(served)
     finally:
@@ -96,6 +105,6 @@ def test_served_deployment_triggers_scheduled_runs(write_config, tmp_path):
         os.kill(pid, signal.SIGKILL)
     assert not survivors, "processes outlived `sluice server`"
     assert server.returncode is not None and not _healthy(api)
-    for version in ("v0001", "v0002"):
+    for version, rows in (("v0001", 20), ("v0002", 21)):
         manifest = json.loads((dataset / version / "manifest.json").read_text())
-        assert manifest["rows"] == 20 and manifest["config_path"] == str(cfg.resolve())
+        assert manifest["rows"] == rows and manifest["config_path"] == str(cfg.resolve())

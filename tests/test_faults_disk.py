@@ -46,7 +46,7 @@ def assert_nothing_published(dataset: Path, stderr: str, *fragments: str) -> Non
 def assert_intact_and_recovers(config: Path, dataset: Path, sluice) -> None:
     code, stdout, _ = sluice("release", "verify", dataset / "v0001")
     assert code == 0, stdout
-    code, _, stderr = sluice("run", config, "--no-prefect")  # the disk has room again
+    code, _, stderr = sluice("run", config, "--no-prefect", "--force")  # the disk has room again
     assert code == 0, stderr
     shards = [json.loads((dataset / v / "manifest.json").read_text())["shards"] for v in ("v0001", "v0002")]
     assert [s["sha256"] for s in shards[0]] == [s["sha256"] for s in shards[1]]
@@ -56,7 +56,7 @@ def assert_intact_and_recovers(config: Path, dataset: Path, sluice) -> None:
 def test_an_injected_write_error_publishes_nothing_and_keeps_earlier_versions(published, sluice, monkeypatch, error, text):
     config, dataset = published
     monkeypatch.setenv("SLUICE_FAIL_AT", f"publish.write:1:{error}")
-    code, _, stderr = sluice("run", config, "--no-prefect")
+    code, _, stderr = sluice("run", config, "--no-prefect", "--force")
     assert code == 1
     assert_nothing_published(dataset, stderr, text)
     monkeypatch.delenv("SLUICE_FAIL_AT")
@@ -71,7 +71,7 @@ def run_with_file_size_limit(config: Path, limit: int) -> subprocess.CompletedPr
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    return subprocess.run([SLUICE, "run", config, "--no-prefect"], capture_output=True, text=True, timeout=120,
+    return subprocess.run([SLUICE, "run", config, "--no-prefect", "--force"], capture_output=True, text=True, timeout=120,
                           preexec_fn=limit_file_size)
 
 

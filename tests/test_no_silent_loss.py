@@ -144,3 +144,35 @@ def test_a_sluice_error_under_prefect_is_one_line(alpaca_head, write_config):
     assert result.returncode == 1
     assert result.stderr.startswith("sluice: error: ") and len(result.stderr.splitlines()) == 1, result.stderr
     assert "`optional: [input]`" in result.stderr
+
+
+# --- unchanged re-runs --------------------------------------------------------------------------------------
+
+# what changes before the next run -> the version it publishes (None: nothing, the latest holds the result)
+RERUNS = [("nothing", None), ("--force", "v0002"), ("a stage parameter", "v0003"), ("nothing", None),
+          ("an input row", "v0004")]
+
+
+def test_an_unchanged_rerun_publishes_nothing_and_names_the_version(alpaca, write_config, sluice, tmp_path):
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in alpaca[:200]))
+    stages = [{"op": "length_filter", "field": "output", "min_words": 1}]
+    inputs = [_input(data, optional=["input"], on_error="skip")]
+    config = write_config(inputs, stages)
+    assert sluice("run", config, "--no-prefect")[0] == 0
+    dataset = tmp_path / "releases" / "test"
+    for change, version in RERUNS:
+        args = ["--force"] if change == "--force" else []
+        if change == "a stage parameter":
+            config = write_config(inputs, [{"op": "length_filter", "field": "output", "min_words": 2}])
+        if change == "an input row":
+            rows = alpaca[:7] + [alpaca[7] | {"output": alpaca[7]["output"] + " Edited."}] + alpaca[8:200]
+            data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        published = sorted(p.name for p in dataset.glob("v*"))
+        code, out, err = sluice("run", config, "--no-prefect", *args)
+        assert code == 0, err
+        if version is None:
+            assert f"unchanged: test/{published[-1]} already holds this result" in out, out
+            assert sorted(p.name for p in dataset.glob("v*")) == published
+        else:
+            assert f"-> {dataset / version}" in out and sorted(p.name for p in dataset.glob("v*"))[-1] == version

@@ -84,13 +84,14 @@ def test_verify_catches_missing_stray_and_miscounted_files(alpaca_release, tmp_p
     assert "rows do not balance" in problems
 
 
-def test_rerun_makes_a_new_version_with_identical_shards(write_config):
+def test_forced_rerun_makes_a_new_version_with_identical_shards(write_config):
     cfg = write_config([{"path": str(ROOT / "data/web/redpajama/*.jsonl"), "fields": {"text": "text"}}],
                        [{"op": "normalize"}, {"op": "length_filter", "min_words": 50}, {"op": "exact_dedup"}])
     pipeline = config.load(cfg)
     first, _ = run_pipeline(pipeline, use_prefect=False)
     before = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
-    second, _ = run_pipeline(pipeline, use_prefect=False)
+    assert run_pipeline(pipeline, use_prefect=False) == (first, None)  # unchanged: nothing published
+    second, _ = run_pipeline(pipeline, use_prefect=False, force=True)
     assert (first.name, second.name) == ("v0001", "v0002")
     assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == before  # v0001 untouched
     m1, m2 = (json.loads((f / "manifest.json").read_text()) for f in (first, second))
