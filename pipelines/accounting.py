@@ -21,6 +21,8 @@ class StageCount:
     added: int = 0
     stats: dict[str, Any] = field(default_factory=dict)  # the operator's own summary (Operator.stats)
     languages: dict[str, dict[str, int]] = field(default_factory=dict)  # lang -> {"out": n, "dropped": n}
+    wall_seconds: float | None = None  # how long the stage took (None: not recorded, an older manifest)
+    cpu_seconds: float | None = None  # CPU time of this process meanwhile (all its threads; not Dask workers)
 
     def add(self, rows_in: int, rows_out: int, reasons: dict[str, int]) -> None:
         self.rows_in += rows_in
@@ -45,12 +47,26 @@ class StageCount:
             data["stats"] = self.stats
         if self.languages:
             data["languages"] = self.languages
+        if self.wall_seconds is not None:
+            data["wall_seconds"], data["cpu_seconds"] = round(self.wall_seconds, 3), round(self.cpu_seconds or 0, 3)
         return data
+
+    def timed(self, wall: float, cpu: float) -> None:
+        """Add `wall` and `cpu` seconds to the stage's time."""
+        self.wall_seconds = (self.wall_seconds or 0) + wall
+        self.cpu_seconds = (self.cpu_seconds or 0) + cpu
+
+    def seconds(self) -> tuple[str, str]:
+        """("12.3", "20.1") for the tables; ("-", "-") when not recorded."""
+        if self.wall_seconds is None:
+            return "-", "-"
+        return f"{self.wall_seconds:,.1f}", f"{self.cpu_seconds or 0:,.1f}"
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageCount:
         return cls(data["stage"], data["op"], data["rows_in"], data["rows_out"], Counter(data["dropped"]),
-                   data.get("added", 0), data.get("stats", {}), data.get("languages", {}))
+                   data.get("added", 0), data.get("stats", {}), data.get("languages", {}),
+                   data.get("wall_seconds"), data.get("cpu_seconds"))
 
 
 @dataclass
@@ -85,15 +101,15 @@ class Ledger:
             previous = s
 
     def table(self) -> str:
-        rows = [("stage", "op", "rows in", "rows out", "dropped", "reasons")]
+        rows = [("stage", "op", "rows in", "rows out", "dropped", "wall s", "cpu s", "reasons")]
         for s in self.stages:
-            reasons = s.reasons()
-            rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{sum(s.dropped.values()):,}", reasons))
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+            rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", f"{sum(s.dropped.values()):,}",
+                         *s.seconds(), s.reasons()))
+        widths = [max(len(r[i]) for r in rows) for i in range(7)]
         lines = []
         for r in rows:
-            cells = [r[i].ljust(widths[i]) if i < 2 else r[i].rjust(widths[i]) for i in range(5)]
-            lines.append("  ".join(cells) + "  " + r[5])
+            cells = [r[i].ljust(widths[i]) if i < 2 else r[i].rjust(widths[i]) for i in range(7)]
+            lines.append("  ".join(cells) + "  " + r[7])
         return "\n".join(lines)
 
     def to_json(self) -> list[dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -142,13 +143,26 @@ def execute(pipeline: Pipeline, map_fn: MapFn = map_local, cache: ShardCache | N
 
 def run_stages(sources: list[Source], stages: list[Stage], shard_rows: int, map_fn: MapFn = map_local,
                cache: ShardCache | None = None) -> Outcome:
-    """Read `sources`, run `stages` in order, and check the books."""
-    outcome = read_inputs(sources, shard_rows, cache)
+    """Read `sources`, run `stages` in order, and check the books (each stage's seconds too)."""
+    with _clock() as took:
+        outcome = read_inputs(sources, shard_rows, cache)
+    outcome.ledger.stages[0].timed(*took())
     for stage in stages:
-        run_stage(stage, outcome, map_fn, cache)
+        with _clock() as took:
+            run_stage(stage, outcome, map_fn, cache)
+        outcome.ledger.stages[-1].timed(*took())
         failpoints.hit("stage.done")
     outcome.ledger.check()
     return outcome
+
+
+@contextmanager
+def _clock() -> Iterator[Callable[[], tuple[float, float]]]:
+    """Wall and CPU seconds (this process, all threads) of the block: `with _clock() as took: ...; took()`."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    end: list[float] = []
+    yield lambda: (end[0] - wall, end[1] - cpu)
+    end += [time.perf_counter(), time.process_time()]
 
 
 def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None = None) -> Outcome:

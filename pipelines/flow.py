@@ -23,6 +23,7 @@ from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
 from pipelines.engine import Job, MapFn, Outcome, call_cached, execute, file_sha256, map_local
 from pipelines.oneoff import output_stem
+from pipelines.progress import Progress
 from pipelines.release import (DEFAULT_ROOT, code_version, dataset_lock, next_version, publish, read_manifest,
                                versions)
 
@@ -296,8 +297,14 @@ def _prefect_map(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | 
                       retry_condition_fn=_transient)
     futures = [shard_task.with_options(task_run_name=f"{label}[{job.name}]").submit(fn, job, cache, **kwargs)
                for job in jobs]
+    progress = Progress(label, total=sum(job.part.rows for job in jobs))  # as map_local shows it
+    results = []
     try:
-        return [f.result() for f in futures]
+        for future, job in zip(futures, jobs):
+            results.append(future.result())
+            progress.advance(job.part.rows)
+        progress.close()
+        return results
     except TerminationSignal as err:  # Prefect's SIGTERM: it would wait for the running tasks before passing it on
         interrupts.noticed(err.signal)
         raise

@@ -402,9 +402,11 @@ def _stages_section(manifest: dict[str, Any]) -> str:
     for s in ledger.stages:
         p = params.get(s.stage, {})
         text = ", ".join(f"{k}={json.dumps(v)}" for k, v in p.items() if k not in ("name", "op")) or "-"
-        rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", s.reasons(), text))
-    return _section("Stages", "Each stage balances: rows in + copies added = rows out + rows dropped.", [],
-                    _table(("stage", "operator", "rows in", "rows out", "dropped by reason", "parameters"), rows))
+        rows.append((s.stage, s.op, f"{s.rows_in:,}", f"{s.rows_out:,}", *s.seconds(), s.reasons(), text))
+    return _section("Stages", "Each stage balances: rows in + copies added = rows out + rows dropped. Seconds: wall "
+                    "clock and CPU of the run's process (a resumed stage is quick).", [],
+                    _table(("stage", "operator", "rows in", "rows out", "wall s", "cpu s", "dropped by reason",
+                            "parameters"), rows))
 
 
 def _top(labels: list[str], values: list[float]) -> list[tuple[str, float]]:

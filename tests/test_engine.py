@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from conftest import ALPACA
+from conftest import ALPACA, GSM8K
 from operators.base import Decision, GlobalOperator, Mapper
 from operators.errors import AccountingError, SluiceError
 from pipelines import config
@@ -79,11 +79,26 @@ def test_ledger_round_trips_and_prints_a_table():
     ledger = Ledger()
     ledger.stage("read", "read").add(10, 9, {"read:malformed_json": 1})
     ledger.stage("f", "length_filter").add(9, 7, {"f:too_few_words": 2})
+    ledger.stages[1].timed(12.34, 20.06)
     again = Ledger.from_json(ledger.to_json())
     again.check()
     table = again.table().splitlines()
     assert table[0].split()[:4] == ["stage", "op", "rows", "in"]
-    assert table[2].split() == ["f", "length_filter", "9", "7", "2", "f:too_few_words", "2"]
+    assert table[1].split() == ["read", "read", "10", "9", "1", "-", "-", "read:malformed_json", "1"]  # no time kept
+    assert table[2].split() == ["f", "length_filter", "9", "7", "2", "12.3", "20.1", "f:too_few_words", "2"]
+
+
+def test_every_stage_records_its_wall_and_cpu_seconds(write_config, sluice, tmp_path):
+    cfg = write_config([{"path": str(GSM8K), "fields": {"text": "question"}}],
+                       [{"op": "normalize", "fields": ["text"]}, {"op": "exact_dedup", "fields": ["text"]}])
+    code, out, err = sluice("run", cfg, "--no-prefect")
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "releases" / "test" / "v0001" / "manifest.json").read_text())
+    for stage in manifest["stages"]:
+        assert stage["wall_seconds"] > 0 and stage["cpu_seconds"] > 0, stage
+    assert "wall s  cpu s" in out.splitlines()[0]
+    report = (tmp_path / "releases" / "test" / "v0001" / "report.html").read_text()
+    assert "<th>wall s</th><th>cpu s</th>" in report
 
 
 class Rebalance(GlobalOperator):
