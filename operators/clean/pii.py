@@ -42,43 +42,57 @@ def _email_ok(match: re.Match) -> bool:
 
 # --- phone numbers --------------------------------------------------------------------------------------------
 _SEP = r"[ \u00a0.\-/]?"
+_EXTENSION = r"(?:\s?(?:x|ext\.?|доб\.?)\s?\d{1,6})?"
 _PHONE = re.compile(
-    r"(?<![A-Za-z0-9+.\-/])(?:"
+    r"(?<![A-Za-z0-9+.\-/])(?:(?:"
     r"\+\s?\d{1,3}" + _SEP + r"(?:\(0?\d{1,4}\)" + _SEP + r")?\d{1,5}(?:" + _SEP + r"\d{1,5}){1,5}"  # +44 20 7946 0958
     r"|00\d{1,3}[ .\-]\d{1,5}(?:[ .\-]\d{1,5}){1,5}"  # 0044 20 7946 0958
     r"|\(\d{2,5}\)" + _SEP + r"\d{2,5}(?:" + _SEP + r"\d{2,5}){1,3}"  # (212) 555-0187, (030) 1234567
     r"|\d{3}[.\- ]\d{3}[.\- ]\d{4}"  # 212-555-0187
-    r"|0\d{1,4}(?:[ .\-/]\d{2,8}){1,4}"  # 020 7946 0958, 06 12 34 56 78, 030/1234567
+    r"|0\d{1,4}(?:[ .\-/]\d{2,8}){1,4}|0\d{9,10}"  # 020 7946 0958, 06 12 34 56 78, 030/1234567, 0811049745
+    r"|8[ \-]?\(\d{3,5}\)[ \-]?\d{1,3}(?:[ \-]?\d{2,4}){1,3}|8[ \-]\d{3}[ \-]\d{3}[ \-]\d{2}[ \-]?\d{2}"  # 8 (495) 123-45-67
+    r"|\d{2,3}-\d{3,4}-\d{4}"  # 75-1361-3412
     r"|1[3-9]\d(?:[ \-]?\d{4}){2}"  # Chinese mobiles 138 0013 8000
-    r")(?![A-Za-z0-9]|[.\-/]\d)")
-_PHONE_WORD = r"(?i:tel|phone|mobile|cell|fax|call|whatsapp|電話|电话|手机|手機|téléphone|teléfono|telefon|телефон|тел)"
-_PHONE_CONTEXT = re.compile(_PHONE_WORD + r"\.?\s*[:：]?\s*(\+?\d[\d \-.]{5,18}\d)(?![A-Za-z0-9])")
-# a date, maybe with the hour after it: 2024-01-15, 15.01.2024, 04-26-2011 10
-_DATE = re.compile(r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?:[ T]\d{1,2})?")
+    r")" + _EXTENSION + r")(?![A-Za-z0-9]|[.\-/]\d)", re.ASCII)  # ASCII: \d is 0-9, not Thai or Arabic digits
+# words that announce a phone number: whole words in alphabetic scripts ("tel" is not inside "hotel"), any
+# position in Chinese and Japanese
+_PHONE_WORD = (r"(?:(?<![^\W\d_])(?i:telephone|téléphone|teléfono|telefon|tel|phone|mobile|cell|fax|call|whatsapp|"
+               r"телефон|тел)(?![^\W\d_])|電話|电话|手机|手機)")
+_PHONE_CONTEXT = re.compile(_PHONE_WORD + r"\.?\s*[:：]?\s*(?a:(\+?\d[\d \-.]{5,18}\d))(?![A-Za-z0-9])")
+# starts with a date and a space or nothing after it: 2024-01-15, 15.01.2024, 04-26-2011 10:11
+_DATE = re.compile(r"(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})(?:$|[ T])", re.ASCII)
+
+
+_TIME_RANGE = re.compile(r"(?:[01]\d|2[0-3])[.:]?[0-5]\d ?- ?(?:[01]\d|2[0-3])[.:]?[0-5]\d")  # 0900-1530, 09.00-12.00
+_CATALOGUE = re.compile(r"(?<![A-Za-z])[A-Z]{2,5} $")  # IRAS 05264-6347, ESO 111-12: an all-caps code before
 
 
 def _phone_ok(match: re.Match) -> bool:
     if match.re is _PHONE_CONTEXT:  # "tel: 555 1234": the word says what it is
-        return 7 <= len(re.sub(r"\D", "", match.group(1))) <= 15
+        return 7 <= len(re.sub(r"\D", "", match.group(1))) <= 15 and not _DATE.match(match.group(1))
     text = match.group(0)
-    digits = re.sub(r"\D", "", text)
-    if not 8 <= len(digits) <= 15 or _DATE.fullmatch(text.strip()):
+    digits = re.sub(r"\D", "", re.sub(r"(?:x|ext\.?|доб\.?)\s?\d+$", "", text))
+    if not 8 <= len(digits) <= 15 or _DATE.match(text):
+        return False
+    before = match.string[max(0, match.start() - 12):match.start()]
+    if re.search(r"(?i:isbn|issn|doi)\W*$", before) or (_CATALOGUE.search(before) and not re.search(_PHONE_WORD, before)):
         return False
     if text.startswith(("+", "00")):
         return True
-    before = match.string[max(0, match.start() - 12):match.start()].lower()
-    if "isbn" in before or "issn" in before or "doi" in before:
+    if _TIME_RANGE.fullmatch(text):
         return False
     return len(set(digits)) > 2  # 000-000-0000 and the like are placeholders already
 
 
 # --- IP addresses ---------------------------------------------------------------------------------------------
-_IPV4 = re.compile(r"(?<![A-Za-z0-9.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![A-Za-z0-9]|\.\d)")
+_IPV4 = re.compile(r"(?<![A-Za-z0-9.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![A-Za-z0-9]|\.\d)", re.ASCII)
 _IPV6 = re.compile(r"(?<![A-Za-z0-9:.])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?:%[A-Za-z0-9]+)?(?![A-Za-z0-9:])")
 _VERSION_BEFORE = re.compile(r"(?i)(?:\bv|version|ver\.?|release|build|firmware|release)\s*$")
 
 
 def _ip_ok(match: re.Match) -> bool:
+    if re.fullmatch(r"\d\.\d\.\d\.\d", match.group(0)):  # 1.2.1.9: a section or version number (and 8.8.8.8 is nobody's)
+        return False
     try:
         address = ipaddress.ip_address(match.group(0).split("%")[0])
     except ValueError:
@@ -88,11 +102,12 @@ def _ip_ok(match: re.Match) -> bool:
 
 
 # --- payment cards, IBANs -------------------------------------------------------------------------------------
-_CARD = re.compile(r"(?<![A-Za-z0-9.\-])(?:\d[ \-]?){12,18}\d(?![A-Za-z0-9]|[.\-]\d)")
-# issuer prefixes and their card lengths: Visa, Mastercard, Amex, Diners, Discover, JCB, UnionPay
-_CARD_SHAPES = [(re.compile(r"4"), (13, 16, 19)), (re.compile(r"5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)"), (16,)),
+_CARD = re.compile(r"(?<![A-Za-z0-9.\-])(?:\d[ \-]?){12,18}\d(?![A-Za-z0-9]|[.\-]\d)", re.ASCII)
+# issuer prefixes and their card lengths: Visa (13-digit ones are long retired; EAN-13 barcodes look like them),
+# Mastercard, Amex, Diners, Discover, JCB, UnionPay
+_CARD_SHAPES = [(re.compile(r"4"), (16, 19)), (re.compile(r"5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)"), (16,)),
                 (re.compile(r"3[47]"), (15,)), (re.compile(r"3(?:0[0-5]|[689])"), (14, 15, 16, 17, 18, 19)),
-                (re.compile(r"6(?:011|4[4-9]|5)"), (16, 17, 18, 19)), (re.compile(r"35(?:2[89]|[3-8])"), (16, 17, 18, 19)),
+                (re.compile(r"6(?:011|4[4-9]|5)"), (16, 17, 18, 19)), (re.compile(r"35"), (16, 17, 18, 19)),
                 (re.compile(r"62"), (16, 17, 18, 19))]
 
 
@@ -106,12 +121,29 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _card_ok(match: re.Match) -> bool:
-    digits = re.sub(r"\D", "", match.group(0))
+def _card_ok(match: re.Match) -> tuple[int, int] | None:
+    """The longest run of the match's digit groups that is a card (the pattern may have taken a number
+    before or after it, as in "2 4111 1111 1111 1111 10")."""
     before = match.string[max(0, match.start() - 12):match.start()].lower()
+    if "isbn" in before or re.search(_PHONE_WORD, before):
+        return None
+    groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", match.group(0))]
+    for i in range(len(groups)):
+        for j in range(len(groups), i, -1):
+            digits = re.sub(r"\D", "", match.group(0)[groups[i][0]:groups[j - 1][1]])
+            if _card_grouping([e - s for s, e in groups[i:j]]) and _is_card(digits):
+                return match.start() + groups[i][0], match.start() + groups[j - 1][1]
+    return None
+
+
+def _card_grouping(sizes: list[int]) -> bool:
+    """How cards are written: unbroken, in fours (the last group may be shorter), or 4-6-5 / 4-6-4."""
+    return len(sizes) == 1 or all(n == 4 for n in sizes[:-1]) or sizes in ([4, 6, 5], [4, 6, 4])
+
+
+def _is_card(digits: str) -> bool:
     shape_ok = any(prefix.match(digits) and len(digits) in lengths for prefix, lengths in _CARD_SHAPES)
-    return (shape_ok and luhn_ok(digits)
-            and "isbn" not in before and not re.search(_PHONE_WORD, before) and len(set(digits)) > 1)
+    return shape_ok and len(set(digits)) > 1 and luhn_ok(digits)
 
 
 # Lengths by country (ISO 13616 registry): a wrong length is not an IBAN even when mod 97 passes.
@@ -124,7 +156,7 @@ IBAN_LENGTHS = {
     "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24, "SC": 31, "SE": 24, "SI": 19,
     "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
 }
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{2,4}){3,8}(?![A-Za-z0-9])")
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ \-]?[A-Z0-9]{2,4}){3,8}(?![A-Za-z0-9])", re.ASCII)
 
 
 def iban_ok(text: str) -> bool:
@@ -135,8 +167,20 @@ def iban_ok(text: str) -> bool:
     return int("".join(str(int(ch, 36)) for ch in moved)) % 97 == 1
 
 
-def _iban_ok(match: re.Match) -> bool:
-    return iban_ok(match.group(0))
+def _iban_ok(match: re.Match) -> tuple[int, int] | None:
+    """The IBAN at the start of the match, cut at its country's length (the pattern may run on into the next
+    word or number)."""
+    text = match.group(0)
+    length = IBAN_LENGTHS.get(text[:2])
+    if length is None:
+        return None
+    taken = 0
+    for end, ch in enumerate(text, start=1):
+        taken += ch.isalnum()
+        if taken == length:
+            at_boundary = end == len(text) or not text[end].isalnum()
+            return (match.start(), match.start() + end) if at_boundary and iban_ok(text[:end]) else None
+    return None
 
 
 # --- secrets --------------------------------------------------------------------------------------------------
@@ -173,7 +217,8 @@ def _always(match: re.Match) -> bool:
     return True
 
 
-RULES: dict[Kind, tuple[re.Pattern, Callable[[re.Match], bool]]] = {
+# a check says no (None/False), yes (True: the whole match) or which part (start, end) is the item
+RULES: dict[Kind, tuple[re.Pattern, Callable[[re.Match], bool | tuple[int, int] | None]]] = {
     "private_key": (_PRIVATE_KEY, _always), "secret": (_SECRET, _secret_ok), "email": (_EMAIL, _email_ok),
     "iban": (_IBAN, _iban_ok), "card": (_CARD, _card_ok), "ip_address": (_IPV4, _ip_ok), "phone": (_PHONE, _phone_ok),
 }
@@ -201,8 +246,11 @@ def find_pii(text: str, kinds: tuple[str, ...] = KINDS) -> list[tuple[int, int, 
         if kind == "phone":
             matches += list(_PHONE_CONTEXT.finditer(text))
         for m in matches:
-            start, end = _span(m, kind)
-            if ok(m) and free(start, end) and not (kind in ("card", "phone") and in_code(start, end)):
+            accepted = ok(m)
+            if not accepted:
+                continue
+            start, end = accepted if isinstance(accepted, tuple) else _span(m, kind)
+            if free(start, end) and not (kind in ("card", "phone") and in_code(start, end)):
                 spans.append((start, end, kind))
     return sorted(spans)
 
