@@ -90,6 +90,8 @@ def _warc_document(record: Any) -> dict[str, Any]:
         status, http, body = _split_http(block)
         if status != 200:
             raise Skipped("warc_http_status", f"HTTP status {status} for {doc['url']}")
+        if "chunked" in http.get("transfer-encoding", "").lower():
+            body = _dechunked(body)
         body = _content_decoded(body, http.get("content-encoding", ""))
     else:
         raise Skipped(f"warc_{kind}", f"{kind} record (not a page) for {doc['url'] or 'the archive'}")
@@ -114,6 +116,24 @@ def _split_http(block: bytes) -> tuple[int, dict[str, str], bytes]:
         name, _, value = line.partition(":")
         http[name.strip().lower()] = value.strip()
     return status, http, body
+
+
+def _dechunked(body: bytes) -> bytes:
+    """An HTTP body sent with `Transfer-Encoding: chunked`, as the crawler stored it: size lines removed."""
+    out, pos = bytearray(), 0
+    while pos < len(body):
+        line_end = body.find(b"\r\n", pos)
+        try:
+            size = int(body[pos:line_end].split(b";")[0], 16) if line_end >= 0 else -1
+        except ValueError:
+            size = -1
+        if size < 0:
+            raise RowError("bad_chunked_body", f"malformed chunked HTTP body at byte {pos}")
+        if size == 0:
+            break
+        out += body[line_end + 2:line_end + 2 + size]
+        pos = line_end + 2 + size + 2
+    return bytes(out)
 
 
 def _content_decoded(body: bytes, encoding: str) -> bytes:

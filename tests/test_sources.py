@@ -36,6 +36,7 @@ def test_formats_are_detected_by_extension():
 
 def test_warc_gives_one_row_per_html_response_and_counts_the_rest():
     rows, rejects = read_all(WARCS[0], "warc")
+    assert not rows["html"].str.contains(r"^[0-9a-f]{1,6}\r?\n").any()  # chunked bodies are de-chunked
     # 48 records (request/response pairs, resources, warcinfo, metadata): every one accounted for
     assert len(rows) + len(rejects) == 48
     assert set(rows.columns) >= {"id", "url", "date", "content_type", "html"}
@@ -95,12 +96,14 @@ def test_warc_charsets_from_header_meta_and_detection(tmp_path):
         _response(f'<html><meta charset="gb18030"><p>{zh}</p></html>'.encode("gb18030")),
         _response(f"<html><p>{de}</p></html>".encode("utf-8"), b"text/html; charset=x-unknown-charset"),
         _response(gzip.compress(f"<html><p>{de}</p></html>".encode()), encoding=b"Content-Encoding: gzip\r\n"),
+        _response(b"7\r\n<html><\r\nd\r\np>chunked</p>\r\n7\r\n</html>\r\n0\r\n\r\n", encoding=b"Transfer-Encoding: chunked\r\n"),
         _response(b"\x89PNG\r\n\x1a\n....", b"image/png"),
     ]
     path = tmp_path / "mixed.warc"
     path.write_bytes(b"".join(pages))
     rows, rejects = read_all(path, "warc")
     assert [ru in rows["html"][0], zh in rows["html"][1], de in rows["html"][2], de in rows["html"][3]] == [True] * 4
+    assert rows["html"][4] == "<html><p>chunked</p></html>"
     assert reasons(rejects) == {"read:warc_not_html": 1}
 
 
