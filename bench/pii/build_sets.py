@@ -233,7 +233,7 @@ def main() -> None:
         lines = lingua(lang)
         docs += [{"id": f"{lang}-{j}", "lang": lang, "text": " ".join(lines[j:j + 8]), "items": []}
                  for j in range(0, len(lines), 8)]
-    docs += [{"id": f"udhr-{d['iso6393']}", "lang": d["iso6393"], "text": d["text"], "items": []} for d in udhr]
+    docs += [{"id": f"udhr-{i}-{d['iso6393']}", "lang": d["iso6393"], "text": d["text"], "items": []} for i, d in enumerate(udhr)]
     write("clean", docs)
 
     rng = random.Random(4)

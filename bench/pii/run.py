@@ -36,11 +36,11 @@ def is_pii(item: dict) -> bool:
     return item["kind"] != "ip_address" or ipaddress.ip_address(item["value"]).is_global
 
 
-def score(docs: list[dict], predictions: dict[str, list]) -> dict:
+def score(docs: list[dict], predictions: list[list]) -> dict:
+    """`predictions[i]`: the spans found in `docs[i]`."""
     found, total, extra, changed = Counter(), Counter(), 0, 0
     misses: dict[str, list[str]] = {}
-    for doc in docs:
-        spans = predictions[doc["id"]]
+    for doc, spans in zip(docs, predictions, strict=True):
         changed += bool(spans)
         for item in filter(is_pii, doc["items"]):
             total[item["kind"]] += 1
@@ -60,18 +60,18 @@ def main() -> None:
     for name in ("dev", "heldout", "heldout2", "lookalike", "clean"):
         docs = [json.loads(line) for line in (folder / f"{name}.jsonl").open()]
         start = time.perf_counter()
-        ours = {d["id"]: [list(s) for s in find_pii(d["text"])] for d in docs}
+        ours = [[list(s) for s in find_pii(d["text"])] for d in docs]
         seconds = time.perf_counter() - start
         chars = sum(len(d["text"]) for d in docs)
         results[name] = {"sluice": score(docs, ours) | {"seconds": round(seconds, 2), "mb_per_s": round(chars / seconds / 1e6, 2)}}
         peer = folder / f"{name}.presidio.jsonl"
         if peer.exists():
-            theirs = {r["id"]: r["spans"] for r in map(json.loads, peer.open())}
+            theirs = [r["spans"] for r in map(json.loads, peer.open())]
             if len(theirs) == len(docs):  # (a run still writing it is skipped)
                 results[name]["presidio"] = score(docs, theirs)
         if name in ("lookalike", "clean"):
             results[name]["sluice"]["changed_examples"] = [
-                [d["id"], d["text"][s:e], k] for d in docs for s, e, k in ours[d["id"]]][:20]
+                [d["id"], d["text"][s:e], k] for d, spans in zip(docs, ours) for s, e, k in spans][:20]
     print(json.dumps(results, indent=1, ensure_ascii=False))
     (folder / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False))
 
