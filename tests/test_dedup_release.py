@@ -45,7 +45,7 @@ def test_manifest_records_clusters_and_contamination(sluice, write_config, tmp_p
     near += [near_copy(rows[50], f"m{k}", word) for k, word in enumerate(["truly", "surely", "really"])]  # 4
     gsm = [dict(rows[60 + i], id=f"g{i}", output=q["question"]) for i, q in enumerate(jsonl(GSM8K)[:3])]
     tqa = next(r["Question"] for r in __import__("csv").DictReader(TRUTHFULQA.open(encoding="utf-8")))
-    leak = [dict(rows[70], id="t0", instruction=tqa)]
+    leak = [dict(rows[70], id="t0", instruction=tqa, output="Nothing in particular happens.")]  # not near rows[70]
     src = write(tmp_path / "train.jsonl", rows + exact + near + gsm + leak)
     cfg = write_config([src], [
         {"op": "exact_dedup", "fields": KEY},
@@ -99,8 +99,8 @@ def test_second_release_dedups_against_the_first(sluice, write_config, tmp_path,
     v3_cfg = write_config([v2_input], [{"op": "minhash_dedup", "fields": KEY, "ngram": 3, "against": str(v1)}],
                           name="v3.yaml")
     code, _, err = sluice("run", v3_cfg, "--no-prefect")
-    assert code == 2 and "the index was built with word5 perm256 seed1 17x15 key=instruction+input+output" in err
-    assert "this run uses word3 perm256" in err
+    assert code == 2 and "the index was built with auto2 perm128 seed1 25x5 key=instruction+input+output" in err
+    assert "this run uses auto3 perm128" in err
 
 
 def test_a_rewritten_against_index_changes_the_fingerprint(tmp_path, rows):

@@ -2,6 +2,7 @@
 
     python bench/dedup/make_data.py labelled OUT_DIR            # 52,002 originals + planted near-copies
     python bench/dedup/make_data.py scale OUT_DIR ROWS          # ROWS synthetic documents, ~10% near-copies
+    python bench/dedup/make_data.py copies OUT_DIR [ROWS]       # the issue's 1M set: base rows x29, one word each
 
 The scale sets are written as Parquet (scale_ROWS.parquet, id + text, in row groups of 100k rows), so a
 scale run measures dedup, not the JSON reader.
@@ -97,6 +98,46 @@ def scale(out: Path, n: int, seed: int = 42, chunk: int = 100_000) -> None:
     print(f"{n:,} rows -> {path}")
 
 
+def copies(out: Path, n: int = 1_000_000, times: int = 29, variants: int = 6_000, seed: int = 29) -> None:
+    """Issue #13's 1M-row set: base rows (distinct Alpaca records, plus `variants` planted near-copies of some
+    of them made by `edit`), each repeated `times` times: the base row, then copies with one word replaced.
+    Every row has a near-duplicate; the distinct documents are the originals (n / times - variants of them).
+    Written as copies_<n>.parquet (id, text, base: the original it derives from) in 100k-row groups, rows in
+    a seeded shuffle."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = random.Random(seed)
+    seen, texts = set(), []
+    for t in alpaca_texts():
+        key = re.sub(r"\W+", " ", t.lower()).strip()
+        if key not in seen:
+            seen.add(key)
+            texts.append(t)
+    base_rows = -(-n // times)
+    originals = rng.sample(texts, base_rows - variants)
+    bases = [(t, i) for i, t in enumerate(originals)]
+    bases += [(edit(originals[i], rng), i) for i in rng.sample(range(len(originals)), variants)]
+    rows = []
+    for b, (text, origin) in enumerate(bases):
+        for k in range(times):
+            if k:
+                words = text.split(" ")
+                words[rng.randrange(len(words))] = rng.choice(FILLER)
+                text_k = " ".join(words)
+            else:
+                text_k = text
+            rows.append((text_k, origin))
+    rows = rows[:n]
+    rng.shuffle(rows)
+    path = out / f"copies_{n}.parquet"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({"id": [f"r{i:07d}" for i in range(len(rows))], "text": [r[0] for r in rows],
+                      "base": [f"o{r[1]:06d}" for r in rows]})
+    pq.write_table(table, path, compression="zstd", row_group_size=100_000)
+    print(f"{len(rows):,} rows from {len(bases):,} base rows ({len(originals):,} distinct documents) -> {path}")
+
+
 def write(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
@@ -105,4 +146,9 @@ def write(path: Path, rows: list[dict]) -> None:
 
 if __name__ == "__main__":
     what, out = sys.argv[1], Path(sys.argv[2])
-    labelled(out) if what == "labelled" else scale(out, int(sys.argv[3]))
+    if what == "labelled":
+        labelled(out)
+    elif what == "copies":
+        copies(out, *(int(a) for a in sys.argv[3:4]))
+    else:
+        scale(out, int(sys.argv[3]))

@@ -1,22 +1,24 @@
-"""Near-duplicate dedup side by side: Sluice, datatrove and text-dedup on the same input, in one run.
+"""Near-duplicate dedup side by side: Sluice and datatrove (text-dedup optionally) on the same input, in one run.
 
-    python3 -m venv /tmp/bench-dedup && /tmp/bench-dedup/bin/pip install -e . -r bench/dedup/requirements.txt
-    .venv/bin/python bench/dedup/make_data.py labelled /tmp/dedup-bench
-    /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dedup-bench/labelled.jsonl --truth /tmp/dedup-bench/truth.jsonl
-    /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dedup-bench/scale_1000000.parquet --tools sluice
+    python3 -m venv /tmp/bench-dedup && /tmp/bench-dedup/bin/pip install -r bench/dedup/requirements.txt
+    .venv/bin/python bench/dedup/sets.py /tmp/dd13                     # the labelled sets
+    /tmp/bench-dedup/bin/python bench/dedup/run.py --sets /tmp/dd13 short,web,heldout,cjk,udhr
+    /tmp/bench-dedup/bin/python bench/dedup/run.py /tmp/dd13-scale/copies_1000000.parquet --tools sluice
 
 Each tool runs as its own process under /usr/bin/time (wall and CPU seconds, peak RSS of the largest
-process /usr/bin/time sees: for datatrove that is its main process, not its forkserver workers), with
-comparable settings: word 5-grams, 128 permutations, 9 bands x 13 rows (threshold 0.8); `sluice` is the
-product's default (256 permutations, 17 x 15), `sluice-128` the peers' layout. With --truth,
-precision/recall/F1 of the removed set: in each planted group (an original and its copy) removing all but
-one row is right; removing a row outside the groups, or every row of a group, is a false positive.
+process /usr/bin/time sees: for datatrove that is its main process, not its forkserver workers), each
+with its own defaults: `sluice` is `sluice dedup IN OUT`, `sluice-0.8` the defaults before issue #13 (word
+5-grams, 256 permutations, LSH at 0.8, no verification), `datatrove` its default MinhashConfig (word
+5-grams, 14 buckets x 8 hashes; bench/dedup/run_datatrove.py). With a truth file, precision/recall/F1 of
+the removed set: in each duplicate group (an original and its copies) removing all but one row is right;
+removing a row outside the groups, or every row of a group, is a false positive.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +26,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-SLUICE = ROOT / ".venv" / "bin" / "sluice"
+# a worktree runs the shared venv's sluice with its own code first on the path
+SLUICE = next(p for p in (ROOT / ".venv" / "bin" / "sluice", Path("/work/main/.venv/bin/sluice")) if p.exists())
 BENCH_PY = Path(sys.executable)
 
 
@@ -32,8 +35,10 @@ def run_timed(cmd: list[str], log: Path) -> tuple[float, float, float]:
     """Run `cmd`; return (wall seconds, CPU seconds of it and its children, peak RSS in GiB).
 
     CPU seconds matter on a shared machine: wall time there depends on everyone else's load."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     with open(log, "w") as fh:
-        proc = subprocess.run(["/usr/bin/time", "-f", "TIME %e %U %S %M", *cmd], stdout=fh, stderr=subprocess.STDOUT)
+        proc = subprocess.run(["/usr/bin/time", "-f", "TIME %e %U %S %M", *cmd], stdout=fh, stderr=subprocess.STDOUT,
+                              env=env)
     text = log.read_text()
     if proc.returncode:
         raise SystemExit(f"{cmd[0]} failed; see {log}:\n{text[-2000:]}")
@@ -71,9 +76,9 @@ def text_dedup(data: Path, work: Path) -> tuple[tuple, set[str]]:
 
 
 TOOLS = {
-    "sluice": sluice,  # its defaults: 256 permutations, 17 bands x 15 rows
-    "sluice-128": lambda data, work: sluice(data, work, "--num-perm", "128"),  # the peers' 9 x 13 layout
-    "sluice-jaccard": lambda data, work: sluice(data, work, "--jaccard"),  # candidates verified by exact Jaccard
+    "sluice": sluice,  # its defaults
+    "sluice-0.8": lambda data, work: sluice(data, work, "--threshold", "0.8", "--ngram", "5", "--num-perm", "256",
+                                            "--word", "--no-jaccard"),  # the defaults before issue #13
     "datatrove": datatrove,
     "text-dedup": text_dedup,
 }
@@ -106,23 +111,28 @@ def count_rows(data: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("data", type=Path)
+    parser.add_argument("data", type=Path, nargs="?", help="one input file (or --sets)")
     parser.add_argument("--truth", type=Path)
-    parser.add_argument("--tools", default="sluice,sluice-128,datatrove,text-dedup")
+    parser.add_argument("--sets", nargs=2, metavar=("DIR", "NAMES"), help="labelled sets DIR/<name>/rows.jsonl "
+                        "and truth.jsonl (bench/dedup/sets.py), names comma-separated")
+    parser.add_argument("--tools", default="sluice,sluice-0.8,datatrove")
     parser.add_argument("--work", type=Path, default=Path("/tmp/dedup-bench/work"))
     args = parser.parse_args()
-    rows = count_rows(args.data)
-    print("| tool | rows | wall s | CPU s | docs/s (wall) | peak RSS GiB | removed | precision | recall | F1 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name in args.tools.split(","):
-        work = args.work / f"{name}-{args.data.stem}"
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        (wall, cpu, rss), removed = TOOLS[name](args.data, work)
-        m = score(removed, args.truth) if args.truth else {}
-        quality = " | ".join(f"{m[k]:.3f}" for k in ("precision", "recall", "f1")) if m else "- | - | -"
-        print(f"| {name} | {rows:,} | {wall:.1f} | {cpu:.1f} | {rows / wall:,.0f} | {rss:.2f} | {len(removed):,} | {quality} |",
-              flush=True)
+    runs = ([(n, Path(args.sets[0]) / n / "rows.jsonl", Path(args.sets[0]) / n / "truth.jsonl")
+             for n in args.sets[1].split(",")] if args.sets else [(args.data.stem, args.data, args.truth)])
+    print("| set | tool | rows | wall s | CPU s | docs/s (wall) | peak RSS GiB | removed | precision | recall | F1 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, data, truth in runs:
+        rows = count_rows(data)
+        for name in args.tools.split(","):
+            work = args.work / f"{name}-{label}"
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
+            (wall, cpu, rss), removed = TOOLS[name](data, work)
+            m = score(removed, truth) if truth else {}
+            quality = " | ".join(f"{m[k]:.3f}" for k in ("precision", "recall", "f1")) if m else "- | - | -"
+            print(f"| {label} | {name} | {rows:,} | {wall:.1f} | {cpu:.1f} | {rows / wall:,.0f} | {rss:.2f} | "
+                  f"{len(removed):,} | {quality} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
     python bench/dedup/run_datatrove.py IN.jsonl WORK_DIR [--workers 2]
 
-Settings comparable to `sluice dedup`: word 5-grams, 9 buckets x 13 hashes (the layout Sluice derives for
-threshold 0.8 and 128 permutations), 64-bit hashes. Removed documents' ids go to WORK_DIR/removed/.
+datatrove's default MinhashConfig (word 5-grams, 14 buckets x 8 hashes, 64-bit hashes, English word
+tokenizer), except the hash function: sha1 instead of xxhash (datatrove 0.10.1 passes str to xxhash 4.1,
+which raises "Strings must be encoded before hashing"); both are 64-bit hashes of the same shingles.
+Removed documents' ids go to WORK_DIR/removed/.
 """
 
 import argparse
@@ -36,7 +38,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    config = MinhashConfig(n_grams=5, num_buckets=9, hashes_per_bucket=13, hash_config=HashConfig(precision=64, hash_fc="sha1"))  # xxhash 4.1 rejects str here
+    config = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1"))
     w, n = args.work, args.workers
     folder = split(args.input, f"{w}/input", n)  # datatrove parallelises over files: one per worker
     reader = lambda: JsonlReader(folder, id_key="id", text_key="text")  # noqa: E731

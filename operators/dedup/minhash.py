@@ -37,13 +37,13 @@ from scipy.sparse.csgraph import connected_components
 
 from operators.base import Decision, GlobalOperator, Params
 from operators.dedup.exact import cluster_stats
-from operators.dedup.shingles import MAX_N, Shingles, mix64, key_text, shingle
+from operators.dedup.shingles import MAX_N, Shingles, Unit, key_text, mix64, shingle
 from operators.errors import ConfigError
 from operators.registry import register
 
 SIGNATURE = "minhash"  # index column: the full signature (verification, incremental dedup)
-SHINGLE_SET = "shingle_set"  # index column: the distinct shingle hashes (exact-Jaccard verification)
-SHINGLES = "shingles"  # index column: n-gram count; 0 means the key was empty (never a duplicate)
+SKETCH = "sketch"  # index column: the row's smallest distinct 32-bit shingle hashes, at most `sketch` of them
+SHINGLES = "shingles"  # index column: distinct shingles; 0 means the key was empty (never a duplicate)
 SCORE = "keep_score"
 REFERENCE = "reference"  # index column set on rows of an earlier release (see `clusters`)
 BAND = "band"  # band columns are named band<b>:<settings>
@@ -73,11 +73,56 @@ def signatures(shingles: Shingles, num_perm: int, seed: int) -> np.ndarray:
     return out
 
 
-def shingle_sets(shingles: Shingles) -> pl.Series:
-    """Each row's distinct shingle hashes, as a list column."""
-    offsets = pa.array(shingles.offsets, type=pa.int64())
-    lists = pl.from_arrow(pa.LargeListArray.from_arrays(offsets, pa.array(shingles.hashes, type=pa.uint64())))
-    return lists.list.unique().rename(SHINGLE_SET).cast(pl.List(pl.UInt64))
+def sketches(shingles: Shingles, size: int) -> tuple[pl.Series, np.ndarray]:
+    """Each row's `size` smallest distinct shingle hashes, cut to 32 bits and sorted (all of them for a row
+    with fewer: then the sketch is the row's whole shingle set), and its number of distinct shingles."""
+    counts = shingles.counts()
+    rows = np.repeat(np.arange(len(counts), dtype=np.uint64), counts)
+    keys, _ = sorted_unique((rows << np.uint64(32)) | (shingles.hashes >> np.uint64(32)))
+    row = (keys >> np.uint64(32)).astype(np.int64)
+    distinct = np.bincount(row, minlength=len(counts)).astype(np.int64)
+    starts = np.cumsum(distinct) - distinct
+    keep = np.arange(len(keys)) - starts[row] < size
+    lengths = np.minimum(distinct, size)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]), type=pa.int64())
+    values = pa.array((keys[keep] & np.uint64(0xFFFFFFFF)).astype(np.uint32))
+    return pl.Series(SKETCH, pa.LargeListArray.from_arrays(offsets, values)).cast(pl.List(pl.UInt32)), distinct
+
+
+def sorted_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of `keys`, sorted, and how often each occurs (a sort: np.unique's hashing is ~20x
+    slower on these arrays)."""
+    keys = np.sort(keys)
+    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else np.zeros(0, np.int64)
+    return keys[first], np.diff(np.append(first, len(keys)))
+
+
+def overlap(values: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, size: int, src: np.ndarray,
+            dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Jaccard similarity and containment (shared shingles over the smaller row's) of the pairs (src, dst),
+    from the rows' sketches (`values[offsets[i]:offsets[i + 1]]`) and distinct-shingle counts (`sizes`).
+
+    Exact when both rows have at most `size` distinct shingles; otherwise the bottom-k estimate: the share of
+    the `size` smallest hashes of the two sketches' union that both rows have (a hash among the union's
+    `size` smallest is in a row's set exactly when it is in the row's sketch)."""
+    n, offsets = len(src), offsets.astype(np.int64)
+    pair = np.arange(n, dtype=np.uint64)
+    keys = []
+    for side in (src, dst):
+        length = offsets[side + 1] - offsets[side]
+        start = np.repeat(offsets[side] - (np.cumsum(length) - length), length)
+        hashes = values[start + np.arange(length.sum())].astype(np.uint64)
+        keys.append((np.repeat(pair, length) << np.uint64(32)) | hashes)
+    unique, counts = sorted_unique(np.concatenate(keys))
+    owner = (unique >> np.uint64(32)).astype(np.int64)
+    union = np.bincount(owner, minlength=n)
+    complete = (sizes[src] <= size) & (sizes[dst] <= size)
+    considered = np.where(complete, union, np.minimum(union, size))
+    rank = np.arange(len(unique)) - (np.cumsum(union) - union)[owner]
+    shared = np.bincount(owner[(rank < considered[owner]) & (counts == 2)], minlength=n)
+    jaccard = shared / np.maximum(considered, 1)
+    common = jaccard * (sizes[src] + sizes[dst]) / (1 + jaccard)
+    return jaccard, common / np.maximum(np.minimum(sizes[src], sizes[dst]), 1)
 
 
 def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -96,15 +141,24 @@ class MinHashDedup(GlobalOperator):
     class Params(Params):
         fields: list[str] = Field(default=["text"], min_length=1, description="columns that form the dedup key "
                                   "(e.g. [instruction] or [instruction, input]; a messages column counts its contents)")
-        threshold: float = Field(default=0.8, gt=0, lt=1, description="Jaccard similarity that makes a duplicate")
-        ngram: int = Field(default=5, ge=1, le=MAX_N, description="shingle size in units")
-        unit: Literal["word", "char"] = Field(default="word", description="shingle unit: words or characters")
-        num_perm: int = Field(default=256, ge=8, le=1024, description="MinHash permutations (256: 17 bands x 15 "
-                              "rows at 0.8, measured F1 0.874 vs 0.865 with 128 on bench/dedup's labelled set)")
-        bands: int | None = Field(default=None, ge=1, description="LSH bands (default: optimised for threshold)")
+        threshold: float = Field(default=0.6, gt=0, lt=1, description="Jaccard similarity that makes a duplicate")
+        ngram: int = Field(default=2, ge=1, le=MAX_N, description="shingle size in units")
+        unit: Unit = Field(default="auto", description="shingle unit: auto (words, and single characters of "
+                           "Chinese, Japanese, Thai and other scripts written without spaces), word or char")
+        num_perm: int = Field(default=128, ge=8, le=1024, description="MinHash permutations")
+        bands: int | None = Field(default=None, ge=1, description="LSH bands (default: optimised for lsh_threshold)")
         rows: int | None = Field(default=None, ge=1, description="signature values per band (with bands)")
-        jaccard: bool = Field(default=False, description="drop candidates whose exact Jaccard similarity (of their "
-                              "shingle sets) is below threshold; stores the sets in the index (~8 bytes a shingle)")
+        lsh_threshold: float | None = Field(default=None, gt=0, lt=1, description="Jaccard similarity the LSH "
+                                            "bands are tuned for (default: threshold - 0.1 with jaccard "
+                                            "verification, which drops the extra candidates; threshold without)")
+        jaccard: bool = Field(default=True, description="keep only candidates whose shingle sets have a Jaccard "
+                              "similarity >= threshold (or a containment >= containment); exact for rows of up to "
+                              "`sketch` distinct shingles, a bottom-k estimate beyond; the index carries the sketches")
+        containment: float | None = Field(default=0.9, gt=0, le=1, description="with jaccard, a candidate is also "
+                                          "a duplicate when the shingles it shares are >= this share of the smaller "
+                                          "row's (truncated copies, copies behind a prefix)")
+        sketch: int = Field(default=128, ge=16, le=4096, description="distinct shingle hashes kept per row for "
+                            "jaccard verification (4 bytes each; rows with more are compared by bottom-k estimate)")
         verify: bool = Field(default=False, description="drop candidates whose full signatures agree on fewer than "
                              "threshold of positions (fewer false positives, lower recall; stores the signatures)")
         keep: Literal["first", "score"] = Field(default="first", description="survivor: first in input order, "
@@ -143,7 +197,10 @@ class MinHashDedup(GlobalOperator):
     @cached_property
     def layout(self) -> tuple[int, int]:
         p = self.params
-        return (p.bands, p.rows) if p.bands is not None else band_layout(p.threshold, p.num_perm)
+        if p.bands is not None:
+            return p.bands, p.rows
+        lsh = p.lsh_threshold or (max(p.threshold - 0.1, 0.05) if p.jaccard else p.threshold)
+        return band_layout(lsh, p.num_perm)
 
     @property
     def fingerprint(self) -> str:
@@ -165,7 +222,7 @@ class MinHashDedup(GlobalOperator):
         """The verification columns the index carries besides the band hashes."""
         p = self.params
         return ({SIGNATURE: pl.Array(pl.UInt32, p.num_perm)} if p.verify else {}) | (
-            {SHINGLE_SET: pl.List(pl.UInt64)} if p.jaccard else {})
+            {SKETCH: pl.List(pl.UInt32)} if p.jaccard else {})
 
     @property
     def band_columns(self) -> list[str]:
@@ -180,13 +237,14 @@ class MinHashDedup(GlobalOperator):
         sig = signatures(shingles, p.num_perm, p.seed)
         keyed = pl.Series(shingles.counts() > 0)
         bands = band_hashes(sig, *self.layout)
-        columns = {"id": batch["id"], SHINGLES: pl.Series(shingles.counts(), dtype=pl.Int32)}
+        sketch, distinct = sketches(shingles, p.sketch)
+        columns = {"id": batch["id"], SHINGLES: pl.Series(distinct, dtype=pl.Int32)}
         for b, name in enumerate(self.band_columns):
             columns[name] = pl.Series(bands[:, b]).zip_with(keyed, pl.Series([None], dtype=pl.UInt64))
         if p.verify:
             columns[SIGNATURE] = pl.Series(sig, dtype=pl.Array(pl.UInt32, p.num_perm))
         if p.jaccard:
-            columns[SHINGLE_SET] = shingle_sets(shingles)
+            columns[SKETCH] = sketch
         if p.score_column:
             columns[SCORE] = batch[p.score_column].cast(pl.Float64)
         return pl.DataFrame(columns)
@@ -247,7 +305,7 @@ class MinHashDedup(GlobalOperator):
         if self.params.verify and len(edges):
             edges = self._verified(table, edges)
         if self.params.jaccard and len(edges):
-            edges = self._exact(table, edges)
+            edges = self._similar(table, edges)
         n = len(table)
         graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges["src"].to_numpy(), edges["dst"].to_numpy())),
                            shape=(n, n))
@@ -295,27 +353,37 @@ class MinHashDedup(GlobalOperator):
                 f"(missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); rebuild it with these settings")
 
     def _candidate_pairs(self, table: pl.DataFrame) -> pl.DataFrame:
-        """(src, dst) row positions: every row in a shared band bucket linked to the bucket's smallest id."""
-        rows = table.select("id", *self.band_columns).with_row_index("src")
-        pairs = []
+        """(src, dst) row positions, src > dst: in each band bucket, every row linked to the bucket's smallest
+        id and to the next smaller id (so a verified chain can still join a row whose anchor is too far)."""
+        rows = table.select(pl.col("id").rank("ordinal").alias("rank"), *self.band_columns) \
+            .with_row_index("src")
+        pairs = pl.DataFrame(schema={"src": pl.UInt32, "dst": pl.UInt32})
         for band in self.band_columns:
-            bucket = rows.select("src", "id", band).filter(pl.col(band).is_not_null())
-            anchor = pl.col("src").sort_by("id").first().over(band)
-            pairs.append(bucket.filter(pl.len().over(band) > 1).select("src", anchor.alias("dst"))
-                         .filter(pl.col("src") != pl.col("dst")))
-        return pl.concat(pairs).unique().sort("src", "dst").cast(pl.Int64)
+            bucket = rows.select("src", "rank", band).filter(pl.col(band).is_not_null() & (pl.len().over(band) > 1)) \
+                .sort(band, "rank")
+            linked = bucket.select(pl.col("src"), pl.col("src").first().over(band).alias("anchor"),
+                                   pl.col("src").shift(1).over(band).alias("previous"))
+            found = pl.concat([linked.select("src", pl.col(end).alias("dst")) for end in ("anchor", "previous")])
+            found = found.filter(pl.col("dst").is_not_null() & (pl.col("src") != pl.col("dst"))).select(
+                pl.max_horizontal("src", "dst").alias("src"), pl.min_horizontal("src", "dst").alias("dst"))
+            pairs = pl.concat([pairs, found]).unique()  # unique per band: most bands repeat the same pairs
+        return pairs.sort("src", "dst").cast(pl.Int64)
 
-    def _exact(self, table: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
-        """Keep the pairs whose shingle sets have a Jaccard similarity of at least `threshold`."""
-        sets = table[SHINGLE_SET]
-        keep = []
+    def _similar(self, table: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
+        """Keep the pairs whose shingle sets have a Jaccard similarity of at least `threshold` (or a containment
+        of at least `containment`), compared by their sketches, a chunk of pairs at a time."""
+        p = self.params
+        values = table[SKETCH].to_arrow().flatten().to_numpy(zero_copy_only=False)
+        lengths = table[SKETCH].list.len().to_numpy().astype(np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        sizes = table[SHINGLES].to_numpy().astype(np.int64)
+        src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()
+        keep = np.zeros(len(edges), dtype=bool)
         for start in range(0, len(edges), _VERIFY_CHUNK):
-            part = edges.slice(start, _VERIFY_CHUNK)
-            pairs = pl.DataFrame({"a": sets.gather(part["src"]), "b": sets.gather(part["dst"])})
-            shared = pairs.select(pl.col("a").list.set_intersection("b").list.len())
-            keep.append(shared.to_series() / (pairs["a"].list.len() + pairs["b"].list.len() - shared.to_series())
-                        >= self.params.threshold)
-        return edges.filter(pl.concat(keep))
+            part = slice(start, start + _VERIFY_CHUNK)
+            jaccard, contained = overlap(values, offsets, sizes, p.sketch, src[part], dst[part])
+            keep[part] = (jaccard >= p.threshold) | (contained >= (p.containment or 2.0))
+        return edges.filter(pl.Series(keep))
 
     def _verified(self, table: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
         """Keep the pairs whose signatures agree on at least `threshold` of their positions."""

@@ -16,8 +16,12 @@ import numpy as np
 import polars as pl
 
 from operators.clean.normalize import for_matching
+from operators.quality.text import _UNSPACED  # the quality filters' notion of scripts written without spaces
 
-Unit = Literal["word", "char"]
+Unit = Literal["auto", "word", "char"]
+# `auto` tokens: a run of non-space characters, except that each character of a script written without spaces
+# (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) is a token of its own, as the length filters count words.
+_AUTO_TOKEN = rf"[{_UNSPACED}]|[^\s{_UNSPACED}]+"
 
 # Odd 64-bit multipliers, one per n-gram position (positions matter: "a b" and "b a" differ).
 MAX_N = 64
@@ -45,8 +49,12 @@ def key_text(batch: pl.DataFrame, fields: list[str]) -> pl.Series:
 
 
 def tokens(text: pl.Expr, unit: Unit) -> pl.Expr:
-    """Words or characters of text normalised by `key_text` (single spaces, no edge spaces), as a list per row."""
-    parts = text.str.split(" ") if unit == "word" else text.str.split("")
+    """Words, characters or `auto` tokens (words, and single characters in scripts written without spaces) of
+    text normalised by `key_text` (single spaces, no edge spaces), as a list per row."""
+    if unit == "auto":
+        parts = text.str.extract_all(_AUTO_TOKEN)
+    else:
+        parts = text.str.split(" ") if unit == "word" else text.str.split("")
     return pl.when(text.str.len_bytes() > 0).then(parts).otherwise(pl.lit([], dtype=pl.List(pl.String)))
 
 

@@ -1,4 +1,5 @@
-"""`sluice dedup IN OUT`: drop near-duplicates (MinHash LSH, Jaccard >= 0.8 on word 5-grams by default)."""
+"""`sluice dedup IN OUT`: drop near-duplicates (MinHash LSH over word 2-grams (character 2-grams in scripts
+without spaces), candidates verified by Jaccard >= 0.6 or containment >= 0.9 by default)."""
 
 from __future__ import annotations
 
@@ -30,19 +31,31 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "dedup", help="drop near-duplicate rows (MinHash LSH); rejects name the surviving row",
         description="Drop near-duplicate rows: MinHash over n-grams of the normalised text (case, punctuation, "
-                    "whitespace and Unicode folded), LSH bands tuned to the threshold, "
+                    "whitespace and Unicode folded; words, and single characters in Chinese, Japanese, Thai and "
+                    "other scripts written without spaces), LSH bands tuned a little below the threshold, "
+                    "candidates verified by the Jaccard similarity (or containment) of their shingles, "
                     "union-find clusters. Each cluster keeps one row; the others go to the rejects with "
-                    "reason near_duplicate and the survivor's id.",
+                    "reason near_duplicate and the survivor's id. Defaults chosen on labelled sets: bench/README.md.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_io_arguments(p)
     p.add_argument("--fields", metavar="A,B", help="columns forming the dedup key instead of --text-field, e.g. "
                    "instruction,input or messages (empty or missing values count as empty text)")
-    p.add_argument("--threshold", type=float, default=0.8, metavar="T", help="Jaccard similarity of a duplicate (default 0.8)")
-    p.add_argument("--ngram", type=int, default=5, metavar="N", help="shingle size (default 5)")
-    p.add_argument("--char", action="store_true", help="character n-grams instead of word n-grams")
-    p.add_argument("--num-perm", type=int, default=256, metavar="P", help="MinHash permutations (default 256)")
-    p.add_argument("--jaccard", action="store_true", help="also require candidates' exact Jaccard similarity "
-                   "(of their shingle sets) to be >= T (fewer false positives, lower recall; a larger index)")
+    defaults = MinHashDedup.Params()
+    p.add_argument("--threshold", type=float, default=defaults.threshold, metavar="T",
+                   help=f"Jaccard similarity of a duplicate (default {defaults.threshold})")
+    p.add_argument("--containment", type=float, default=defaults.containment, metavar="C",
+                   help="also a duplicate: a candidate sharing >= C of the smaller row's shingles, e.g. a truncated "
+                        f"copy (default {defaults.containment}; 1 for only whole copies)")
+    p.add_argument("--ngram", type=int, default=defaults.ngram, metavar="N", help=f"shingle size (default {defaults.ngram})")
+    p.add_argument("--char", action="store_true", help="character n-grams for every row (default: words, and "
+                   "characters in scripts written without spaces)")
+    p.add_argument("--word", action="store_true", help="whitespace-separated words for every row (a Chinese "
+                   "sentence is then one word)")
+    p.add_argument("--num-perm", type=int, default=defaults.num_perm, metavar="P",
+                   help=f"MinHash permutations (default {defaults.num_perm})")
+    p.add_argument("--no-jaccard", dest="jaccard", action="store_false", help="keep every LSH candidate without "
+                   "checking its Jaccard similarity (a smaller index, more false positives; LSH tuned to T)")
+    p.add_argument("--jaccard", dest="jaccard", action="store_true", help=argparse.SUPPRESS)  # the default now
     p.add_argument("--verify", action="store_true", help="also require the full signatures to agree on >= T of "
                    "their positions (fewer false positives, lower recall)")
     p.add_argument("--keep-by", metavar="COLUMN", help="keep the row with the highest COLUMN in each cluster "
@@ -51,12 +64,12 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--clusters", type=Path, metavar="FILE", help="write id, cluster (the survivor's id), "
                    "cluster_size and kept (is it the survivor) for every row to FILE (.parquet or .jsonl)")
     p.add_argument("--save-index", type=Path, metavar="FILE", help="write the MinHash index of the surviving rows "
-                   "(band hashes; signatures with --verify) to FILE (.parquet), for later --against runs")
+                   "(band hashes, shingle sketches; signatures with --verify) to FILE (.parquet), for later --against runs")
     p.add_argument("--against", type=Path, action="append", default=[], metavar="PATH",
                    help="a release folder (its tables/<stage>.index.parquet) or an index saved by --save-index, "
                         "built with the same settings: rows near-duplicating one of its rows are dropped, naming "
                         "it; the earlier rows are not recomputed. Repeatable")
-    p.set_defaults(handler=_dedup)
+    p.set_defaults(handler=_dedup, jaccard=True)
 
 
 class _Recording(MinHashDedup):
@@ -75,14 +88,15 @@ def _dedup(args: argparse.Namespace) -> int:
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else [args.text_field]
     required = [] if args.fields else fields  # with --fields, empty parts are normal (e.g. Alpaca's input)
     if args.exact:
-        if args.clusters or args.save_index or args.against or args.verify or args.jaccard:
-            raise ConfigError("--clusters, --save-index, --against, --verify and --jaccard work with MinHash, "
+        if args.clusters or args.save_index or args.against or args.verify:
+            raise ConfigError("--clusters, --save-index, --against and --verify work with MinHash, "
                               "not with --exact")
         run_job(args, [ExactDedup(fields=fields)], fields=required)
         return 0
     op = options_error(lambda: _Recording(
-        fields=fields, threshold=args.threshold, ngram=args.ngram, unit="char" if args.char else "word",
-        num_perm=args.num_perm, verify=args.verify, jaccard=args.jaccard, keep="score" if args.keep_by else "first",
+        fields=fields, threshold=args.threshold, ngram=args.ngram, num_perm=args.num_perm, verify=args.verify,
+        unit="char" if args.char else "word" if args.word else "auto", jaccard=args.jaccard,
+        containment=args.containment if args.jaccard else None, keep="score" if args.keep_by else "first",
         score_column=args.keep_by, against=[str(a) for a in args.against]))
     if args.save_index and not args.save_index.name.endswith(".parquet"):
         raise ConfigError(f"{args.save_index}: --save-index writes Parquet; end the name in .parquet")
