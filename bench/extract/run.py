@@ -110,12 +110,13 @@ def main() -> None:
     ap.add_argument("--peer", required=True, help="python of the venv with datatrove")
     ap.add_argument("--folder", type=Path, default=Path("/tmp/bench-extract-data"))
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--sides", default="sluice-resiliparse,datatrove-trafilatura,sluice-trafilatura")
     args = ap.parse_args()
     pages = make_data(args.folder, args.copies)
     path = args.folder / "pages.warc.gz"
     times, outputs = collections.defaultdict(list), {}
     for _ in range(args.runs):
-        for name in ("sluice-resiliparse", "datatrove-trafilatura", "sluice-trafilatura"):
+        for name in args.sides.split(","):
             if name == "datatrove-trafilatura":
                 seconds, outputs[name] = run_peer(args.peer, args.folder)
             else:
