@@ -22,8 +22,7 @@ run: $(STAMP)
 
 # Generation end to end with the embedded local model (minutes on 2 cores), then its release.
 generate: $(STAMP)
-	$(BIN)/sluice generate configs/generate_demo.yaml
-	$(BIN)/sluice run configs/generate_demo_release.yaml
+	$(BIN)/sluice run configs/generate_demo.yaml
 
 # Optional: sentence embeddings for the diversity samplers (features: embedding); PyTorch, ~5 GB installed.
 embeddings: $(STAMP)

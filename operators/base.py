@@ -25,6 +25,9 @@ from typing import Any, ClassVar, NamedTuple
 import polars as pl
 from pydantic import BaseModel, ConfigDict
 
+# Parameters naming columns an operator uses only when the rows have them: an instruction's context, the
+# language a calibrated filter picks its thresholds by.
+OPTIONAL_COLUMNS = frozenset({"input_field", "lang_field"})
 REASON = "reason"  # rejects column: why a row was dropped ("<stage>:<rule>")
 DETAIL = "detail"  # rejects column: extra evidence, e.g. the id of the surviving duplicate
 
@@ -88,6 +91,27 @@ class Operator:
         """The limits its rules put on its score columns, drawn on the report's score plots. A limit that
         depends on the language is given as the parameter says (the English one)."""
         return []
+
+    def reads(self) -> dict[str, list[str]]:
+        """The columns this operator needs in its rows, by the parameter that names them; a config is checked
+        against them before any work starts. Default: the values of parameters named `field`, `fields`,
+        `*_field` or `*_column`, except those in `OPTIONAL_COLUMNS` (read only when the rows have them)."""
+        found = {}
+        for name, value in self.params.model_dump().items():
+            if name in ("field", "fields") or (name.endswith(("_field", "_column")) and name not in OPTIONAL_COLUMNS):
+                columns = [value] if isinstance(value, str) else value if isinstance(value, list) else []
+                if columns := [c for c in columns if isinstance(c, str) and c]:
+                    found[name] = columns
+        return found
+
+    def writes(self) -> set[str] | None:
+        """The columns this operator adds to the rows it passes on; None when it cannot tell (later stages'
+        columns are then not checked)."""
+        return None
+
+    def _probe(self) -> pl.DataFrame:
+        """An empty batch holding the columns this operator reads (for `writes` defaults)."""
+        return pl.DataFrame(schema={c: pl.String for c in ["id", *(c for cs in self.reads().values() for c in cs)]})
 
     @property
     def fingerprint(self) -> str:
@@ -178,6 +202,15 @@ class RowOperator(Operator):
     def process(self, batch: pl.DataFrame) -> Split:
         raise NotImplementedError
 
+    def writes(self) -> set[str] | None:
+        """Default: the columns `process` adds to an empty batch of the columns it reads."""
+        probe = self._probe()
+        try:
+            kept = self.process(probe).kept
+        except Exception:  # noqa: BLE001  an operator that cannot run on no rows: we cannot tell
+            return None
+        return set(kept.columns) - set(probe.columns)
+
 
 class Mapper(RowOperator):
     def map(self, batch: pl.DataFrame) -> pl.DataFrame:
@@ -258,6 +291,15 @@ class GlobalOperator(Operator):
     def decide(self, index: pl.DataFrame) -> pl.DataFrame | Decision:
         raise NotImplementedError
 
+    def writes(self) -> set[str] | None:
+        """Default: the label columns of its decision over an empty batch of the columns it reads."""
+        try:
+            decision = self.decide(self.index(self._probe()))
+        except Exception:  # noqa: BLE001  an operator that cannot decide on no rows: we cannot tell
+            return None
+        labels = decision.labels if isinstance(decision, Decision) else None
+        return set() if labels is None else set(labels.columns) - {"id"}
+
     @staticmethod
     def drops(rows: pl.DataFrame, reason: str, detail: pl.Expr | None = None) -> pl.DataFrame:
         """The decision table for `rows`: id, reason, detail."""
@@ -265,7 +307,14 @@ class GlobalOperator(Operator):
 
 
 class Generator(Operator):
-    """Makes new rows from seed rows through an LLM client; new rows carry provenance columns."""
+    """Makes new rows from seed rows through an LLM client; new rows carry provenance columns.
+
+    `per_seed_row`: True when each new row depends on one seed row only (answer, judge), so a pipeline may
+    run the generator shard by shard; False (the safe default) gives it all seed rows at once (Self-Instruct
+    samples its prompts from the whole pool)."""
+
+    per_seed_row: ClassVar[bool] = False
+    keeps_seed_columns: ClassVar[bool] = False  # its rows are seed rows plus `writes()` (else only `writes()`)
 
     def generate(self, seeds: pl.DataFrame, client: Any) -> pl.DataFrame:
         raise NotImplementedError

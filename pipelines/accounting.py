@@ -1,6 +1,8 @@
-"""Row accounting: for every stage, rows_in + added = rows_out + sum(dropped by reason), or the run fails.
+"""Row accounting: for every stage, rows_in + added = rows_out + sum(dropped by reason) + consumed, or the run fails.
 
-`added` counts rows a stage created on purpose (copies made by up-sampling); it is 0 for every other stage."""
+`added` counts rows a stage created on purpose (copies made by up-sampling; every candidate a generator made);
+`consumed` counts the seed rows a generator used up (seeds are inputs to a generator, not rows it passes on).
+Both are 0 for every other stage."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class StageCount:
     rows_out: int = 0
     dropped: Counter = field(default_factory=Counter)
     added: int = 0
+    consumed: int = 0
     stats: dict[str, Any] = field(default_factory=dict)  # the operator's own summary (Operator.stats)
     languages: dict[str, dict[str, int]] = field(default_factory=dict)  # lang -> {"out": n, "dropped": n}
     wall_seconds: float | None = None  # how long the stage took (None: not recorded, an older manifest)
@@ -32,17 +35,21 @@ class StageCount:
     def reasons(self, quote: str = "") -> str:
         """"r1 12, r2 3" by reason (each wrapped in `quote`), plus the copies an up-sampling stage added."""
         text = ", ".join(f"{quote}{r}{quote} {n:,}" for r, n in sorted(self.dropped.items())) or "-"
+        if self.consumed:
+            return text + f" ({self.consumed:,} seeds used, {self.added:,} candidates generated)"
         return text + (f" (+{self.added:,} copies added)" if self.added else "")
 
     @property
     def balanced(self) -> bool:
-        return self.rows_in + self.added == self.rows_out + sum(self.dropped.values())
+        return self.rows_in + self.added == self.rows_out + sum(self.dropped.values()) + self.consumed
 
     def to_json(self) -> dict[str, Any]:
         data = {"stage": self.stage, "op": self.op, "rows_in": self.rows_in, "rows_out": self.rows_out,
                 "dropped": dict(sorted(self.dropped.items()))}
         if self.added:
             data["added"] = self.added
+        if self.consumed:
+            data["consumed"] = self.consumed
         if self.stats:
             data["stats"] = self.stats
         if self.languages:
@@ -65,7 +72,7 @@ class StageCount:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageCount:
         return cls(data["stage"], data["op"], data["rows_in"], data["rows_out"], Counter(data["dropped"]),
-                   data.get("added", 0), data.get("stats", {}), data.get("languages", {}),
+                   data.get("added", 0), data.get("consumed", 0), data.get("stats", {}), data.get("languages", {}),
                    data.get("wall_seconds"), data.get("cpu_seconds"))
 
 
@@ -90,9 +97,10 @@ class Ledger:
         for s in self.stages:
             if not s.balanced:
                 added = f" + {s.added} added" if s.added else ""
+                consumed = f" + {s.consumed} seeds consumed" if s.consumed else ""
                 raise AccountingError(
                     f"stage {s.stage!r}: rows do not balance: {s.rows_in} in{added} != {s.rows_out} out + "
-                    f"{sum(s.dropped.values())} dropped {dict(s.dropped)}"
+                    f"{sum(s.dropped.values())} dropped {dict(s.dropped)}{consumed}"
                 )
             if previous is not None and s.rows_in != previous.rows_out:
                 raise AccountingError(

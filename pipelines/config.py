@@ -1,4 +1,5 @@
-"""Pipeline configs: YAML -> validated `Pipeline`, before any work starts.
+"""Pipeline configs: YAML -> validated `Pipeline`, before any work starts (pipelines/checks.py: stage kinds
+and the columns each stage reads).
 
 Relative paths in a config resolve against the config file's folder. Every problem is reported at once,
 each as `FILE:LINE: field.path: what is wrong (got VALUE)`.
@@ -19,8 +20,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from operators import registry
-from operators.base import Operator, RowOperator
+from operators.base import Generator, Operator, RowOperator
 from operators.errors import ConfigError
+from operators.generate import EndpointConfig
+from pipelines.checks import check_stages
+from pipelines.local_model import LocalModelConfig
 from pipelines.readers import Format, Source, detect_format
 
 
@@ -62,6 +66,11 @@ class PipelineConfig(Strict):
     shard_rows: int = Field(default=10_000, ge=1, description="rows per processing shard")
     stages: list[StageConfig] = Field(default_factory=list)
     release: ReleaseConfig = Field(default_factory=ReleaseConfig)
+    endpoint: EndpointConfig | None = Field(default=None, description="LLM for generator stages; omit for "
+                                            "OPENAI_BASE_URL, else the embedded local model")
+    local_model: LocalModelConfig = Field(default_factory=LocalModelConfig)
+    llm_cache: str | None = Field(default=None, description="LLM response cache (SQLite), relative to the config; "
+                                  "default <release dir>/<dataset>/llm-cache.sqlite")
 
 
 @dataclass
@@ -90,6 +99,16 @@ class Pipeline:
              **({"languages": list(s.languages)} if s.languages is not None else {})} for s in self.stages
         ]
         return data
+
+    @property
+    def generates(self) -> bool:
+        """Whether a stage calls an LLM (the run then opens an endpoint)."""
+        return any(isinstance(s.operator, Generator) for s in self.stages)
+
+    def llm_cache(self, root: Path) -> Path:
+        if self.config.llm_cache:
+            return Path(os.path.normpath(self.path.parent / self.config.llm_cache))
+        return root / self.config.dataset / "llm-cache.sqlite"
 
     @property
     def config_hash(self) -> str:
@@ -130,6 +149,8 @@ def _build(path: Path, node: yaml.Node, data: dict) -> Pipeline:
     base = path.parent
     sources = [src for i, inp in enumerate(config.inputs) for src in build_sources(inp, i, base, problems)]
     stages = build_stages(config.stages, problems)
+    if not problems.lines:
+        check_stages(config, sources, stages, problems)
     problems.raise_if_any()
     release_dir = Path(os.path.normpath(base / config.release.dir)) if config.release.dir else None
     return Pipeline(path, config, sources, stages, release_dir)

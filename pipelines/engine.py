@@ -1,7 +1,9 @@
 """The engine: read inputs into shards, run each stage over them, keep the books.
 
 Row-local stages map over shards; a global stage is a barrier (index every shard, decide once, apply to
-every shard). How the per-shard calls run is the caller's choice: `map_local` runs them in-process, the
+every shard); a generator stage turns seed rows into new rows through the run's LLM client (per shard when
+the generator says its rows depend on one seed row each, else once over all seeds), its request tallies
+cached with its shard results so a release built from cached results still says what its rows cost. How the per-shard calls run is the caller's choice: `map_local` runs them in-process, the
 Prefect flow (pipelines/flow.py) runs each as a task. The functions here are the same either way.
 """
 
@@ -15,12 +17,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import polars as pl
 import pyarrow.parquet as pq
 
-from operators.base import DETAIL, REASON, Decision, GlobalOperator, Operator, RowOperator, Split
+from operators.base import DETAIL, REASON, Decision, Generator, GlobalOperator, Mapper, Operator, RowOperator, Split
 from operators.errors import SluiceError
 from pipelines import failpoints
 from pipelines.accounting import Ledger
@@ -48,11 +50,25 @@ class Part:
 
 @dataclass(frozen=True)
 class ShardResult:
-    """A row stage's (or an apply step's) result for one shard: kept and rejected rows, rejects by reason."""
+    """A row stage's (or an apply step's) result for one shard: kept and rejected rows, rejects by reason,
+    and the small side table of a `Produced` result."""
 
     kept: Part
     rejected: Part
     reasons: dict[str, int]
+    side: pl.DataFrame | None = None
+
+
+class Produced(NamedTuple):
+    """A task's rows, rejects and a small side table: a generator's request tallies (pipelines/generation.py),
+    or a fused task's rows per stage and language. `final` is False when a request failed in a way a re-run
+    may not repeat (timeout, 5xx): such a result is not cached, so the next run asks again (the answers it
+    did get are in the response cache)."""
+
+    kept: pl.DataFrame
+    rejected: pl.DataFrame
+    side: pl.DataFrame
+    final: bool = True
 
 
 @dataclass(frozen=True)
@@ -64,9 +80,19 @@ class Job:
     name: str
 
 
-# map_fn(fn, jobs, label, cache, **kwargs) -> [(result, reused), ...] in job order; see call_cached.
-# map_local runs them in a loop; the flow runs Prefect tasks.
+# map_fn(fn, jobs, label, cache, inline=False, **kwargs) -> [(result, reused), ...] in job order; see call_cached.
+# map_local runs them in a loop; the flow runs Prefect tasks. `inline`: the calls must run in this process
+# (they use the run's LLM client), so a runner with worker processes runs them here.
 MapFn = Callable[..., list]
+
+
+class LLM(Protocol):
+    """The run's LLM endpoint as the engine sees it (pipelines/generation.py builds it)."""
+
+    identity: str  # endpoint and model: part of a generator result's cache key
+
+    def task_client(self) -> Any:
+        """A client for one task: same endpoint, cache and limits; `usage_frame()` tallies its requests."""
 
 
 def call_cached(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any) -> tuple[Any, bool]:
@@ -74,31 +100,36 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any)
     are the cache's files (in memory without a cache); an index frame comes back as the frame."""
     if cache is None:
         result = fn(job.part.load(), **kwargs)
-        return (_in_memory(result) if isinstance(result, Split) else result), False
+        return (_in_memory(result) if isinstance(result, Split | Produced) else result), False
     if (files := cache.files(job.key)) is not None:
         return _from_files(files), True
     result = fn(job.part.load(), **kwargs)
-    files = cache.put(job.key, tuple(result) if isinstance(result, Split) else (result,))
-    if not isinstance(result, Split):
+    if isinstance(result, Produced) and not result.final:
+        return _in_memory(result), False
+    split = isinstance(result, Split | Produced)
+    files = cache.put(job.key, tuple(result)[:3] if split else (result,))
+    if not split:
         return result, False
     return ShardResult(Part(len(result.kept), path=files[0]), Part(len(result.rejected), path=files[1]),
-                       _reason_counts(result.rejected)), False
+                       _reason_counts(result.rejected), getattr(result, "side", None)), False
 
 
-def _in_memory(split: Split) -> ShardResult:
+def _in_memory(split: Split | Produced) -> ShardResult:
     return ShardResult(Part(len(split.kept), split.kept), Part(len(split.rejected), split.rejected),
-                       _reason_counts(split.rejected))
+                       _reason_counts(split.rejected), getattr(split, "side", None))
 
 
 def _from_files(files: list[Path]) -> pl.DataFrame | ShardResult:
     if len(files) == 1:
         return pl.read_parquet(files[0])
-    kept, rejected = (pq.read_metadata(f).num_rows for f in files)
+    kept, rejected = (pq.read_metadata(f).num_rows for f in files[:2])
     reasons = _reason_counts(pl.read_parquet(files[1], columns=[REASON])) if rejected else {}
-    return ShardResult(Part(kept, path=files[0]), Part(rejected, path=files[1]), reasons)
+    side = pl.read_parquet(files[2]) if len(files) > 2 else None
+    return ShardResult(Part(kept, path=files[0]), Part(rejected, path=files[1]), reasons, side)
 
 
-def map_local(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, **kwargs: Any) -> list:
+def map_local(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, inline: bool = False,
+              **kwargs: Any) -> list:
     progress = Progress(label, total=sum(j.part.rows for j in jobs))
     results = []
     for job in jobs:
@@ -120,6 +151,7 @@ class Outcome:
     keys: list[str] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     tables: dict[str, pl.DataFrame] = field(default_factory=dict)  # "<stage>.<name>" -> table (Decision.tables)
+    usage: list[tuple[pl.DataFrame, bool]] = field(default_factory=list)  # generator tasks' tallies, reused?
     reused: int = 0
     computed: int = 0
 
@@ -137,21 +169,27 @@ class Outcome:
         return [Job(p, k, n) for p, k, n in zip(self.parts, keys, self.names)]
 
 
-def execute(pipeline: Pipeline, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> Outcome:
-    return run_stages(pipeline.sources, pipeline.stages, pipeline.config.shard_rows, map_fn, cache)
+def execute(pipeline: Pipeline, map_fn: MapFn = map_local, cache: ShardCache | None = None,
+            llm: LLM | None = None) -> Outcome:
+    return run_stages(pipeline.sources, pipeline.stages, pipeline.config.shard_rows, map_fn, cache, llm)
 
 
 def run_stages(sources: list[Source], stages: list[Stage], shard_rows: int, map_fn: MapFn = map_local,
-               cache: ShardCache | None = None) -> Outcome:
-    """Read `sources`, run `stages` in order, and check the books (each stage's seconds too)."""
+               cache: ShardCache | None = None, llm: LLM | None = None) -> Outcome:
+    """Read `sources`, run `stages` in order, and check the books (each stage's seconds too; stages fused into
+    one task per shard are timed together, on the group's last stage: the others show none)."""
     with _clock() as took:
         outcome = read_inputs(sources, shard_rows, cache)
     outcome.ledger.stages[0].timed(*took())
-    for stage in stages:
+    for group in stage_groups(stages):
         with _clock() as took:
-            run_stage(stage, outcome, map_fn, cache)
+            if len(group) == 1:
+                run_stage(group[0], outcome, map_fn, cache, llm)
+            else:
+                run_fused(group, outcome, map_fn, cache)
         outcome.ledger.stages[-1].timed(*took())
-        failpoints.hit("stage.done")
+        for _ in group:
+            failpoints.hit("stage.done")
     outcome.ledger.check()
     return outcome
 
@@ -163,6 +201,28 @@ def _clock() -> Iterator[Callable[[], tuple[float, float]]]:
     end: list[float] = []
     yield lambda: (end[0] - wall, end[1] - cpu)
     end += [time.perf_counter(), time.process_time()]
+
+
+def stage_groups(stages: list[Stage]) -> list[list[Stage]]:
+    """Consecutive row-local stages run together, one task per shard (one read and one write between
+    barriers). A stage with its own summary (`Operator.stats`) reads its kept rows, which a group rebuilds
+    from the group's output and the rows later stages of the group rejected; a mapper after it would have
+    rewritten them, so there a group ends."""
+    groups: list[list[Stage]] = []
+    for stage in stages:
+        row_local = isinstance(stage.operator, RowOperator)
+        previous = groups[-1][-1].operator if groups else None
+        joins = (row_local and isinstance(previous, RowOperator)
+                 and not (_has_stats(previous) and isinstance(stage.operator, Mapper)))
+        if joins:
+            groups[-1].append(stage)
+        else:
+            groups.append([stage])
+    return groups
+
+
+def _has_stats(op: Operator) -> bool:
+    return type(op).stats is not Operator.stats
 
 
 def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None = None) -> Outcome:
@@ -201,12 +261,97 @@ def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
     return Part(len(frame), path=cache.spill(frame)) if cache is not None else Part(len(frame), frame)
 
 
-def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> None:
+def stage_fingerprint(stage: Stage) -> str:
+    fingerprint = stage.operator.fingerprint
+    return fingerprint if stage.languages is None else derive(fingerprint, *stage.languages)
+
+
+def run_fused(group: list[Stage], outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> None:
+    """Run consecutive row-local stages as one task per shard, in place; each stage keeps its own books
+    (rows in, out, dropped by reason, rows per language, its summary) and rejects, as if it had run alone."""
+    keys = [derive(k, *(stage_fingerprint(s) for s in group)) for k in outcome.keys]
+    results = map_fn(split_fused, outcome.jobs(keys), "+".join(s.name for s in group), cache, stages=group)
+    level = sum(p.rows for p in outcome.parts)
+    reasons: Counter = Counter()
+    for result, _ in results:
+        reasons.update(result.reasons)
+    sides = pl.concat([r.side for r, _ in results if r.side is not None], how="vertical_relaxed")
+    _tally(outcome, results)
+    outcome.parts = [result.kept for result, _ in results]
+    rejected = [result.rejected for result, _ in results if result.rejected.rows]
+    outcome.rejected += rejected
+    outcome.keys = keys
+    for i, stage in enumerate(group):
+        count = outcome.ledger.stage(stage.name, stage.operator.name)
+        own = {reason: n for reason, n in reasons.items() if reason.startswith(f"{stage.name}:")}
+        count.rows_in = level
+        count.add(0, level - sum(own.values()), own)
+        level = count.rows_out
+        mine = sides.filter(pl.col("stage") == stage.name)
+        count.languages = _languages_of(mine["languages"].explode().struct.unnest() if len(mine) else None)
+        if _has_stats(stage.operator):
+            columns = list(dict.fromkeys(c for cs in mine["columns"].to_list() for c in cs))
+            kept = pl.concat([scan(outcome.parts), _rejected_by(group[i + 1:], rejected).drop(REASON, DETAIL)],
+                             how="diagonal_relaxed").select(columns)
+            count.stats = stage.operator.stats(kept, _own_reasons(_rejected_by([stage], rejected), stage))
+        _not_in_languages(count, stage)
+
+
+def _rejected_by(stages: list[Stage], rejected: list[Part]) -> pl.LazyFrame:
+    """The rows `stages` rejected, from a fused group's rejects."""
+    if not rejected or not stages:
+        return pl.LazyFrame(schema={"id": pl.String, REASON: pl.String, DETAIL: pl.String})
+    return scan(rejected).filter(pl.any_horizontal(pl.col(REASON).str.starts_with(f"{s.name}:") for s in stages))
+
+
+def split_fused(batch: pl.DataFrame, stages: list[Stage]) -> Produced:
+    """`split_rows` of each stage in turn on one shard: the last one's kept rows, every stage's rejects, and a
+    side table with one row per stage: the columns of the rows it kept and its rows per language. (A stage's
+    kept rows are rebuilt for its summary from the group's output and what later stages rejected, with those
+    columns: row-local stages after it only add columns, and a group ends before a mapper.)"""
+    rejected, side = [], []
+    for stage in stages:
+        batch, dropped = split_rows(batch, stage)
+        rejected.append(dropped)
+        side.append({"stage": stage.name, "columns": batch.columns,
+                     "languages": _language_counts(batch, dropped).to_dicts()})
+    languages = pl.List(pl.Struct({LANG: pl.String, "out": pl.Int64, "dropped": pl.Int64}))
+    return Produced(batch, concat_frames(rejected) if any(len(r) for r in rejected) else rejected[-1],
+                    pl.DataFrame(side, schema={"stage": pl.String, "columns": pl.List(pl.String), "languages": languages}))
+
+
+def _language_counts(kept: pl.DataFrame, rejected: pl.DataFrame) -> pl.DataFrame:
+    """lang, out, dropped: one stage's rows per language in one shard (none when the rows have no `lang`)."""
+    empty = pl.DataFrame(schema={LANG: pl.String, "out": pl.Int64, "dropped": pl.Int64})
+    if LANG not in kept.columns:
+        return empty
+    counts = [frame.group_by(pl.col(LANG).cast(pl.String)).len(name=side).with_columns(pl.col(side).cast(pl.Int64))
+              for side, frame in (("out", kept), ("dropped", rejected)) if LANG in frame.columns]
+    return pl.concat([empty, *counts], how="diagonal_relaxed").group_by(LANG) \
+        .agg(pl.col("out").sum(), pl.col("dropped").sum())
+
+
+def _languages_of(counts: pl.DataFrame | None) -> dict[str, dict[str, int]]:
+    """The `rows_by_language` books from per-shard counts."""
+    if counts is None or not len(counts) or LANG not in counts.columns:
+        return {}
+    totals = counts.group_by(LANG).agg(pl.col("out").sum(), pl.col("dropped").sum()).iter_rows()
+    books = {lang or "null": {"out": out, "dropped": dropped} for lang, out, dropped in totals}
+    return dict(sorted(books.items(), key=lambda kv: -kv[1]["out"] - kv[1]["dropped"]))
+
+
+def _not_in_languages(count: Any, stage: Stage) -> None:
+    if stage.languages is not None and count.languages:
+        skipped = {lang: n["out"] for lang, n in count.languages.items() if lang not in stage.languages}
+        count.stats = {**count.stats, "not_in_languages": skipped}  # rows that passed the stage untouched
+
+
+def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None,
+              llm: LLM | None = None) -> None:
     """Run one stage over every shard of `outcome`, in place, and record its counts."""
-    op, fingerprint = stage.operator, stage.operator.fingerprint
-    if stage.languages is not None:
-        fingerprint = derive(fingerprint, *stage.languages)
-    added = 0
+    op, fingerprint = stage.operator, stage_fingerprint(stage)
+    added = consumed = 0
+    names = outcome.names
     if isinstance(op, RowOperator):
         keys = [derive(k, fingerprint) for k in outcome.keys]
         results = map_fn(split_rows, outcome.jobs(keys), stage.name, cache, stage=stage)
@@ -221,23 +366,31 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         _tally(outcome, indexed)
         outcome.tables.update({f"{stage.name}.{name}": table for name, table in decision.tables.items()})
         added = copies_added(decision)
+    elif isinstance(op, Generator):
+        if llm is None:
+            raise SluiceError(f"stage {stage.name!r}: the generator {op.name!r} needs an LLM endpoint")
+        jobs = generator_jobs(stage, fingerprint, outcome, llm)
+        keys, names = [j.key for j in jobs], [j.name for j in jobs]
+        results = map_fn(generate_rows, jobs, stage.name, cache, inline=True, stage=stage, llm=llm)
+        outcome.usage += [(result.side, reused) for result, reused in results]
+        consumed = sum(p.rows for p in outcome.parts)
+        added = sum(r.kept.rows + r.rejected.rows for r, _ in results)
     else:
         raise SluiceError(f"stage {stage.name!r}: operator {op.name!r} cannot run as a pipeline stage")
     count = outcome.ledger.stage(stage.name, op.name)
-    count.added = added
-    for part, (result, _) in zip(outcome.parts, results):
-        count.add(part.rows, result.kept.rows, result.reasons)
+    count.added, count.consumed = added, consumed
+    count.rows_in = sum(p.rows for p in outcome.parts)
+    for result, _ in results:
+        count.add(0, result.kept.rows, result.reasons)
     _tally(outcome, results)
     outcome.parts = [result.kept for result, _ in results]
     rejected = [result.rejected for result, _ in results if result.rejected.rows]
     outcome.rejected += rejected
-    outcome.keys = keys
+    outcome.keys, outcome.names = keys, names
     if type(op).stats is not Operator.stats:
         count.stats = op.stats(scan(outcome.parts), _own_reasons(scan(rejected), stage))
     count.languages = rows_by_language(scan(outcome.parts), scan(rejected))
-    if stage.languages is not None and count.languages:
-        skipped = {lang: n["out"] for lang, n in count.languages.items() if lang not in stage.languages}
-        count.stats = {**count.stats, "not_in_languages": skipped}  # rows that passed the stage untouched
+    _not_in_languages(count, stage)
 
 
 def rows_by_language(kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict[str, dict[str, int]]:
@@ -250,6 +403,32 @@ def rows_by_language(kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict[str, di
             for lang, n in frame.group_by(LANG).len().collect().iter_rows():
                 counts.setdefault(lang or "null", {"out": 0, "dropped": 0})[side] = n
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]["out"] - kv[1]["dropped"]))
+
+
+def generator_jobs(stage: Stage, fingerprint: str, outcome: Outcome, llm: LLM) -> list[Job]:
+    """One job per seed shard when the generator's rows depend on one seed row each, else one over all seeds."""
+    if stage.operator.per_seed_row:
+        return outcome.jobs([derive(k, fingerprint, llm.identity) for k in outcome.keys])
+    seeds = concat_frames([p.load() for p in outcome.parts])
+    return [Job(Part(len(seeds), seeds), derive(fingerprint, llm.identity, *outcome.keys), "all")]
+
+
+def generate_rows(batch: pl.DataFrame, stage: Stage, llm: LLM) -> Produced:
+    """New rows and rejected candidates from one job's seed rows, with the tallies of the requests behind them."""
+    op, client = stage.operator, llm.task_client()
+    with _stage_errors(stage, batch):
+        try:
+            if hasattr(op, "run"):  # an LLMGenerator: rows and rejected candidates
+                kept, rejected = op.run(batch, client)
+            else:
+                kept, rejected = op.generate(batch, client), _empty_rejects()
+        except ValueError as err:  # a generator's word on its seeds or parameters
+            raise SluiceError(f"stage {stage.name!r} ({op.name}): {err}") from None
+    return Produced(kept, _prefix_reasons(rejected, stage), client.usage_frame(), client.unanswered == 0)
+
+
+def _empty_rejects() -> pl.DataFrame:
+    return pl.DataFrame(schema={"id": pl.String, REASON: pl.String, DETAIL: pl.String})
 
 
 def _tally(outcome: Outcome, results: list[tuple[Any, bool]]) -> None:

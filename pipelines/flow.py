@@ -13,7 +13,7 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,10 @@ from pipelines import config, interrupts
 from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
 from pipelines.engine import Job, MapFn, Outcome, call_cached, execute, file_sha256, map_local
-from pipelines.oneoff import output_stem
 from pipelines.progress import Progress
 from pipelines.release import (DEFAULT_ROOT, code_version, dataset_lock, next_version, publish, read_manifest,
                                versions)
+from pipelines.generation import LLMRun, llm_run, release_usage
 
 # Prefect's own chatter is not the user's output, and nothing may call home.
 PREFECT_DEFAULTS = {
@@ -205,13 +205,19 @@ def _run(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
 def _run_locked(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
     cache = ShardCache((root / pipeline.config.dataset / ".cache").resolve())  # absolute: Dask workers read it
     try:
-        return _publish(pipeline, root, map_fn, cache)
+        with ExitStack() as stack:
+            llm = None
+            if pipeline.generates:
+                llm = stack.enter_context(llm_run(pipeline.config.endpoint, pipeline.config.local_model,
+                                                  pipeline.llm_cache(root)))
+            return _publish(pipeline, root, map_fn, cache, llm)
     finally:
         cache.drop_spills()  # a failed run gives the disk back too
 
 
-def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache) -> tuple[Path, Outcome]:
-    outcome = execute(pipeline, map_fn, cache)
+def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache,
+             llm: LLMRun | None = None) -> tuple[Path, Outcome]:
+    outcome = execute(pipeline, map_fn, cache, llm)
     if not pipeline.config.release.allow_empty:
         refuse_empty_release(outcome)
     info: dict[str, Any] = {
@@ -223,7 +229,7 @@ def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache) -
         "thresholds": [{"stage": s.name, **t._asdict()} for s in pipeline.stages for t in s.operator.thresholds()],
         "resumed": {"shard_results_reused": outcome.reused, "shard_results_computed": outcome.computed},
     }
-    if generation := _generation_usage(pipeline):
+    if generation := release_usage(outcome.usage, llm):
         info["generation"] = generation
     folder = publish(root, pipeline.config.dataset, outcome, info, pipeline.config.release.rows_per_file)
     cache.prune()
@@ -247,28 +253,6 @@ def refuse_empty_release(outcome: Outcome) -> None:
                       "to publish an empty release")
 
 
-def _generation_usage(pipeline: Pipeline) -> dict[str, Any] | None:
-    """Token usage of the `sluice generate` jobs whose outputs this pipeline reads (`<stem>.generation.json`
-    beside the input), so the release records what its rows cost."""
-    reports = []
-    for src in pipeline.sources:
-        report = src.path.with_name(f"{output_stem(src.path)}.generation.json")
-        if report.is_file():
-            reports.append(json.loads(report.read_text()))
-    if not reports:
-        return None
-    total: dict[str, Any] = {"models": {}}
-    for usage in (r["usage"] for r in reports):  # several generated inputs: add their counters up
-        for key, value in usage.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                total[key] = total.get(key, 0) + value
-        for model, counters in usage.get("models", {}).items():
-            mine = total["models"].setdefault(model, {})
-            for key, value in counters.items():
-                mine[key] = mine.get(key, 0) + value
-    return total
-
-
 def _task_runner(runner: str, address: str | None) -> Any:
     if runner == "local":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -288,13 +272,17 @@ def _task_runner(runner: str, address: str | None) -> Any:
     raise SluiceError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
 
 
-def _prefect_map(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, **kwargs: Any) -> list:
+def _prefect_map(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, inline: bool = False,
+                 **kwargs: Any) -> list:
     from prefect import task
     from prefect.cache_policies import NO_CACHE
     from prefect.exceptions import TerminationSignal
 
     shard_task = task(call_cached, name=label, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
                       retry_condition_fn=_transient)
+    if inline:  # tasks of this process, one after another (a generator's requests run concurrently inside)
+        return [shard_task.with_options(task_run_name=f"{label}[{job.name}]")(fn, job, cache, **kwargs)
+                for job in jobs]
     futures = [shard_task.with_options(task_run_name=f"{label}[{job.name}]").submit(fn, job, cache, **kwargs)
                for job in jobs]
     progress = Progress(label, total=sum(job.part.rows for job in jobs))  # as map_local shows it

@@ -1,152 +1,79 @@
-"""Generation jobs (`sluice generate CONFIG`): seed rows -> generator steps -> a Parquet/JSONL file that a
-pipeline config then reads (generate -> clean -> release), so the engine stays a row-accounting engine.
+"""Generator stages' LLM endpoint: one client per run, a view of it per task, and what the rows cost.
 
-Each step's kept rows are the next step's seeds; a step may also be any row-local operator (normalize,
-length_filter, ...). Written beside OUT:
-  OUT                           the generated rows
-  <OUT stem>.rejects.parquet    rejected candidates, `reason` = "<step>:<rule>" (failed requests: failed_<kind>)
-  <OUT stem>.failures.parquet   one row per failed request: kind, request hash, attempts, tag, step
-  <OUT stem>.generation.json    endpoint (never the key), usage, cache, per-step books: the manifest's `generation`
-The LLM cache (SQLite) defaults to <OUT stem>.cache.sqlite: re-running makes no repeat calls, and a killed
-run resumes where it stopped. With no endpoint configured (and no OPENAI_BASE_URL) the embedded model
-starts on the first request the cache cannot answer, and stops when the job ends.
+A pipeline whose stages include a generator (self_instruct, responses, judge, ...) opens an `LLMRun`: the
+endpoint of the config's `endpoint:` (or OPENAI_BASE_URL / SLUICE_MODEL), else the embedded local model,
+which starts on the first request the response cache cannot answer (a re-run answered from the cache starts
+nothing). Every answer goes to the response cache (SQLite; default `<release dir>/<dataset>/llm-cache.sqlite`)
+as soon as it arrives, so a killed run resumes with only the missing calls, and a finished generator task's
+rows are in the shard cache like any stage's.
 
-Books per step: rows_in (seeds) and rows_out + rejected by reason; a generator makes new rows, so rows_out
-is not bounded by rows_in. Every candidate it considered is either out or rejected with a reason.
+Each generator task gets a `TaskClient`: the run's client, counting the requests of that task (fresh calls
+and cache hits apart, with their tokens). Those tallies are cached with the task's rows, so a release built
+from cached results still records the tokens and cost behind its rows (`release_usage`).
 """
 
 from __future__ import annotations
 
-import json
 import urllib.parse
-from collections import Counter
-from contextlib import ExitStack
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
-from pydantic import Field, ValidationError
 
-from operators.base import REASON, RowOperator
-from operators.errors import ConfigError, SluiceError
-from operators.generate import EndpointConfig, LLMClient, ResponseCache, failures_frame
-from operators.generate.base import LLMGenerator
+from operators.errors import ConfigError
+from operators.generate import EndpointConfig, LLMClient, ResponseCache
 from operators.generate.cache import CachedAnswer
+from operators.generate.client import ChatRequest, Price
 from pipelines import failpoints
-from pipelines.config import InputConfig, StageConfig, Stage, Problems, Strict, build_sources, build_stages
-from pipelines.engine import concat_frames, read_inputs
 from pipelines.local_model import MODEL_NAME, LocalModel, LocalModelConfig
-from pipelines.oneoff import OUTPUT_SUFFIXES, output_stem, rejects_path, write_table
+
+# One row per model a task's requests went to. "fresh": answered by a call in that task; "cached": answered
+# from the response cache, or the whole task's result came from the shard cache.
+TALLY = {"model": pl.String, "fresh_requests": pl.Int64, "fresh_prompt_tokens": pl.Int64,
+         "fresh_completion_tokens": pl.Int64, "cached_requests": pl.Int64, "cached_prompt_tokens": pl.Int64,
+         "cached_completion_tokens": pl.Int64}
 
 
-class GenerateConfig(Strict):
-    endpoint: EndpointConfig | None = Field(default=None, description="omit for OPENAI_BASE_URL, else the local model")
-    local_model: LocalModelConfig = Field(default_factory=LocalModelConfig)
-    seeds: InputConfig | None = Field(default=None, description="seed rows; omit for generators that need none")
-    steps: list[StageConfig] = Field(min_length=1)
-    output: str = Field(description="Parquet (.parquet) or JSON lines (.jsonl, .jsonl.gz), relative to the config")
-    cache: str | None = Field(default=None, description="LLM response cache (SQLite); default <output stem>.cache.sqlite")
+class LLMRun:
+    """The run's client and where its answers are cached; `task_client()` for each generator task."""
+
+    def __init__(self, client: LLMClient, local: bool) -> None:
+        self.client, self.local = client, local
+        self.identity = f"{client.identity}|{client.model}"
+
+    def task_client(self) -> TaskClient:
+        return TaskClient(self.client)
+
+    @property
+    def endpoint(self) -> dict[str, Any]:
+        return {"base_url": "embedded" if self.local else public_url(self.client.base_url or ""),
+                "model": self.client.model, "local": self.local}
 
 
-@dataclass
-class GenerationJob:
-    path: Path
-    config: GenerateConfig
-    seeds: list  # Source
-    steps: list[Stage]
-    output: Path
-    cache: Path
-
-
-@dataclass
-class StepBooks:
-    step: str
-    op: str
-    rows_in: int
-    rows_out: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    failures: Counter = field(default_factory=Counter)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "op": self.op, "rows_in": self.rows_in, "rows_out": self.rows_out,
-                "rejected": dict(sorted(self.rejected.items())), "failed_requests": dict(sorted(self.failures.items()))}
-
-
-@dataclass
-class GenerationOutcome:
-    rows: pl.DataFrame
-    rejects: pl.DataFrame
-    failures: pl.DataFrame
-    report: dict[str, Any]  # JSON-able: what a release manifest carries under `generation`
-
-
-def load(path: str | Path) -> GenerationJob:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        node, data = yaml.compose(text), yaml.safe_load(text)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ConfigError(f"{path}: cannot read config ({err})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping with steps and output (and endpoint, seeds, cache)")
-    problems = _StepProblems(path, node)
-    try:
-        config = GenerateConfig.model_validate(data)
-    except ValidationError as err:
-        problems.add_validation(err, GenerateConfig)
-        problems.raise_if_any()
-    base = path.parent
-    seeds = build_sources(config.seeds, 0, base, problems) if config.seeds else []
-    steps = build_stages(config.steps, problems)
-    for i, stage in enumerate(steps):
-        if not isinstance(stage.operator, LLMGenerator | RowOperator):
-            problems.add(("steps", i, "op"), "a generation step must be a generator or a row-local operator", stage.operator.name)
-    output = base / config.output
-    if not output.name.endswith(OUTPUT_SUFFIXES):
-        problems.add(("output",), f"must end in {', '.join(OUTPUT_SUFFIXES)}", config.output)
-    problems.raise_if_any()
-    cache = base / config.cache if config.cache else output.with_name(output_stem(output) + ".cache.sqlite")
-    return GenerationJob(path, config, seeds, steps, output, cache)
-
-
-class _StepProblems(Problems):
-    """The pipeline config's problem collector, for a file whose operator list is `steps`, not `stages`."""
-
-    def add(self, loc: tuple, message: str, value: Any = ...) -> None:
-        super().add(tuple("steps" if part == "stages" else part for part in loc), message, value)
-
-
-def run_generation(job: GenerationJob, client: LLMClient | None = None) -> GenerationOutcome:
-    """Run the job's steps (starting the local model when no endpoint is given) and write its files."""
+@contextmanager
+def llm_run(endpoint: EndpointConfig | None, local_model: LocalModelConfig, cache_path: Path) -> Iterator[LLMRun]:
+    """Open the run's client (the embedded model starts only when a request needs it); close it at the end."""
+    endpoint = endpoint or EndpointConfig()
     with ExitStack() as stack:
-        local = False
-        if client is None:
-            client, local = _client(job, stack)
-        outcome = _run_steps(job, client, local)
-    _write(job, outcome)
-    return outcome
+        cache = _Cache(cache_path)
+        stack.callback(cache.close)
+        if endpoint.resolved_base_url():
+            if not endpoint.resolved_model():
+                raise ConfigError("endpoint.model is not set (nor SLUICE_MODEL)")
+            yield LLMRun(stack.enter_context(LLMClient(endpoint, cache)), False)
+            return
 
+        def start() -> str:  # on the first request the cache cannot answer
+            print(f"no endpoint configured: starting the embedded model ({MODEL_NAME})", flush=True)
+            return stack.enter_context(LocalModel(local_model))
 
-def _client(job: GenerationJob, stack: ExitStack) -> tuple[LLMClient, bool]:
-    endpoint = job.config.endpoint or EndpointConfig()
-    cache = _Cache(job.cache)
-    stack.callback(cache.close)
-    if endpoint.resolved_base_url():
-        if not endpoint.resolved_model():
-            raise ConfigError(f"{job.path}: endpoint.model is not set (nor SLUICE_MODEL)")
-        return stack.enter_context(LLMClient(endpoint, cache)), False
-    def start() -> str:  # on the first request the cache cannot answer
-        print(f"no endpoint configured: starting the embedded model ({MODEL_NAME})", flush=True)
-        return stack.enter_context(LocalModel(job.config.local_model))
-
-    # a slow CPU model under load: a timed-out request keeps its slot busy, so a retry only adds work
-    local = endpoint.model_copy(update={"model": MODEL_NAME, "timeout_s": max(endpoint.timeout_s, 900),
-                                        "max_concurrency": min(endpoint.max_concurrency, job.config.local_model.parallel)})
-    return stack.enter_context(LLMClient(local, cache, identity=f"local:{MODEL_NAME}", connect=start)), True
+        # a slow CPU model under load: a timed-out request keeps its slot busy, so a retry only adds work
+        local = endpoint.model_copy(update={"model": MODEL_NAME, "timeout_s": max(endpoint.timeout_s, 900),
+                                            "max_concurrency": min(endpoint.max_concurrency, local_model.parallel)})
+        client = LLMClient(local, cache, identity=f"local:{MODEL_NAME}", connect=start)
+        yield LLMRun(stack.enter_context(client), True)
 
 
 class _Cache(ResponseCache):
@@ -157,40 +84,85 @@ class _Cache(ResponseCache):
         failpoints.hit("llm.cached")
 
 
-def _run_steps(job: GenerationJob, client: LLMClient, local: bool) -> GenerationOutcome:
-    rows = pl.DataFrame({"id": []}, schema={"id": pl.String})
-    read_books, rejects = None, []
-    if job.seeds:
-        read = read_inputs(job.seeds, 100_000)
-        rows = concat_frames(read.shards) if read.shards else rows
-        rejects += read.rejects
-        read_books = read.ledger.stages[0].to_json()
-    books = []
-    for stage in job.steps:
-        before = Counter(client.usage.failures)
-        count = StepBooks(stage.name, stage.operator.name, len(rows))
-        _check_columns(stage, rows)
-        split = stage.operator.run(rows, client) if isinstance(stage.operator, LLMGenerator) else stage.operator.process(rows)
-        rows = split.kept
-        rejected = split.rejected.with_columns((pl.lit(f"{stage.name}:") + pl.col(REASON)).alias(REASON))
-        if len(rejected):
-            rejects.append(rejected)
-            count.rejected.update(dict(rejected.group_by(REASON).len().iter_rows()))
-        count.rows_out = len(rows)
-        count.failures = Counter(client.usage.failures) - before
-        books.append(count)
-        failpoints.hit("generate.step")
-    report = {
-        "endpoint": {"base_url": "embedded" if local else public_url(client.base_url), "model": client.model,
-                     "local": local},
-        "usage": client.usage.to_json(client.endpoint.prices),
-        "cache": {"path": str(client.cache.path) if client.cache.path else None, "entries": len(client.cache)},
-        "read": read_books,
-        "steps": [b.to_json() for b in books],
-        "rows": len(rows),
-    }
-    failures = failures_frame(client.failures)
-    return GenerationOutcome(rows, concat_frames(rejects) if rejects else pl.DataFrame(), failures, report)
+class TaskClient:
+    """The run's client as one task sees it: requests go through it (same cache, limits, usage), and this
+    task's requests are tallied, fresh calls and cache hits apart, with the tokens of each answer."""
+
+    def __init__(self, client: LLMClient) -> None:
+        self._client = client
+        self._tally: dict[str, dict[str, int]] = {}
+        self.unanswered = 0  # requests that failed without an answer (a re-run asks again)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def complete(self, requests: list[ChatRequest], step: str = "") -> list:
+        cache = self._client.cache
+        keys = list(dict.fromkeys(self._client.key(r) for r in requests))
+        cached = {k for k in keys if cache.get(k) is not None}
+        answers = self._client.complete(requests, step)
+        for key in keys:
+            if (answer := cache.get(key)) is None:  # failed without an answer (transport, 5xx after retries)
+                self.unanswered += 1
+                continue
+            kind = "cached" if key in cached else "fresh"
+            counts = self._tally.setdefault(self._client.model, dict.fromkeys(list(TALLY)[1:], 0))
+            counts[f"{kind}_requests"] += 1
+            counts[f"{kind}_prompt_tokens"] += answer.prompt_tokens
+            counts[f"{kind}_completion_tokens"] += answer.completion_tokens
+        return answers
+
+    def usage_frame(self) -> pl.DataFrame:
+        return pl.DataFrame([{"model": m} | c for m, c in sorted(self._tally.items())], schema=TALLY)
+
+
+def release_usage(tallies: list[tuple[pl.DataFrame, bool]], run: LLMRun | None) -> dict[str, Any] | None:
+    """The manifest's `generation`: per model, the requests and tokens behind the released rows (fresh calls
+    of this run and cached answers apart) and their cost at the configured prices; this run's calls,
+    retries and failures; the endpoint (without credentials)."""
+    if not tallies:
+        return None
+    frames = [_all_cached(frame) if reused else frame for frame, reused in tallies]
+    totals = pl.concat(frames).group_by("model").sum().sort("model") if frames else pl.DataFrame(schema=TALLY)
+    endpoint = run.client.endpoint if run else None
+    prices = endpoint.prices if endpoint else {}
+    batch = endpoint is not None and endpoint.batch is not None  # every request of this endpoint goes by batch
+    models = {}
+    for row in totals.iter_rows(named=True):
+        model = row.pop("model")
+        counts = {"requests": row["fresh_requests"] + row["cached_requests"],
+                  "prompt_tokens": row["fresh_prompt_tokens"] + row["cached_prompt_tokens"],
+                  "completion_tokens": row["fresh_completion_tokens"] + row["cached_completion_tokens"]} | row
+        if (price := prices.get(model)) is not None:
+            counts["cost"] = _cost(price, counts["prompt_tokens"], counts["completion_tokens"], batch)
+            counts["fresh_cost"] = _cost(price, row["fresh_prompt_tokens"], row["fresh_completion_tokens"], batch)
+        models[model] = counts
+    usage: dict[str, Any] = {"requests": sum(m["requests"] for m in models.values()),
+                             "cache_hits": sum(m["cached_requests"] for m in models.values())}
+    if run is not None:
+        mine = run.client.usage
+        usage |= {"calls": mine.calls, "retries": mine.retries, "failures": dict(sorted(mine.failures.items())),
+                  "endpoint": run.endpoint}
+        if mine.batches:
+            usage["batches"] = mine.batches
+    if prices:
+        usage["cost"] = round(sum(m.get("cost", 0.0) for m in models.values()), 6)
+        usage["fresh_cost"] = round(sum(m.get("fresh_cost", 0.0) for m in models.values()), 6)
+    usage["models"] = models
+    return usage
+
+
+def _all_cached(frame: pl.DataFrame) -> pl.DataFrame:
+    """A task whose result came from the shard cache: all its requests count as answered from the cache."""
+    moved = [(pl.col(f"cached_{what}") + pl.col(f"fresh_{what}")).alias(f"cached_{what}")
+             for what in ("requests", "prompt_tokens", "completion_tokens")]
+    zeros = [pl.lit(0, pl.Int64).alias(f"fresh_{what}") for what in ("requests", "prompt_tokens", "completion_tokens")]
+    return frame.with_columns(moved + zeros).select(list(TALLY))
+
+
+def _cost(price: Price, prompt_tokens: int, completion_tokens: int, batch: bool) -> float:
+    share = price.batch_discount if batch else 1.0
+    return round((prompt_tokens * price.prompt + completion_tokens * price.completion) * share / 1e6, 6)
 
 
 def public_url(url: str) -> str:
@@ -198,47 +170,3 @@ def public_url(url: str) -> str:
     parts = urllib.parse.urlsplit(url)
     netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _check_columns(stage: Stage, rows: pl.DataFrame) -> None:
-    """A step reading a column the rows do not have fails here, naming both, not deep inside the step."""
-    missing = [f for f in _needed_fields(stage) if f not in rows.columns]
-    if missing and len(rows):
-        raise SluiceError(f"step {stage.name!r} ({stage.operator.name}) needs column(s) {missing}; the rows have "
-                          f"{rows.columns}. Map a seed field to it with seeds.fields, or change the step's parameters.")
-
-
-def _needed_fields(stage: Stage) -> list[str]:
-    optional = {"output_field", "input_field"}  # written, or used only when present
-    params = stage.operator.params.model_dump()
-    return [v for k, v in params.items() if k.endswith("_field") and k not in optional and isinstance(v, str) and v]
-
-
-def _write(job: GenerationJob, outcome: GenerationOutcome) -> None:
-    write_table(outcome.rows, job.output)
-    failpoints.hit("generate.write")
-    stem = output_stem(job.output)
-    for path, frame in ((rejects_path(job.output), outcome.rejects),
-                        (job.output.with_name(stem + ".failures.parquet"), outcome.failures)):
-        if len(frame):
-            write_table(frame, path)
-        elif path.exists():
-            path.unlink()  # a stale file from an earlier run would contradict this run's report
-    job.output.with_name(stem + ".generation.json").write_text(json.dumps(outcome.report, indent=2) + "\n")
-
-
-def summary(outcome: GenerationOutcome, job: GenerationJob) -> str:
-    """The books as a table, then usage."""
-    lines = [f"{'step':<18} {'op':<18} {'rows in':>8} {'rows out':>9}  rejected / failed requests"]
-    for s in outcome.report["steps"]:
-        reasons = ", ".join(f"{k.split(':', 1)[-1]} {v}" for k, v in s["rejected"].items()) or "-"
-        failed = ", ".join(f"{k} {v}" for k, v in s["failed_requests"].items())
-        lines.append(f"{s['step']:<18} {s['op']:<18} {s['rows_in']:>8,} {s['rows_out']:>9,}  {reasons}"
-                     + (f" / {failed}" if failed else ""))
-    u = outcome.report["usage"]
-    tokens = ", ".join(f"{m}: {v['prompt_tokens']:,} prompt + {v['completion_tokens']:,} completion tokens"
-                       for m, v in u["models"].items()) or "no tokens"
-    lines.append(f"\nrequests {u['requests']:,}: {u['cache_hits']:,} from cache, {u['calls']:,} calls "
-                 f"({u['retries']:,} retries); {tokens}" + (f"; cost {u['cost']}" if u["cost"] is not None else ""))
-    lines.append(f"wrote {len(outcome.rows):,} rows -> {job.output}")
-    return "\n".join(lines)

@@ -111,11 +111,16 @@ def _waterfall_section(manifest: dict[str, Any]) -> str:
     steps = [("rows read", 0, ledger.stages[0].rows_in, KEPT)]
     level = ledger.stages[0].rows_in
     for stage in ledger.stages:
+        if stage.consumed:  # a generator: its seeds go, the candidates it made come (its rejects go below)
+            steps.append((f"{stage.stage}: seeds used", level - stage.consumed, level, ACCENT))
+            level -= stage.consumed
+            steps.append((f"{stage.stage}: generated", level, level + stage.added, KEPT))
+            level += stage.added
         for reason, n in sorted(stage.dropped.items(), key=lambda kv: -kv[1]):
             if n:
                 steps.append((reason, level - n, level, UNSAMPLED if reason.split(":")[-1] in NOT_SAMPLED else REJECTED))
                 level -= n
-        if stage.added:  # up-sampling
+        if stage.added and not stage.consumed:  # up-sampling
             steps.append((f"{stage.stage}: copies added", level, level + stage.added, KEPT))
             level += stage.added
     steps.append(("released", 0, level, ACCENT))
@@ -373,7 +378,7 @@ def _generation_section(data: pl.LazyFrame | None, manifest: dict[str, Any]) -> 
     if usage:
         counters = sorted({k for c in usage.values() for k in c})
         table = _table(("model", *counters), [(m, *(f"{c.get(k, 0):,}" for k in counters)) for m, c in usage.items()])
-        tokens = {m: sum(v for k, v in c.items() if k.endswith("tokens")) for m, c in usage.items()}
+        tokens = {m: c.get("prompt_tokens", 0) + c.get("completion_tokens", 0) for m, c in usage.items()}
         if any(tokens.values()):
             figures.append(_figure("tokens per model", _bars_svg(_top(list(tokens), list(tokens.values())))))
     if data is not None and "gen_model" in _columns(data):

@@ -82,11 +82,11 @@ def test_generated_rows_are_identical_at_any_request_concurrency(tmp_path, sluic
             folder.mkdir()
             (folder / "seeds.jsonl").write_text("".join(json.dumps(s) + "\n" for s in seeds))
             (folder / "gen.yaml").write_text(yaml.safe_dump({
-                "endpoint": {"base_url": server.url, "model": "m", "max_concurrency": concurrency},
-                "seeds": {"path": "seeds.jsonl", "fields": {"instruction": "instruction"}},
-                "steps": [{"op": "responses", "samples": 2}], "output": "generated.parquet"}))
-            code, _, stderr = sluice("generate", folder / "gen.yaml")
+                "dataset": "gen", "endpoint": {"base_url": server.url, "model": "m", "max_concurrency": concurrency},
+                "inputs": [{"path": "seeds.jsonl", "fields": {"instruction": "instruction"}}],
+                "stages": [{"op": "responses", "samples": 2}], "release": {"dir": "releases"}}))
+            code, _, stderr = sluice("run", folder / "gen.yaml", "--no-prefect")
             assert code == 0, stderr
-            outputs.append((folder / "generated.parquet").read_bytes())
+            outputs.append(release_bytes(folder / "releases" / "gen" / "v0001")["shards"])
         assert server.max_in_flight > 1  # the second run really had requests in flight together
     assert outputs[0] == outputs[1]

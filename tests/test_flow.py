@@ -65,3 +65,19 @@ def test_dask_runner_gives_the_same_release(prefect_api, write_config, tmp_path)
     assert [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
     assert m1["stages"] == m2["stages"]
 
+
+
+def test_generator_stages_run_as_prefect_tasks(prefect_api, tmp_path):
+    from fault_server import FaultServer
+    from test_generate_operators import held_out, scripted
+
+    (tmp_path / "seeds.jsonl").write_text("".join(json.dumps({"instruction": t}) + "\n" for t in held_out(4)))
+    with FaultServer(scripted) as server:
+        cfg = tmp_path / "gen.yaml"
+        cfg.write_text(json.dumps({"dataset": "gen", "shard_rows": 2, "endpoint": {"base_url": server.url, "model": "s"},
+                                   "inputs": [{"path": "seeds.jsonl"}], "stages": [{"op": "responses"}, {"op": "judge"}],
+                                   "release": {"dir": "releases"}}))
+        folder, outcome = run_pipeline(config.load(cfg), use_prefect=True)
+    m = json.loads((folder / "manifest.json").read_text())
+    assert m["rows"] == 4 and m["generation"]["models"]["s"]["fresh_requests"] == 8
+    assert [s["stage"] for s in m["stages"]] == ["read", "responses", "judge"]

@@ -131,20 +131,6 @@ def _copy_tree(src: Path, dst: Path) -> None:
             target.write_bytes(path.read_bytes())
 
 
-def test_generation_usage_of_generated_inputs_lands_in_the_manifest(write_config, tmp_path):
-    usage = {"requests": 3, "calls": 2, "cache_hits": 1,
-             "models": {"m": {"prompt_tokens": 10, "completion_tokens": 5, "calls": 2}}}
-    for name in ("a", "b"):
-        pl.DataFrame({"text": [f"generated row {name}"]}).write_parquet(tmp_path / f"{name}.parquet")
-        (tmp_path / f"{name}.generation.json").write_text(json.dumps({"usage": usage}))
-    cfg = write_config([{"path": str(tmp_path / "*.parquet"), "fields": {"text": "text"}}])
-    folder, _ = run_pipeline(config.load(cfg), use_prefect=False)
-    manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["generation"] == {"requests": 6, "calls": 4, "cache_hits": 2,
-                                      "models": {"m": {"prompt_tokens": 20, "completion_tokens": 10, "calls": 4}}}
-    assert "## Generation" in (folder / "README.md").read_text()
-
-
 def test_small_shards_make_one_row_group_per_file_not_one_per_shard(write_config, tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(f'{{"text": "Row number {i}."}}\n' for i in range(250)))

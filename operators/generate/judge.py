@@ -9,7 +9,7 @@ import polars as pl
 from pydantic import Field
 
 from operators.base import DETAIL, REASON, Params, Split
-from operators.generate.base import LLMGenerator, failed
+from operators.generate.base import PROVENANCE, LLMGenerator, failed
 from operators.generate.client import ChatRequest, Completion, LLMClient
 from operators.generate.failures import Failure
 from operators.generate.responses import instruction_prompt, sample_requests
@@ -65,9 +65,13 @@ class Judge(LLMGenerator):
 
     name = "judge"
     templates = (RUBRIC,)
+    per_seed_row = keeps_seed_columns = True
 
     class Params(JudgeParams):
         response_field: str = "output"
+
+    def writes(self) -> set[str]:
+        return {f"score_judge_{self.params.dimension}", "judge_explanation"}
 
     def run(self, seeds: pl.DataFrame, client: LLMClient) -> Split:
         p, rows = self.params, seeds.to_dicts()
@@ -87,12 +91,16 @@ class PreferencePairs(LLMGenerator):
 
     name = "preference_pairs"
     templates = (RUBRIC,)
+    per_seed_row = True
 
     class Params(JudgeParams):
         samples: int = Field(default=4, ge=2, description="responses sampled per instruction")
         temperature: float = Field(default=1.0, ge=0, le=2)
         response_max_tokens: int = Field(default=512, ge=1)
         min_margin: int = Field(default=1, ge=1, description="chosen must beat rejected by this many points")
+
+    def writes(self) -> set[str]:
+        return {"prompt", "chosen", "rejected", "score_chosen", "score_rejected", *PROVENANCE}
 
     def run(self, seeds: pl.DataFrame, client: LLMClient) -> Split:
         p, rows = self.params, seeds.to_dicts()

@@ -6,7 +6,7 @@ import polars as pl
 from pydantic import Field
 
 from operators.base import DETAIL, REASON, Params, Split
-from operators.generate.base import LLMGenerator, failed
+from operators.generate.base import PROVENANCE, LLMGenerator, failed
 from operators.generate.client import ChatRequest, LLMClient
 from operators.registry import register
 
@@ -31,6 +31,7 @@ class Responses(LLMGenerator):
 
     name = "responses"
     templates = (PROMPT,)
+    per_seed_row = keeps_seed_columns = True
 
     class Params(Params):
         instruction_field: str = "instruction"
@@ -41,6 +42,12 @@ class Responses(LLMGenerator):
         temperature: float = Field(default=0.7, ge=0, le=2)
         max_tokens: int = Field(default=512, ge=1)
         seed: int = 0
+
+    def reads(self) -> dict[str, list[str]]:
+        return {"instruction_field": [self.params.instruction_field]}
+
+    def writes(self) -> set[str]:
+        return {self.params.output_field, "sample", *PROVENANCE}
 
     def run(self, seeds: pl.DataFrame, client: LLMClient) -> Split:
         p = self.params

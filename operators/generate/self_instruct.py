@@ -28,7 +28,7 @@ import polars as pl
 from pydantic import Field
 
 from operators.base import DETAIL, REASON, Params, Split
-from operators.generate.base import LLMGenerator, failed
+from operators.generate.base import PROVENANCE, LLMGenerator, failed
 from operators.generate.client import ChatRequest, LLMClient
 from operators.generate.text import has_keyword, most_similar, numbered_items, rouge_tokens
 from operators.registry import register
@@ -69,6 +69,12 @@ class SelfInstruct(LLMGenerator):
         max_tokens: int = Field(default=1024, ge=1)
         instance_max_tokens: int = Field(default=350, ge=1)
         seed: int = 0
+
+    def reads(self) -> dict[str, list[str]]:
+        return {"op": ["instruction"]}  # the seed tasks' text
+
+    def writes(self) -> set[str]:
+        return {"instruction", *PROVENANCE} | ({"input", "output"} if self.params.instances else set())
 
     def run(self, seeds: pl.DataFrame, client: LLMClient) -> Split:
         tasks = seeds.to_dicts()

@@ -5,7 +5,6 @@ COMMAND_MODULES: list[str] = [
     "pipelines.commands.release",
     "pipelines.commands.inspect",
     "pipelines.commands.dedup",
-    "pipelines.commands.generate",
     "pipelines.commands.serve_local",
     "pipelines.commands.sample",
     "pipelines.commands.filter",
