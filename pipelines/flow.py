@@ -8,7 +8,6 @@ a loop. Either way finished shard results go to the dataset's cache folder, so a
 from __future__ import annotations
 
 import functools
-import json
 import os
 import warnings
 from collections import Counter

@@ -47,6 +47,7 @@ inputs: [{{path: {GSM8K}, fields: {{text: question}}}}]
 shard_rows: 400
 stages:
   - {{op: normalize, fields: [text]}}
+  - {{op: exact_dedup, fields: [text]}}
   - {{op: gopher_repetition, field: text}}
 """)
     pipeline = config.load(cfg)
@@ -57,13 +58,13 @@ stages:
         return outcome.reused, outcome.computed, outcome.shards
 
     _, computed, first = run()
-    shards = computed // 2
+    shards = computed // 4  # normalize, the dedup's index and apply, gopher
     assert shards >= 3
-    assert run()[:2] == (2 * shards, 0)  # nothing changed: every shard result is reused
+    assert run()[:2] == (4 * shards, 0)  # nothing changed: every shard result is reused
     before = [s.operator.fingerprint for s in pipeline.stages]
     monkeypatch.setattr(base, "read_source", _edited("operators/quality/tokenize.py"))
     after = [s.operator.fingerprint for s in pipeline.stages]
-    assert after[0] == before[0] and after[1] != before[1]  # normalize does not import the tokenizer
+    assert after[:2] == before[:2] and after[2] != before[2]  # normalize and the dedup do not import the tokenizer
     reused, computed, again = run()
-    assert (reused, computed) == (shards, shards)  # normalize reused, gopher recomputed
+    assert (reused, computed) == (3 * shards, shards)  # gopher recomputed, the rest reused
     assert all(a.equals(b) for a, b in zip(first, again))

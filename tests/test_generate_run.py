@@ -25,7 +25,7 @@ from test_generate_operators import held_out, scripted
 def write_config(tmp_path: Path, seeds: list[dict], stages: list[dict], endpoint: dict | None, **extra) -> Path:
     (tmp_path / "seeds.jsonl").write_text("".join(json.dumps(s) + "\n" for s in seeds))
     config = {"dataset": "gen", "inputs": [{"path": "seeds.jsonl", "fields": {"instruction": "instruction"},
-                                            "on_error": "skip"}],
+                                            "on_error": "skip", "max_reject_share": 0.5}],
               "stages": stages, "release": {"dir": "releases"}} | extra
     if endpoint is not None:
         config["endpoint"] = endpoint

@@ -48,9 +48,9 @@ def _sluice_run(cfg: Path, releases: Path, kill_at: str | None = None) -> subpro
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-# 9 shards, so cache.put 4 falls inside normalize, 13 inside length_filter, 22 inside exact_dedup's index
-# phase and 31 inside its apply phase.
-@pytest.mark.parametrize("kill_at", ["read.shard:6", "cache.put:4", "cache.put:13", "cache.put:22", "cache.put:31",
+# 9 shards; normalize and length_filter run as one task per shard, so cache.put 4 falls inside them, 13
+# inside exact_dedup's index phase and 22 and 27 (its last) inside its apply phase.
+@pytest.mark.parametrize("kill_at", ["read.shard:6", "cache.put:4", "cache.put:13", "cache.put:22", "cache.put:27",
                                      "stage.done:2", "publish.write", "publish.seal"])
 def test_killed_run_resumes_to_an_identical_release(reference, tmp_path, kill_at):
     cfg, expected = reference
