@@ -2,16 +2,16 @@
 
 With Prefect, every per-shard call of a stage is a task named `<stage>[<shard>]`, and a global stage's decision
 is the barrier between its index and apply tasks. Without Prefect (`--no-prefect`) the very same functions run in
-a loop. Either way finished shard results go to the dataset's cache folder, so a re-run resumes.
+a loop. Where the calls run is an executor's business (pipelines/executors.py: local loop, Prefect threads,
+Prefect on Dask). Either way finished shard results go to the dataset's cache folder, so a re-run resumes.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ from operators.errors import ConfigError, SluiceError
 from pipelines import config, interrupts
 from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
-from pipelines.engine import Job, MapFn, Outcome, call_cached, execute, file_sha256, map_local
-from pipelines.progress import Progress
+from pipelines.engine import MapFn, Outcome, execute, file_sha256
+from pipelines.executors import executor_for, prefect_map
 from pipelines.release import (DEFAULT_ROOT, code_version, dataset_lock, next_version, publish, read_manifest,
                                versions)
 from pipelines.generation import LLMRun, llm_run, release_usage
@@ -35,7 +35,6 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
 }
-RUNNERS = ("local", "dask")
 PREFECT_LOG = ".prefect.log"  # in the dataset's folder: Prefect's own log lines of `sluice run`
 
 
@@ -50,8 +49,9 @@ def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool
     root = root or pipeline.release_dir or DEFAULT_ROOT
     if not force and (held := unchanged_version(pipeline, root / pipeline.config.dataset)):
         return held, None
-    if not use_prefect:
-        return _run(pipeline, root, map_local)
+    executor = executor_for(use_prefect, runner, dask_address)
+    if not executor.prefect:
+        return _run(pipeline, root, executor.map)
     quiet_prefect()
     from prefect import flow
 
@@ -59,10 +59,10 @@ def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool
     (root / dataset).mkdir(parents=True, exist_ok=True)
     with prefect_log_to_file(root / dataset / PREFECT_LOG):
         _start_api_server()
-        with _shared_api(runner):
+        with executor.session():
             run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{next_version(root / dataset)}",
-                       validate_parameters=False, task_runner=_task_runner(runner, dask_address))
-            return run(pipeline, root, _prefect_map)
+                       validate_parameters=False, task_runner=executor.task_runner())
+            return run(pipeline, root, prefect_map)
 
 
 @contextmanager
@@ -127,7 +127,7 @@ def scheduled_run(config_path: str, releases: str | None = None) -> str:
     root = Path(releases) if releases else pipeline.release_dir or DEFAULT_ROOT
     if held := unchanged_version(pipeline, root / pipeline.config.dataset):
         return str(held)
-    folder, _ = _run(pipeline, root, _prefect_map)
+    folder, _ = _run(pipeline, root, prefect_map)
     return str(folder)
 
 
@@ -166,36 +166,6 @@ def serve(config_path: Path, releases: Path | None, cron: str | None, interval: 
                      print_starting_message=False)
 
 
-@contextmanager
-def _shared_api(runner: str) -> Iterator[None]:
-    """Dask workers are separate processes that only see environment variables: without one API URL there,
-    each would start its own temporary API. Export the configured one, or start one for this run."""
-    from prefect.settings import PREFECT_API_URL
-
-    if runner != "dask":
-        yield
-        return
-    server = None
-    url = PREFECT_API_URL.value()
-    if not url:
-        from prefect.server.api.server import SubprocessASGIServer
-
-        server = SubprocessASGIServer()
-        server.start()
-        url = server.api_url
-    previous = os.environ.get("PREFECT_API_URL")
-    os.environ["PREFECT_API_URL"] = url
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("PREFECT_API_URL", None)
-        else:
-            os.environ["PREFECT_API_URL"] = previous
-        if server is not None:
-            server.stop()
-
-
 def _run(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
     with dataset_lock(root / pipeline.config.dataset):
         return _run_locked(pipeline, root, map_fn)
@@ -232,7 +202,7 @@ def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache,
         info["generation"] = generation
     folder = publish(root, pipeline.config.dataset, outcome, info, pipeline.config.release.rows_per_file)
     cache.prune()
-    if map_fn is _prefect_map:
+    if map_fn is prefect_map:
         _publish_artifact(folder, outcome)
     return folder, outcome
 
@@ -250,64 +220,6 @@ def refuse_empty_release(outcome: Outcome) -> None:
     raise SluiceError(f"the release would hold 0 rows: {read:,} rows read from {inputs}, all dropped ({top}); "
                       "nothing was published. Fix the inputs or stages, or set `release: {allow_empty: true}` "
                       "to publish an empty release")
-
-
-def _task_runner(runner: str, address: str | None) -> Any:
-    if runner == "local":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        return ThreadPoolTaskRunner(max_workers=os.cpu_count() or 2)
-    if runner == "dask":
-        from prefect_dask import DaskTaskRunner
-
-        # Shards travel to workers inside the task graph; Dask's advice to load data through Dask itself is
-        # not the user's concern.
-        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-
-        if address:
-            return DaskTaskRunner(address=address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": os.cpu_count() or 2, "threads_per_worker": 1,
-                                              "dashboard_address": None})
-    raise SluiceError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
-
-
-def _prefect_map(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, inline: bool = False,
-                 **kwargs: Any) -> list:
-    from prefect import task
-    from prefect.cache_policies import NO_CACHE
-    from prefect.exceptions import TerminationSignal
-
-    shard_task = task(call_cached, name=label, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
-                      retry_condition_fn=_transient)
-    if inline:  # tasks of this process, one after another (a generator's requests run concurrently inside)
-        return [shard_task.with_options(task_run_name=f"{label}[{job.name}]")(fn, job, cache, **kwargs)
-                for job in jobs]
-    futures = [shard_task.with_options(task_run_name=f"{label}[{job.name}]").submit(fn, job, cache, **kwargs)
-               for job in jobs]
-    progress = Progress(label, total=sum(job.part.rows for job in jobs))  # as map_local shows it
-    results = []
-    try:
-        for future, job in zip(futures, jobs):
-            results.append(future.result())
-            progress.advance(job.part.rows)
-        progress.close()
-        return results
-    except TerminationSignal as err:  # Prefect's SIGTERM: it would wait for the running tasks before passing it on
-        interrupts.noticed(err.signal)
-        raise
-
-
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry what may succeed a second time (I/O, a lost worker), never a user's mistake or a bug."""
-    try:
-        state.result()
-    except SluiceError:
-        return False
-    except (OSError, TimeoutError, ConnectionError):
-        return True
-    except Exception:
-        return False
-    return False
 
 
 def _publish_artifact(folder: Path, outcome: Outcome) -> None:

@@ -173,3 +173,34 @@ def test_copies_whose_ids_are_taken_fail_the_run(write_config, tmp_path):
     pipeline.stages.append(Stage("rebalance", Rebalance()))
     with pytest.raises(SluiceError, match="the copy id 'r1#2' is already a row's id"):
         execute(pipeline)
+
+
+def test_an_executor_is_a_class_registered_by_name(write_config, monkeypatch):
+    """The seam of pipelines/executors.py: a new way to run the shard calls is one class (here: a thread pool
+    that runs them in reverse order) added to EXECUTORS; the release is the in-process run's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines import config, executors
+    from pipelines.engine import call_cached
+    from pipelines.flow import run_pipeline
+
+    class Reversed:
+        prefect = False
+        calls = 0
+
+        def map(self, fn, jobs, label, cache=None, inline=False, **kwargs):
+            Reversed.calls += len(jobs)
+            with ThreadPoolExecutor(2) as pool:
+                futures = [pool.submit(call_cached, fn, job, cache, **kwargs) for job in reversed(jobs)]
+            return [f.result() for f in reversed(futures)]
+
+    monkeypatch.setitem(executors.EXECUTORS, "reversed", lambda address=None: Reversed())
+    cfg = write_config([{"path": str(GSM8K), "fields": {"text": "question"}}],
+                       [{"op": "normalize"}, {"op": "length_filter", "min_words": 25}, {"op": "exact_dedup"}],
+                       shard_rows=300)
+    pipeline = config.load(cfg)
+    ours, _ = run_pipeline(pipeline, runner="reversed")
+    plain, _ = run_pipeline(pipeline, root=pipeline.release_dir / "plain", use_prefect=False)
+    assert Reversed.calls == 5 * 3  # 5 shards: the fused row stages, the dedup's index and apply
+    shards = [[s["sha256"] for s in json.loads((f / "manifest.json").read_text())["shards"]] for f in (ours, plain)]
+    assert shards[0] == shards[1]

@@ -27,7 +27,7 @@ STAGES = [{"op": "normalize", "fields": ["instruction", "output"]},
 def threaded_map(workers: int, seed: int):
     """A map_fn like the Prefect thread-pool runner's, submitting shards in a shuffled order."""
 
-    def map_fn(fn, jobs, label, cache=None, **kwargs):
+    def map_fn(fn, jobs, label, cache=None, inline=False, **kwargs):
         order = list(range(len(jobs)))
         random.Random(f"{seed}{label}").shuffle(order)
         with ThreadPoolExecutor(workers) as pool:
