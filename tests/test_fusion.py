@@ -21,6 +21,11 @@ STAGES = """
 """
 
 
+def books(outcome) -> list[dict]:
+    """The ledger without the stages' seconds."""
+    return [{k: v for k, v in s.items() if not k.endswith("_seconds")} for s in outcome.ledger.to_json()]
+
+
 def test_fused_stages_keep_each_stages_books_and_rejects(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"dataset: f\ninputs: [{{path: {GSM8K}, fields: {{text: question}}}}]\nshard_rows: 300\nstages:{STAGES}")
@@ -38,11 +43,11 @@ def test_fused_stages_keep_each_stages_books_and_rejects(tmp_path):
     alone = read_inputs(pipeline.sources, 300)
     for stage in pipeline.stages:
         run_stage(stage, alone)
-    assert fused.ledger.to_json() == alone.ledger.to_json()  # stats too (gopher, langid: languages, not_calibrated)
-    assert all(s["stats"] for s in fused.ledger.to_json() if s["stage"] in ("langid", "gopher_quality"))
-    assert sum(sum(s["dropped"].values()) for s in fused.ledger.to_json()) > 50  # every stage had work
+    assert books(fused) == books(alone)  # stats too (gopher, langid: languages, not_calibrated)
+    assert all(s["stats"] for s in books(fused) if s["stage"] in ("langid", "gopher_quality"))
+    assert sum(sum(s["dropped"].values()) for s in books(fused)) > 50  # every stage had work
     assert pl.concat(fused.shards).equals(pl.concat(alone.shards))
     by_id = lambda parts: pl.concat([p.load().select("id", "reason") for p in parts]).sort("id")  # noqa: E731
     assert by_id(fused.rejected).equals(by_id(alone.rejected))
     again = run_stages(pipeline.sources, pipeline.stages, 300, cache=cache)
-    assert again.computed == 0 and again.ledger.to_json() == fused.ledger.to_json()
+    assert again.computed == 0 and books(again) == books(fused)

@@ -92,27 +92,28 @@ def test_the_batch_api_down_is_a_clear_error():
             client_for(server.url).complete([ChatRequest.user("hello")])
 
 
-def test_sluice_generate_with_the_batch_api_chosen_in_the_config(tmp_path, sluice):
+def test_a_pipeline_with_the_batch_api_chosen_in_the_config(tmp_path, sluice):
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("".join(json.dumps({"instruction": t}) + "\n" for t in instructions(4)))
     with BatchServer() as server:
         endpoint = {"base_url": server.url, "model": "gpt-test", "batch": {"poll_s": 0.01},
                     "prices": {"gpt-test": {"prompt": 2.0, "completion": 4.0}}}
         config = tmp_path / "gen.yaml"
-        config.write_text(yaml.safe_dump({"seeds": {"path": "seeds.jsonl", "fields": {"instruction": "instruction"}},
-                                          "endpoint": endpoint, "output": "out.parquet",
-                                          "steps": [{"op": "multi_turn", "turns": 2}, {"op": "token_count", "fields": ["messages"]}]}))
-        code, out, err = sluice("generate", config)
+        config.write_text(yaml.safe_dump({"dataset": "gen", "inputs": [{"path": "seeds.jsonl", "fields": {"instruction": "instruction"}}],
+                                          "endpoint": endpoint, "release": {"dir": "releases"},
+                                          "stages": [{"op": "multi_turn", "turns": 2}, {"op": "token_count", "fields": ["messages"]}]}))
+        code, out, err = sluice("run", config, "--no-prefect")
         assert code == 0, err
-        first = json.loads((tmp_path / "out.generation.json").read_text())["usage"]
+        first = json.loads((tmp_path / "releases" / "gen" / "v0001" / "manifest.json").read_text())["generation"]
         model = first["models"]["gpt-test"]
-        assert first["batches"] == 3 and model["batch_prompt_tokens"] == model["prompt_tokens"] > 0
+        assert first["batches"] == 3 and model["fresh_prompt_tokens"] == model["prompt_tokens"] > 0
         assert first["cost"] == pytest.approx((model["prompt_tokens"] * 2.0 + model["completion_tokens"] * 4.0) / 1e6 / 2)
         creates = server.counts["POST /v1/batches"]
         assert creates == 3  # the first answers, the simulated follow-ups, the second answers: one batch per round
-        code, _, err = sluice("generate", config)  # a re-run: every answer from the cache, no batch
+        code, _, err = sluice("run", config, "--no-prefect", "--force")  # a re-run: every answer cached, no batch
         assert code == 0 and server.counts["POST /v1/batches"] == creates
-    rows = pl.read_parquet(tmp_path / "out.parquet")
+    rows = pl.read_parquet(tmp_path / "releases" / "gen" / "v0002" / "data" / "*.parquet")
     assert len(rows) == 4 and rows["turns"].to_list() == [2] * 4 and (rows["tokens"] > 10).all()
-    again = json.loads((tmp_path / "out.generation.json").read_text())["usage"]
-    assert again["cache_hits"] == again["requests"] == 12 and again["batches"] == 0 and again["cost"] == 0
+    again = json.loads((tmp_path / "releases" / "gen" / "v0002" / "manifest.json").read_text())["generation"]
+    assert again["cache_hits"] == again["requests"] == 12 and "batches" not in again and again["fresh_cost"] == 0
+    assert again["cost"] == first["cost"]  # what the released rows cost, though this run paid nothing

@@ -50,16 +50,15 @@ def test_generator_stages_release_rows_with_their_books_and_cost(tmp_path, sluic
         code, stdout, stderr = sluice("run", config, "--no-prefect")
         assert code == 0, stderr
         calls = server.calls
-        code, again, stderr = sluice("run", config, "--no-prefect")
+        code, again, stderr = sluice("run", config, "--no-prefect", "--force")  # (unchanged: publishes only forced)
         assert code == 0, stderr
         assert server.calls == calls + 4  # only the failing requests (2 samples x 2 attempts) again
     first, second = manifest(tmp_path, "v0001"), manifest(tmp_path, "v0002")
     stages = {s["stage"]: s for s in second["stages"]}
     # books: a generator uses its seeds up and adds every candidate it made; each one is kept or rejected
     assert stages["read"]["dropped"] == {"read:empty_field": 1}
-    assert stages["responses"] | {"stats": None} == {
-        "stage": "responses", "op": "responses", "rows_in": 4, "rows_out": 6, "consumed": 4, "added": 8,
-        "dropped": {"responses:failed_server_error": 2}, "stats": None}
+    books = {k: v for k, v in stages["responses"].items() if k in ("rows_in", "rows_out", "consumed", "added", "dropped")}
+    assert books == {"rows_in": 4, "rows_out": 6, "consumed": 4, "added": 8, "dropped": {"responses:failed_server_error": 2}}
     rows = pl.read_parquet(tmp_path / "releases" / "gen" / "v0002" / "data" / "*.parquet")
     assert len(rows) == second["rows"] == stages["exact_dedup"]["rows_out"] and rows["score_judge_accuracy"].min() >= 3
     assert set(rows["gen_model"]) == {"scripted"} and rows["id"].n_unique() == len(rows)
@@ -142,7 +141,7 @@ def test_embedded_model_starts_answers_and_stops(tmp_path, sluice, monkeypatch):
     assert stage["rows_out"] + sum(stage["dropped"].values()) == 2
     assert set(stage["dropped"]) <= {"responses:failed_truncated"}
     # the answers are cached under a stable identity (the port changes every run): a re-run starts no server
-    code, stdout, stderr = sluice("run", config, "--no-prefect")
+    code, stdout, stderr = sluice("run", config, "--no-prefect", "--force")
     assert code == 0, stderr
     assert "starting the embedded model" not in stdout
     again = manifest(tmp_path, "v0002")["generation"]
