@@ -72,9 +72,6 @@ class BadWords(Filter):
         language: str = Field(default="en", description="language of rows without a `lang` column")
         max_hits: int = Field(default=0, ge=0, description="most listed words a kept document may contain (C4: 0)")
 
-    def columns(self) -> dict[str, str]:
-        return {"score_bad_words": "words of the row's language's LDNOOBW list found (null: no list for the language)"}
-
     def score(self, batch: pl.DataFrame) -> pl.DataFrame:
         langs = (batch["lang"].fill_null("") if "lang" in batch.columns
                  else pl.Series("lang", [self.params.language] * len(batch)))

@@ -71,10 +71,6 @@ class HtmlExtract(RowOperator):
         notes = {self.params.output: f"main text of the page, extracted from its HTML ({self.params.extractor})"}
         return notes | ({"title": "the page's <title>"} if self.params.title else {})
 
-    def columns(self) -> dict[str, str]:
-        notes = {self.params.output: f"main text of the page, extracted from `{self.params.field}` ({self.params.extractor})"}
-        return notes | ({"title": "the page's <title>"} if self.params.title else {})
-
     def process(self, batch: pl.DataFrame) -> Split:
         p = self.params
         if p.field not in batch.columns and p.output in batch.columns:

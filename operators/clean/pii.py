@@ -290,9 +290,6 @@ class PiiRedact(RowOperator):
     def columns(self) -> dict[str, str]:
         return {"pii": f"personal data found per kind ({', '.join(self.params.kinds)}), before redaction"}
 
-    def columns(self) -> dict[str, str]:
-        return {"pii": "personal data and secrets found per kind (replaced by <KIND> placeholders)"}
-
     def process(self, batch: pl.DataFrame) -> Split:
         p = self.params
         kinds = tuple(p.kinds)
