@@ -224,8 +224,7 @@ def ngram_repetition(texts: pl.DataFrame, top: list[int], dup: list[int]) -> pl.
     word = table["token"].hash(7).to_numpy()
     chars = texts["text"].str.len_chars().fill_null(0).to_numpy().astype(np.float64)
     ends = np.cumsum(lengths)  # characters of the words up to and including each
-    space = _space_after(table["token"]) if texts["text"].str.contains(f"[{tokenize.UNSPACED}]").any() \
-        else np.ones(len(table), dtype=np.int64)
+    space = _space_after(table["token"], texts["text"].str.contains(f"[{tokenize.UNSPACED}]").to_numpy()[rows])
     gaps = np.cumsum(space)  # spaces after the words up to and including each
     out, key, live = {}, word.copy(), np.arange(len(rows))
     for n in range(2, max(top + dup, default=1) + 1):
@@ -249,11 +248,13 @@ def ngram_repetition(texts: pl.DataFrame, top: list[int], dup: list[int]) -> pl.
                          for name in columns}, schema={name: pl.Float64 for name in columns})
 
 
-def _space_after(tokens: pl.Series) -> np.ndarray:
+def _space_after(tokens: pl.Series, candidates: np.ndarray) -> np.ndarray:
     """1 where an n-gram counts a space after the token (Gopher joins an n-gram's words with spaces), 0 where
-    it or the next token is a character of a script written without spaces (中国 is 2 characters, not 3)."""
-    unspaced = tokens.str.contains(f"^{tokenize.UNSPACED_WORD}$").to_numpy()
+    it or the next token is a character of a script written without spaces (中国 is 2 characters, not 3).
+    Only the `candidates` (tokens of texts that have such characters) are looked at."""
     space = np.ones(len(tokens), dtype=np.int64)
+    unspaced = np.zeros(len(tokens), dtype=bool)
+    unspaced[candidates] = tokens.filter(candidates).str.contains(f"^{tokenize.UNSPACED_WORD}$").to_numpy()
     space[unspaced] = 0
     space[:-1][unspaced[1:]] = 0
     return space

@@ -8,6 +8,8 @@ and punctuation marks as tokens of their own ("...", "!", "#"). In scripts writt
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import polars as pl
 from pydantic import Field
 
@@ -44,10 +46,17 @@ def join_unspaced(text: pl.Expr) -> pl.Expr:
 
 
 def rule_text(batch: pl.DataFrame, field: str) -> pl.Expr:
-    """The text the heuristic rules measure: `field` as a string, with `join_unspaced` applied when the batch has
-    any character of a script written without spaces (most English batches have none: no regex pass at all)."""
-    text = text_of(field)
-    return join_unspaced(text) if batch.select(text.str.contains(f"[{_UNSPACED}]").any()).item() else text
+    """The text the heuristic rules measure: `field` as a string, `join_unspaced` in the rows that have a
+    character of a script written without spaces (only those rows pay for it)."""
+    return pl.lit(only_unspaced(batch.select(text_of(field)).to_series(), join_unspaced))
+
+
+def only_unspaced(texts: pl.Series, change: Callable[[pl.Expr], pl.Expr]) -> pl.Series:
+    """`texts` with `change` applied to the rows that have a character of a script written without spaces."""
+    rows = texts.str.contains(f"[{_UNSPACED}]").arg_true()
+    if not len(rows):
+        return texts
+    return texts.scatter(rows, pl.select(change(pl.lit(texts.gather(rows)))).to_series())
 
 
 def words(text: pl.Expr) -> pl.Expr:

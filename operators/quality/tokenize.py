@@ -10,7 +10,7 @@ distinct chunks of a batch at once; plain words and numbers (most chunks) skip t
 Scripts written without spaces between words (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) have no
 chunks to speak of: each of their characters (with its combining marks) is a chunk, and so a word, of its
 own, and the rest of a whitespace chunk around them is chunked as usual ("（2019年）" gives "（", "2019",
-"年", "）"). An elided French or Italian article or pronoun is a chunk of its own ("l'homme": "l'", "homme"). So a Chinese or Japanese text gives the same words with or without spaces, and its sentence
+"年", "）"). An elided French or Italian article or pronoun is a token of its own ("l'homme": "l'", "homme"). So a Chinese or Japanese text gives the same words with or without spaces, and its sentence
 marks (。！？) stand alone as tokens that end sentences. English text has none of these characters and is
 tokenised exactly as before.
 """
@@ -137,11 +137,12 @@ def token_counts(texts: pl.Series) -> pl.Series:
 def _chunks(texts: pl.Series) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """The texts' whitespace-separated chunks (row, chunk_id, token, hard), the hard ones (not a plain word
     or number, or an exception), and the distinct hard chunks with their tokens (chunk, tokens)."""
-    token = pl.col("token")
-    elided = pl.when(token.str.contains(ELISION)).then(token.str.replace(ELISION, "$1\x00$2").str.split("\x00"))
-    chunks = (pl.DataFrame({"token": texts.cast(pl.String).fill_null("").str.extract_all(CHUNK)})
-              .with_row_index("row").explode("token").filter(pl.col("token").is_not_null())
-              .with_columns(elided.otherwise(pl.concat_list(token)).alias("token")).explode("token")
+    frame = pl.DataFrame({"token": texts.cast(pl.String).fill_null("")}).with_row_index("row")
+    unspaced = frame["token"].str.contains(f"[{UNSPACED}]")  # the other texts' chunks are runs of non-spaces
+    split = frame.filter(~unspaced).with_columns(pl.col("token").str.extract_all(r"\S+"))
+    if unspaced.any():
+        split = pl.concat([split, frame.filter(unspaced).with_columns(pl.col("token").str.extract_all(CHUNK))]).sort("row")
+    chunks = (split.explode("token").filter(pl.col("token").is_not_null())
               .with_row_index("chunk_id")
               .with_columns((~pl.col("token").str.contains(_PLAIN) | pl.col("token").is_in(_EXCEPTIONS)).alias("hard")))
     hard = chunks.filter("hard")
@@ -168,7 +169,9 @@ def _is_exception(s: pl.Expr) -> pl.Expr:
 def _split_chunks(chunks: pl.Series) -> pl.DataFrame:
     """chunk -> its tokens: affixes peeled, then the middle split as an exception, kept as a URL or split
     at infixes. Peeled affixes gather in `pre` and `suf` as space-separated strings (tokens hold no spaces)."""
-    state = pl.DataFrame({"chunk": chunks}).with_columns(pl.col("chunk").alias("rest"), pre=pl.lit(""), suf=pl.lit(""))
+    elided = pl.col("chunk").str.extract(ELISION, 1).fill_null("")  # "l'" of "l'homme": a token of its own
+    state = pl.DataFrame({"chunk": chunks}).with_columns(
+        pl.col("chunk").str.slice(elided.str.len_chars()).alias("rest"), elided.alias("pre"), suf=pl.lit(""))
     # The commonest case needs no rounds: a word and one mark ("said,", "it.").
     chunk, word = pl.col("chunk"), pl.col("chunk").str.slice(0, pl.col("chunk").str.len_chars() - 1)
     simple = chunk.str.contains(_WORD_AND_MARK) & ~chunk.is_in(_EXCEPTIONS) & ~word.is_in(_EXCEPTIONS)

@@ -3,6 +3,8 @@ defaults, scored in Polars and decided as thresholds. Rule names follow datatrov
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 from pydantic import Field
 
@@ -10,7 +12,7 @@ from operators.base import Mapper, Threshold, thresholds_of
 from operators.quality import languages as lg
 from operators.quality import text as tx
 from operators.quality.text import text_of
-from operators.quality.tokenize import UNSPACED, sentence_counts
+from operators.quality.tokenize import CHUNK, UNSPACED, sentence_counts
 from operators.registry import register
 
 POLICY_PHRASES = ["terms of use", "privacy policy", "cookie policy", "uses cookies", "use of cookies", "use cookies"]
@@ -40,12 +42,10 @@ def c4_lines(batch: pl.DataFrame, p: C4Params) -> pl.DataFrame:
     line = pl.col("line")
     low = line.str.to_lowercase()
     raw = pl.col("raw")
-    words = tx.plain_word_count(raw)  # counted before citations are removed, as C4 does
-    long_word = fr"[^\s{UNSPACED}]{{{p.max_word_length + 1}}}"
-    fine = ~raw.str.contains(long_word) if p.max_word_length >= 0 else pl.lit(True)
-    ends = pl.any_horizontal(line.str.ends_with(e) for e in _TERMINAL + _TERMINAL_OTHER)
+    fine = ~pl.col("long_word") if p.max_word_length >= 0 else pl.lit(True)
+    ends = line.str.contains(f"[{re.escape(''.join(_TERMINAL + _TERMINAL_OTHER))}]$")
     fine = fine & (line.str.ends_with("...").not_() & ends)
-    fine = fine & (words >= p.min_words_per_line)
+    fine = fine & (pl.col("words") >= p.min_words_per_line)
     lorem = fine & low.str.contains("lorem ipsum", literal=True) if p.lorem_ipsum else pl.lit(False)
     javascript = low.str.contains("javascript", literal=True) if p.javascript else pl.lit(False)
     curly = fine & ~lorem & ~javascript & line.str.contains("{", literal=True) if p.curly_bracket else pl.lit(False)
@@ -53,14 +53,28 @@ def c4_lines(batch: pl.DataFrame, p: C4Params) -> pl.DataFrame:
     cleaned = raw.str.strip_chars()
     if p.remove_citations:
         cleaned = cleaned.str.replace_all(_CITATION, "")
+    lines = (batch.select(text_of(p.field).str.replace_all(_LINE_BREAKS, "\n").str.replace(r"\n$", "")
+                          .str.split("\n").alias("raw"))
+             .with_row_index("row").explode("raw"))
     return (
-        batch.select(text_of(p.field).str.replace_all(_LINE_BREAKS, "\n").str.replace(r"\n$", "")
-                     .str.split("\n").alias("raw"))
-        .with_row_index("row").explode("raw")
+        lines.with_columns(_words_and_long_words(lines["raw"], p.max_word_length))
         .with_columns(cleaned.alias("line"))
         .with_columns(fine.alias("fine"), lorem.alias("lorem"), curly.alias("curly"))
         .with_columns((pl.col("fine") & ~pl.col("lorem") & ~javascript & ~pl.col("curly") & ~policy).alias("kept"))
     )
+
+
+def _words_and_long_words(lines: pl.Series, max_length: int) -> list[pl.Series]:
+    """Words per line (counted before citations are removed, as C4 does) and whether a word is longer than
+    `max_length`: runs of non-spaces, except in the lines with characters of a script written without spaces,
+    where each such character is a word (only those lines pay for the finer count)."""
+    lines = lines.fill_null("")
+    words, long_word = lines.str.count_matches(r"\S+"), lines.str.contains(fr"\S{{{max(max_length, 0) + 1}}}")
+    if len(rows := lines.str.contains(f"[{UNSPACED}]").arg_true()):
+        some = lines.gather(rows)
+        words = words.scatter(rows, some.str.count_matches(CHUNK))
+        long_word = long_word.scatter(rows, some.str.contains(fr"[^\s{UNSPACED}]{{{max(max_length, 0) + 1}}}"))
+    return [words.cast(pl.Int64).alias("words"), long_word.alias("long_word")]
 
 
 @register
