@@ -6,10 +6,10 @@ from conftest import ROOT
 from pipelines.release import dataset_lock
 
 
-def _run(sluice, write_config) -> str:
+def _run(sluice, write_config, *flags: str) -> str:
     cfg = write_config([{"path": str(ROOT / "data/web/dolma/*.jsonl"), "fields": {"text": "text"}}],
                        [{"op": "normalize"}, {"op": "length_filter", "min_words": 100}])
-    code, out, err = sluice("run", cfg, "--no-prefect")
+    code, out, err = sluice("run", cfg, "--no-prefect", *flags)
     assert code == 0, err
     return out
 
@@ -42,6 +42,6 @@ def test_cache_size_is_said_listed_and_cleared(sluice, write_config, tmp_path):
     assert code == 0 and out.startswith("OK ")  # the published release is untouched
     code, out, _ = sluice("cache", "--releases", releases)
     assert code == 0 and out == f"no shard cache under {releases}\n"
-    # The next run computes every shard again and publishes the same rows.
-    _run(sluice, write_config)
+    # The next run (forced: nothing changed) computes every shard again and publishes the same rows.
+    _run(sluice, write_config, "--force")
     assert cache.is_dir() and _size(cache) == size
