@@ -151,7 +151,8 @@ def _operators(args: argparse.Namespace) -> int:
     from operators import all_operators
 
     for name, cls in all_operators().items():
-        print(f"{name}  ({cls.__mro__[1].__name__})  {cls.summary()}")
+        kind = next(c.__name__ for c in cls.__mro__[1:] if c.__module__ == "operators.base")  # Filter, Mapper, ...
+        print(f"{name}  ({kind})  {cls.summary()}")
         for field, info in cls.Params.model_fields.items():
             default = "required" if info.is_required() else f"default {json.dumps(info.get_default(call_default_factory=True))}"
             note = f"  {info.description}" if info.description else ""
