@@ -112,10 +112,11 @@ def run_curator(url: str, texts: list[str], concurrency: int) -> None:
     return list(getattr(result, "dataset", result)["response"])
 
 
-CLIENTS = {"raw": run_raw, "sluice": run_sluice, "distilabel": run_distilabel, "curator": run_curator}
+CLIENTS = {"raw": run_raw, "sluice": run_sluice, "distilabel": run_distilabel, "curator": run_curator,
+           "raw+imports": run_raw}  # bare openai in a process that imported what Sluice imports (heap size, GC)
 
 
-PRELOAD = {"raw": "import openai", "sluice": "import openai, operators.generate",
+PRELOAD = {"raw": "import openai", "sluice": "import openai, operators.generate", "raw+imports": "import openai, operators.generate",
            "distilabel": "import openai, distilabel.models.llms", "curator": "import openai, bespokelabs.curator"}
 
 
