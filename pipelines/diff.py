@@ -3,8 +3,11 @@
 Rows are matched by `id`: added (only in B), removed (only in A), changed (same id, a different value in a
 column both share with the same type), unchanged. Schema changes are listed apart, so adding a score
 column does not mark every row changed. With two releases the manifests are compared too: row counts,
-drops by reason, inputs and config. Rows that moved between data and rejects are explained by the
-other release's rejects (e.g. "removed: 12, B rejected them as length_filter:too_few_words").
+drops by reason, inputs and config. Added and removed rows are split by cause: the input changed (the
+other release never read the row: a new, deleted or edited input row) or the selection changed (both read it,
+one dropped it), the latter with the other release's reject reasons (e.g. "removed: B rejected them as
+length_filter:too_few_words 12"). Releases of different datasets get a warning; content-hash ids (inputs
+without an `id`) are pointed out, since an edited row then shows as one removed and one added.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from operators.errors import ConfigError
 from pipelines.inspection import Table, open_table
 
 _B = "__b"
+NOT_READ = "(not in its input)"  # neither kept nor rejected by the other release: it never read the row
 
 
 def diff_tables(a: Table, b: Table, examples: int = 5) -> dict[str, Any]:
@@ -44,10 +48,38 @@ def diff_tables(a: Table, b: Table, examples: int = 5) -> dict[str, Any]:
     }
     if a.manifest and b.manifest:
         result["why"] = {"removed": _rejected_as(b, removed), "added": _rejected_as(a, added)}
+        result["kinds"] = _kinds(result["why"])
+        if a.manifest.get("dataset") != b.manifest.get("dataset"):
+            result["warnings"] = [f"A is dataset {a.manifest.get('dataset')!r}, B is {b.manifest.get('dataset')!r}: "
+                                  "two different datasets; rows match only where their ids happen to agree"]
         result["metrics"] = _metrics(a.manifest, b.manifest)
         result["inputs"] = _input_changes(a.manifest, b.manifest)
         result["config"] = _config_changes(a.manifest.get("config", {}), b.manifest.get("config", {}))
+    if _content_hash_ids(a) or _content_hash_ids(b):
+        result["content_hash_ids"] = True
     return result
+
+
+def _kinds(why: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Added and removed rows split by cause: the input changed (the row is not in the other release's
+    input at all: a new, deleted or edited input row) or the selection changed (the row was read by both,
+    and one of them dropped it: a threshold, a sampler's choice, dedup)."""
+    def split(reasons: dict[str, int]) -> tuple[int, int]:
+        outside = reasons.get(NOT_READ, 0)
+        return outside, sum(reasons.values()) - outside
+
+    (in_added, sel_added), (in_removed, sel_removed) = split(why["added"]), split(why["removed"])
+    return {"input_changed": {"added": in_added, "removed": in_removed},
+            "selection_changed": {"added": sel_added, "removed": sel_removed}}
+
+
+_HASH_ID = r"^[0-9a-f]{16}(-\d+)?$"  # what readers.IdRegistry gives a row without an id
+
+
+def _content_hash_ids(table: Table) -> bool:
+    """Whether most ids look made by Sluice from the row's content (the input had no `id`)."""
+    sample = table.frame.select(pl.col("id").head(1000).str.contains(_HASH_ID).mean()).collect().item()
+    return bool(sample is not None and sample > 0.9)
 
 
 def _check_unique_ids(table: Table) -> None:
@@ -80,12 +112,12 @@ def _rejected_as(other: Table, ids: pl.Series) -> dict[str, int]:
         return {}
     rejects = open_table(str(other.folder), rejects=True).frame
     if REASON not in rejects.collect_schema():
-        return {"(not in its rejects)": len(ids)}
+        return {NOT_READ: len(ids)}
     found = (rejects.filter(pl.col("id").is_in(ids.implode())).group_by(REASON).len()
              .sort("len", REASON, descending=[True, False]).collect())
     why = {str(r): n for r, n in found.iter_rows()}
     if missing := len(ids) - sum(why.values()):
-        why["(not in its rejects)"] = missing
+        why[NOT_READ] = missing
     return why
 
 
@@ -139,16 +171,24 @@ def format_diff(d: dict[str, Any]) -> str:
     lines = [f"A {d['a']}: {r['a']:,} rows", f"B {d['b']}: {r['b']:,} rows", "",
              f"rows: +{r['added']:,} added, -{r['removed']:,} removed, ~{r['changed']:,} changed, "
              f"{r['unchanged']:,} unchanged"]
+    lines = [f"warning: {w}" for w in d.get("warnings", [])] + lines
+    if k := d.get("kinds"):
+        i, sel = k["input_changed"], k["selection_changed"]
+        lines.append(f"  input changed:     +{i['added']:,} rows not in A's input, -{i['removed']:,} rows not in B's input")
+        lines.append(f"  selection changed: +{sel['added']:,} rows A had dropped, -{sel['removed']:,} rows B dropped")
     why = d.get("why", {})
     for kind, verb in (("removed", "B rejected them as"), ("added", "A had rejected them as")):
-        if why.get(kind):
-            lines.append(f"  {kind}: {verb} " + ", ".join(f"{reason} {n:,}" for reason, n in why[kind].items()))
+        if reasons := {r: n for r, n in why.get(kind, {}).items() if r != NOT_READ}:
+            lines.append(f"  {kind}: {verb} " + ", ".join(f"{reason} {n:,}" for reason, n in reasons.items()))
     if d["changed_columns"]:
         lines.append("  changed columns: " + ", ".join(f"{c} {n:,}" for c, n in d["changed_columns"].items()))
     for kind, ids in d["examples"].items():
         if ids:
             more = r[kind] - len(ids)
             lines.append(f"  e.g. {kind}: " + ", ".join(ids) + (f" (+{more:,} more)" if more else ""))
+    if d.get("content_hash_ids"):
+        lines.append("  ids: content hashes (the input rows have no `id`), so an edited input row is one row removed "
+                     "and one added; give the input an `id` field to see edits as changed rows")
     s = d["schema"]
     if any(s.values()):
         lines += ["", "schema:"]

@@ -136,20 +136,25 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 
 def svd_basis(x: sp.csr_matrix, dims: int, rng: np.random.Generator, fit_rows: int = 50_000,
-              power_iters: int = 2) -> np.ndarray:
+              power_iters: int = 2, keys: np.ndarray | None = None) -> np.ndarray:
     """Top-`dims` right singular vectors (features x dims) of a row sample of `x` (randomized SVD, Halko
     et al. 2011): LSA, the classic reduction of TF-IDF for clustering.
+
+    With `keys` (a stable 64-bit hash per row, see `row_keys`) the sample and the random test matrix come
+    from the rows' own keys instead of their positions, so editing a few rows barely moves the basis.
 
     Orthonormalisation goes through the small k x k Gram matrix (Cholesky-QR via `eigh`) rather than
     LAPACK's tall QR, which is ~20x slower on these tall-skinny float32 matrices here."""
     if x.shape[0] > fit_rows:
-        x = x[np.sort(rng.choice(x.shape[0], fit_rows, replace=False))]
+        sample = _keyed_sample(keys, fit_rows) if keys is not None else rng.choice(x.shape[0], fit_rows, replace=False)
+        x, keys = x[np.sort(sample)], keys[np.sort(sample)] if keys is not None else None
     n_features, used = x.shape[1], np.unique(x.indices)
     if not len(used):  # not one word in any text: every text is the zero vector
         return np.zeros((n_features, dims), np.float32)
     x = x[:, used]  # buckets no row uses stay zero: keep them out of the dense products (~4x faster on 2k rows)
     k = min(dims + 10, *x.shape)
-    q = _orthonormal(rng.standard_normal((x.shape[0], k), dtype=np.float32))  # rows side: n << features
+    test = _keyed_matrix(keys, k) if keys is not None else rng.standard_normal((x.shape[0], k), dtype=np.float32)
+    q = _orthonormal(test)  # rows side: n << features
     for _ in range(power_iters + 1):
         q = _orthonormal(x @ (x.T @ q))
     bt = np.asarray(x.T @ q)  # used features x k: B = Q^T X, transposed
@@ -167,32 +172,58 @@ def _orthonormal(y: np.ndarray) -> np.ndarray:
     return y @ (v[:, keep] / np.sqrt(w[keep])).astype(np.float32)
 
 
+def row_keys(ids: pl.Series, seed: int) -> np.ndarray:
+    """A stable 64-bit key per row from its id: what keyed sampling and seeding draw from."""
+    return hash_strings(ids, seed)
+
+
+def _keyed_sample(keys: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the `n` rows with the smallest keys: a uniform sample that an edit elsewhere leaves alone."""
+    return np.argpartition(keys, n - 1)[:n]
+
+
+def _keyed_matrix(keys: np.ndarray, k: int) -> np.ndarray:
+    """rows x k uniform numbers in (-0.5, 0.5), row i derived from keys[i] alone."""
+    with np.errstate(over="ignore"):
+        mixed = _mix(keys[:, None] + np.arange(1, k + 1, dtype=np.uint64)[None, :] * np.uint64(0x9E3779B97F4A7C15))
+    return ((mixed >> np.uint64(40)).astype(np.float32) + 0.5) / np.float32(2**24) - np.float32(0.5)
+
+
 class TextSpace:
     """TF-IDF weights and an SVD basis fitted on one set of texts; `project` maps counts to unit vectors."""
 
-    def __init__(self, counts: sp.csr_matrix, dims: int, seed: int) -> None:
+    def __init__(self, counts: sp.csr_matrix, dims: int, seed: int, keys: np.ndarray | None = None) -> None:
         self.idf = idf(counts)
         x = tfidf(counts, self.idf)
-        self.basis = svd_basis(x, min(dims, max(1, min(x.shape) - 1)), np.random.default_rng(seed))
+        self.basis = svd_basis(x, min(dims, max(1, min(x.shape) - 1)), np.random.default_rng(seed), keys=keys)
 
     def project(self, counts: sp.csr_matrix) -> np.ndarray:
         """Unit-length dense vectors (rows x dims); an empty text stays the zero vector."""
         return normalize_rows(np.asarray(tfidf(counts, self.idf) @ self.basis, dtype=np.float32))
 
 
-def embed(counts: sp.csr_matrix, dims: int, seed: int) -> np.ndarray:
+def embed(counts: sp.csr_matrix, dims: int, seed: int, keys: np.ndarray | None = None) -> np.ndarray:
     """Unit-length dense vectors (rows x dims): TF-IDF projected on its own SVD basis."""
-    return TextSpace(counts, dims, seed).project(counts)
+    return TextSpace(counts, dims, seed, keys).project(counts)
 
 
-def kmeans(z: np.ndarray, k: int, seed: int, fit_rows: int = 50_000, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(z: np.ndarray, k: int, seed: int, fit_rows: int = 50_000, iters: int = 20,
+           keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Spherical k-means (cosine) on unit vectors: k-means++ seeding and Lloyd iterations on a seeded
     sample of at most `fit_rows` rows, then every row assigned to its nearest centroid.
-    Returns (labels, centroids)."""
+    Returns (labels, centroids).
+
+    With `keys` (`row_keys`) the sample and the seeding draw from the rows' keys, not their positions, and
+    cluster j is the one seeded j-th: a few edited rows then move a few rows between clusters instead of
+    reshuffling and renumbering them all."""
     rng = np.random.default_rng(seed)
     k = max(1, min(k, len(z)))
-    fit = z if len(z) <= fit_rows else z[np.sort(rng.choice(len(z), fit_rows, replace=False))]
-    centroids = _kmeans_pp(fit, k, rng)
+    if len(z) <= fit_rows:
+        fit, fit_keys = z, keys
+    else:
+        sample = np.sort(_keyed_sample(keys, fit_rows) if keys is not None else rng.choice(len(z), fit_rows, replace=False))
+        fit, fit_keys = z[sample], keys[sample] if keys is not None else None
+    centroids = _kmeans_pp(fit, k, rng) if fit_keys is None else _keyed_seeding(fit, k, fit_keys)
     for _ in range(iters):
         labels = assign(fit, centroids)
         members = sp.csr_matrix((np.ones(len(fit), np.float32), (labels, np.arange(len(fit)))), shape=(k, len(fit)))
@@ -216,6 +247,26 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     for _ in range(1, k):
         total = dist.sum()
         nxt = int(rng.choice(len(x), p=dist / total)) if total > 0 else int(rng.integers(len(x)))
+        chosen.append(nxt)
+        dist = np.minimum(dist, np.maximum(1 - x @ x[nxt], 0))
+    return x[chosen].copy()
+
+
+def _keyed_seeding(x: np.ndarray, k: int, keys: np.ndarray) -> np.ndarray:
+    """k-means++'s D^2 seeding with each row's randomness fixed by its key: step t takes the row with the
+    smallest E/D (E: the row's Exp(1) draw, D: its cosine distance to the nearest seed so far), which picks
+    rows in proportion to D as k-means++ does (exponential-clock sampling), but the same rows in the same
+    order whenever the rows are the same."""
+    clock = -np.log(((keys >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53)
+    chosen = [int(np.argmin(clock))]
+    dist = np.maximum(1 - x @ x[chosen[0]], 0).astype(np.float64)
+    for _ in range(1, k):
+        with np.errstate(divide="ignore"):
+            score = np.where(dist > 0, clock / dist, np.inf)
+        nxt = int(np.argmin(score))
+        if not np.isfinite(score[nxt]):  # every row sits on a seed (duplicates): the next by key
+            free = np.setdiff1d(np.arange(len(x)), chosen)
+            nxt = int(free[np.argmin(clock[free])]) if len(free) else chosen[-1]
         chosen.append(nxt)
         dist = np.minimum(dist, np.maximum(1 - x @ x[nxt], 0))
     return x[chosen].copy()

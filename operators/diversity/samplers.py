@@ -125,10 +125,15 @@ class Sampler(GlobalOperator):
         """Unit vectors of the rows: the sentence embeddings `index` computed, else TF-IDF reduced by SVD."""
         if "embedding" in index.columns:
             return ft.normalize_rows(index["embedding"].to_numpy().astype(np.float32))
-        return ft.embed(self.counts(index), self.params.dims, self.params.seed)
+        return ft.embed(self.counts(index), self.params.dims, self.params.seed, self.keys(index))
 
     def random_order(self, index: pl.DataFrame) -> np.ndarray:
         return ft.uniform(index["id"], self.params.seed)
+
+    def keys(self, index: pl.DataFrame) -> np.ndarray:
+        """Per-row keys for the feature space and the clustering: a draw of their own (not `random_order`,
+        which ranks rows inside a cluster), fixed by the id, so the choice is stable under small edits."""
+        return ft.row_keys(index["id"], self.params.seed + 1)
 
 
 def numeric_scores(batch: pl.DataFrame, column: str) -> pl.Series:
@@ -188,7 +193,7 @@ class ClusterSample(Sampler):
     def select(self, index):
         p = self.params
         k = p.clusters or min(max(p.budget // 5, 2), 2000)  # many small clusters: better coverage (bench/diversity)
-        labels, _ = ft.kmeans(self.embedding(index), k, p.seed)
+        labels, _ = ft.kmeans(self.embedding(index), k, p.seed, keys=self.keys(index))
         sizes = np.bincount(labels, minlength=k)
         quota = (balanced_quota if p.allocation == "balanced" else proportional_quota)(sizes, p.budget)
         rank = rank_within(labels, self._priority(index))
