@@ -105,6 +105,7 @@ def _start_api_server() -> None:
     if PREFECT_API_URL.value():
         return
     ephemeral = api.SubprocessASGIServer()  # the instance Prefect's own client uses
+    interrupts.on_hard_exit(lambda: ephemeral.server_process and ephemeral.server_process.terminate())
     if not ephemeral.running:
         popen = api.subprocess.Popen
         api.subprocess.Popen = functools.partial(popen, start_new_session=True)
@@ -112,7 +113,6 @@ def _start_api_server() -> None:
             ephemeral.start()
         finally:
             api.subprocess.Popen = popen
-    interrupts.on_hard_exit(lambda: ephemeral.server_process and ephemeral.server_process.terminate())
 
 
 def quiet_prefect() -> None:
