@@ -53,7 +53,8 @@ def test_run_records_selection_and_mixture_and_reports_them(sluice, write_config
     data = pl.read_parquet(folder / "data")
     assert data["id"].n_unique() == 300 and data["cluster"].null_count() == 0
     counts = data.group_by("cluster").len().sort("cluster")
-    assert all(stats["cluster_kept"][c] == n for c, n in counts.iter_rows())
+    kept_by_name = dict(zip(stats["cluster_ids"], stats["cluster_kept"]))
+    assert all(kept_by_name[c] == n for c, n in counts.iter_rows())
     rejects = pl.read_parquet(folder / "rejects")
     assert rejects.filter(pl.col("reason") == "cluster_sample:not_selected")["detail"].str.starts_with("cluster=").all()
 

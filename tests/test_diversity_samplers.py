@@ -90,7 +90,7 @@ def test_diverse_samplers_beat_random_on_coverage_and_distinct_n(pool):
 def test_cluster_details_name_cluster_rank_and_quota(pool):
     labelled = pool.with_columns(pl.lit(-1).alias("cluster"))  # e.g. from an earlier cluster_sample stage
     kept, drops = run(ClusterSample(budget=300, clusters=10, **SMALL), labelled)
-    assert kept["cluster"].is_between(0, 9).all() and "cluster_right" not in kept.columns  # replaced
+    assert kept["cluster"].n_unique() <= 10 and (kept["cluster"] >= 0).all() and "cluster_right" not in kept.columns
     pattern = r"cluster=(?<cluster>\d+) rank=(?<rank>\d+) size=(?<size>\d+) quota=(?<quota>\d+)"
     parts = drops.select(pl.col("detail").str.extract_groups(pattern)).unnest("detail").cast(pl.Int64)
     assert parts.null_count().sum_horizontal().item() == 0
@@ -272,3 +272,21 @@ def test_texts_without_a_word_still_sample_and_report(cls):
     assert len(kept) == 5 and len(drops) == 15
     stats = op.stats(kept.lazy(), frame.join(drops, on="id").lazy())
     assert stats["diversity"]["after"]["cluster"]["coverage"] > 0 and stats["selected"] == 5
+
+
+def test_cluster_choice_and_cluster_ids_are_stable_when_a_few_rows_change(alpaca):
+    """Five of 3,000 rows edited (new ids, as rows without an `id` get content-hash ids): the choice moves by
+    a few rows and the rows kept by both runs keep their cluster ids (no renumbering)."""
+    rows = pl.DataFrame(alpaca[:3000]).with_columns(pl.format("row-{}", pl.int_range(pl.len())).alias("id"))
+    edited = rows.with_columns(
+        pl.when(pl.int_range(pl.len()).is_in([10, 700, 1400, 2100, 2800]))
+        .then(pl.struct(id=pl.col("id") + "-edited", instruction=pl.col("instruction") + " Answer briefly."))
+        .otherwise(pl.struct("id", "instruction")).struct.unnest())
+    op = ClusterSample(budget=300, **SMALL)
+    (kept_a, _), (kept_b, _) = run(op, rows), run(op, edited)
+    moved = set(kept_a["id"]) ^ set(kept_b["id"])
+    # 44 here (k-means++ seeding by position moved 138 rows and renumbered 94% of the clusters); on the
+    # 52k rows of bench/stability the share moved is far smaller
+    assert len(moved) <= 60, len(moved)
+    both = kept_a.join(kept_b, on="id", suffix="_b")
+    assert (both["cluster"] == both["cluster_b"]).mean() >= 0.85

@@ -207,23 +207,40 @@ def embed(counts: sp.csr_matrix, dims: int, seed: int, keys: np.ndarray | None =
     return TextSpace(counts, dims, seed, keys).project(counts)
 
 
-def kmeans(z: np.ndarray, k: int, seed: int, fit_rows: int = 50_000, iters: int = 20,
-           keys: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(z: np.ndarray, k: int, seed: int, fit_rows: int = 50_000, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Spherical k-means (cosine) on unit vectors: k-means++ seeding and Lloyd iterations on a seeded
     sample of at most `fit_rows` rows, then every row assigned to its nearest centroid.
-    Returns (labels, centroids).
-
-    With `keys` (`row_keys`) the sample and the seeding draw from the rows' keys, not their positions, and
-    cluster j is the one seeded j-th: a few edited rows then move a few rows between clusters instead of
-    reshuffling and renumbering them all."""
+    Returns (labels, centroids)."""
     rng = np.random.default_rng(seed)
     k = max(1, min(k, len(z)))
-    if len(z) <= fit_rows:
-        fit, fit_keys = z, keys
-    else:
-        sample = np.sort(_keyed_sample(keys, fit_rows) if keys is not None else rng.choice(len(z), fit_rows, replace=False))
-        fit, fit_keys = z[sample], keys[sample] if keys is not None else None
-    centroids = _kmeans_pp(fit, k, rng) if fit_keys is None else _keyed_seeding(fit, k, fit_keys)
+    fit = z if len(z) <= fit_rows else z[np.sort(rng.choice(len(z), fit_rows, replace=False))]
+    centroids = _lloyd(fit, _kmeans_pp(fit, k, rng), iters)
+    return assign(z, centroids), centroids
+
+
+def keyed_kmeans(z: np.ndarray, k: int, keys: np.ndarray, fit_rows: int = 50_000,
+                 iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical k-means whose every choice comes from the rows' keys (`row_keys`), never their positions:
+    the seeds are the k rows with the smallest keys, the fit sample the `fit_rows` smallest, and each
+    cluster is named by its seed (a 31-bit number from the seed's key). Editing a few rows then moves a few
+    rows between clusters, where k-means++ seeding would cascade into a different clustering and renumber it.
+    Returns (labels 0..k-1, names: the cluster name of each label)."""
+    k = max(1, min(k, len(z)))
+    seeds = _keyed_sample(keys, k)
+    seeds = seeds[np.argsort(keys[seeds], kind="stable")]
+    fit = z if len(z) <= fit_rows else z[np.sort(_keyed_sample(keys, fit_rows))]
+    centroids = _lloyd(fit, z[seeds].copy(), iters)
+    names = (keys[seeds] >> np.uint64(33)).astype(np.int64)
+    while len(np.unique(names)) < len(names):  # two seeds' keys agree in 31 bits: shift the later one
+        seen, dupes = np.unique(names, return_index=True)[1], np.ones(len(names), bool)
+        dupes[seen] = False
+        names[dupes] = (names[dupes] + 1) % 2**31
+    return assign(z, centroids), names
+
+
+def _lloyd(fit: np.ndarray, centroids: np.ndarray, iters: int) -> np.ndarray:
+    """Lloyd iterations of spherical k-means from `centroids`; cluster j stays cluster j."""
+    k = len(centroids)
     for _ in range(iters):
         labels = assign(fit, centroids)
         members = sp.csr_matrix((np.ones(len(fit), np.float32), (labels, np.arange(len(fit)))), shape=(k, len(fit)))
@@ -237,7 +254,7 @@ def kmeans(z: np.ndarray, k: int, seed: int, fit_rows: int = 50_000, iters: int 
         if np.allclose(new, centroids, atol=1e-6):
             break
         centroids = new
-    return assign(z, centroids), centroids
+    return centroids
 
 
 def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -247,26 +264,6 @@ def _kmeans_pp(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     for _ in range(1, k):
         total = dist.sum()
         nxt = int(rng.choice(len(x), p=dist / total)) if total > 0 else int(rng.integers(len(x)))
-        chosen.append(nxt)
-        dist = np.minimum(dist, np.maximum(1 - x @ x[nxt], 0))
-    return x[chosen].copy()
-
-
-def _keyed_seeding(x: np.ndarray, k: int, keys: np.ndarray) -> np.ndarray:
-    """k-means++'s D^2 seeding with each row's randomness fixed by its key: step t takes the row with the
-    smallest E/D (E: the row's Exp(1) draw, D: its cosine distance to the nearest seed so far), which picks
-    rows in proportion to D as k-means++ does (exponential-clock sampling), but the same rows in the same
-    order whenever the rows are the same."""
-    clock = -np.log(((keys >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53)
-    chosen = [int(np.argmin(clock))]
-    dist = np.maximum(1 - x @ x[chosen[0]], 0).astype(np.float64)
-    for _ in range(1, k):
-        with np.errstate(divide="ignore"):
-            score = np.where(dist > 0, clock / dist, np.inf)
-        nxt = int(np.argmin(score))
-        if not np.isfinite(score[nxt]):  # every row sits on a seed (duplicates): the next by key
-            free = np.setdiff1d(np.arange(len(x)), chosen)
-            nxt = int(free[np.argmin(clock[free])]) if len(free) else chosen[-1]
         chosen.append(nxt)
         dist = np.minimum(dist, np.maximum(1 - x @ x[nxt], 0))
     return x[chosen].copy()

@@ -172,7 +172,9 @@ class ClusterSample(Sampler):
     """k-means over word n-gram TF-IDF (SVD-reduced); the budget spread evenly or proportionally over clusters.
 
     Inside a cluster rows are taken best-score-first when a score column is given, else at random. Kept
-    rows carry their cluster id (column `cluster_col`); the manifest gets the cluster sizes."""
+    rows carry their cluster id (column `cluster_col`): a number named after the cluster's seed row, so it
+    survives small edits of the input; the manifest gets the cluster sizes. Every random choice (features,
+    seeds, order inside a cluster) is drawn from the rows' ids, so a few edited rows change a few choices."""
 
     name = "cluster_sample"
     labels_all = True
@@ -193,26 +195,28 @@ class ClusterSample(Sampler):
     def select(self, index):
         p = self.params
         k = p.clusters or min(max(p.budget // 5, 2), 2000)  # many small clusters: better coverage (bench/diversity)
-        labels, _ = ft.kmeans(self.embedding(index), k, p.seed, keys=self.keys(index))
-        sizes = np.bincount(labels, minlength=k)
+        labels, names = ft.keyed_kmeans(self.embedding(index), k, self.keys(index))
+        sizes = np.bincount(labels, minlength=len(names))
         quota = (balanced_quota if p.allocation == "balanced" else proportional_quota)(sizes, p.budget)
         rank = rank_within(labels, self._priority(index))
-        frame = pl.DataFrame({"cluster": labels, "rank": rank, "size": sizes[labels], "quota": quota[labels]})
+        frame = pl.DataFrame({"cluster": names[labels], "rank": rank, "size": sizes[labels], "quota": quota[labels]})
         detail = frame.select(pl.format("cluster={} rank={} size={} quota={}", "cluster", "rank", "size", "quota"))
-        kept_labels = pl.DataFrame({p.cluster_col: labels.astype(np.int32)}) if p.cluster_col else None
+        kept_labels = pl.DataFrame({p.cluster_col: names[labels].astype(np.int32)}) if p.cluster_col else None
         return Selection(rank < quota[labels], detail.to_series(), kept_labels)
 
     def stats(self, kept, rejected):
-        """The sampler stats plus the size of every cluster and the rows kept from it (index = cluster id)."""
+        """The sampler stats plus the size of every cluster and the rows kept from it (in the order of
+        `cluster_ids`, the clusters' names)."""
         result = super().stats(kept, rejected)
         col = self.params.cluster_col
         if col and col in kept.collect_schema():
             details = rejected.select(DETAIL).collect()[DETAIL]
             dropped = details.str.extract(r"^cluster=(\d+)", 1).cast(pl.Int64).drop_nulls().to_numpy()
             chosen = kept.select(col).collect()[col].drop_nulls().cast(pl.Int64).to_numpy()
-            k = int(max(chosen.max(initial=-1), dropped.max(initial=-1))) + 1
-            kept_per = np.bincount(chosen, minlength=k)
-            result |= {"clusters": k, "cluster_sizes": (kept_per + np.bincount(dropped, minlength=k)).tolist(),
+            ids = np.unique(np.concatenate([chosen, dropped]))
+            kept_per = np.bincount(np.searchsorted(ids, chosen), minlength=len(ids))
+            sizes = kept_per + np.bincount(np.searchsorted(ids, dropped), minlength=len(ids))
+            result |= {"clusters": len(ids), "cluster_ids": ids.tolist(), "cluster_sizes": sizes.tolist(),
                        "cluster_kept": kept_per.tolist()}
         return result
 
