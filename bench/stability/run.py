@@ -24,6 +24,7 @@ EDITED = (100, 10_000, 20_000, 30_000, 40_000)  # rows whose output gets one mor
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", type=int, default=5000)
+    parser.add_argument("--iterations", type=int, default=20, help="cluster_sample's Lloyd iterations")
     parser.add_argument("--work", type=Path, default=Path("/tmp/stability"))
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
@@ -37,7 +38,8 @@ def main() -> None:
                     "optional": ["input"], "on_error": "skip"}],
         "shard_rows": 10_000,
         "stages": [{"op": "normalize", "fields": ["instruction", "output"]},
-                   {"op": "cluster_sample", "budget": args.budget, "fields": ["instruction", "input", "output"]}],
+                   {"op": "cluster_sample", "budget": args.budget, "fields": ["instruction", "input", "output"],
+                    "iterations": args.iterations}],
         "release": {"dir": str(args.work / "releases")}}))
     sluice = Path(sys.executable).parent / "sluice"
     for version, edit in (("v0001", False), ("v0002", True)):

@@ -187,6 +187,9 @@ class ClusterSample(Sampler):
         score_col: str | None = Field(default=None, description="numeric column; best first inside a cluster")
         cluster_col: str | None = Field(default="cluster", min_length=1,
                                         description="column that gets each kept row's cluster id (null: none)")
+        iterations: int = Field(default=20, ge=0, le=100, description=(
+            "Lloyd iterations after seeding; fewer keep the choice steadier when a few input rows change "
+            "(0: every row joins its nearest seed; bench/stability)"))
 
     def columns(self) -> dict[str, str]:
         col = self.params.cluster_col
@@ -195,7 +198,7 @@ class ClusterSample(Sampler):
     def select(self, index):
         p = self.params
         k = p.clusters or min(max(p.budget // 5, 2), 2000)  # many small clusters: better coverage (bench/diversity)
-        labels, names = ft.keyed_kmeans(self.embedding(index), k, self.keys(index))
+        labels, names = ft.keyed_kmeans(self.embedding(index), k, self.keys(index), iters=p.iterations)
         sizes = np.bincount(labels, minlength=len(names))
         quota = (balanced_quota if p.allocation == "balanced" else proportional_quota)(sizes, p.budget)
         rank = rank_within(labels, self._priority(index))
