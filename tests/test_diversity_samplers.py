@@ -285,8 +285,7 @@ def test_cluster_choice_and_cluster_ids_are_stable_when_a_few_rows_change(alpaca
     op = ClusterSample(budget=300, **SMALL)
     (kept_a, _), (kept_b, _) = run(op, rows), run(op, edited)
     moved = set(kept_a["id"]) ^ set(kept_b["id"])
-    # 44 here (k-means++ seeding by position moved 138 rows and renumbered 94% of the clusters); on the
-    # 52k rows of bench/stability the share moved is far smaller
-    assert len(moved) <= 60, len(moved)
+    # 24 here (k-means++ seeding by position moved 138 rows and renumbered 94% of the clusters)
+    assert len(moved) <= 35, len(moved)
     both = kept_a.join(kept_b, on="id", suffix="_b")
-    assert (both["cluster"] == both["cluster_b"]).mean() >= 0.85
+    assert (both["cluster"] == both["cluster_b"]).mean() >= 0.97
