@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/orchestration/memory.py --rows 250000,1000000 [--before /tmp/sluice-before]
     .venv/bin/python bench/orchestration/memory.py --rows 500000 --join 8 --no-minhash --before /tmp/sluice-before
+    .venv/bin/python bench/orchestration/memory.py --rows 1000000 --gopher --runners prefect --kill-at stage.done:6
 
 Input: Alpaca outputs repeated with a per-copy suffix (Parquet); pipeline normalize -> length_filter ->
 exact_dedup -> minhash_dedup, 50k-row shards, empty cache. Each run is a fresh process under /usr/bin/time -v:
@@ -36,14 +37,16 @@ LAUNCH = ("import sys; root = sys.argv.pop(1); "
           "sys.path.insert(0, root); from pipelines.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
-def run(code: Path, config: Path, runner: str) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds (user + system, children included) and peak RSS (GiB) of one `sluice run`."""
+def run(code: Path, config: Path, runner: str, kill_at: str | None = None) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system, children included) and peak RSS (GiB) of one `sluice run`
+    (with `kill_at`, one SIGKILLed at that failpoint, e.g. stage.done:5)."""
     extra = ["--no-prefect"] if runner == "plain" else ["--runner", "dask"] if runner == "dask" else []
     cmd = ["/usr/bin/time", "-v", sys.executable, "-c", LAUNCH, str(code), "run", str(config), *extra]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={"SLUICE_PROGRESS": "off", "PATH": "/usr/bin:/bin"})
+    env = {"SLUICE_PROGRESS": "off", "PATH": "/usr/bin:/bin"} | ({"SLUICE_KILL_AT": kill_at} if kill_at else {})
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - start
-    if done.returncode != 0:
+    if done.returncode != 0 and not (kill_at and "Command terminated by signal 9" in done.stderr):
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
     peak_kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1))
     cpu = sum(float(re.search(rf"{kind} time \(seconds\): ([\d.]+)", done.stderr).group(1)) for kind in ("User", "System"))
@@ -57,8 +60,12 @@ def main() -> None:
     parser.add_argument("--before", type=Path, help="another checkout to compare with")
     parser.add_argument("--join", type=int, default=1, help="Alpaca outputs per row (longer rows: more bytes per row)")
     parser.add_argument("--no-minhash", action="store_true", help="cleaning stages and exact dedup only")
+    parser.add_argument("--gopher", action="store_true", help="Gopher repetition and quality after the length filter")
+    parser.add_argument("--kill-at", help="also: a run SIGKILLed at this failpoint (e.g. stage.done:5), then resumed")
     args = parser.parse_args()
     stages = STAGES[:-1] if args.no_minhash else STAGES
+    if args.gopher:
+        stages = stages[:2] + [{"op": "gopher_repetition"}, {"op": "gopher_quality"}] + stages[2:]
     checkouts = {"now": ROOT} | ({"before": args.before} if args.before else {})
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,6 +87,15 @@ def main() -> None:
                     results.append({"rows": rows, "join": args.join, "runner": runner, "code": label, "wall_s": round(wall, 1),
                                     "cpu_s": round(cpu, 1), "peak_rss_gib": round(peak, 2)})
                     print(json.dumps(results[-1]), flush=True)
+                    if args.kill_at:  # the same config into a fresh dataset: killed late, then resumed
+                        killed = config.with_name(f"killed-{config.name}")
+                        killed.write_text(config.read_text().replace(f'"{config.stem}"', f'"killed-{config.stem}"'))
+                        for kill in (args.kill_at, None):
+                            wall, cpu, peak = run(code, killed, runner, kill)
+                            results.append({"rows": rows, "runner": runner, "code": label, "run": "killed" if kill else "resumed",
+                                            "kill_at": kill, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                                            "peak_rss_gib": round(peak, 2)})
+                            print(json.dumps(results[-1]), flush=True)
             data.unlink()
 
 
