@@ -47,15 +47,21 @@ class ShardCache:
         os.utime(entry)  # mark as used by this run, so prune() keeps it
         return sorted(entry.glob("*.parquet"), key=lambda p: int(p.stem))
 
-    def put(self, key: str, frames: tuple[pl.DataFrame, ...]) -> list[Path]:
-        """Store `frames` under `key`; return their files."""
+    def put(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Path] = ()) -> list[Path]:
+        """Store `frames` under `key`, then the Parquet files `links` (hard links to files already in the
+        cache folder, e.g. spilled read shards: nothing is written twice); return the entry's files."""
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
         try:
             for i, frame in enumerate(frames):
                 _write(frame, tmp / f"{i}.parquet")
-        except SluiceError:
+            for i, path in enumerate(links, len(frames)):
+                try:
+                    os.link(path, tmp / f"{i}.parquet")
+                except OSError:  # another filesystem: a copy
+                    shutil.copyfile(path, tmp / f"{i}.parquet")
+        except (SluiceError, OSError):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         try:
@@ -65,7 +71,7 @@ class ShardCache:
             if not (self.folder / key).is_dir():  # no: the rename itself failed
                 raise
         failpoints.hit("cache.put")
-        return [self.folder / key / f"{i}.parquet" for i in range(len(frames))]
+        return [self.folder / key / f"{i}.parquet" for i in range(len(frames) + len(links))]
 
     @property
     def _spills(self) -> Path:

@@ -23,7 +23,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from operators.base import DETAIL, REASON, Decision, Generator, GlobalOperator, Mapper, Operator, RowOperator, Split
-from operators.errors import SluiceError
+from operators.errors import InputError, SluiceError
 from pipelines import failpoints
 from pipelines.accounting import Ledger
 from pipelines.cache import ShardCache, derive
@@ -227,13 +227,55 @@ def _has_stats(op: Operator) -> bool:
 
 def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None = None) -> Outcome:
     """Read every input, in order, as shards of `shard_rows` rows (ids unique across all inputs); with a
-    cache, each shard goes to disk as soon as it is read."""
+    cache, each shard goes to disk as soon as it is read, and the whole read is kept in the cache under a key
+    of the input files' hashes and how they are read: a re-run (a resume) reads no input again."""
+    for src in sources:
+        if not src.path.is_file():
+            raise InputError(f"{src.path}: input file not found")
+    meta = [{"path": str(src.path), "format": src.format, "source": src.source, "bytes": src.path.stat().st_size,
+             "sha256": file_sha256(src.path)} for src in sources]
+    # Ids depend on every earlier input, so each shard's key covers all inputs and how they were read.
+    read_key = derive(json.dumps([meta, [asdict(s) for s in sources], shard_rows], default=str, sort_keys=True))
+    if cache is not None and (files := cache.files(derive(read_key, "read"))) is not None:
+        return _cached_read(files, read_key)
+    outcome = _read(sources, shard_rows, cache, meta)
+    outcome.keys = [derive(read_key, str(i)) for i in range(len(outcome.parts))]
+    if cache is not None:
+        index = pl.DataFrame({"kind": ["rows"] * len(outcome.parts) + ["rejects"] * len(outcome.rejected),
+                              "name": outcome.names + [""] * len(outcome.rejected),
+                              "rows": [p.rows for p in outcome.parts + outcome.rejected]},
+                             schema={"kind": pl.String, "name": pl.String, "rows": pl.Int64})
+        cache.put(derive(read_key, "read"), (index, pl.DataFrame(outcome.inputs)),
+                  links=[p.path for p in outcome.parts + outcome.rejected])
+        outcome.computed = 1
+    return outcome
+
+
+def _cached_read(files: list[Path], read_key: str) -> Outcome:
+    """The read of an earlier run, from the cache: its shards, rejects, books and inputs."""
+    index, inputs = pl.read_parquet(files[0]), pl.read_parquet(files[1]).to_dicts()
+    parts = [Part(rows, path=f) for rows, f in zip(index["rows"], files[2:])]
+    kinds = index["kind"].to_list()
+    shards = [p for p, kind in zip(parts, kinds) if kind == "rows"]
+    rejects = [p for p, kind in zip(parts, kinds) if kind == "rejects"]
+    ledger = Ledger()
+    count = ledger.stage("read", "read")
+    reasons: Counter = Counter()
+    for part in rejects:
+        reasons.update(_reason_counts(pl.read_parquet(part.path, columns=[REASON])))
+    count.add(sum(p.rows for p in shards) + sum(p.rows for p in rejects), sum(p.rows for p in shards), reasons)
+    names = [n for n, kind in zip(index["name"], kinds) if kind == "rows"]
+    keys = [derive(read_key, str(i)) for i in range(len(shards))]
+    return Outcome(shards, rejects, ledger, inputs, keys, names, reused=1)  # the read counts as one result
+
+
+def _read(sources: list[Source], shard_rows: int, cache: ShardCache | None, meta: list[dict]) -> Outcome:
     ledger = Ledger()
     count = ledger.stage("read", "read")
     ids = IdRegistry()
     shards, rejects, inputs, names = [], [], [], []
     progress = Progress("read")
-    for src in sources:
+    for src, about in zip(sources, meta, strict=True):
         rows, documents, reasons, example = 0, 0, Counter(), None
         for shard in read_shards(src, shard_rows, ids):
             shards.append(_part(shard.rows, cache))
@@ -248,13 +290,9 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
             progress.advance(shard.rows_read)
             failpoints.hit("read.shard")
         check_read_loss(src, documents, reasons, example)
-        inputs.append({"path": str(src.path), "format": src.format, "source": src.source, "rows": rows,
-                       "bytes": src.path.stat().st_size, "sha256": file_sha256(src.path)})
+        inputs.append(about | {"rows": rows})
     progress.close()
-    # Ids depend on every earlier input, so each shard's key covers all inputs and how they were read.
-    read_key = derive(json.dumps([inputs, [asdict(s) for s in sources], shard_rows], default=str, sort_keys=True))
-    keys = [derive(read_key, str(i)) for i in range(len(shards))]
-    return Outcome(shards, rejects, ledger, inputs, keys, names)
+    return Outcome(shards, rejects, ledger, inputs, [], names)
 
 
 def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
