@@ -128,7 +128,9 @@ def _cached(path: Path) -> int:
 def test_embedded_model_starts_answers_and_stops(tmp_path, sluice, monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     seeds = [{"instruction": "Name a primary colour."}, {"instruction": "Say hello in French."}]
-    config = write_config(tmp_path, seeds, [{"op": "responses", "max_tokens": 12, "temperature": 0}], None)
+    # 12 tokens may cut every answer off: an empty release is allowed here, the books are what is checked
+    config = write_config(tmp_path, seeds, [{"op": "responses", "max_tokens": 12, "temperature": 0}], None,
+                          release={"dir": "releases", "allow_empty": True})
     code, stdout, stderr = sluice("run", config, "--no-prefect")
     assert code == 0, stderr
     assert "starting the embedded model" in stdout
