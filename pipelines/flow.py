@@ -8,10 +8,13 @@ Prefect on Dask). Either way finished shard results go to the dataset's cache fo
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
+import signal
+import sys
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -97,8 +100,9 @@ def _start_api_server() -> None:
     Ctrl-C in a terminal signals the whole foreground process group; a server in that group would die at
     once, and Prefect's client would then retry it for a minute and a half, printing kilobytes of connection
     errors. In its own session the server outlives the interrupt long enough for the run to record it; Prefect
-    stops it at exit (and `interrupts` on a forced exit). Prefect offers no option for this, so its Popen is
-    given `start_new_session=True` for the duration of the start."""
+    stops it at exit (and `interrupts` on a forced exit). Outside the run's process group nothing else would
+    stop it if the run itself were killed (SIGKILL, the OOM killer), so on Linux the kernel sends it SIGTERM
+    when the run dies. Prefect offers no option for either, so its Popen gets them for the duration of the start."""
     from prefect.server.api import server as api
     from prefect.settings import PREFECT_API_URL
 
@@ -108,11 +112,25 @@ def _start_api_server() -> None:
     interrupts.on_hard_exit(lambda: ephemeral.server_process and ephemeral.server_process.terminate())
     if not ephemeral.running:
         popen = api.subprocess.Popen
-        api.subprocess.Popen = functools.partial(popen, start_new_session=True)
+        api.subprocess.Popen = functools.partial(popen, start_new_session=True,
+                                                 preexec_fn=_dies_with(os.getpid()))
         try:
             ephemeral.start()
         finally:
             api.subprocess.Popen = popen
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when `parent` dies (prctl PR_SET_PDEATHSIG); None elsewhere."""
+    if sys.platform != "linux":
+        return None
+
+    def set_death_signal() -> None:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
 
 
 def quiet_prefect() -> None:
