@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def test_a_real_write_error_in_the_release_files_publishes_nothing(published, sl
 
 def test_a_real_write_error_in_the_shard_cache_is_a_clear_error(published, sluice):
     config, dataset = published
+    shutil.rmtree(dataset / ".cache")  # else the re-run reuses every cached read and shard and writes none
     run = run_with_file_size_limit(config, 10_000)
     assert run.returncode == 1 and "Traceback" not in run.stderr
     message = run.stderr.strip()
