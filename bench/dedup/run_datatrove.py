@@ -41,19 +41,28 @@ def main() -> None:
     config = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1"))
     w, n = args.work, args.workers
     folder = split(args.input, f"{w}/input", n)  # datatrove parallelises over files: one per worker
-    reader = lambda: JsonlReader(folder, id_key="id", text_key="text")  # noqa: E731
-    stages = [
-        [reader(), MinhashDedupSignature(output_folder=f"{w}/signatures", config=config)],
-        [MinhashDedupBuckets(input_folder=f"{w}/signatures", output_folder=f"{w}/buckets", config=config)],
-        [MinhashDedupCluster(input_folder=f"{w}/buckets", output_folder=f"{w}/remove_ids", config=config)],
-        [reader(), MinhashDedupFilter(input_folder=f"{w}/remove_ids",
-                                      exclusion_writer=JsonlWriter(f"{w}/removed", compression=None)),
-         JsonlWriter(f"{w}/kept", compression=None)],
-    ]
-    tasks = [n, config.num_buckets, 1, n]
-    for i, (pipeline, t) in enumerate(zip(stages, tasks)):
-        LocalPipelineExecutor(pipeline=pipeline, tasks=t, workers=min(n, t), logging_dir=f"{w}/logs/{i}").run()
+    run(minhash_stages(lambda: JsonlReader(folder, id_key="id", text_key="text"), w, n, config), w, n)
 
+
+def minhash_stages(reader, w: str, n: int, config: MinhashConfig, removed: bool = True) -> list[tuple[list, int]]:
+    """datatrove's four MinHash steps over `reader()`'s documents in `w`, each with its task count; the kept
+    documents go to `w`/kept, the removed ones (if `removed`) to `w`/removed."""
+    return [
+        ([reader(), MinhashDedupSignature(output_folder=f"{w}/signatures", config=config)], n),
+        ([MinhashDedupBuckets(input_folder=f"{w}/signatures", output_folder=f"{w}/buckets", config=config)],
+         config.num_buckets),
+        ([MinhashDedupCluster(input_folder=f"{w}/buckets", output_folder=f"{w}/remove_ids", config=config)], 1),
+        ([reader(), MinhashDedupFilter(input_folder=f"{w}/remove_ids",
+                                       exclusion_writer=JsonlWriter(f"{w}/removed", compression=None) if removed else None),
+          JsonlWriter(f"{w}/kept", compression=None)], n),
+    ]
+
+
+def run(stages: list[tuple[list, int]], w: str, workers: int = 2) -> None:
+    """Each step in turn with its tasks, on at most `workers` processes."""
+    for i, (pipeline, tasks) in enumerate(stages):
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(workers, tasks),
+                              logging_dir=f"{w}/logs/{i}").run()
 
 if __name__ == "__main__":
     main()

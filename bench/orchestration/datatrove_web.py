@@ -10,27 +10,17 @@ Default filter parameters (the ones Sluice's defaults follow). Prints the counts
 import argparse
 import glob
 import json
-import os
+import sys
+from pathlib import Path
 
-from datatrove.executor import LocalPipelineExecutor
-from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                              MinhashDedupFilter, MinhashDedupSignature)
+from datatrove.pipeline.dedup.minhash import MinhashConfig
 from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
 from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.utils.hashing import HashConfig
 
-
-def split(path: str, folder: str, parts: int) -> str:
-    """The input as `parts` JSONL files (datatrove parallelises over files: one per worker)."""
-    os.makedirs(folder, exist_ok=True)
-    outs = [open(f"{folder}/part-{k}.jsonl", "w") for k in range(parts)]
-    with open(path) as fh:
-        for i, line in enumerate(fh):
-            outs[i % parts].write(line)
-    for out in outs:
-        out.close()
-    return folder
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dedup"))
+from run_datatrove import minhash_stages, run, split  # noqa: E402  (the dedup bench's datatrove side)
 
 
 def lines(folder: str) -> int:
@@ -49,17 +39,9 @@ def main() -> None:
                            hash_config=HashConfig(precision=64, hash_fc="sha1"))
     source = split(args.input, f"{w}/input", n)
     filtered = lambda: JsonlReader(f"{w}/filtered", id_key="id", text_key="text")  # noqa: E731
-    stages = [
-        [JsonlReader(source, id_key="id", text_key="text"), GopherRepetitionFilter(), GopherQualityFilter(),
-         C4QualityFilter(), FineWebQualityFilter(), JsonlWriter(f"{w}/filtered", compression=None)],
-        [filtered(), MinhashDedupSignature(output_folder=f"{w}/signatures", config=config)],
-        [MinhashDedupBuckets(input_folder=f"{w}/signatures", output_folder=f"{w}/buckets", config=config)],
-        [MinhashDedupCluster(input_folder=f"{w}/buckets", output_folder=f"{w}/remove_ids", config=config)],
-        [filtered(), MinhashDedupFilter(input_folder=f"{w}/remove_ids"), JsonlWriter(f"{w}/kept", compression=None)],
-    ]
-    tasks = [n, n, config.num_buckets, 1, n]
-    for i, (pipeline, t) in enumerate(zip(stages, tasks)):
-        LocalPipelineExecutor(pipeline=pipeline, tasks=t, workers=min(n, t), logging_dir=f"{w}/logs/{i}").run()
+    filters = [JsonlReader(source, id_key="id", text_key="text"), GopherRepetitionFilter(), GopherQualityFilter(),
+               C4QualityFilter(), FineWebQualityFilter(), JsonlWriter(f"{w}/filtered", compression=None)]
+    run([(filters, n)] + minhash_stages(filtered, w, n, config, removed=False), w, n)
     print(json.dumps({"after_filters": lines(f"{w}/filtered"), "kept": lines(f"{w}/kept")}))
 
 
