@@ -29,10 +29,22 @@ def read_list(path: str) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def _url_key(url: str) -> str:
-    url = url.split("#", 1)[0].rstrip("/").strip()
-    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*://[^/?#]+)(.*)$", url)
-    return match.group(1).lower() + match.group(2) if match else url
+_SCHEME_HOST = r"^([A-Za-z][A-Za-z0-9+.\-]*://[^/?#]+)(.*)$"
+
+
+def _url_key(url: pl.Expr) -> pl.Expr:
+    """A URL as exact-URL lists compare it: no fragment, no trailing slash or spaces, scheme and host lowercased."""
+    url = url.str.replace(r"#.*$", "").str.strip_chars_end("/").str.strip_chars()
+    head = url.str.extract(_SCHEME_HOST, 1)
+    return pl.when(head.is_not_null()).then(head.str.to_lowercase() + url.str.extract(_SCHEME_HOST, 2)).otherwise(url)
+
+
+def _url_keys(urls: list[str]) -> list[str]:
+    return pl.DataFrame({"url": urls}, schema={"url": pl.String}).select(_url_key(pl.col("url"))).to_series().to_list()
+
+
+def _exact_url_in(url: pl.Expr, urls: list[str]) -> pl.Expr:
+    return _url_key(url).is_in(_url_keys(urls)) if urls else pl.lit(False)
 
 
 @register
@@ -86,8 +98,7 @@ class UrlFilter(Filter):
         if p.only_allowed:
             rules["not_allowed"] = ~allowed & (url != "")
         rules["blocked_domain"] = _domain_in(host, self._entries(p.block_domains))
-        rules["blocked_url"] = url.map_batches(lambda s: s.map_elements(_url_key, return_dtype=pl.String)).is_in(
-            [_url_key(u) for u in self._entries(p.block_urls)])
+        rules["blocked_url"] = _exact_url_in(url, self._entries(p.block_urls))
         rules["blocked_substring"] = _contains_any(url, self._entries(p.block_substrings))
         if p.bad_words_in_url:
             words = [w for w in word_list("en") if re.fullmatch(r"[a-z]+", w)]
@@ -96,8 +107,7 @@ class UrlFilter(Filter):
         return {name: rule & ~allowed for name, rule in rules.items()}
 
     def _matches(self, url: pl.Expr, host: pl.Expr, domains: list[str], urls: list[str], subs: list[str]) -> pl.Expr:
-        keys = [_url_key(u) for u in self._entries(urls)]
-        exact = url.map_batches(lambda s: s.map_elements(_url_key, return_dtype=pl.String)).is_in(keys)
+        exact = _exact_url_in(url, self._entries(urls))
         return _domain_in(host, self._entries(domains)) | _contains_any(url, self._entries(subs)) | (exact & (url != ""))
 
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
