@@ -16,12 +16,12 @@ import numpy as np
 import polars as pl
 
 from operators.clean.normalize import for_matching
-from operators.quality.text import _UNSPACED  # the quality filters' notion of scripts written without spaces
+from operators.quality.tokenize import UNSPACED  # the quality filters' notion of scripts written without spaces
 
 Unit = Literal["auto", "word", "char"]
 # `auto` tokens: a run of non-space characters, except that each character of a script written without spaces
 # (Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) is a token of its own, as the length filters count words.
-_AUTO_TOKEN = rf"[{_UNSPACED}]|[^\s{_UNSPACED}]+"
+_AUTO_TOKEN = rf"[{UNSPACED}]|[^\s{UNSPACED}]+"
 
 # Odd 64-bit multipliers, one per n-gram position (positions matter: "a b" and "b a" differ).
 MAX_N = 64

@@ -25,9 +25,6 @@ def text_of(field: str) -> pl.Expr:
     return pl.col(field).cast(pl.String).fill_null("")
 
 
-_UNSPACED = tokenize.UNSPACED
-
-
 def plain_word_count(text: pl.Expr) -> pl.Expr:
     """Words for length limits in any language: runs of non-space characters, except that every character of
     Chinese, Japanese kana, Thai, Lao, Khmer or Myanmar (with its combining marks) counts as one, as in the
@@ -40,9 +37,9 @@ def join_unspaced(text: pl.Expr) -> pl.Expr:
     """The text without the spaces and tabs next to a character of a script written without spaces, so that
     "我 是 学生" and "我是学生" measure the same (line lengths, character shares). Other text is unchanged."""
     blank = r"[^\S\n]+"
-    joined = (text.str.replace_all(rf"([{_UNSPACED}]\p{{M}}*){blank}", "$1")
-              .str.replace_all(rf"{blank}([{_UNSPACED}])", "$1"))
-    return pl.when(text.str.contains(f"[{_UNSPACED}]")).then(joined).otherwise(text)
+    joined = (text.str.replace_all(rf"([{tokenize.UNSPACED}]\p{{M}}*){blank}", "$1")
+              .str.replace_all(rf"{blank}([{tokenize.UNSPACED}])", "$1"))
+    return pl.when(text.str.contains(f"[{tokenize.UNSPACED}]")).then(joined).otherwise(text)
 
 
 def rule_text(batch: pl.DataFrame, field: str) -> pl.Expr:
@@ -53,7 +50,7 @@ def rule_text(batch: pl.DataFrame, field: str) -> pl.Expr:
 
 def only_unspaced(texts: pl.Series, change: Callable[[pl.Expr], pl.Expr]) -> pl.Series:
     """`texts` with `change` applied to the rows that have a character of a script written without spaces."""
-    rows = texts.str.contains(f"[{_UNSPACED}]").arg_true()
+    rows = texts.str.contains(f"[{tokenize.UNSPACED}]").arg_true()
     if not len(rows):
         return texts
     return texts.scatter(rows, pl.select(change(pl.lit(texts.gather(rows)))).to_series())
