@@ -268,12 +268,15 @@ class Decision(NamedTuple):
       copies get the ids `<id>#2`, `<id>#3`, ... and the stage's books count them as `added`.
     - tables: side tables published with the release as `tables/<stage>.<name>.parquet` (e.g. an index
       that a later run can dedup against).
+    - edits: `id` + whatever an operator's own `apply` needs to rewrite kept rows (e.g. which lines of a row
+      to cut); the default `apply` ignores it.
     """
 
     drops: pl.DataFrame
     labels: pl.DataFrame | None = None
     copies: pl.DataFrame | None = None
     tables: dict[str, pl.DataFrame] = {}
+    edits: pl.DataFrame | None = None
 
 
 class GlobalOperator(Operator):
@@ -282,7 +285,8 @@ class GlobalOperator(Operator):
     `index` turns one shard into a small key table (an `id` column plus whatever the decision needs);
     `decide` sees the index of all shards, concatenated in input order, and returns the rows to drop
     (columns `id`, `reason` (the rule) and `detail`) or a `Decision` that can also label, repeat rows and
-    publish side tables. Applying the decision is the engine's job.
+    publish side tables. `apply` carries the decision out on one shard (the engine calls it per shard and
+    prefixes the reasons with the stage name); override it to rewrite rows (line dedup edits their text).
     """
 
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
@@ -290,6 +294,18 @@ class GlobalOperator(Operator):
 
     def decide(self, index: pl.DataFrame) -> pl.DataFrame | Decision:
         raise NotImplementedError
+
+    def apply(self, batch: pl.DataFrame, decision: Decision) -> Split:
+        """Drop, label and repeat the rows of one shard as `decision` says."""
+        hit = pl.col("id").is_in(decision.drops["id"].implode())
+        rejected = batch.filter(hit).join(decision.drops, on="id", how="left", maintain_order="left")
+        kept = batch.filter(~hit)
+        if decision.labels is not None:  # a label replaces a column of the same name (an earlier stage's cluster)
+            kept = kept.drop([c for c in decision.labels.columns if c != "id"], strict=False) \
+                .join(decision.labels, on="id", how="left", maintain_order="left")
+        if decision.copies is not None:
+            kept = _repeated(kept, decision.copies)
+        return Split(kept, rejected)
 
     def writes(self) -> set[str] | None:
         """Default: the label columns of its decision over an empty batch of the columns it reads."""
@@ -304,6 +320,15 @@ class GlobalOperator(Operator):
     def drops(rows: pl.DataFrame, reason: str, detail: pl.Expr | None = None) -> pl.DataFrame:
         """The decision table for `rows`: id, reason, detail."""
         return _with_reason(rows, reason, detail).select("id", REASON, DETAIL)
+
+
+def _repeated(kept: pl.DataFrame, copies: pl.DataFrame) -> pl.DataFrame:
+    """Each row `copies` times in a row; copy k > 1 gets the id `<id>#k`."""
+    copy = pl.int_ranges(1, pl.col("copies").fill_null(1) + 1).alias("_copy")
+    exploded = kept.join(copies.select("id", "copies"), on="id", how="left", maintain_order="left") \
+        .with_columns(copy).explode("_copy")
+    new_id = pl.when(pl.col("_copy") > 1).then(pl.format("{}#{}", "id", "_copy")).otherwise(pl.col("id"))
+    return exploded.with_columns(new_id.alias("id")).drop("copies", "_copy")
 
 
 class Generator(Operator):

@@ -516,25 +516,10 @@ def decide(index: pl.DataFrame, stage: Stage) -> Decision:
 
 
 def apply_decision(batch: pl.DataFrame, stage: Stage, decision: Decision) -> Split:
-    """Drop, label and repeat the rows of one shard as `decision` says."""
-    hit = pl.col("id").is_in(decision.drops["id"].implode())
-    rejected = batch.filter(hit).join(decision.drops, on="id", how="left", maintain_order="left")
-    kept = batch.filter(~hit)
-    if decision.labels is not None:  # a label replaces a column of the same name (an earlier stage's cluster)
-        kept = kept.drop([c for c in decision.labels.columns if c != "id"], strict=False) \
-            .join(decision.labels, on="id", how="left", maintain_order="left")
-    if decision.copies is not None:
-        kept = _repeated(kept, decision.copies)
+    """Carry `decision` out on one shard (the operator's `apply`: drop, label, repeat, or its own rewrite)."""
+    with _stage_errors(stage, batch):
+        kept, rejected = stage.operator.apply(batch, decision)
     return Split(kept, _prefix_reasons(rejected, stage))
-
-
-def _repeated(kept: pl.DataFrame, copies: pl.DataFrame) -> pl.DataFrame:
-    """Each row `copies` times in a row; copy k > 1 gets the id `<id>#k`."""
-    copy = pl.int_ranges(1, pl.col("copies").fill_null(1) + 1).alias("_copy")
-    exploded = kept.join(copies.select("id", "copies"), on="id", how="left", maintain_order="left") \
-        .with_columns(copy).explode("_copy")
-    new_id = pl.when(pl.col("_copy") > 1).then(pl.format("{}#{}", "id", "_copy")).otherwise(pl.col("id"))
-    return exploded.with_columns(new_id.alias("id")).drop("copies", "_copy")
 
 
 def copies_added(decision: Decision) -> int:

@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from conftest import ALPACA, GSM8K
-from operators.base import Decision, GlobalOperator, Mapper
+from operators.base import Decision, GlobalOperator, Mapper, Split
 from operators.errors import AccountingError, SluiceError
 from pipelines import config
 from pipelines.accounting import Ledger
@@ -140,6 +140,38 @@ def test_a_decision_drops_labels_repeats_and_publishes_a_table(write_config, tmp
     (folder / "tables" / "rebalance.digits.parquet").chmod(0o644)
     (folder / "tables" / "rebalance.digits.parquet").write_bytes(b"not parquet")
     assert any("rebalance.digits.parquet" in p for p in verify(folder))
+
+
+class TrimRepeats(GlobalOperator):
+    """Rewrites rows through its own `apply`: a text seen earlier is cut to its first word; row 3's are dropped."""
+
+    name = "trim_repeats"
+
+    def index(self, batch: pl.DataFrame) -> pl.DataFrame:
+        return batch.select("id", "text")
+
+    def decide(self, index: pl.DataFrame) -> Decision:
+        repeats = index.filter(pl.col("text").is_first_distinct().not_())
+        return Decision(drops=self.drops(index.filter(pl.col("text") == "Row 3 here."), "three"),
+                        edits=repeats.select("id"))
+
+    def apply(self, batch: pl.DataFrame, decision: Decision) -> Split:
+        kept, rejected = super().apply(batch, decision)
+        cut = pl.col("id").is_in(decision.edits["id"].implode())
+        return Split(kept.with_columns(pl.when(cut).then(pl.col("text").str.extract(r"^(\S+)"))
+                                       .otherwise(pl.col("text")).alias("text")), rejected)
+
+
+def test_an_operator_can_rewrite_rows_in_its_own_apply(write_config, tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"text": "Row {i % 4} here."}}\n' for i in range(10)))
+    pipeline = config.load(write_config([{"path": str(path), "fields": {"text": "text"}}], shard_rows=3))
+    pipeline.stages.append(Stage("trim", TrimRepeats()))
+    folder, _ = run_pipeline(pipeline, tmp_path / "releases", use_prefect=False)
+    rows = pl.read_parquet(folder / "data" / "*.parquet")
+    assert rows["text"].to_list() == [f"Row {i} here." for i in range(3)] + ["Row"] * 5
+    stage = json.loads((folder / "manifest.json").read_text())["stages"][-1]
+    assert stage["dropped"] == {"trim:three": 2}
 
 
 def test_ledger_balances_added_rows_and_names_them_when_it_does_not():
