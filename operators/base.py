@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import importlib
 import importlib.metadata
 import inspect
 import json
@@ -113,11 +114,19 @@ class Operator:
         """An empty batch holding the columns this operator reads (for `writes` defaults)."""
         return pl.DataFrame(schema={c: pl.String for c in ["id", *(c for cs in self.reads().values() for c in cs)]})
 
+    def data_files(self) -> list[Path]:
+        """Files named by this operator's parameters that its output depends on (word lists, models, indexes).
+        Data a module bundles is declared by the module itself, in `DATA_FILES` (see `code_version`)."""
+        return []
+
     @property
     def fingerprint(self) -> str:
-        """Name, parameters and code: equal fingerprints mean equal output. The code is the operator's module,
-        every operators/ module it imports (transitively), and the versions of the libraries they import."""
-        payload = {"op": self.name, "params": self.params.model_dump(mode="json"), "code": code_version(type(self).__module__)}
+        """Name, parameters, code and data: equal fingerprints mean equal output. The code is the operator's
+        module, every operators/ module it imports (transitively), the versions of the libraries they import and
+        the contents of the data files those modules declare; the data, the contents of `data_files()`."""
+        payload = {"op": self.name, "params": self.params.model_dump(mode="json"),
+                   "code": code_version(type(self).__module__),
+                   "data": {str(path): content_digest(path) for path in self.data_files()}}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -126,8 +135,9 @@ OPERATORS_ROOT = Path(__file__).resolve().parent  # the `operators` package
 
 def code_version(module: str) -> dict[str, Any]:
     """What a module's results depend on: sha256 of each operators/ module it reaches through imports (itself
-    included), and the installed version of each library those modules import."""
-    modules, libraries, todo = {}, set(), [module]
+    included), the installed version of each library those modules import, and the contents of the data files
+    those modules declare in a module-level `DATA_FILES` (paths, folders, or functions returning a path)."""
+    modules, libraries, data, todo = {}, set(), {}, [module]
     while todo:
         name = todo.pop()
         if name in modules or (path := module_path(name)) is None:
@@ -137,7 +147,47 @@ def code_version(module: str) -> dict[str, Any]:
         imported = _imports(name, path.name == "__init__.py", source)
         todo += [m for m in imported if m.split(".")[0] == "operators"]
         libraries |= {m.split(".")[0] for m in imported} - {"operators"} - set(sys.stdlib_module_names)
-    return {"modules": modules, "libraries": {lib: _version(lib) for lib in sorted(libraries)}}
+        data |= _declared_data(name)
+    return {"modules": modules, "libraries": {lib: _version(lib) for lib in sorted(libraries)}, "data": data}
+
+
+def _declared_data(module: str) -> dict[str, str]:
+    """{path: content digest} of the files a module lists in `DATA_FILES` (a function's path that cannot be
+    found, e.g. a model package not installed, counts as missing: the operator itself says so when it runs)."""
+    found = {}
+    for entry in getattr(importlib.import_module(module), "DATA_FILES", ()):
+        try:
+            path = Path(entry() if callable(entry) else entry)
+        except Exception:  # noqa: BLE001 - the operator reports the missing file when it runs
+            found[getattr(entry, "__name__", str(entry))] = "missing"
+            continue
+        path = path.resolve()  # named the same in every checkout and environment, so caches and manifests agree
+        root = OPERATORS_ROOT.parent
+        found[path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name] = content_digest(path)
+    return found
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (relative names and digests), or "missing"."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        listing = [[p.relative_to(path).as_posix(), content_digest(p)] for p in files]
+        return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+    if not path.is_file():
+        return "missing"
+    stat = path.stat()
+    return _file_digest(path.resolve(), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:
+    """Hashed once per (path, size, modification time): a fingerprint is asked for often."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def module_path(name: str) -> Path | None:
@@ -176,9 +226,15 @@ def _imports(module: str, is_package: bool, source: bytes) -> list[str]:
 
 
 @functools.cache
+def _distributions() -> dict[str, list[str]]:
+    """Importable name -> distributions (scanning every installed package takes seconds: once per process)."""
+    return importlib.metadata.packages_distributions()
+
+
+@functools.cache
 def _version(top_level: str) -> str | None:
     """The installed version of the distribution providing the importable name `top_level`."""
-    for dist in importlib.metadata.packages_distributions().get(top_level, []):
+    for dist in _distributions().get(top_level, []):
         try:
             return f"{dist}=={importlib.metadata.version(dist)}"
         except importlib.metadata.PackageNotFoundError:

@@ -1,5 +1,6 @@
 """The fingerprint covers everything a stage's output depends on: its module, the operators/ modules it imports
-(transitively) and the versions of the libraries they import. Editing a helper recomputes cached shard results."""
+(transitively), the versions of the libraries they import and the data files they read. Editing a helper recomputes
+cached shard results."""
 
 from __future__ import annotations
 
@@ -68,3 +69,27 @@ stages:
     reused, computed, again = run()
     assert (reused, computed) == (3 * shards + 1, shards)  # gopher recomputed, the rest reused
     assert all(a.equals(b) for a, b in zip(first, again))
+
+
+def test_data_files_are_in_the_fingerprint(tmp_path, monkeypatch):
+    """Bundled data a module declares (the per-language table Gopher reads, the fastText LID model) and files
+    a stage's parameters name (the classifier's model) are part of the fingerprint: new bytes, new key."""
+    from operators.quality import languages
+    from operators.quality.classifier import DEFAULT_MODEL, QualityClassifier
+
+    declared = base.code_version(GopherRepetition.__module__)["data"]
+    assert declared["data/quality/languages.json"] == base.content_digest(languages.TABLE)
+    assert "lid.176.ftz" in base.code_version("operators.quality.langid")["data"]
+    before = GopherRepetition().fingerprint
+    table = tmp_path / "languages.json"
+    table.write_bytes(languages.TABLE.read_bytes().replace(b"{", b"{ ", 1))  # same table, other bytes
+    monkeypatch.setattr(languages, "TABLE", table)
+    monkeypatch.setattr(languages, "DATA_FILES", (table,))
+    assert GopherRepetition().fingerprint != before
+
+    model = tmp_path / "model.ftz"
+    model.write_bytes(DEFAULT_MODEL.read_bytes())
+    first = QualityClassifier(model=str(model)).fingerprint
+    assert QualityClassifier(model=str(model)).fingerprint == first
+    model.write_bytes(DEFAULT_MODEL.read_bytes() + b"\0")
+    assert QualityClassifier(model=str(model)).fingerprint != first

@@ -24,6 +24,7 @@ from operators.registry import register
 
 LISTS = Path(__file__).resolve().parents[2] / "data" / "bad_words"
 NO_SPACES = {"zh", "ja", "th"}
+DATA_FILES = (LISTS,)
 LANGUAGE_ALIASES = {"nb": "no", "nn": "no", "tl": "fil"}  # lid.176 codes -> list names
 
 

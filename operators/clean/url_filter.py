@@ -10,7 +10,6 @@ data/bad_words/en.txt), as RefinedWeb and FineWeb block URLs by word; paths are 
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -73,15 +72,11 @@ class UrlFilter(Filter):
                 raise ValueError(f"list file not found: {', '.join(missing)} (paths are relative to the working folder)")
             return paths
 
-    @property
-    def fingerprint(self) -> str:
+    def data_files(self) -> list[Path]:
         """The lists' contents count too: editing a list file must not reuse cached results."""
-        digest = hashlib.sha256(super().fingerprint.encode())
         p = self.params
-        for path in [*p.block_domains, *p.block_urls, *p.block_substrings, *p.allow_domains, *p.allow_urls,
-                     *p.allow_substrings]:
-            digest.update(Path(path).read_bytes())
-        return digest.hexdigest()[:16]
+        return [Path(f) for f in [*p.block_domains, *p.block_urls, *p.block_substrings, *p.allow_domains,
+                                  *p.allow_urls, *p.allow_substrings]]
 
     def _entries(self, files: list[str]) -> list[str]:
         return [entry for path in files for entry in read_list(path)]

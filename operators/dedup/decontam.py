@@ -37,6 +37,7 @@ from operators.errors import ConfigError
 from operators.registry import register
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data" / "benchmarks"
+DATA_FILES = (BUNDLED,)
 BENCHMARKS = ("gsm8k", "mmlu", "hellaswag", "humaneval", "truthfulqa")
 CONFIRM_N = 3  # the similarity check compares word trigrams
 MAX_SHARED = 20  # an n-gram in more segments than this is boilerplate, not evidence

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 from functools import cached_property
 from pathlib import Path
@@ -41,10 +40,8 @@ class DsirSample(Sampler):
         texts = joined_text(read_table(Path(self.params.target), fields), fields)
         return np.asarray(ft.ngram_counts(texts, self.n_features, self.ngrams).sum(axis=0)).ravel()
 
-    @property
-    def fingerprint(self) -> str:
-        content = hashlib.sha256(Path(self.params.target).read_bytes()).hexdigest()
-        return hashlib.sha256(f"{super().fingerprint}:{content}".encode()).hexdigest()[:16]
+    def data_files(self) -> list[Path]:
+        return [Path(self.params.target)]
 
     def select(self, index):
         counts = self.counts(index)

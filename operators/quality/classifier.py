@@ -92,6 +92,9 @@ class QualityClassifier(lg.CalibratedFilter):
                 raise ValueError("set min_score or keep_top, not both")
             return self
 
+    def data_files(self) -> list[Path]:
+        return [Path(self.params.model)]
+
     def thresholds(self) -> list[Threshold]:
         return thresholds_of(("score_quality", "min_score", None if self.params.keep_top else self.params.min_score,
                               "min"))

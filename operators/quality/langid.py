@@ -32,6 +32,9 @@ def lid_model_path() -> Path:
     raise SluiceError(f"fastText language model lid.176.ftz not found: install {MODEL_PACKAGE} (pip install -e .)")
 
 
+DATA_FILES = (lid_model_path,)  # the model's bytes are in every fingerprint that imports this module
+
+
 @functools.cache
 def load_fasttext(path: str):
     import fasttext

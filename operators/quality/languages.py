@@ -26,6 +26,7 @@ from operators.quality.text import TextParams
 
 TABLE = Path(__file__).resolve().parents[2] / "data" / "quality" / "languages.json"
 ENGLISH = "en"
+DATA_FILES = (TABLE,)  # in every fingerprint of a module that imports this one (operators/base.code_version)
 
 
 @functools.cache
