@@ -47,3 +47,22 @@ def sluice(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback for the whole session (tests/s3server.py)."""
+    from s3server import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch):
+    """The S3 server with a bucket of this test's own (`s3.bucket`, `s3.url(...)`), and os.environ pointing
+    boto/s3fs/Polars at it with fake keys for the duration of the test."""
+    for key, value in s3_server.env.items():
+        monkeypatch.setenv(key, value)
+    s3_server.bucket = s3_server.fresh_bucket()
+    return s3_server

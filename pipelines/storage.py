@@ -1,0 +1,324 @@
+"""Where Sluice reads and writes: local paths and object-store URLs behind one small interface.
+
+A location is a local path (a `Path`; `file://` URLs become one) or a URL (`s3://`, `gs://`, `az://`, `hf://`
+for reading), kept as a string. Local paths keep the behaviour they always had (atomic rename, flock); URLs
+go through fsspec (s3fs for S3; gcsfs, adlfs or huggingface_hub provide the other schemes when installed).
+
+Credentials never pass through Sluice: fsspec's backends find them where each provider's own tools do (for
+S3, botocore's chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, AWS_PROFILE and
+~/.aws/credentials, ~/.aws/config, instance roles); an S3-compatible server is named by AWS_ENDPOINT_URL_S3 or
+AWS_ENDPOINT_URL. A URL carrying credentials (`s3://key:secret@bucket`, a `?sig=` query) is refused, and every
+error message is scrubbed of secret-looking environment values before it is raised.
+
+Object stores have no folder rename, so a folder is committed by `commit_folder`: every file uploaded, each
+checked for its size, then the marker file (a release's manifest.json, a cache entry's `_done`) written last
+with a conditional create (If-None-Match), which fails if it exists: a version is never overwritten, and a
+reader that trusts only folders whose marker exists never sees half of one. Transient faults (HTTP 500/503
+SlowDown, throttling, dropped connections, truncated responses) are retried by botocore and s3fs
+(AWS_MAX_ATTEMPTS / AWS_RETRY_MODE override the defaults below).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import atexit
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlsplit
+
+from operators.errors import SluiceError
+
+Location = Path | str  # a local path, or a URL string ("s3://bucket/key")
+
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+WRITABLE = ("s3", "gs", "gcs", "az", "abfs", "abfss", "memory")
+READABLE = WRITABLE + ("hf", "http", "https")
+RETRIES = {"mode": "standard", "max_attempts": 10}  # botocore's standard mode: 5xx, SlowDown, throttles, resets
+_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|CREDENTIAL|SAS|ACCOUNT_KEY|API_KEY|PRIVATE", re.I)
+
+
+class StorageError(SluiceError, OSError):
+    """A read or write at a location that failed after retries (or a URL Sluice will not use)."""
+
+
+def location(value: str | os.PathLike) -> Location:
+    """A config or command-line value as a location: a URL string, or a Path (also for `file://`)."""
+    text = os.fspath(value)
+    match = _SCHEME.match(text)
+    if not match:
+        return Path(text)
+    scheme = match.group(1).lower()
+    if scheme == "file":
+        return Path(urlsplit(text).path)
+    if scheme not in READABLE:
+        raise StorageError(f"{display(text)}: unsupported URL scheme {scheme!r}; use a local path or one of "
+                           + ", ".join(f"{s}://" for s in ("s3", "gs", "az", "hf", "file")))
+    parts = urlsplit(text)
+    if "@" in parts.netloc or parts.query:
+        raise StorageError(f"{display(text)}: credentials or parameters in a URL are not accepted (they would end "
+                           "up in manifests and logs); give them through the environment or the provider's files")
+    return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/") if parts.path not in ("", "/") else f"{scheme}://{parts.netloc}"
+
+
+def is_remote(loc: Location | str) -> bool:
+    return isinstance(loc, str) and _SCHEME.match(loc) is not None and not loc.startswith("file://")
+
+
+def join(base: Location, *names: str) -> Location:
+    if not is_remote(base):
+        return Path(base).joinpath(*names)
+    return "/".join([str(base).rstrip("/"), *(n.strip("/") for n in names)])
+
+
+def name(loc: Location) -> str:
+    return Path(loc).name if not is_remote(loc) else str(loc).rstrip("/").rsplit("/", 1)[-1]
+
+
+def parent(loc: Location) -> Location:
+    return Path(loc).parent if not is_remote(loc) else str(loc).rstrip("/").rsplit("/", 1)[0]
+
+
+def display(loc: Location | str) -> str:
+    """The location for messages and manifests: user info and query strings (where secrets hide) cut off."""
+    text = str(loc)
+    if _SCHEME.match(text):
+        parts = urlsplit(text)
+        text = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    return scrub(text)
+
+
+def scrub(text: str) -> str:
+    """`text` with the values of secret-looking environment variables replaced by ***."""
+    for key, value in os.environ.items():
+        if value and len(value) >= 8 and _SECRET_NAME.search(key) and value in text:
+            text = text.replace(value, "***")
+    return text
+
+
+# --- the filesystem behind a URL ---------------------------------------------------------------------
+
+
+def filesystem(loc: str) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) for a URL."""
+    scheme = _SCHEME.match(loc).group(1).lower()
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_", "AZURE_", "HF_"))))
+    fs = _filesystem(scheme, env)
+    return fs, loc[len(scheme) + 3:]
+
+
+@functools.lru_cache(maxsize=8)
+def _filesystem(scheme: str, env: tuple) -> Any:  # keyed on the environment: a changed endpoint, a new client
+    import fsspec
+
+    options: dict[str, Any] = {"skip_instance_cache": True}
+    if scheme == "s3":
+        settings = dict(env)
+        endpoint = settings.get("AWS_ENDPOINT_URL_S3") or settings.get("AWS_ENDPOINT_URL")
+        if endpoint:
+            options["endpoint_url"] = endpoint
+        retries = dict(RETRIES)
+        retries["mode"] = settings.get("AWS_RETRY_MODE", retries["mode"])
+        retries["max_attempts"] = int(settings.get("AWS_MAX_ATTEMPTS", retries["max_attempts"]))
+        options["config_kwargs"] = {"retries": retries, "connect_timeout": 10, "read_timeout": 60}
+    try:
+        return fsspec.filesystem(scheme, **options)
+    except ImportError as err:
+        package = {"gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}.get(scheme, err.name)
+        raise StorageError(f"{scheme}:// URLs need the {package} package (pip install {package})") from None
+
+
+@contextmanager
+def _errors(loc: Location, doing: str) -> Iterator[None]:
+    """Turn a backend's exception into a StorageError naming the location, with no secret in it."""
+    try:
+        yield
+    except (StorageError, FileExistsError):
+        raise
+    except FileNotFoundError:
+        raise StorageError(f"{display(loc)}: not found (while {doing})") from None
+    except Exception as err:  # botocore, aiohttp, gcsfs... have no common base; an OSError is one too
+        what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise StorageError(scrub(f"{display(loc)}: cannot {doing} ({type(err).__name__}: {what})")) from None
+
+
+# --- the operations ----------------------------------------------------------------------------------
+
+
+def exists(loc: Location) -> bool:
+    if not is_remote(loc):
+        return Path(loc).exists()
+    fs, path = filesystem(loc)
+    with _errors(loc, "look it up"):
+        return fs.exists(path)
+
+
+def is_file(loc: Location) -> bool:
+    if not is_remote(loc):
+        return Path(loc).is_file()
+    fs, path = filesystem(loc)
+    with _errors(loc, "look it up"):
+        return fs.isfile(path)
+
+
+def list_names(folder: Location) -> list[str]:
+    """The names directly inside `folder` (files and sub-folders), sorted; [] if there is no such folder."""
+    if not is_remote(folder):
+        return sorted(p.name for p in Path(folder).iterdir()) if Path(folder).is_dir() else []
+    fs, path = filesystem(folder)
+    with _errors(folder, "list it"):
+        try:
+            entries = fs.ls(path, detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+    return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries} - {""})
+
+
+def glob(pattern: Location) -> list[Location]:
+    """Files matching a pattern with * ? [ ] (or the files in a folder, or the file itself), sorted."""
+    if not is_remote(pattern):
+        raise ValueError("glob() is for URLs; local patterns go through the glob module")
+    fs, path = filesystem(pattern)
+    scheme = str(pattern).split("://", 1)[0]
+    with _errors(pattern, "list it"):
+        if any(c in path for c in "*?["):
+            found = fs.glob(path)
+        elif fs.isdir(path):
+            found = fs.find(path)
+        else:
+            found = [path] if fs.isfile(path) else []
+        return sorted(f"{scheme}://{p}" for p in found if not fs.isdir(p))
+
+
+def size(loc: Location) -> int:
+    if not is_remote(loc):
+        return Path(loc).stat().st_size
+    fs, path = filesystem(loc)
+    with _errors(loc, "read its size"):
+        return int(fs.size(path))
+
+
+def open_file(loc: Location, mode: str = "rb") -> IO:
+    """A file object for reading (`rb`) a local path or a URL: the one call readers use to open an input."""
+    if not is_remote(loc):
+        return open(loc, mode)
+    fs, path = filesystem(loc)
+    with _errors(loc, "open it"):
+        return fs.open(path, mode, block_size=8 << 20)
+
+
+def read_bytes(loc: Location) -> bytes:
+    if not is_remote(loc):
+        return Path(loc).read_bytes()
+    fs, path = filesystem(loc)
+    with _errors(loc, "read it"):
+        return fs.cat_file(path)
+
+
+def read_text(loc: Location) -> str:
+    return read_bytes(loc).decode()
+
+
+def write_bytes(loc: Location, data: bytes, exclusive: bool = False) -> None:
+    """Write a whole file. `exclusive`: FileExistsError if it exists (a conditional create on object stores)."""
+    if not is_remote(loc):
+        with open(loc, "xb" if exclusive else "wb") as fh:
+            fh.write(data)
+        return
+    fs, path = filesystem(loc)
+    with _errors(loc, "write it"):
+        fs.pipe_file(path, data, mode="create" if exclusive else "overwrite")
+
+
+def sha256(loc: Location) -> str:
+    digest = hashlib.sha256()
+    with open_file(loc) as fh, _errors(loc, "read it"):
+        for block in iter(lambda: fh.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def upload(local: Path, loc: str) -> None:
+    fs, path = filesystem(loc)
+    with _errors(loc, "upload it"):
+        fs.put_file(str(local), path)
+
+
+def download(loc: Location, local: Path) -> Path:
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if not is_remote(loc):
+        shutil.copyfile(loc, local)
+        return local
+    fs, path = filesystem(loc)
+    with _errors(loc, "download it"):
+        fs.get_file(path, str(local))
+    return local
+
+
+def remove_tree(loc: Location) -> None:
+    """Remove a folder and everything in it (no error if it is not there)."""
+    if not is_remote(loc):
+        shutil.rmtree(loc, ignore_errors=True)
+        return
+    fs, path = filesystem(loc)
+    with _errors(loc, "remove it"):
+        try:
+            fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+
+
+def commit_folder(local: Path, dest: Location, marker: str) -> None:
+    """Publish the finished local folder `local` as `dest`, all at once for a reader that trusts `marker`.
+
+    Local: one rename (FileExistsError if `dest` exists). URL: every other file uploaded and its size
+    checked, then `marker` (a file in `local`) written last with a conditional create, so a second commit
+    to the same `dest` fails with FileExistsError instead of overwriting. A failure before the marker
+    leaves files no reader trusts."""
+    if not is_remote(dest):
+        try:
+            os.rename(local, dest)
+        except OSError as err:
+            if Path(dest).exists():
+                raise FileExistsError(str(dest)) from None
+            raise err
+        return
+    if exists(join(dest, marker)):
+        raise FileExistsError(display(dest))
+    files = sorted(p for p in local.rglob("*") if p.is_file() and p.relative_to(local).as_posix() != marker)
+    fs, _ = filesystem(dest)
+    remote = [filesystem(join(dest, p.relative_to(local).as_posix()))[1] for p in files]
+    with _errors(dest, "upload it"):
+        if files:
+            fs.put([str(p) for p in files], remote)
+        for path, file in zip(remote, files):
+            if fs.info(path)["size"] != file.stat().st_size:
+                raise StorageError(f"{display(dest)}/{file.relative_to(local).as_posix()}: uploaded object is "
+                                   "incomplete; nothing was published")
+    ours = (local / marker).read_bytes()
+    try:
+        write_bytes(join(dest, marker), ours, exclusive=True)
+    except FileExistsError:  # another commit won, or our own write whose answer was lost and was retried
+        if read_bytes(join(dest, marker)) != ours:
+            raise
+
+
+_fetched: list[str] = []
+
+
+def local_copy(loc: Location) -> Path:
+    """A local path for reading `loc`: the path itself, or a copy downloaded into a temporary folder that
+    is removed when the process exits (for readers that need a real file: Polars scans, pyarrow)."""
+    if not is_remote(loc):
+        return Path(loc)
+    if not _fetched:
+        _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
+        atexit.register(shutil.rmtree, _fetched[0], True)
+    digest = hashlib.sha256(str(loc).encode()).hexdigest()[:16]
+    return download(loc, Path(_fetched[0]) / digest / name(loc))

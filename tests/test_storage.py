@@ -1,0 +1,91 @@
+"""pipelines/storage.py: one interface for local paths and URLs, against a real S3 API on loopback (moto)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipelines import storage
+from pipelines.storage import StorageError
+from conftest import DCLM
+
+
+def test_location_parses_paths_and_urls_and_refuses_credentials_in_urls():
+    assert storage.location("data/x.jsonl") == Path("data/x.jsonl")
+    assert storage.location("file:///tmp/x.jsonl") == Path("/tmp/x.jsonl")
+    assert storage.location("s3://bucket/releases/") == "s3://bucket/releases"
+    assert storage.location("hf://datasets/org/name/train.parquet") == "hf://datasets/org/name/train.parquet"
+    with pytest.raises(StorageError, match="unsupported URL scheme 'ftp'"):
+        storage.location("ftp://host/x")
+    with pytest.raises(StorageError, match="credentials or parameters") as caught:
+        storage.location("s3://AKIAEXAMPLE:hunter2-very-secret@bucket/x")
+    assert "hunter2" not in str(caught.value) and "AKIAEXAMPLE" not in str(caught.value)
+    with pytest.raises(StorageError, match="credentials or parameters") as caught:
+        storage.location("az://container/x?sig=abcdef0123456789")
+    assert "abcdef0123456789" not in str(caught.value)
+
+
+def test_local_paths_behave_as_before(tmp_path):
+    folder = tmp_path / "a"
+    folder.mkdir()
+    storage.write_bytes(folder / "x.bin", b"hello")
+    with pytest.raises(FileExistsError):
+        storage.write_bytes(folder / "x.bin", b"again", exclusive=True)
+    assert storage.read_bytes(folder / "x.bin") == b"hello"
+    assert storage.list_names(folder) == ["x.bin"] and storage.list_names(tmp_path / "none") == []
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "marker").write_text("m")
+    storage.commit_folder(staged, tmp_path / "final", "marker")
+    assert (tmp_path / "final" / "marker").read_text() == "m" and not staged.exists()
+
+
+def test_s3_round_trip_of_a_real_input_and_a_committed_folder(s3, tmp_path):
+    data = DCLM.read_bytes()[:2_000_000]
+    url = s3.url("inputs", "dclm.jsonl")
+    storage.write_bytes(url, data)
+    assert storage.size(url) == len(data) and storage.is_file(url) and not storage.is_file(s3.url("inputs"))
+    with storage.open_file(url) as fh:
+        assert fh.read() == data
+    assert storage.glob(s3.url("inputs", "*.jsonl")) == [url] and storage.glob(s3.url("inputs")) == [url]
+    assert storage.sha256(url) == storage.sha256(_local(tmp_path, data))
+
+    staged = tmp_path / "v0001"
+    (staged / "data").mkdir(parents=True)
+    (staged / "data" / "part-00000.parquet").write_bytes(data[:1000])
+    (staged / "manifest.json").write_text("{}")
+    dest = s3.url("releases", "d", "v0001")
+    storage.commit_folder(staged, dest, "manifest.json")
+    assert storage.list_names(dest) == ["data", "manifest.json"]
+    assert storage.read_bytes(storage.join(dest, "data", "part-00000.parquet")) == data[:1000]
+    with pytest.raises(FileExistsError):  # a version is never overwritten
+        storage.commit_folder(staged, dest, "manifest.json")
+    with pytest.raises(FileExistsError):
+        storage.write_bytes(storage.join(dest, "manifest.json"), b"{}", exclusive=True)
+
+
+def test_a_missing_object_is_a_clear_error_without_secrets(s3):
+    with pytest.raises(StorageError, match=r"s3://.*/nothing/here: not found") as caught:
+        storage.read_bytes(s3.url("nothing", "here"))
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in str(caught.value)
+
+
+def test_transient_faults_are_retried(s3, tmp_path):
+    """500, 503 SlowDown, throttling, dropped connections, lost answers and truncated bodies: every request
+    that fails is retried, and what was written reads back byte for byte."""
+    data = DCLM.read_bytes()[:3_000_000]
+    with s3.faults(every=2) as proxy:
+        for i in range(4):
+            storage.write_bytes(s3.url("f", f"{i}.jsonl"), data[i::4])
+        for i in range(4):
+            assert storage.read_bytes(s3.url("f", f"{i}.jsonl")) == data[i::4]
+        assert storage.sha256(s3.url("f", "0.jsonl")) == storage.sha256(_local(tmp_path, data[0::4]))
+    assert set(proxy.injected) == {"500", "503", "throttle", "drop", "lost", "cut"}, proxy.injected
+
+
+def _local(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "local.bin"
+    path.write_bytes(data)
+    return path
