@@ -9,19 +9,21 @@ runner needs around the run (`session`).
 
 - `Local` (`sluice run --no-prefect`): a loop in this process, with progress on a terminal.
 - `PrefectThreads` (the default): every call a Prefect task on a thread pool, one thread per core.
-- `PrefectDask` (`--runner dask [--dask-address HOST:PORT]`): Prefect tasks on a Dask cluster (a local one,
-  one worker process per core, unless an address is given); inline calls stay in the driver.
+- `PrefectDask` (`--runner dask [--dask-address HOST:PORT]`): Prefect tasks here whose calls run on a Dask
+  cluster (a local one, one worker process per core, unless a scheduler's address is given); inline calls
+  stay in the driver.
 
-To add one (say Ray): subclass `PrefectThreads` and return Prefect's Ray task runner from `task_runner()`, or
-write a class with `prefect = False` and a `map` of your own; then add it to `EXECUTORS`.
+To add one (say Ray): subclass `PrefectThreads` and pass `prefect_map` a `call` that runs `call_cached` there (as
+`PrefectDask` does), or write a class with `prefect = False` and a `map` of your own; then add it to `EXECUTORS`.
 """
 
 from __future__ import annotations
 
 import os
-import warnings
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
 from operators.errors import SluiceError
@@ -82,47 +84,85 @@ class PrefectThreads:
 
 
 class PrefectDask(PrefectThreads):
-    """Prefect tasks on a Dask cluster: `address` of a running scheduler, else a local cluster."""
+    """Prefect tasks whose calls run on a Dask cluster: `address` of a running scheduler (`dask scheduler`
+    and `dask worker` on other machines), else a local cluster of one single-threaded worker process per core.
+
+    Each shard is a Prefect task in this process (its states, retries and name in the UI, as with threads) whose
+    body hands `call_cached` to Dask and waits for it. So workers run plain functions: they need the Sluice
+    code and access to the run's folders (an object store, or a filesystem every worker mounts), but no Prefect
+    API (a worker that reached none would start a temporary Prefect server of its own). A stage's parameters
+    (the operator, a global stage's decision) go to every worker once per stage, not once per task. A worker
+    lost mid-run costs its running tasks: the scheduler gives them to another worker."""
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address
+        self.client: Any = None
+        self.checked: set[str] = set()
+
+    def map(self, fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, inline: bool = False,
+            **kwargs: Any) -> list[tuple[Any, bool]]:
+        if inline or not jobs:
+            return prefect_map(fn, jobs, label, cache, inline, **kwargs)
+        self._check_folder(cache)
+        names = list(kwargs)
+        shipped = self.client.scatter(list(kwargs.values()), broadcast=True, hash=False)  # once per stage
+        client = self.client
+
+        def on_dask(fn: Callable, job: Job, cache: ShardCache | None) -> tuple[Any, bool]:
+            future = client.submit(call_cached, fn, job, cache, key=f"{label}[{job.name}]-{uuid.uuid4().hex[:8]}",
+                                   pure=False, **dict(zip(names, shipped)))
+            return future.result()
+
+        try:
+            return prefect_map(fn, jobs, label, cache, call=on_dask)
+        finally:
+            client.cancel(shipped)
 
     def task_runner(self) -> Any:
-        from prefect_dask import DaskTaskRunner
+        from prefect.task_runners import ThreadPoolTaskRunner
 
-        # Shards travel to workers inside the task graph; Dask's advice to load data through Dask itself is
-        # not the user's concern.
-        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-        if self.address:
-            return DaskTaskRunner(address=self.address)
-        return DaskTaskRunner(cluster_kwargs={"n_workers": os.cpu_count() or 2, "threads_per_worker": 1,
-                                              "dashboard_address": None})
+        threads = sum(self.client.nthreads().values()) if self.client is not None else 0
+        return ThreadPoolTaskRunner(max_workers=max(2 * threads, os.cpu_count() or 2))  # waiting threads
 
     @contextmanager
     def session(self) -> Iterator[None]:
-        """Dask workers are separate processes that only see environment variables: without one API URL there,
-        each would start its own temporary API. Export the configured one, or start one for this run."""
-        from prefect.settings import PREFECT_API_URL
+        """The Dask client of the run (and the local cluster it needs when no scheduler address was given)."""
+        from distributed import Client, LocalCluster
 
-        server = None
-        url = PREFECT_API_URL.value()
-        if not url:
-            from prefect.server.api.server import SubprocessASGIServer
-
-            server = SubprocessASGIServer()
-            server.start()
-            url = server.api_url
-        previous = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = url
-        try:
-            yield
-        finally:
-            if previous is None:
-                os.environ.pop("PREFECT_API_URL", None)
+        with ExitStack() as stack:
+            if self.address:
+                try:
+                    self.client = stack.enter_context(Client(self.address, timeout="20s"))
+                except OSError as err:
+                    raise SluiceError(f"--dask-address {self.address}: no Dask scheduler answered ({err}); start one "
+                                      "with `dask scheduler` and workers with `dask worker ADDRESS`") from None
             else:
-                os.environ["PREFECT_API_URL"] = previous
-            if server is not None:
-                server.stop()
+                cluster = stack.enter_context(LocalCluster(n_workers=os.cpu_count() or 2, threads_per_worker=1,
+                                                           dashboard_address=None, memory_limit=0))
+                self.client = stack.enter_context(Client(cluster))
+            if not self.client.nthreads():
+                self.client.wait_for_workers(1, timeout=120)
+            try:
+                yield
+            finally:
+                self.client = None
+
+    def _check_folder(self, cache: ShardCache | None) -> None:
+        """Fail at once, and clearly, when the workers cannot see the run's local shard cache."""
+        if cache is None or str(cache.folder) in self.checked or "://" in str(cache.folder):
+            return
+        folder = Path(cache.folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{uuid.uuid4().hex}"
+        probe.touch()
+        try:
+            seen = self.client.run(os.path.isfile, str(probe))
+        finally:
+            probe.unlink()
+        if blind := sorted(worker for worker, found in seen.items() if not found):
+            raise SluiceError(f"the Dask workers {', '.join(blind)} cannot see the shard cache {folder}: put "
+                              "release.dir on an object store (s3://...) or on a filesystem every worker mounts")
+        self.checked.add(str(cache.folder))
 
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {"local": lambda address=None: PrefectThreads(),
@@ -139,13 +179,14 @@ def executor_for(use_prefect: bool = True, runner: str = "local", address: str |
 
 
 def prefect_map(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, inline: bool = False,
-                **kwargs: Any) -> list[tuple[Any, bool]]:
-    """The calls as Prefect tasks of the running flow (on its task runner); inline ones in this process."""
+                call: Callable = call_cached, **kwargs: Any) -> list[tuple[Any, bool]]:
+    """The calls as Prefect tasks of the running flow (on its task runner); inline ones in this process.
+    `call(fn, job, cache, **kwargs)` is the task's body (an executor may run `call_cached` elsewhere)."""
     from prefect import task
     from prefect.cache_policies import NO_CACHE
     from prefect.exceptions import TerminationSignal
 
-    shard_task = task(call_cached, name=label, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+    shard_task = task(call, name=label, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
                       retry_condition_fn=_transient)
     if inline:  # tasks of this process, one after another (a generator's requests run concurrently inside)
         return [shard_task.with_options(task_run_name=f"{label}[{job.name}]")(fn, job, cache, **kwargs)

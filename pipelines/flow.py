@@ -65,7 +65,7 @@ def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool
         with executor.session():
             run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{next_version(root / dataset)}",
                        validate_parameters=False, task_runner=executor.task_runner())
-            return run(pipeline, root, prefect_map)
+            return run(pipeline, root, executor.map)
 
 
 @contextmanager
@@ -220,9 +220,17 @@ def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache,
         info["generation"] = generation
     folder = publish(root, pipeline.config.dataset, outcome, info, pipeline.config.release.rows_per_file)
     cache.prune()
-    if map_fn is prefect_map:
+    if _in_prefect_flow():
         _publish_artifact(folder, outcome)
     return folder, outcome
+
+
+def _in_prefect_flow() -> bool:
+    if "prefect" not in sys.modules:
+        return False
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
 
 
 def refuse_empty_release(outcome: Outcome) -> None:
