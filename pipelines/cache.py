@@ -3,6 +3,11 @@
 A result's key is derived from everything it depends on: the input files' hashes and read settings, the shard's
 position, and the fingerprints of every operator up to that stage (for a global stage, the keys of all shards).
 Change an input or a parameter and the keys change; nothing stale is ever reused.
+
+The folder may be a URL (`s3://bucket/releases/<dataset>/.cache`): then entries, spills and the Parts that
+point at them are objects every worker can read, with no shared disk. An object store has no rename, so an
+entry is complete once its `_done` marker exists (written last, holding the number of files); a worker killed
+mid-entry leaves files nobody trusts, and the next run writes them again.
 """
 
 from __future__ import annotations
@@ -17,12 +22,17 @@ from pathlib import Path
 import polars as pl
 
 from operators.errors import SluiceError
-from pipelines import failpoints
+from pipelines import failpoints, storage
+from pipelines.storage import Location, StorageError
+
+DONE = "_done"  # an entry's commit marker in a cache on an object store
 
 
-def _write(frame: pl.DataFrame, path: Path) -> None:
+def _write(frame: pl.DataFrame, path: Location) -> None:
     try:
-        frame.write_parquet(path, compression="lz4", statistics=False)
+        storage.write_parquet(frame, path, compression="lz4", statistics=False)
+    except StorageError:
+        raise
     except (OSError, pl.exceptions.ComputeError) as err:  # a full disk, a quota (Polars wraps its IO errors)
         raise SluiceError(f"{path}: cannot write the shard cache ({str(err).splitlines()[0]}); make room on "
                           "that disk or point release.dir elsewhere") from None
@@ -35,21 +45,34 @@ def derive(*parts: str) -> str:
 class ShardCache:
     """`key -> tuple of DataFrames`, one folder per entry, written atomically (temp folder + rename)."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Location) -> None:
+        self.folder = folder  # a Path or a URL string: the object is pickled into Dask tasks, so nothing else
         self.started = time.time()
 
-    def files(self, key: str) -> list[Path] | None:
+    @property
+    def remote(self) -> bool:
+        return storage.is_remote(self.folder)
+
+    def files(self, key: str) -> list[Location] | None:
         """The files of entry `key` (one per frame, in order), or None if there is no such entry."""
+        if self.remote:
+            entry = storage.join(self.folder, key)
+            try:
+                count = int(storage.read_text(storage.join(entry, DONE)))
+            except FileNotFoundError:
+                return None
+            return [storage.join(entry, f"{i}.parquet") for i in range(count)]
         entry = self.folder / key
         if not entry.is_dir():
             return None
         os.utime(entry)  # mark as used by this run, so prune() keeps it
         return sorted(entry.glob("*.parquet"), key=lambda p: int(p.stem))
 
-    def put(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Path] = ()) -> list[Path]:
+    def put(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Location] = ()) -> list[Location]:
         """Store `frames` under `key`, then the Parquet files `links` (hard links to files already in the
         cache folder, e.g. spilled read shards: nothing is written twice); return the entry's files."""
+        if self.remote:
+            return self._put_remote(key, frames, links)
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir()
@@ -73,23 +96,45 @@ class ShardCache:
         failpoints.hit("cache.put")
         return [self.folder / key / f"{i}.parquet" for i in range(len(frames) + len(links))]
 
-    @property
-    def _spills(self) -> Path:
-        return self.folder / f".spill-{os.getpid()}-{int(self.started)}"
+    def _put_remote(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Location]) -> list[Location]:
+        entry = storage.join(self.folder, key)
+        files = [storage.join(entry, f"{i}.parquet") for i in range(len(frames) + len(links))]
+        for frame, path in zip(frames, files):
+            _write(frame, path)
+        for source, path in zip(links, files[len(frames):]):
+            storage.copy(source, path)
+        try:
+            storage.write_bytes(storage.join(entry, DONE), str(len(files)).encode(), exclusive=True)
+        except FileExistsError:  # another worker finished the same shard first: same key, same content
+            pass
+        failpoints.hit("cache.put")
+        return files
 
-    def spill(self, frame: pl.DataFrame) -> Path:
+    @property
+    def _spills(self) -> Location:
+        return storage.join(self.folder, f".spill-{os.getpid()}-{int(self.started)}")
+
+    def spill(self, frame: pl.DataFrame) -> Location:
         """Park a frame of this run on disk (read shards) until `drop_spills`."""
-        self._spills.mkdir(parents=True, exist_ok=True)
-        path = self._spills / f"{uuid.uuid4().hex}.parquet"
+        if not self.remote:
+            self._spills.mkdir(parents=True, exist_ok=True)
+        path = storage.join(self._spills, f"{uuid.uuid4().hex}.parquet")
         _write(frame, path)
         return path
 
     def drop_spills(self) -> None:
         """Remove the frames this run parked on disk (whether it succeeded or failed)."""
-        shutil.rmtree(self._spills, ignore_errors=True)
+        try:
+            storage.remove_tree(self._spills)
+        except StorageError:  # an object store that fails now: the next prune of a local cache, or a lifecycle rule
+            pass
 
     def prune(self) -> int:
-        """Delete entries this run did not use, and what killed runs left (temp folders, spills); return how many."""
+        """Delete entries this run did not use, and what killed runs left (temp folders, spills); return how many.
+        A cache on an object store is not pruned (no usable modification times; a bucket lifecycle rule is
+        the tool there)."""
+        if self.remote:
+            return 0
         removed = 0
         for entry in self.folder.iterdir() if self.folder.is_dir() else []:
             if entry.stat().st_mtime < self.started - 1:

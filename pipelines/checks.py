@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from operators.base import Generator, GlobalOperator, RowOperator
 from operators.errors import SluiceError
+from pipelines import storage
 from pipelines.readers import Source
 
 if TYPE_CHECKING:
@@ -115,7 +116,8 @@ def _input_columns(sources: list[Source]) -> set[str] | None:
 def _file_columns(src: Source) -> set[str] | None:
     try:
         if src.format == "parquet":
-            return set(pq.read_schema(src.path).names)
+            with storage.open_file(src.path) as fh:  # a local path or a URL: only the footer is read
+                return set(pq.read_schema(fh).names)
         if src.format == "csv":
             with _open_text(src.path) as fh:
                 return set(next(csv.reader(fh), []))
@@ -132,7 +134,7 @@ def _file_columns(src: Source) -> set[str] | None:
     return None  # JSON arrays and other formats: known only once read
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+def _open_text(path: storage.Location) -> io.TextIOBase:
+    raw = storage.open_file(path)
+    return io.TextIOWrapper(gzip.open(raw) if str(path).lower().endswith(".gz") else raw, encoding="utf-8",
+                            errors="replace")

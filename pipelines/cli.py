@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from operators.errors import ConfigError, SluiceError
-from pipelines import interrupts
+from pipelines import interrupts, storage
+from pipelines.storage import location
 from pipelines.commands import COMMAND_MODULES
 
 
@@ -62,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="where shard tasks run: threads here (local) or a Dask cluster (dask)")
     run.add_argument("--dask-address", metavar="HOST:PORT",
                      help="an existing Dask scheduler (default with --runner dask: a LocalCluster, one worker per core)")
-    run.add_argument("--releases", type=Path, help="release root (default: release.dir of the config, else ./data/releases)")
+    run.add_argument("--releases", type=location, help="release root, a folder or a URL such as s3://bucket/releases "
+                     "(default: release.dir of the config, else ./data/releases)")
     run.add_argument("--force", action="store_true",
                      help="publish a new version even if the latest one was made from the same config, inputs and code")
     run.add_argument("--on-error", choices=["fail", "skip"],
@@ -80,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     when = deploy.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help='a cron schedule, e.g. "0 2 * * *" (02:00 daily)')
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
-    deploy.add_argument("--releases", type=Path, help="release root (default: release.dir of the config)")
+    deploy.add_argument("--releases", type=location, help="release root, a folder or a URL (default: release.dir of the config)")
     deploy.set_defaults(handler=_deploy)
 
     server = commands.add_parser("server", help="start a local Prefect server (UI and API) on 127.0.0.1",
@@ -107,14 +109,16 @@ def _run(args: argparse.Namespace) -> int:
                                    runner="dask" if args.dask_address else args.runner, dask_address=args.dask_address,
                                    force=args.force)
     if outcome is None:
-        print(f"unchanged: {folder.parent.name}/{folder.name} already holds this result (same config, input files "
-              f"and code); nothing published. --force publishes a new version anyway.\n{folder}")
+        print(f"unchanged: {storage.name(storage.parent(folder))}/{storage.name(folder)} already holds this result (same config, input files "
+              f"and code); nothing published. --force publishes a new version anyway.\n{storage.display(folder)}")
         return 0
     print(outcome.ledger.table())
     if outcome.reused:
         print(f"\nresumed: {outcome.reused} shard results reused from the cache, {outcome.computed} computed")
-    print(f"\nreleased {len(outcome.ledger.stages) and outcome.ledger.stages[-1].rows_out:,} rows -> {folder}")
-    _say_cache_size(folder.parent)
+    print(f"\nreleased {len(outcome.ledger.stages) and outcome.ledger.stages[-1].rows_out:,} rows -> "
+          f"{storage.display(folder)}")
+    if not storage.is_remote(folder):
+        _say_cache_size(folder.parent)
     return 0
 
 

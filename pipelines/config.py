@@ -25,7 +25,9 @@ from operators.errors import ConfigError
 from operators.generate import EndpointConfig
 from pipelines.checks import check_stages
 from pipelines.local_model import LocalModelConfig
+from pipelines import storage
 from pipelines.readers import Format, Source, detect_format
+from pipelines.storage import Location, StorageError
 
 
 class Strict(BaseModel):
@@ -88,7 +90,7 @@ class Pipeline:
     config: PipelineConfig
     sources: list[Source]
     stages: list[Stage]
-    release_dir: Path | None
+    release_dir: Location | None  # a local folder or a URL (pipelines/storage.py)
 
     @property
     def resolved(self) -> dict[str, Any]:
@@ -152,16 +154,32 @@ def _build(path: Path, node: yaml.Node, data: dict) -> Pipeline:
     if not problems.lines:
         check_stages(config, sources, stages, problems)
     problems.raise_if_any()
-    release_dir = Path(os.path.normpath(base / config.release.dir)) if config.release.dir else None
+    try:
+        release_dir = _location(base, config.release.dir) if config.release.dir else None
+    except StorageError as err:
+        raise ConfigError(f"{path}: release.dir: {err}") from None
     return Pipeline(path, config, sources, stages, release_dir)
 
 
+def _location(base: Path, value: str) -> Location:
+    """A path relative to the config's folder, or a URL as it is."""
+    where = storage.location(value)
+    return where if storage.is_remote(where) else Path(os.path.normpath(base / where))
+
+
 def build_sources(inp: InputConfig, i: int, base: Path, problems: Problems) -> list[Source]:
-    pattern = os.path.normpath(base / inp.path)
-    if os.path.isdir(pattern):  # a folder: every file in it
-        pattern = os.path.join(pattern, "*")
-    paths = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [Path(pattern)]
-    paths = [p for p in paths if p.is_file()]
+    try:
+        pattern = _location(base, inp.path)
+        paths = storage.glob(pattern) if storage.is_remote(pattern) else []  # a URL: a file, a folder or a pattern
+    except StorageError as err:
+        problems.add(("inputs", i, "path"), str(err), storage.display(inp.path))
+        return []
+    if not storage.is_remote(pattern):
+        pattern = str(pattern)
+        if os.path.isdir(pattern):  # a folder: every file in it
+            pattern = os.path.join(pattern, "*")
+        paths = sorted(Path(p) for p in glob.glob(pattern)) if glob.has_magic(pattern) else [Path(pattern)]
+        paths = [p for p in paths if p.is_file()]
     if not paths:
         problems.add(("inputs", i, "path"), f"no input file matches {pattern}", inp.path)
     for name in inp.optional:
@@ -170,11 +188,11 @@ def build_sources(inp: InputConfig, i: int, base: Path, problems: Problems) -> l
     _check_drop(inp, i, problems)
     sources = []
     for p in paths:
-        fmt = detect_format(p) if inp.format == "auto" else inp.format
+        fmt = detect_format(Path(storage.name(p))) if inp.format == "auto" else inp.format
         if fmt is None:
-            problems.add(("inputs", i, "format"), f"cannot tell the format of {p.name}; set format: {'|'.join(typing.get_args(Format))}", "auto")
+            problems.add(("inputs", i, "format"), f"cannot tell the format of {storage.name(p)}; set format: {'|'.join(typing.get_args(Format))}", "auto")
             continue
-        source = inp.source or p.name.split(".")[0]
+        source = inp.source or storage.name(p).split(".")[0]
         sources.append(Source(p, fmt, dict(inp.fields), tuple(inp.optional), source, inp.on_error, inp.keep,
                               tuple(inp.drop), max_reject_share=inp.max_reject_share))
     return sources

@@ -9,24 +9,22 @@ Prefect flow (pipelines/flow.py) runs each as a task. The functions here are the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from operators.base import DETAIL, REASON, Decision, Generator, GlobalOperator, Mapper, Operator, RowOperator, Split
 from operators.errors import InputError, SluiceError
-from pipelines import failpoints
+from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
 from pipelines.cache import ShardCache, derive
+from pipelines.storage import Location
 from pipelines.config import Pipeline, Stage
 from pipelines.progress import Progress
 from pipelines.readers import IdRegistry, Source, check_read_loss, read_shards
@@ -42,10 +40,10 @@ class Part:
 
     rows: int
     frame: pl.DataFrame | None = None
-    path: Path | None = None
+    path: Location | None = None  # a local path or a URL (a shard cache on an object store)
 
     def load(self) -> pl.DataFrame:
-        return self.frame if self.frame is not None else pl.read_parquet(self.path)
+        return self.frame if self.frame is not None else storage.read_parquet(self.path)
 
 
 @dataclass(frozen=True)
@@ -119,12 +117,12 @@ def _in_memory(split: Split | Produced) -> ShardResult:
                        _reason_counts(split.rejected), getattr(split, "side", None))
 
 
-def _from_files(files: list[Path]) -> pl.DataFrame | ShardResult:
+def _from_files(files: list[Location]) -> pl.DataFrame | ShardResult:
     if len(files) == 1:
-        return pl.read_parquet(files[0])
-    kept, rejected = (pq.read_metadata(f).num_rows for f in files[:2])
-    reasons = _reason_counts(pl.read_parquet(files[1], columns=[REASON])) if rejected else {}
-    side = pl.read_parquet(files[2]) if len(files) > 2 else None
+        return storage.read_parquet(files[0])
+    kept, rejected = (storage.parquet_rows(f) for f in files[:2])
+    reasons = _reason_counts(storage.read_parquet(files[1], columns=[REASON])) if rejected else {}
+    side = storage.read_parquet(files[2]) if len(files) > 2 else None
     return ShardResult(Part(kept, path=files[0]), Part(rejected, path=files[1]), reasons, side)
 
 
@@ -230,15 +228,16 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     cache, each shard goes to disk as soon as it is read, and the whole read is kept in the cache under a key
     of the input files' hashes and how they are read: a re-run (a resume) reads no input again."""
     for src in sources:
-        if not src.path.is_file():
-            raise InputError(f"{src.path}: input file not found")
-    meta = [{"path": str(src.path), "format": src.format, "source": src.source, "bytes": src.path.stat().st_size,
-             "sha256": file_sha256(src.path)} for src in sources]
+        if not storage.is_file(src.path):
+            raise InputError(f"{storage.display(src.path)}: input file not found")
+    local = [replace(s, path=storage.local_copy(s.path)) for s in sources]  # an input at a URL: downloaded once
+    meta = [{"path": storage.display(src.path), "format": src.format, "source": src.source,
+             "bytes": copy.path.stat().st_size, "sha256": file_sha256(copy.path)} for src, copy in zip(sources, local)]
     # Ids depend on every earlier input, so each shard's key covers all inputs and how they were read.
     read_key = derive(json.dumps([meta, [asdict(s) for s in sources], shard_rows], default=str, sort_keys=True))
     if cache is not None and (files := cache.files(derive(read_key, "read"))) is not None:
         return _cached_read(files, read_key)
-    outcome = _read(sources, shard_rows, cache, meta)
+    outcome = _read(local, shard_rows, cache, meta)
     outcome.keys = [derive(read_key, str(i)) for i in range(len(outcome.parts))]
     if cache is not None:
         index = pl.DataFrame({"kind": ["rows"] * len(outcome.parts) + ["rejects"] * len(outcome.rejected),
@@ -251,9 +250,9 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     return outcome
 
 
-def _cached_read(files: list[Path], read_key: str) -> Outcome:
+def _cached_read(files: list[Location], read_key: str) -> Outcome:
     """The read of an earlier run, from the cache: its shards, rejects, books and inputs."""
-    index, inputs = pl.read_parquet(files[0]), pl.read_parquet(files[1]).to_dicts()
+    index, inputs = storage.read_parquet(files[0]), storage.read_parquet(files[1]).to_dicts()
     parts = [Part(rows, path=f) for rows, f in zip(index["rows"], files[2:])]
     kinds = index["kind"].to_list()
     shards = [p for p, kind in zip(parts, kinds) if kind == "rows"]
@@ -262,7 +261,7 @@ def _cached_read(files: list[Path], read_key: str) -> Outcome:
     count = ledger.stage("read", "read")
     reasons: Counter = Counter()
     for part in rejects:
-        reasons.update(_reason_counts(pl.read_parquet(part.path, columns=[REASON])))
+        reasons.update(_reason_counts(storage.read_parquet(part.path, columns=[REASON])))
     count.add(sum(p.rows for p in shards) + sum(p.rows for p in rejects), sum(p.rows for p in shards), reasons)
     names = [n for n, kind in zip(index["name"], kinds) if kind == "rows"]
     keys = [derive(read_key, str(i)) for i in range(len(shards))]
@@ -538,7 +537,7 @@ def concat_frames(frames: list[pl.DataFrame]) -> pl.DataFrame:
 
 def scan(parts: list[Part]) -> pl.LazyFrame:
     """All rows of `parts` as one lazy table (columns that differ between parts are unified)."""
-    frames = [pl.scan_parquet(p.path) if p.frame is None else p.frame.lazy() for p in parts]
+    frames = [storage.scan_parquet(p.path) if p.frame is None else p.frame.lazy() for p in parts]
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.LazyFrame(schema={"id": pl.String})
 
 
@@ -572,10 +571,6 @@ def _stage_errors(stage: Stage, batch: pl.DataFrame) -> Iterator[None]:
         ) from None
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def file_sha256(path: Location) -> str:
+    return storage.sha256(path)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from operators.errors import ConfigError, SluiceError
-from pipelines import config, interrupts
+from pipelines import config, interrupts, storage
 from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
 from pipelines.engine import MapFn, Outcome, execute, file_sha256
@@ -41,16 +41,16 @@ PREFECT_DEFAULTS = {
 PREFECT_LOG = ".prefect.log"  # in the dataset's folder: Prefect's own log lines of `sluice run`
 
 
-def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool = True,
+def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_prefect: bool = True,
                  runner: str = "local", dask_address: str | None = None,
-                 force: bool = False) -> tuple[Path, Outcome | None]:
+                 force: bool = False) -> tuple[storage.Location, Outcome | None]:
     """Run `pipeline` and publish its release; return the version folder and the outcome (for its books:
     its parts point into the shard cache, whose spilled read shards are gone once the release is out).
 
     If the latest version was made from the same resolved config, input files and code, nothing runs and
     nothing is published: the result is (that version, None). `force` publishes a new version anyway."""
     root = root or pipeline.release_dir or DEFAULT_ROOT
-    if not force and (held := unchanged_version(pipeline, root / pipeline.config.dataset)):
+    if not force and (held := unchanged_version(pipeline, storage.join(root, pipeline.config.dataset))):
         return held, None
     executor = executor_for(use_prefect, runner, dask_address)
     if not executor.prefect:
@@ -59,13 +59,24 @@ def run_pipeline(pipeline: Pipeline, root: Path | None = None, use_prefect: bool
     from prefect import flow
 
     dataset = pipeline.config.dataset
-    (root / dataset).mkdir(parents=True, exist_ok=True)
-    with prefect_log_to_file(root / dataset / PREFECT_LOG):
+    local = local_dir(root, dataset)
+    local.mkdir(parents=True, exist_ok=True)
+    with prefect_log_to_file(local / PREFECT_LOG):
         _start_api_server()
         with executor.session():
-            run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{next_version(root / dataset)}",
+            version = next_version(storage.join(root, dataset))
+            run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{version}",
                        validate_parameters=False, task_runner=executor.task_runner())
             return run(pipeline, root, executor.map)
+
+
+def local_dir(root: storage.Location, dataset: str) -> Path:
+    """The dataset's folder for files that must be local (Prefect's log, the LLM response cache): the
+    dataset's own folder, or for releases on an object store ~/.cache/sluice/<bucket and path>/<dataset>."""
+    if not storage.is_remote(root):
+        return Path(root) / dataset
+    where = str(root).replace("://", "/").replace(":", "_")
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sluice" / where / dataset
 
 
 @contextmanager
@@ -142,29 +153,29 @@ def scheduled_run(config_path: str, releases: str | None = None) -> str:
     """The flow a deployment serves: load the config at run time (so edits take effect), run, publish
     (nothing when neither the config nor the inputs nor the code changed since the latest version)."""
     pipeline = config.load(config_path)
-    root = Path(releases) if releases else pipeline.release_dir or DEFAULT_ROOT
-    if held := unchanged_version(pipeline, root / pipeline.config.dataset):
+    root = storage.location(releases) if releases else pipeline.release_dir or DEFAULT_ROOT
+    if held := unchanged_version(pipeline, storage.join(root, pipeline.config.dataset)):
         return str(held)
     folder, _ = _run(pipeline, root, prefect_map)
     return str(folder)
 
 
-def unchanged_version(pipeline: Pipeline, dataset_dir: Path) -> Path | None:
+def unchanged_version(pipeline: Pipeline, dataset_dir: storage.Location) -> storage.Location | None:
     """The latest version of the dataset if a run of `pipeline` would reproduce it: same resolved config,
     same operator fingerprints, same input files (by sha256) and the same Sluice code."""
     published = versions(dataset_dir)
     if not published:
         return None
     try:
-        manifest = read_manifest(dataset_dir / published[-1])
+        manifest = read_manifest(storage.join(dataset_dir, published[-1]))
     except SluiceError:
         return None
     same = (manifest.get("config_hash") == pipeline.config_hash
             and manifest.get("fingerprints") == {s.name: s.operator.fingerprint for s in pipeline.stages}
             and manifest.get("code_version") == code_version()
             and [(i["path"], i["sha256"]) for i in manifest.get("inputs", [])]
-            == [(str(src.path), file_sha256(src.path)) for src in pipeline.sources])
-    return dataset_dir / published[-1] if same else None
+            == [(storage.display(src.path), file_sha256(src.path)) for src in pipeline.sources])
+    return storage.join(dataset_dir, published[-1]) if same else None
 
 
 def serve(config_path: Path, releases: Path | None, cron: str | None, interval: float | None) -> None:
@@ -180,30 +191,32 @@ def serve(config_path: Path, releases: Path | None, cron: str | None, interval: 
     deployment = flow(scheduled_run, name="sluice-scheduled", log_prints=False)
     deployment.serve(name=pipeline.config.dataset, cron=cron, interval=interval,
                      parameters={"config_path": str(config_path.resolve()),
-                                 "releases": str(releases.resolve()) if releases else None},
+                                 "releases": (str(releases) if storage.is_remote(releases) else
+                                              str(releases.resolve())) if releases else None},
                      print_starting_message=False)
 
 
-def _run(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
-    with dataset_lock(root / pipeline.config.dataset):
+def _run(pipeline: Pipeline, root: storage.Location, map_fn: MapFn) -> tuple[storage.Location, Outcome]:
+    with dataset_lock(storage.join(root, pipeline.config.dataset)):
         return _run_locked(pipeline, root, map_fn)
 
 
-def _run_locked(pipeline: Pipeline, root: Path, map_fn: MapFn) -> tuple[Path, Outcome]:
-    cache = ShardCache((root / pipeline.config.dataset / ".cache").resolve())  # absolute: Dask workers read it
+def _run_locked(pipeline: Pipeline, root: storage.Location, map_fn: MapFn) -> tuple[storage.Location, Outcome]:
+    folder = storage.join(root, pipeline.config.dataset, ".cache")
+    cache = ShardCache(folder if storage.is_remote(folder) else folder.resolve())  # absolute: Dask workers read it
     try:
         with ExitStack() as stack:
             llm = None
             if pipeline.generates:
                 llm = stack.enter_context(llm_run(pipeline.config.endpoint, pipeline.config.local_model,
-                                                  pipeline.llm_cache(root)))
+                                                  pipeline.llm_cache(local_dir(root, pipeline.config.dataset).parent)))
             return _publish(pipeline, root, map_fn, cache, llm)
     finally:
         cache.drop_spills()  # a failed run gives the disk back too
 
 
-def _publish(pipeline: Pipeline, root: Path, map_fn: MapFn, cache: ShardCache,
-             llm: LLMRun | None = None) -> tuple[Path, Outcome]:
+def _publish(pipeline: Pipeline, root: storage.Location, map_fn: MapFn, cache: ShardCache,
+             llm: LLMRun | None = None) -> tuple[storage.Location, Outcome]:
     outcome = execute(pipeline, map_fn, cache, llm)
     if not pipeline.config.release.allow_empty:
         refuse_empty_release(outcome)
@@ -248,15 +261,16 @@ def refuse_empty_release(outcome: Outcome) -> None:
                       "to publish an empty release")
 
 
-def _publish_artifact(folder: Path, outcome: Outcome) -> None:
+def _publish_artifact(folder: storage.Location, outcome: Outcome) -> None:
     from prefect.artifacts import create_markdown_artifact
 
+    dataset, version = storage.name(storage.parent(folder)), storage.name(folder)
     ledger = outcome.ledger
     rows = "\n".join(
         f"| {s.stage} | {s.op} | {s.rows_in:,} | {s.rows_out:,} | {s.reasons()} |"
         for s in ledger.stages
     )
-    markdown = (f"# {folder.parent.name} {folder.name}\n\nRelease: `{folder}`\n\n"
+    markdown = (f"# {dataset} {version}\n\nRelease: `{storage.display(folder)}`\n\n"
                 f"| stage | op | rows in | rows out | dropped |\n|---|---|---|---|---|\n{rows}\n")
-    create_markdown_artifact(markdown, key=f"sluice-{folder.parent.name.lower().replace('_', '-')}",
-                             description=f"{folder.parent.name} {folder.name}: row accounting")
+    create_markdown_artifact(markdown, key=f"sluice-{dataset.lower().replace('_', '-')}",
+                             description=f"{dataset} {version}: row accounting")

@@ -1,7 +1,8 @@
 """Looking at rows: open a release or a Parquet file as a table, filter it, and print rows for a terminal.
 
 Used by `sluice inspect` and `sluice release diff`. Reading is lazy (Polars scans), so a filter or a
-sample touches only what it needs.
+sample touches only what it needs. A release or file at a URL is downloaded first (its shards, or its
+rejects) into a temporary folder that goes when the process ends.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from operators.base import DETAIL, REASON
 from operators.errors import ConfigError, ReleaseError
 from pipelines.card import PROVENANCE
 from pipelines.oneoff import rejects_path
+from pipelines import storage
 from pipelines.release import DEFAULT_ROOT, read_manifest, resolve
+from pipelines.storage import Location
 
 FIRST = (REASON, DETAIL, *PROVENANCE, "lang")  # shown first, in this order, under the row's id
 
@@ -32,36 +35,42 @@ class Table:
     frame: pl.LazyFrame
     label: str
     manifest: dict[str, Any] | None = None
-    folder: Path | None = None
+    folder: Location | None = None
 
     @property
     def schema(self) -> dict[str, pl.DataType]:
         return dict(self.frame.collect_schema())
 
 
-def open_table(ref: str, root: Path = DEFAULT_ROOT, rejects: bool = False) -> Table:
-    """A release (folder, DATASET/VERSION or DATASET), a Parquet file, or a folder of Parquet files.
+def open_table(ref: str, root: Location = DEFAULT_ROOT, rejects: bool = False) -> Table:
+    """A release (folder, DATASET/VERSION or DATASET; a path or a URL), a Parquet file, or a folder of them.
 
     With `rejects`, the release's rejects/, or the `<stem>.rejects.parquet` beside a one-off job's output."""
-    path = Path(ref)
-    if path.is_file():
+    path = storage.location(ref)
+    if storage.is_remote(path) and path.endswith(".parquet"):
+        if rejects and not path.endswith(".rejects.parquet"):
+            path = storage.join(storage.parent(path), rejects_path(Path(storage.name(path))).name)
+        if storage.is_file(path):
+            return _parquet_file(storage.local_copy(path), False, shown=path)
+    if not storage.is_remote(path) and path.is_file():
         return _parquet_file(path, rejects)
-    if path.is_dir() and not (path / "manifest.json").exists() and any(path.glob("*.parquet")):
+    if not storage.is_remote(path) and path.is_dir() and not (path / "manifest.json").exists() and any(path.glob("*.parquet")):
         return Table(_scan(sorted(path.glob("*.parquet")), path), str(path))
     try:
         folder = resolve(ref, root)
     except ReleaseError:
-        raise ConfigError(f"{ref}: not a Parquet file, a folder of Parquet files or a release "
-                          f"(releases are looked up under {root}; pass --releases ROOT to look elsewhere)") from None
+        raise ConfigError(f"{storage.display(ref)}: not a Parquet file, a folder of Parquet files or a release "
+                          f"(releases are looked up under {storage.display(root)}; pass --releases ROOT to look "
+                          "elsewhere)") from None
     manifest = read_manifest(folder)
     kind = "rejects" if rejects else "shards"
-    files = [folder / f["path"] for f in manifest[kind] if f["rows"]]
+    files = [storage.local_copy(storage.join(folder, f["path"])) for f in manifest[kind] if f["rows"]]
     label = f"{manifest['dataset']}/{manifest['version']}" + (" rejects" if rejects else "")
     frame = _scan(files, folder) if files else pl.LazyFrame(schema={"id": pl.String})
     return Table(frame, label, manifest, folder)
 
 
-def _parquet_file(path: Path, rejects: bool) -> Table:
+def _parquet_file(path: Path, rejects: bool, shown: str | None = None) -> Table:
     if not path.name.endswith(".parquet"):
         raise ConfigError(f"{path}: inspect reads Parquet files and releases; this file is not .parquet")
     if rejects and not path.name.endswith(".rejects.parquet"):
@@ -69,7 +78,7 @@ def _parquet_file(path: Path, rejects: bool) -> Table:
         if not sibling.is_file():
             raise ConfigError(f"{path}: --rejects looks for {sibling.name} beside it, and there is none")
         path = sibling
-    return Table(_scan([path], path), str(path))
+    return Table(_scan([path], path), shown or str(path))
 
 
 def _scan(files: list[Path], where: Path) -> pl.LazyFrame:

@@ -6,6 +6,14 @@
 A version is written to a hidden temporary folder and renamed into place, so a reader never sees half a
 release; files are then read-only and a published version is never touched again. Versions are
 `v0001`, `v0002`, ... so they sort by name.
+
+The root may be a URL (`s3://bucket/releases`; pipelines/storage.py). An object store has no folder rename,
+so there a version is committed in three steps: its number is claimed with a conditional create of
+`<dataset>/.claims/<version>` (two writers never get the same number), the version is written to a local
+temporary folder and its files uploaded (each size checked), and manifest.json is uploaded last, again as a
+conditional create. Readers (`versions`, `resolve`, `release list/show/verify/diff`, `inspect`) trust only a
+version whose manifest exists, and `verify` re-checks every checksum; a writer that died mid-upload leaves a
+version number with no manifest, which nothing lists and nothing reuses.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,28 +37,38 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from operators.errors import ReleaseError
-from pipelines import failpoints
+from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
 from pipelines.card import dataset_card
 from pipelines.report import render_report
 from pipelines.engine import Outcome, Part, file_sha256, scan
+from pipelines.storage import Location
 
 DEFAULT_ROOT = Path("data/releases")
 ROW_GROUP = 131_072  # rows per Parquet row group of a release file
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
-def versions(dataset_dir: Path) -> list[str]:
+def versions(dataset_dir: Location) -> list[str]:
+    """The published versions of a dataset, oldest first (on an object store: those whose manifest exists)."""
+    if storage.is_remote(dataset_dir):
+        named = [n for n in storage.list_names(dataset_dir) if _VERSION.match(n)]
+        found = [n for n in named if storage.exists(storage.join(dataset_dir, n, "manifest.json"))]
+        return sorted(found, key=lambda v: int(v[1:]))
     if not dataset_dir.is_dir():
         return []
     return sorted((p.name for p in dataset_dir.iterdir() if _VERSION.match(p.name)), key=lambda v: int(v[1:]))
 
 
 @contextmanager
-def dataset_lock(dataset_dir: Path) -> Iterator[None]:
+def dataset_lock(dataset_dir: Location) -> Iterator[None]:
     """Hold the dataset for one run: a second run on the same dataset fails fast instead of racing.
 
-    The lock is an flock, so the kernel releases it when the holder dies, even by SIGKILL."""
+    The lock is an flock, so the kernel releases it when the holder dies, even by SIGKILL. On an object
+    store there is no lock: two runs may both work, and the version claim keeps their releases apart."""
+    if storage.is_remote(dataset_dir):
+        yield
+        return
     dataset_dir.mkdir(parents=True, exist_ok=True)
     with open(dataset_dir / ".lock", "a+") as fh:
         try:
@@ -71,13 +90,22 @@ def dataset_lock(dataset_dir: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def next_version(dataset_dir: Path) -> str:
+def next_version(dataset_dir: Location) -> str:
+    if storage.is_remote(dataset_dir):  # numbers claimed or half-written count too: never reused
+        names = storage.list_names(dataset_dir) + storage.list_names(storage.join(dataset_dir, CLAIMS))
+        numbers = [int(n[1:]) for n in names if _VERSION.match(n)]
+        return f"v{max(numbers, default=0) + 1:04d}"
     existing = versions(dataset_dir)
     return f"v{int(existing[-1][1:]) + 1 if existing else 1:04d}"
 
 
-def publish(root: Path, dataset: str, outcome: Outcome, info: dict[str, Any], rows_per_file: int) -> Path:
+CLAIMS = ".claims"  # <dataset>/.claims/<version> on an object store: who took which version number
+
+
+def publish(root: Location, dataset: str, outcome: Outcome, info: dict[str, Any], rows_per_file: int) -> Location:
     """Write `outcome` as the next version of `dataset` under `root`; return the version folder."""
+    if storage.is_remote(root):
+        return _publish_remote(root, dataset, outcome, info, rows_per_file)
     dataset_dir = root / dataset
     dataset_dir.mkdir(parents=True, exist_ok=True)
     version = next_version(dataset_dir)
@@ -95,26 +123,56 @@ def publish(root: Path, dataset: str, outcome: Outcome, info: dict[str, Any], ro
     return final
 
 
+def _publish_remote(root: str, dataset: str, outcome: Outcome, info: dict[str, Any], rows_per_file: int) -> str:
+    dataset_dir = storage.join(root, dataset)
+    version, final = _claim(dataset_dir), ""
+    tmp = Path(tempfile.mkdtemp(prefix=f"sluice-{dataset}-{version}-")) / version
+    try:
+        final = storage.join(dataset_dir, version)
+        tmp.mkdir()
+        _write_version(tmp, final, dataset, outcome, info, rows_per_file)
+    except (OSError, pl.exceptions.ComputeError) as err:  # StorageError is an OSError: retries ran out
+        raise ReleaseWriteError(_cannot_write(final, err)) from None
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+    return final
+
+
+def _claim(dataset_dir: str) -> str:
+    """Take the next free version number of a dataset on an object store (a conditional create)."""
+    for _ in range(100):
+        version = next_version(dataset_dir)
+        try:
+            storage.write_bytes(storage.join(dataset_dir, CLAIMS, version), f"pid {os.getpid()}\n".encode(),
+                                exclusive=True)
+            return version
+        except FileExistsError:  # another run took it between our listing and our claim
+            continue
+    raise ReleaseError(f"{storage.display(dataset_dir)}: could not claim a version number after 100 tries")
+
+
 class ReleaseWriteError(ReleaseError, OSError):
     """A release that could not be written; an OSError too, for callers that catch those."""
 
 
-def _cannot_write(final: Path, err: Exception) -> str:
-    if isinstance(err, OSError):
+def _cannot_write(final: Location, err: Exception) -> str:
+    if isinstance(err, storage.StorageError):
+        what = str(err)
+    elif isinstance(err, OSError):
         what = (err.strerror or str(err)) + (f": {err.filename}" if err.filename else "")
     else:
         what = str(err).splitlines()[0]
-    earlier = versions(final.parent)
+    earlier = versions(storage.parent(final))
     kept = f"{earlier[-1]} and earlier versions are untouched" if earlier else "there is no earlier version"
-    return f"{final}: cannot write the release ({what}); nothing was published, {kept}"
+    return f"{storage.display(final)}: cannot write the release ({what}); nothing was published, {kept}"
 
 
-def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info: dict[str, Any],
-                   rows_per_file: int) -> Path:
+def _write_version(tmp: Path, final: Location, dataset: str, outcome: Outcome, info: dict[str, Any],
+                   rows_per_file: int) -> Location:
     schema = unified_schema(outcome.parts)
     manifest = {
         "dataset": dataset,
-        "version": final.name,
+        "version": storage.name(final),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **info,
         "code_version": code_version(),
@@ -136,9 +194,10 @@ def _write_version(tmp: Path, final: Path, dataset: str, outcome: Outcome, info:
     _seal(tmp)
     failpoints.hit("publish.seal")
     try:
-        os.rename(tmp, final)
-    except OSError:
-        raise ReleaseError(f"{final} was published by another run meanwhile; nothing was overwritten, run again") from None
+        storage.commit_folder(tmp, final, "manifest.json")
+    except FileExistsError:
+        raise ReleaseError(f"{storage.display(final)} was published by another run meanwhile; nothing was "
+                           "overwritten, run again") from None
     failpoints.hit("publish.rename")
     return final
 
@@ -249,40 +308,45 @@ def code_version() -> dict[str, str | None]:
 # --- reading releases back -------------------------------------------------------------------------
 
 
-def resolve(ref: str, root: Path = DEFAULT_ROOT) -> Path:
-    """A release folder from a path, `dataset/version`, or `dataset` (its latest version)."""
-    for candidate in (Path(ref), root / ref):
-        if (candidate / "manifest.json").is_file():
+def resolve(ref: str, root: Location = DEFAULT_ROOT) -> Location:
+    """A release folder from a path or URL, `dataset/version`, or `dataset` (its latest version)."""
+    given = storage.location(ref)
+    candidates = [given] if storage.is_remote(given) else [given, storage.join(storage.location(root), ref)]
+    for candidate in candidates:
+        if storage.is_file(storage.join(candidate, "manifest.json")):
             return candidate
-        if candidate.is_dir() and (found := versions(candidate)):
-            return candidate / found[-1]
-    raise ReleaseError(f"no release found at {ref!r} (looked in {Path(ref)} and {root / ref})")
+        if found := versions(candidate):
+            return storage.join(candidate, found[-1])
+    where = " and ".join(storage.display(c) for c in candidates)
+    raise ReleaseError(f"no release found at {storage.display(ref)!r} (looked in {where})")
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / "manifest.json"
+def read_manifest(folder: Location) -> dict[str, Any]:
+    path = storage.join(folder, "manifest.json")
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_text(path))
     except FileNotFoundError:
-        raise ReleaseError(f"{path}: missing") from None
+        raise ReleaseError(f"{storage.display(path)}: missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ReleaseError(f"{path}: not valid JSON ({err})") from None
+        raise ReleaseError(f"{storage.display(path)}: not valid JSON ({err})") from None
 
 
-def listing(root: Path) -> list[dict[str, Any]]:
+def listing(root: Location) -> list[dict[str, Any]]:
     out = []
-    for dataset_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
-        for version in versions(dataset_dir):
+    root = storage.location(root)
+    for dataset in storage.list_names(root):
+        dataset_dir = storage.join(root, dataset)
+        for version in versions(dataset_dir) if not str(dataset).startswith(".") else []:
             try:
-                m = read_manifest(dataset_dir / version)
+                m = read_manifest(storage.join(dataset_dir, version))
             except ReleaseError:
                 m = {}
-            out.append({"dataset": dataset_dir.name, "version": version, "rows": m.get("rows"),
-                        "created_at": m.get("created_at"), "path": str(dataset_dir / version)})
+            out.append({"dataset": dataset, "version": version, "rows": m.get("rows"),
+                        "created_at": m.get("created_at"), "path": storage.display(storage.join(dataset_dir, version))})
     return out
 
 
-def verify(folder: Path) -> list[str]:
+def verify(folder: Location) -> list[str]:
     """Every problem with a published release: checksums, row counts, stray or missing files, books."""
     try:
         manifest = read_manifest(folder)
@@ -295,37 +359,40 @@ def verify(folder: Path) -> list[str]:
         listed = {entry["path"] for entry in manifest.get(kind, [])}
         for entry in manifest.get(kind, []):
             problems += _check_file(folder, entry)
-        for stray in sorted((folder / sub).glob("*")) if (folder / sub).is_dir() else []:
-            if f"{sub}/{stray.name}" not in listed:
-                problems.append(f"{stray}: file not listed in the manifest")
+        for stray in storage.list_names(storage.join(folder, sub)):
+            if f"{sub}/{stray}" not in listed:
+                problems.append(f"{storage.display(storage.join(folder, sub, stray))}: file not listed in the manifest")
     ledger = Ledger.from_json(manifest["stages"])
     try:
         ledger.check()
     except Exception as err:
-        problems.append(f"{folder / 'manifest.json'}: {err}")
+        problems.append(f"{storage.display(storage.join(folder, 'manifest.json'))}: {err}")
     shard_rows = sum(e["rows"] for e in manifest["shards"])
     reject_rows = sum(e["rows"] for e in manifest["rejects"])
     if ledger.stages and shard_rows != ledger.stages[-1].rows_out:
-        problems.append(f"{folder}: shards hold {shard_rows} rows but the last stage passed on {ledger.stages[-1].rows_out}")
+        problems.append(f"{storage.display(folder)}: shards hold {shard_rows} rows but the last stage passed on {ledger.stages[-1].rows_out}")
     if reject_rows != ledger.total_dropped:
-        problems.append(f"{folder}: rejects hold {reject_rows} rows but the stages dropped {ledger.total_dropped}")
+        problems.append(f"{storage.display(folder)}: rejects hold {reject_rows} rows but the stages dropped {ledger.total_dropped}")
     return problems
 
 
-def _check_file(folder: Path, entry: dict[str, Any]) -> list[str]:
-    path = folder / entry["path"]
-    if not path.is_file():
-        return [f"{path}: missing"]
-    if path.stat().st_size != entry["bytes"]:
-        return [f"{path}: size {path.stat().st_size} bytes, manifest says {entry['bytes']}"]
-    if file_sha256(path) != entry["sha256"]:
-        return [f"{path}: sha256 differs from the manifest (file changed or corrupt)"]
+def _check_file(folder: Location, entry: dict[str, Any]) -> list[str]:
+    path = storage.join(folder, entry["path"])
+    shown = storage.display(path)
+    if not storage.is_file(path):
+        return [f"{shown}: missing"]
+    if (size := storage.size(path)) != entry["bytes"]:
+        return [f"{shown}: size {size} bytes, manifest says {entry['bytes']}"]
+    if storage.sha256(path) != entry["sha256"]:
+        return [f"{shown}: sha256 differs from the manifest (file changed or corrupt)"]
     if "rows" not in entry:
         return []
     try:
-        rows = pq.ParquetFile(path).metadata.num_rows
+        rows = storage.parquet_rows(path)
+    except storage.StorageError:
+        raise
     except Exception as err:
-        return [f"{path}: not readable as Parquet ({err})"]
+        return [f"{shown}: not readable as Parquet ({err})"]
     if rows != entry["rows"]:
-        return [f"{path}: {rows} rows, manifest says {entry['rows']}"]
+        return [f"{shown}: {rows} rows, manifest says {entry['rows']}"]
     return []

@@ -20,20 +20,23 @@ SlowDown, throttling, dropped connections, truncated responses) are retried by b
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
 import re
 import shutil
 import tempfile
-import atexit
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from operators.errors import SluiceError
+
+if TYPE_CHECKING:
+    import polars as pl
 
 Location = Path | str  # a local path, or a URL string ("s3://bucket/key")
 
@@ -46,6 +49,10 @@ _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|CREDENTIAL|SAS|ACCOUNT_KEY|API
 
 class StorageError(SluiceError, OSError):
     """A read or write at a location that failed after retries (or a URL Sluice will not use)."""
+
+
+class Missing(StorageError, FileNotFoundError):
+    """No file or object at the location."""
 
 
 def location(value: str | os.PathLike) -> Location:
@@ -142,7 +149,7 @@ def _errors(loc: Location, doing: str) -> Iterator[None]:
     except (StorageError, FileExistsError):
         raise
     except FileNotFoundError:
-        raise StorageError(f"{display(loc)}: not found (while {doing})") from None
+        raise Missing(f"{display(loc)}: not found (while {doing})") from None
     except Exception as err:  # botocore, aiohttp, gcsfs... have no common base; an OSError is one too
         what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise StorageError(scrub(f"{display(loc)}: cannot {doing} ({type(err).__name__}: {what})")) from None
@@ -322,3 +329,61 @@ def local_copy(loc: Location) -> Path:
         atexit.register(shutil.rmtree, _fetched[0], True)
     digest = hashlib.sha256(str(loc).encode()).hexdigest()[:16]
     return download(loc, Path(_fetched[0]) / digest / name(loc))
+
+
+# --- Parquet at a location ---------------------------------------------------------------------------
+
+
+def read_parquet(loc: Location, columns: list[str] | None = None) -> "pl.DataFrame":
+    import polars as pl
+
+    if not is_remote(loc):
+        return pl.read_parquet(loc, columns=columns)
+    return pl.read_parquet(read_bytes(loc), columns=columns)
+
+
+def scan_parquet(loc: Location) -> "pl.LazyFrame":
+    """A lazy scan; for a URL through pyarrow's dataset reader on our filesystem (same credentials and
+    retries as every other read; Polars' own object-store client caches its endpoint per process)."""
+    import polars as pl
+
+    if not is_remote(loc):
+        return pl.scan_parquet(loc)
+    import pyarrow.dataset as ds
+
+    fs, path = filesystem(loc)
+    with _errors(loc, "scan it"):
+        return pl.scan_pyarrow_dataset(ds.dataset([path], format="parquet", filesystem=fs))  # a list: no listing
+
+
+def parquet_rows(loc: Location) -> int:
+    """Rows in a Parquet file, from its footer."""
+    import pyarrow.parquet as pq
+
+    if not is_remote(loc):
+        return pq.read_metadata(loc).num_rows
+    with open_file(loc) as fh, _errors(loc, "read its Parquet footer"):
+        return pq.ParquetFile(fh).metadata.num_rows
+
+
+def write_parquet(frame: "pl.DataFrame", loc: Location, **options: Any) -> None:
+    if not is_remote(loc):
+        frame.write_parquet(loc, **options)
+        return
+    import io
+
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, **options)
+    write_bytes(loc, buffer.getvalue())
+
+
+def copy(source: Location, dest: Location) -> None:
+    """Copy a file; between two URLs of one store the copy happens on the server."""
+    if not is_remote(dest):
+        shutil.copyfile(source, dest)
+    elif is_remote(source) and source.split("://")[0] == dest.split("://")[0]:
+        fs, path = filesystem(dest)
+        with _errors(dest, "copy to it"):
+            fs.copy(filesystem(source)[1], path)
+    else:
+        upload(Path(source), dest)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
+from pipelines import storage
 from pipelines.accounting import Ledger
 from pipelines.release import DEFAULT_ROOT, listing, read_manifest, resolve, verify
+from pipelines.storage import Location, location
 
-RELEASES_HELP = "release root (default: ./data/releases)"
+RELEASES_HELP = "release root, a folder or a URL such as s3://bucket/releases (default: ./data/releases)"
 
 
 def add_command(commands: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         verb = verbs.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         if name != "list":
             verb.add_argument("release", help="release folder, DATASET/VERSION, or DATASET (latest version)")
-        verb.add_argument("--releases", type=Path, default=None, help=RELEASES_HELP)
+        verb.add_argument("--releases", type=location, default=None, help=RELEASES_HELP)
         verb.set_defaults(handler=handler)
     _add_diff(verbs)
     release.set_defaults(handler=lambda args: (release.print_help(), 2)[1])
@@ -38,18 +38,18 @@ def _add_diff(verbs: argparse._SubParsersAction) -> None:
     diff.add_argument("b", help="the newer one")
     diff.add_argument("--examples", type=int, default=5, metavar="N", help="ids to show per kind of change (default 5)")
     diff.add_argument("--json", action="store_true", help="print the diff as JSON")
-    diff.add_argument("--releases", type=Path, default=None, help=RELEASES_HELP)
+    diff.add_argument("--releases", type=location, default=None, help=RELEASES_HELP)
     diff.set_defaults(handler=_diff)
 
 
-def _root(args: argparse.Namespace) -> Path:
+def _root(args: argparse.Namespace) -> Location:
     return args.releases or DEFAULT_ROOT
 
 
 def _list(args: argparse.Namespace) -> int:
     entries = listing(_root(args))
     if not entries:
-        print(f"no releases under {_root(args)}")
+        print(f"no releases under {storage.display(_root(args))}")
     for e in entries:
         rows = f"{e['rows']:,}" if isinstance(e["rows"], int) else "?"
         print(f"{e['dataset']}/{e['version']}  {rows:>12} rows  {e['created_at'] or '?'}  {e['path']}")
@@ -60,9 +60,9 @@ def _show(args: argparse.Namespace) -> int:
     folder = resolve(args.release, _root(args))
     m = read_manifest(folder)
     print(f"{m['dataset']} {m['version']}  created {m['created_at']}  config sha256 {m['config_hash'][:16]}")
-    print(folder)
-    views = [f"{what} {folder / name}" for what, name in (("card", "README.md"), ("report", "report.html"))
-             if (folder / name).is_file()]
+    print(storage.display(folder))
+    views = [f"{what} {storage.display(storage.join(folder, name))}" for what, name in
+             (("card", "README.md"), ("report", "report.html")) if storage.is_file(storage.join(folder, name))]
     print("  ".join(views) + "\n")
     print(f"rows {m['rows']:,} in {len(m['shards'])} shard(s); rejected {m['rejected_rows']:,}")
     print("inputs:")
@@ -82,7 +82,7 @@ def _verify(args: argparse.Namespace) -> int:
         return 1
     m = read_manifest(folder)
     files = len(m["shards"]) + len(m["rejects"])
-    print(f"OK {folder}: {files} files re-hashed, {m['rows']:,} rows and {m['rejected_rows']:,} rejects re-counted")
+    print(f"OK {storage.display(folder)}: {files} files re-hashed, {m['rows']:,} rows and {m['rejected_rows']:,} rejects re-counted")
     return 0
 
 
