@@ -1,0 +1,187 @@
+"""Line-, paragraph- or sentence-span deduplication across the corpus (boilerplate that repeats over documents).
+
+A row is cut into units (lines by default; paragraphs; or spans of N consecutive sentences, C4-style). A unit
+found in several rows is removed from every row but the first, the row with the smallest `id`, so the result
+does not depend on shard order, shard size or worker count. Repeats inside one row are left alone (a table,
+a LaTeX figure or code repeats its own lines: that is content, not boilerplate). Rows that lost units and are
+left empty, or shorter than `min_chars_left`, are rejected with a reason.
+
+Units shorter than `min_unit_chars` (after normalisation) are never judged ("Home", "}", "1."): they are counted
+in the stats as `units_too_short`. In `unit: sentences` mode a row with no sentence mark at all (Thai, lists,
+code) is cut at line breaks only and counted as `rows_without_sentence_marks`.
+
+The driver holds one 64-bit hash per unit plus each row's id (~8 bytes a unit, ~16 while deciding).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import polars as pl
+from pydantic import Field
+
+from operators.base import DETAIL, REASON, Decision, GlobalOperator, Params, Split
+from operators.clean.normalize import for_matching
+from operators.registry import register
+
+BOUNDARY = "\uffff"  # a Unicode noncharacter (reserved for internal use): marks where a unit ends
+UNITS_REMOVED = "dedup_units_removed"
+CHARS_REMOVED = "dedup_chars_removed"
+_CLOSERS = "\"'”’»)\\]」』）"
+# A sentence ends at: Latin/Greek/Cyrillic/Arabic/Urdu marks followed by (closing quotes and) whitespace;
+# CJK and Indic full stops with or without a space after them; any line break.
+SENTENCE_END = (rf"((?:[.!?…؟۔]+[{_CLOSERS}]*\s+)|(?:[。！？｡।॥]+[{_CLOSERS}]*\s*)|(?:\n\s*))")
+SENTENCE_MARK = r"[.!?…؟۔。！？｡।॥]"
+PARAGRAPH_END = r"(\n[ \t\r\f\v]*\n\s*)"  # a blank line (and any whitespace after it)
+WIDE = r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]"  # East Asian wide: a character holds about a word
+
+
+def split_units(text: pl.Expr, unit: str) -> pl.Expr:
+    """Each text as a list of its units; every unit keeps the separator that ends it, so the units joined
+    with "" give back the text exactly."""
+    text = text.fill_null("")
+    if unit == "line":
+        return text.str.split("\n", inclusive=True).list.eval(pl.element().filter(pl.element() != ""))
+    marked = text.str.replace_all(SENTENCE_END if unit == "sentence" else PARAGRAPH_END, f"${{1}}{BOUNDARY}")
+    return marked.str.split(BOUNDARY).list.eval(pl.element().filter(pl.element() != ""))
+
+
+def _unit_key(units: pl.Expr) -> pl.Expr:
+    """What two units are compared by: the dedup normal form (case, punctuation and spacing ignored)."""
+    return for_matching(units)
+
+
+@register
+class LineDedup(GlobalOperator):
+    """Remove lines (or paragraphs, or N-sentence spans) repeated across the corpus: boilerplate such as
+    navigation, cookie notices and footers; keeps each unit's first occurrence."""
+
+    name = "line_dedup"
+
+    class Params(Params):
+        field: str = Field(default="text", description="the text column to cut repeated units from")
+        unit: Literal["sentence", "line", "paragraph"] = Field(
+            default="sentence", description="what is cut: a sentence (a line break ends one too), a line, or a "
+                                            "paragraph (blank-line separated)")
+        span: int = Field(default=1, ge=1, le=10, description="consecutive units compared as one (C4: 3 "
+                                                              "sentences); a removed span takes all its units")
+        min_unit_chars: int = Field(default=20, ge=0, description="units whose normal form is shorter are never "
+                                    "removed (counted as units_too_short); Han, Kana and Hangul characters count twice")
+        min_docs: int = Field(default=2, ge=2, description="remove a unit only when it occurs in at least this "
+                                                           "many rows (then from all of them but the first)")
+        min_chars_left: int = Field(default=50, ge=0, description="a row that lost units and keeps fewer "
+                                                                  "non-space characters is rejected")
+
+    def columns(self) -> dict[str, str]:
+        what = f"{self.params.unit}s"
+        return {UNITS_REMOVED: f"{what} removed from `{self.params.field}` as repeats of another row's",
+                CHARS_REMOVED: f"characters removed from `{self.params.field}` with them"}
+
+    def writes(self) -> set[str] | None:
+        return {UNITS_REMOVED, CHARS_REMOVED}
+
+    def index(self, batch: pl.DataFrame) -> pl.DataFrame:
+        """`id` and `hashes`: one 64-bit hash per unit, in order (a span's at its first unit); 0 for a unit
+        that is not judged (too short, blank, or a span that would run past the row's end)."""
+        units = split_units(pl.col(self.params.field).cast(pl.String), self.params.unit)
+        judged = pl.element().str.len_chars() + pl.element().str.count_matches(WIDE) >= max(self.params.min_unit_chars, 1)
+        return batch.select("id", self._keys(units).list.eval(
+            pl.when(judged).then(pl.element().hash(seed=13)).otherwise(0)).alias("hashes"))
+
+    def _keys(self, units: pl.Expr) -> pl.Expr:
+        """Each row's units in the form they are compared in; with span > 1, the span starting at each unit
+        ("" where no whole span starts: a shorter row has one span, all of it)."""
+        keys = units.list.eval(_unit_key(pl.element()))
+        if (span := self.params.span) > 1:
+            place = pl.int_range(pl.len(), dtype=pl.UInt32)
+            whole = (place + span <= pl.len()) | ((place == 0) & (pl.len() < span))
+            spans = pl.concat_str([pl.element().shift(-k).fill_null("") for k in range(span)], separator=" ")
+            keys = keys.list.eval(pl.when(whole).then(spans.str.strip_chars()).otherwise(pl.lit("")))
+        return keys
+
+    def _too_short(self, units: pl.Expr) -> pl.Expr:
+        """How many of each row's units (spans) are not blank but shorter than `min_unit_chars`."""
+        length = pl.element().str.len_chars() + pl.element().str.count_matches(WIDE)
+        return self._keys(units).list.eval(((length > 0) & (length < self.params.min_unit_chars)).sum()).list.first()
+
+    def decide(self, index: pl.DataFrame) -> Decision:
+        """Remove a unit hash from every row that has it but the first (smallest id); a removed span takes its
+        sentences with it. The driver holds (hash, order) = 16 bytes a judged unit."""
+        ids = index["id"].sort()
+        rank = index["id"].rank("ordinal").cast(pl.UInt64) - 1
+        units = (index.select(rank.alias("rank"), "hashes").explode("hashes")
+                 .select(pl.col("hashes").alias("hash"),
+                         (pl.col("rank") * (1 << 32) + pl.int_range(pl.len(), dtype=pl.UInt64).over("rank")).alias("order"))
+                 .filter(pl.col("hash") != 0))
+        row = pl.col("order") // (1 << 32)
+        repeat = row != row.min().over("hash")
+        if self.params.min_docs > 2:
+            repeat &= row.n_unique().over("hash") >= self.params.min_docs
+        removed = units.filter(repeat).select((pl.col("order") // (1 << 32)).alias("rank"),
+                                              (pl.col("order") % (1 << 32)).cast(pl.UInt32).alias("pos"))
+        span = self.params.span
+        if span > 1:  # the sentences a removed span covers, up to the row's end
+            lengths = pl.DataFrame({"rank": rank, "n": index["hashes"].list.len()})
+            removed = (removed.join(lengths, on="rank").with_columns(pl.int_ranges("pos", pl.col("pos") + span,
+                       dtype=pl.UInt32).alias("pos")).explode("pos").filter(pl.col("pos") < pl.col("n")).drop("n"))
+        edits = removed.unique().group_by("rank").agg(pl.col("pos").sort()).sort("rank")
+        edits = edits.select(ids.gather(edits["rank"]).alias("id"), "pos")
+        return Decision(drops=self.drops(index.clear().select("id"), ""), edits=edits)
+
+    def apply(self, batch: pl.DataFrame, decision: Decision) -> Split:
+        """Cut the decided units out of each row's text; reject rows left empty or too short."""
+        field = self.params.field
+        edits = decision.edits.filter(pl.col("id").is_in(batch["id"].implode()))
+        counted = pl.lit(0, pl.UInt32)
+        if not len(edits):
+            kept = batch.with_columns(counted.alias(UNITS_REMOVED), counted.alias(CHARS_REMOVED))
+            return Split(kept, _none_rejected(kept))
+        rows = batch.filter(pl.col("id").is_in(edits["id"].implode())).select("id", pl.col(field).alias("text"))
+        units = rows.select("id", split_units(pl.col("text"), self.params.unit).alias("unit")) \
+            .with_columns(pl.int_ranges(pl.col("unit").list.len(), dtype=pl.UInt32).alias("pos")) \
+            .explode("unit", "pos")
+        cut = self._cut(units, edits.explode("pos").with_columns(pl.lit(True).alias("cut")))
+        rewritten = batch.join(cut, on="id", how="left", maintain_order="left").with_columns(
+            pl.coalesce("new_text", field).alias(field), pl.col(UNITS_REMOVED).fill_null(0),
+            pl.col(CHARS_REMOVED).fill_null(0)).drop("new_text")
+        left = pl.col(field).str.replace_all(r"\s+", "").str.len_chars()
+        reason = (pl.when(pl.col(UNITS_REMOVED) == 0).then(None)
+                  .when(left == 0).then(pl.lit("emptied"))
+                  .when(left < self.params.min_chars_left).then(pl.lit("too_short_after_dedup")))
+        marked = rewritten.with_columns(reason.alias(REASON))
+        kept = marked.filter(pl.col(REASON).is_null()).drop(REASON)
+        gone = marked.filter(pl.col(REASON).is_not_null())
+        original = gone.select("id").join(batch.select("id", field), on="id", maintain_order="left")[field]
+        detail = pl.format("{} of {} characters removed", CHARS_REMOVED, pl.col(field).str.len_chars() + pl.col(CHARS_REMOVED))
+        rejected = gone.with_columns(detail.alias(DETAIL)).with_columns(original.alias(field))  # the text as it came
+        return Split(kept, rejected)
+
+    def _cut(self, units: pl.DataFrame, removed: pl.DataFrame) -> pl.DataFrame:
+        """Per row: the text without its removed units, and how many units and characters went."""
+        marked = units.join(removed, on=["id", "pos"], how="left", maintain_order="left") \
+            .with_columns(pl.col("cut").fill_null(False))
+        return marked.group_by("id", maintain_order=True).agg(
+            pl.col("unit").filter(~pl.col("cut")).str.join("").alias("new_text"),
+            pl.col("cut").sum().cast(pl.UInt32).alias(UNITS_REMOVED),
+            pl.col("unit").filter(pl.col("cut")).str.len_chars().sum().cast(pl.UInt32).alias(CHARS_REMOVED))
+
+    def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
+        """Units and characters removed, rows modified, and what could not be judged."""
+        removed = [UNITS_REMOVED, CHARS_REMOVED]
+        rows = pl.concat([kept.select(removed), rejected.select(removed)], how="vertical_relaxed") \
+            if set(removed) <= set(rejected.collect_schema()) else kept.select(removed)
+        totals = rows.select(pl.col(UNITS_REMOVED).sum(), pl.col(CHARS_REMOVED).sum(),
+                             (pl.col(UNITS_REMOVED) > 0).sum().alias("rows_modified")).collect().row(0)
+        texts = kept.select(pl.col(self.params.field).cast(pl.String).alias("text")).collect()
+        too_short = texts.select(self._too_short(split_units(pl.col("text"), self.params.unit)).sum()).item()
+        stats = {"unit": self.params.unit, "units_removed": int(totals[0] or 0), "chars_removed": int(totals[1] or 0),
+                 "rows_modified": int(totals[2] or 0), "units_too_short": int(too_short or 0)}
+        if self.params.unit == "sentence":
+            stats["rows_without_sentence_marks"] = int(
+                texts.select((pl.col("text").str.contains(SENTENCE_MARK).not_() & (pl.col("text").str.strip_chars() != ""))
+                             .sum()).item())
+        return stats
+
+
+def _none_rejected(batch: pl.DataFrame) -> pl.DataFrame:
+    return batch.clear().with_columns(pl.lit(None, pl.String).alias(REASON), pl.lit(None, pl.String).alias(DETAIL))
