@@ -128,3 +128,14 @@ def test_a_missing_text_column_is_a_config_error_naming_the_field(write_config, 
     with pytest.raises(SluiceError, match=r"stages\[0\]\.field: .*'content'"):
         config.load(write_config([{"path": str(path), "fields": {"text": "body"}}],
                                  [{"op": "line_dedup", "field": "content"}]))
+
+
+def test_sluice_dedup_lines_cuts_boilerplate_and_prints_the_books(sluice, tmp_path):
+    rows = pages()
+    path, out = tmp_path / "pages.jsonl", tmp_path / "out.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows.to_dicts()))
+    code, stdout, _ = sluice("dedup", path, out, "--lines", "line")
+    assert code == 0 and "line_dedup" in stdout
+    kept = pl.read_ndjson(out)
+    assert len(kept) == len(rows) and kept["text"].str.contains(FOOTERS["de"], literal=True).sum() == 1
+    assert sluice("dedup", path, out, "--lines", "--exact")[0] == 2

@@ -12,7 +12,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from operators.base import Decision
-from operators.dedup import ExactDedup, MinHashDedup
+from operators.dedup import ExactDedup, LineDedup, MinHashDedup
 from operators.errors import ConfigError
 from pipelines.oneoff import add_io_arguments, run_job, write_table
 
@@ -24,6 +24,7 @@ EXAMPLES = """examples:
   sluice dedup in.parquet out.parquet --keep-by score_quality      keep each cluster's best-scored row
   sluice dedup new.jsonl out.parquet --against data/releases/web/v0003   drop rows an earlier release has
   sluice dedup new.jsonl out.parquet --against v1.index.parquet    ... or one saved with --save-index
+  sluice dedup web.jsonl out.parquet --lines                       cut boilerplate sentences repeated across rows
 """
 
 
@@ -61,6 +62,9 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-by", metavar="COLUMN", help="keep the row with the highest COLUMN in each cluster "
                    "(ties: smallest id); default: the first row in input order")
     p.add_argument("--exact", action="store_true", help="exact dedup on the normalised key instead of MinHash")
+    p.add_argument("--lines", nargs="?", const="sentence", choices=["sentence", "line", "paragraph"], metavar="UNIT",
+                   help="instead of dropping rows, cut out of --text-field every sentence (or UNIT: line, paragraph) "
+                        "found in several rows, but from the first (line_dedup; rows left too short are rejected)")
     p.add_argument("--clusters", type=Path, metavar="FILE", help="write id, cluster (the survivor's id), "
                    "cluster_size and kept (is it the survivor) for every row to FILE (.parquet or .jsonl)")
     p.add_argument("--save-index", type=Path, metavar="FILE", help="write the MinHash index of the surviving rows "
@@ -87,6 +91,12 @@ class _Recording(MinHashDedup):
 def _dedup(args: argparse.Namespace) -> int:
     fields = [f.strip() for f in args.fields.split(",") if f.strip()] if args.fields else [args.text_field]
     required = [] if args.fields else fields  # with --fields, empty parts are normal (e.g. Alpaca's input)
+    if args.lines:
+        if args.exact or args.fields or args.clusters or args.save_index or args.against or args.keep_by:
+            raise ConfigError("--lines cuts units out of one --text-field; it takes none of --exact, --fields, "
+                              "--clusters, --save-index, --against, --keep-by")
+        run_job(args, [LineDedup(field=args.text_field, unit=args.lines)], fields=[args.text_field])
+        return 0
     if args.exact:
         if args.clusters or args.save_index or args.against or args.verify:
             raise ConfigError("--clusters, --save-index, --against and --verify work with MinHash, "
