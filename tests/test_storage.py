@@ -89,3 +89,17 @@ def _local(tmp_path: Path, data: bytes) -> Path:
     path = tmp_path / "local.bin"
     path.write_bytes(data)
     return path
+
+
+def test_a_scheme_without_its_package_says_which_package():
+    with pytest.raises(StorageError, match=r"gs:// URLs need the gcsfs package \(pip install gcsfs\)"):
+        storage.exists("gs://bucket/releases")
+
+
+def test_retries_run_out_as_one_clear_line_without_the_secret(s3, sluice, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    with s3.faults(every=1, kinds=("503",)) as proxy:
+        code, out, err = sluice("release", "list", "--releases", s3.url("releases"))
+    assert code == 1 and proxy.injected["503"] >= 2
+    assert err.startswith(f"sluice: error: {s3.url('releases')}: cannot list it (") and "reduce your request rate" in err, err
+    assert len(err.strip().splitlines()) == 1 and os.environ["AWS_SECRET_ACCESS_KEY"] not in out + err
