@@ -399,7 +399,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         decision_key = derive(fingerprint, *outcome.keys)
         keys = [derive(k, decision_key) for k in outcome.keys]
         results = map_fn(apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, stage=stage,
-                         decision=decision)
+                         decision=decision._replace(tables={}))  # tables go to the release, not to every task
         _tally(outcome, indexed)
         outcome.tables.update({f"{stage.name}.{name}": table for name, table in decision.tables.items()})
         added = copies_added(decision)

@@ -94,3 +94,22 @@ def test_no_scheduler_at_the_address_is_one_clear_error(prefect_api, pipeline, t
 
     with pytest.raises(SluiceError, match="no Dask scheduler answered"):
         run_pipeline(pipeline, root=tmp_path / "cluster", runner="dask", dask_address="tcp://127.0.0.1:9")
+
+
+def test_workers_that_cannot_see_a_local_cache_stop_the_run_at_once(tmp_path):
+    """A cluster on other machines and a release.dir on this machine's disk: the first stage asks every worker
+    whether it sees the shard cache (a probe file) and stops with what to do instead of failing per task."""
+    from operators.errors import SluiceError
+    from pipelines.cache import ShardCache
+    from pipelines.executors import PrefectDask
+
+    class Elsewhere:  # a client of a cluster whose worker `far` mounts nothing of ours
+        def run(self, fn, path):
+            return {"tcp://near:1": fn(path), "tcp://far:2": False}
+
+    executor = PrefectDask("tcp://scheduler:8786")
+    executor.client = Elsewhere()
+    cache = ShardCache(tmp_path / "releases" / "test" / ".cache")
+    with pytest.raises(SluiceError, match=r"workers tcp://far:2 cannot see the shard cache .*s3://"):
+        executor._check_folder(cache)
+    assert not list(cache.folder.iterdir())  # the probe is gone
