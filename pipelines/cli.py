@@ -11,7 +11,7 @@ from pathlib import Path
 
 from operators.errors import ConfigError, SluiceError
 from pipelines import interrupts, storage
-from pipelines.storage import location
+from pipelines.storage import writable_location
 from pipelines.commands import COMMAND_MODULES
 
 
@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="where shard tasks run: threads here (local) or a Dask cluster (dask)")
     run.add_argument("--dask-address", metavar="HOST:PORT",
                      help="an existing Dask scheduler (default with --runner dask: a LocalCluster, one worker per core)")
-    run.add_argument("--releases", type=location, help="release root, a folder or a URL such as s3://bucket/releases "
+    run.add_argument("--releases", type=writable_location, help="release root, a folder or a URL such as s3://bucket/releases "
                      "(default: release.dir of the config, else ./data/releases)")
     run.add_argument("--force", action="store_true",
                      help="publish a new version even if the latest one was made from the same config, inputs and code")
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     when = deploy.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help='a cron schedule, e.g. "0 2 * * *" (02:00 daily)')
     when.add_argument("--interval", type=float, metavar="SECONDS", help="run every SECONDS")
-    deploy.add_argument("--releases", type=location, help="release root, a folder or a URL (default: release.dir of the config)")
+    deploy.add_argument("--releases", type=writable_location, help="release root, a folder or a URL (default: release.dir of the config)")
     deploy.set_defaults(handler=_deploy)
 
     server = commands.add_parser("server", help="start a local Prefect server (UI and API) on 127.0.0.1",

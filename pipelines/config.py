@@ -156,6 +156,7 @@ def _build(path: Path, node: yaml.Node, data: dict) -> Pipeline:
     problems.raise_if_any()
     try:
         release_dir = _location(base, config.release.dir) if config.release.dir else None
+        storage.check_writable(release_dir)
     except StorageError as err:
         raise ConfigError(f"{path}: release.dir: {err}") from None
     return Pipeline(path, config, sources, stages, release_dir)

@@ -74,6 +74,13 @@ def location(value: str | os.PathLike) -> Location:
     return f"{scheme}://{parts.netloc}{parts.path}".rstrip("/") if parts.path not in ("", "/") else f"{scheme}://{parts.netloc}"
 
 
+def check_writable(loc: Location) -> None:
+    """Refuse a URL whose scheme Sluice only reads (hf://, http://) as a place to write."""
+    if is_remote(loc) and str(loc).split("://")[0] not in WRITABLE:
+        raise StorageError(f"{display(loc)}: {str(loc).split('://')[0]}:// is read-only here; releases and the "
+                           "shard cache go to a local folder or s3://, gs://, az://")
+
+
 def is_remote(loc: Location | str) -> bool:
     return isinstance(loc, str) and _SCHEME.match(loc) is not None and not loc.startswith("file://")
 
@@ -116,12 +123,14 @@ def filesystem(loc: str) -> tuple[Any, str]:
     """(fsspec filesystem, path within it) for a URL."""
     scheme = _SCHEME.match(loc).group(1).lower()
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_", "AZURE_", "HF_"))))
-    fs = _filesystem(scheme, env)
+    fs = _filesystem(scheme, env, os.getpid())
     return fs, loc[len(scheme) + 3:]
 
 
 @functools.lru_cache(maxsize=8)
-def _filesystem(scheme: str, env: tuple) -> Any:  # keyed on the environment: a changed endpoint, a new client
+def _filesystem(scheme: str, env: tuple, pid: int) -> Any:
+    """One client per scheme, environment (a changed endpoint or key: a new client) and process (a forked
+    worker must not use its parent's event loop thread)."""
     import fsspec
 
     options: dict[str, Any] = {"skip_instance_cache": True}
@@ -387,3 +396,26 @@ def copy(source: Location, dest: Location) -> None:
             fs.copy(filesystem(source)[1], path)
     else:
         upload(Path(source), dest)
+
+
+
+def location_arg(value: str) -> Location:
+    """`location` as an argparse type: a URL Sluice will not use is a usage error (exit 2) saying why."""
+    import argparse
+
+    try:
+        return location(value)
+    except StorageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def writable_location(value: str) -> Location:
+    """`location_arg` for a place Sluice writes to (not hf://)."""
+    import argparse
+
+    where = location_arg(value)
+    try:
+        check_writable(where)
+    except StorageError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return where

@@ -103,3 +103,15 @@ def test_retries_run_out_as_one_clear_line_without_the_secret(s3, sluice, monkey
     assert code == 1 and proxy.injected["503"] >= 2
     assert err.startswith(f"sluice: error: {s3.url('releases')}: cannot list it (") and "reduce your request rate" in err, err
     assert len(err.strip().splitlines()) == 1 and os.environ["AWS_SECRET_ACCESS_KEY"] not in out + err
+
+
+def test_a_url_sluice_cannot_use_is_a_usage_error(sluice, write_config, capsys):
+    for args, reason in ((["release", "list", "--releases", "ftp://host/releases"], "unsupported URL scheme 'ftp'"),
+                         (["run", str(write_config([{"path": str(DCLM)}])), "--releases", "hf://datasets/org/name"],
+                          "hf:// is read-only here")):
+        with pytest.raises(SystemExit) as exit_:
+            sluice(*args)
+        assert exit_.value.code == 2 and reason in capsys.readouterr().err
+    config = write_config([{"path": str(DCLM)}], release={"dir": "hf://datasets/org/name"})
+    code, out, err = sluice("run", config)
+    assert code == 2 and "release.dir: hf://datasets/org/name: hf:// is read-only here" in err

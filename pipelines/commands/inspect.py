@@ -9,7 +9,7 @@ import polars as pl
 from operators.errors import ConfigError
 from pipelines.inspection import open_table, pick, reason_counts, render_rows, where
 from pipelines.release import DEFAULT_ROOT
-from pipelines.storage import location
+from pipelines.storage import location_arg
 
 EXAMPLES = """examples:
   sluice inspect demo-web                                  first rows of the latest demo-web release
@@ -35,7 +35,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", metavar="A,B", help="only these columns (the id is always shown)")
     p.add_argument("--full", action="store_true", help="do not shorten long fields (default: 1,200 characters)")
     p.add_argument("--width", type=int, metavar="N", help="wrap at N characters (default: the terminal's width)")
-    p.add_argument("--releases", type=location, default=None,
+    p.add_argument("--releases", type=location_arg, default=None,
                    help="release root, a folder or a URL (default: ./data/releases)")
     p.set_defaults(handler=_inspect)
 

@@ -8,7 +8,7 @@ import sys
 from pipelines import storage
 from pipelines.accounting import Ledger
 from pipelines.release import DEFAULT_ROOT, listing, read_manifest, resolve, verify
-from pipelines.storage import Location, location
+from pipelines.storage import Location, location_arg
 
 RELEASES_HELP = "release root, a folder or a URL such as s3://bucket/releases (default: ./data/releases)"
 
@@ -25,7 +25,7 @@ def add_command(commands: argparse._SubParsersAction) -> None:
         verb = verbs.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         if name != "list":
             verb.add_argument("release", help="release folder, DATASET/VERSION, or DATASET (latest version)")
-        verb.add_argument("--releases", type=location, default=None, help=RELEASES_HELP)
+        verb.add_argument("--releases", type=location_arg, default=None, help=RELEASES_HELP)
         verb.set_defaults(handler=handler)
     _add_diff(verbs)
     release.set_defaults(handler=lambda args: (release.print_help(), 2)[1])
@@ -38,7 +38,7 @@ def _add_diff(verbs: argparse._SubParsersAction) -> None:
     diff.add_argument("b", help="the newer one")
     diff.add_argument("--examples", type=int, default=5, metavar="N", help="ids to show per kind of change (default 5)")
     diff.add_argument("--json", action="store_true", help="print the diff as JSON")
-    diff.add_argument("--releases", type=location, default=None, help=RELEASES_HELP)
+    diff.add_argument("--releases", type=location_arg, default=None, help=RELEASES_HELP)
     diff.set_defaults(handler=_diff)
 
 
