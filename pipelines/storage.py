@@ -43,7 +43,7 @@ Location = Path | str  # a local path, or a URL string ("s3://bucket/key")
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 WRITABLE = ("s3", "gs", "gcs", "az", "abfs", "abfss", "memory")
 READABLE = WRITABLE + ("hf", "http", "https")
-RETRIES = {"mode": "standard", "max_attempts": 10}  # botocore's standard mode: 5xx, SlowDown, throttles, resets
+RETRIES = {"mode": "standard", "total_max_attempts": 10}  # botocore's standard mode: 5xx, SlowDown, throttles, resets
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|CREDENTIAL|SAS|ACCOUNT_KEY|API_KEY|PRIVATE", re.I)
 
 
@@ -141,7 +141,7 @@ def _filesystem(scheme: str, env: tuple, pid: int) -> Any:
             options["endpoint_url"] = endpoint
         retries = dict(RETRIES)
         retries["mode"] = settings.get("AWS_RETRY_MODE", retries["mode"])
-        retries["max_attempts"] = int(settings.get("AWS_MAX_ATTEMPTS", retries["max_attempts"]))
+        retries["total_max_attempts"] = int(settings.get("AWS_MAX_ATTEMPTS", retries["total_max_attempts"]))
         options["config_kwargs"] = {"retries": retries, "connect_timeout": 10, "read_timeout": 60}
     try:
         return fsspec.filesystem(scheme, **options)
@@ -160,8 +160,11 @@ def _errors(loc: Location, doing: str) -> Iterator[None]:
     except FileNotFoundError:
         raise Missing(f"{display(loc)}: not found (while {doing})") from None
     except Exception as err:  # botocore, aiohttp, gcsfs... have no common base; an OSError is one too
-        what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise StorageError(scrub(f"{display(loc)}: cannot {doing} ({type(err).__name__}: {what})")) from None
+        if isinstance(err, OSError) and err.strerror:  # what s3fs and gcsfs raise: errno + the server's message
+            what = err.strerror
+        else:
+            what = f"{type(err).__name__}: {str(err).strip().splitlines()[0]}" if str(err).strip() else type(err).__name__
+        raise StorageError(scrub(f"{display(loc)}: cannot {doing} ({what})")) from None
 
 
 # --- the operations ----------------------------------------------------------------------------------

@@ -108,6 +108,7 @@ class FaultProxy:
         self._next_kind = itertools.cycle(kinds)
         self._lock = threading.Lock()
         self.injected: Counter = Counter()
+        self.log: list[tuple[str, str, str]] = []  # (kind, method, path) of every fault injected
         self.requests = 0
         self._eligible = 0
         proxy = self
@@ -135,7 +136,7 @@ class FaultProxy:
         self._server.shutdown()
         self._server.server_close()
 
-    def _fault(self, method: str) -> str | None:
+    def _fault(self, method: str, path: str) -> str | None:
         with self._lock:
             self.requests += 1
             if self.methods and method not in self.methods:
@@ -147,6 +148,7 @@ class FaultProxy:
                 return None
             kind = next(self._next_kind)
             self.injected[kind] += 1
+            self.log.append((kind, method, path))
             return kind
 
     def _handle(self, req: BaseHTTPRequestHandler) -> None:
@@ -154,7 +156,7 @@ class FaultProxy:
             body = _read_chunked(req.rfile)
         else:
             body = req.rfile.read(int(req.headers.get("Content-Length") or 0))
-        kind = self._fault(req.command)
+        kind = self._fault(req.command, req.path)
         if kind in _ERROR:
             status, code, message = _ERROR[kind]
             xml = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message>'

@@ -135,3 +135,16 @@ def test_verify_names_a_truncated_object_and_versions_are_never_overwritten(s3, 
         storage.write_bytes(storage.join(folder, "manifest.json"), b"{}", exclusive=True)
     assert release._claim(s3.url("releases", "web")) == "v0002"  # a claimed number is taken: the next is v0003
     assert release.next_version(s3.url("releases", "web")) == "v0003"
+
+
+def test_a_run_whose_retries_run_out_publishes_nothing_and_the_next_resumes_from_the_bucket(s3, tmp_path, monkeypatch,
+                                                                                            local_release):
+    pipeline = config.load(_config(tmp_path, _upload_input(s3), s3.url("releases")))
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retry: the 40th request's 500 ends the run
+    with s3.faults(every=40, kinds=("500",), limit=1), pytest.raises(storage.StorageError, match="internal error"):
+        run_pipeline(pipeline, use_prefect=False)
+    assert release.versions(s3.url("releases", "web")) == []
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS")
+    folder, outcome = run_pipeline(pipeline, use_prefect=False)
+    assert outcome.reused > 0 and release.verify(folder) == []
+    assert _shards(release.read_manifest(folder)) == _shards(release.read_manifest(local_release))
