@@ -140,14 +140,16 @@ def _publish_remote(root: str, dataset: str, outcome: Outcome, info: dict[str, A
 
 def _claim(dataset_dir: str) -> str:
     """Take the next free version number of a dataset on an object store (a conditional create)."""
+    token = f"pid {os.getpid()} {uuid.uuid4().hex}\n".encode()
     for _ in range(100):
         version = next_version(dataset_dir)
+        claim = storage.join(dataset_dir, CLAIMS, version)
         try:
-            storage.write_bytes(storage.join(dataset_dir, CLAIMS, version), f"pid {os.getpid()}\n".encode(),
-                                exclusive=True)
+            storage.write_bytes(claim, token, exclusive=True)
             return version
-        except FileExistsError:  # another run took it between our listing and our claim
-            continue
+        except FileExistsError:  # another run took it between our listing and our claim, or our own claim
+            if storage.read_bytes(claim) == token:  # went through and its answer was lost, then the retry met it
+                return version
     raise ReleaseError(f"{storage.display(dataset_dir)}: could not claim a version number after 100 tries")
 
 
