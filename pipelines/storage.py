@@ -422,3 +422,12 @@ def writable_location(value: str) -> Location:
     except StorageError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return where
+
+
+def tree_bytes(folder: Location) -> int:
+    """Bytes of every file under a folder."""
+    if not is_remote(folder):
+        return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+    fs, path = filesystem(folder)
+    with _errors(folder, "measure it"):
+        return int(fs.du(path, total=True)) if fs.exists(path) else 0

@@ -124,9 +124,14 @@ def test_a_version_whose_manifest_never_arrived_is_invisible_and_its_number_neve
     assert release.verify(folder) == []
 
 
-def test_verify_names_a_truncated_object_and_versions_are_never_overwritten(s3, tmp_path):
+def test_verify_names_a_truncated_object_and_versions_are_never_overwritten(s3, tmp_path, sluice):
     pipeline = config.load(_config(tmp_path, _upload_input(s3), s3.url("releases")))
     folder, _ = run_pipeline(pipeline, use_prefect=False)
+    code, out, err = sluice("cache", "list", "--releases", s3.url("releases"))
+    assert code == 0 and out.startswith("web  ") and s3.url("releases", "web", ".cache") in out, out + err
+    code, out, err = sluice("cache", "clear", "web", "--releases", s3.url("releases"))
+    assert code == 0 and out.startswith("web: cleared ") and not storage.exists(s3.url("releases", "web", ".cache"))
+    assert release.verify(folder) == []  # clearing the cache touches no release
     shard = storage.join(folder, "data", "part-00000.parquet")
     storage.write_bytes(shard, storage.read_bytes(shard)[:1000])  # someone rewrites half an object
     assert release.verify(folder) == [f"{shard}: size 1000 bytes, manifest says "
