@@ -132,7 +132,7 @@ class PrefectDask(PrefectThreads):
         with ExitStack() as stack:
             if self.address:
                 try:
-                    self.client = stack.enter_context(Client(self.address, timeout="20s"))
+                    self.client = stack.enter_context(Client(self.address, timeout="10s"))
                 except OSError as err:
                     raise SluiceError(f"--dask-address {self.address}: no Dask scheduler answered ({err}); start one "
                                       "with `dask scheduler` and workers with `dask worker ADDRESS`") from None

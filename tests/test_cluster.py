@@ -1,7 +1,8 @@
 """`sluice run --runner dask --dask-address ADDRESS` on a cluster as on separate machines (tests/cluster.py: a
-scheduler and two workers as separate processes with their own working directories): the release is byte for
-byte the in-process run's, the workers start no Prefect server of their own, and a worker killed mid-run
-costs a retry, not the run."""
+scheduler and two workers as separate processes with their own working directories), the input and the
+release on S3 (moto's server on loopback, tests/s3server.py): the object store is all the processes share.
+The release is byte for byte the in-process run's on local disk, the workers start no Prefect server of their
+own, and a worker killed mid-run costs a retry, not the run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from cluster import Cluster
 from conftest import SHARED
-from pipelines import config
+from pipelines import config, storage
 from pipelines.flow import run_pipeline
 from test_flow import prefect_api  # noqa: F401  (one Prefect API for the module)
 
@@ -25,16 +26,28 @@ STAGES = [{"op": "normalize"}, {"op": "length_filter", "min_words": 8}, {"op": "
 
 @pytest.fixture
 def pipeline(write_config):
-    return config.load(write_config([{"path": str(MMLU), "fields": {"text": "question"}}], STAGES, shard_rows=1500))
+    """The pipeline over MMLU on local disk."""
+    return config.load(write_config([{"path": str(MMLU), "fields": {"text": "question"}}], STAGES, shard_rows=3200))
 
 
-def _shards(folder: Path) -> list[str]:
-    return [s["sha256"] for s in json.loads((folder / "manifest.json").read_text())["shards"]]
+@pytest.fixture
+def on_s3(s3, write_config):
+    """The same pipeline with its input uploaded to the test's bucket and its release there too."""
+    storage.upload(MMLU, s3.url("inputs", MMLU.name))
+    return config.load(write_config([{"path": s3.url("inputs", MMLU.name), "fields": {"text": "question"}}], STAGES,
+                                    name="s3.yaml", shard_rows=3200, release={"dir": s3.url("releases")}))
 
 
-def _books(folder: Path) -> list[dict]:
-    stages = json.loads((folder / "manifest.json").read_text())["stages"]
-    return [{k: v for k, v in s.items() if not k.endswith("_seconds")} for s in stages]
+def _manifest(folder: storage.Location) -> dict:
+    return json.loads(storage.read_text(storage.join(folder, "manifest.json")))
+
+
+def _shards(folder: storage.Location) -> list[str]:
+    return [s["sha256"] for s in _manifest(folder)["shards"]]
+
+
+def _books(folder: storage.Location) -> list[dict]:
+    return [{k: v for k, v in s.items() if not k.endswith("_seconds")} for s in _manifest(folder)["stages"]]
 
 
 def _commands(pids: list[int]) -> list[str]:
@@ -47,29 +60,14 @@ def _commands(pids: list[int]) -> list[str]:
     return found
 
 
-def test_a_cluster_of_separate_processes_gives_the_local_release(prefect_api, pipeline, tmp_path):
-    local, _ = run_pipeline(pipeline, root=tmp_path / "local", use_prefect=False)
-    with Cluster(workers=2) as cluster:
-        remote, outcome = run_pipeline(pipeline, root=tmp_path / "cluster", runner="dask",
-                                       dask_address=cluster.address)
-        commands = _commands(cluster.pids())
-    assert outcome.computed > 0 and outcome.reused == 0
-    assert _shards(remote) == _shards(local) and len(_shards(local)) >= 1
-    assert _books(remote) == _books(local)
-    dropped = {s["stage"]: sum(s["dropped"].values()) for s in _books(local)}
-    assert dropped["exact_dedup"] > 0 and dropped["minhash_dedup"] > 0  # both global stages had work to do
-    # the workers ran plain functions: none of them started a Prefect API server of its own
-    assert sum("dask worker" in c for c in commands) == 2
-    assert not [c for c in commands if "prefect" in c], commands
-
-
-def test_a_worker_killed_mid_run_costs_a_retry(prefect_api, pipeline, tmp_path):
+def test_a_cluster_sharing_only_s3_gives_the_local_release_though_a_worker_dies(prefect_api, pipeline, on_s3, s3,
+                                                                               tmp_path):
     """Worker 0 stops inside its second task (after storing the result, before returning it) and is killed
     there with its nanny, as if its machine went away: the scheduler gives the task to worker 1, which finds
-    the stored result, and the release is the in-process run's."""
+    the stored result; the release on S3 is byte for byte the in-process run's on local disk."""
     paused = tmp_path / "paused"
     local, _ = run_pipeline(pipeline, root=tmp_path / "local", use_prefect=False)
-    with Cluster(workers=2, worker_env={0: {"SLUICE_PAUSE_AT": f"cache.put:2:{paused}"}}) as cluster:
+    with Cluster(workers=2, env=s3.env, worker_env={0: {"SLUICE_PAUSE_AT": f"cache.put:2:{paused}"}}) as cluster:
 
         def kill_when_paused() -> None:
             deadline = time.monotonic() + 300
@@ -79,14 +77,20 @@ def test_a_worker_killed_mid_run_costs_a_retry(prefect_api, pipeline, tmp_path):
 
         killer = threading.Thread(target=kill_when_paused, daemon=True)
         killer.start()
-        remote, outcome = run_pipeline(pipeline, root=tmp_path / "cluster", runner="dask",
-                                       dask_address=cluster.address)
+        remote, outcome = run_pipeline(on_s3, runner="dask", dask_address=cluster.address)
+        commands = _commands(cluster.pids())
         killer.join(timeout=60)
         assert paused.exists() and cluster.processes["worker-0"].poll() is not None
         assert cluster.processes["worker-1"].poll() is None
-    assert outcome.reused == 1  # the killed worker's task ran again, on the other worker
-    assert _shards(remote) == _shards(local)
+    assert str(remote).startswith(f"s3://{s3.bucket}/releases/")
+    assert outcome.reused == 1 and outcome.computed > 10  # the killed worker's task ran again, on the other worker
+    assert _shards(remote) == _shards(local) and len(_shards(local)) >= 1
     assert _books(remote) == _books(local)
+    dropped = {s["stage"]: sum(s["dropped"].values()) for s in _books(local)}
+    assert dropped["exact_dedup"] > 0 and dropped["minhash_dedup"] > 0  # both global stages had work to do
+    # the workers ran plain functions: none of them started a Prefect API server of its own
+    assert sum("dask worker" in c for c in commands) == 1
+    assert not [c for c in commands if "prefect" in c], commands
 
 
 def test_no_scheduler_at_the_address_is_one_clear_error(prefect_api, pipeline, tmp_path):
