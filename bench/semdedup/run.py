@@ -1,7 +1,10 @@
 """Semantic dedup on the paraphrase sets (bench/semdedup/sets.py), side by side in one process per tool.
 
-    /tmp/venv-emb/bin/python bench/semdedup/run.py /tmp/sd13 alpaca,heldout,zh,de --tools semdedup,paper,minhash
-    /tmp/venv-emb/bin/python bench/semdedup/run.py /tmp/sd13 alpaca --sweep embedding     # threshold tuning
+    B="env PYTHONPATH=. /tmp/venv-emb/bin/python bench/semdedup/run.py /tmp/sd13"
+    flock /work/bench.lock $B alpaca,heldout,zh,de --embed      # embeddings once per set (index.parquet)
+    $B alpaca --sweep embedding                                  # threshold tuning: the tuning set only
+    $B alpaca,heldout,zh,de --quality                            # P/R/F1 of every tool from those embeddings
+    flock /work/bench.lock $B alpaca,heldout --tools semdedup,paper,minhash   # time and memory, one process each
 
 Tools (each `python run.py --one TOOL SET` in its own process under /usr/bin/time: wall, CPU, peak RSS):
   semdedup        Sluice's semantic_dedup at its defaults (features: embedding, languages: [en])
@@ -47,7 +50,7 @@ def sluice_removed(op, frame) -> set[str]:
     return set(op.decide(index).drops["id"])
 
 
-def paper(frame, threshold: float, cluster_size: int = 1000) -> set[str]:
+def paper(frame, threshold: float, index=None, cluster_size: int = 1000) -> set[str]:
     """SemDeDup (Algorithm 1 of the paper), from its text: k-means, then per cluster the max similarity of
     each row to the rows before it (rows sorted by descending distance to the centroid)."""
     import numpy as np
@@ -55,7 +58,10 @@ def paper(frame, threshold: float, cluster_size: int = 1000) -> set[str]:
 
     from operators.diversity.features import sentence_embeddings
 
-    e = sentence_embeddings(frame["text"])
+    if index is None:
+        e = sentence_embeddings(frame["text"])
+    else:  # the saved embeddings, in the rows' order
+        e = frame.select("id").join(index, on="id", how="left", maintain_order="left")["embedding"].to_numpy()
     k = max(1, round(len(e) / cluster_size))
     km = KMeans(n_clusters=k, n_init=10, random_state=0).fit(e)
     ids = frame["id"].to_numpy()
@@ -88,15 +94,61 @@ def one(tool: str, folder: Path, threshold: float | None) -> None:
     print(json.dumps({"removed": sorted(removed), "seconds": time.time() - start}))
 
 
+def embed(folder: Path) -> None:
+    """semantic_dedup's index of every row (languages: null), with the language lid.176 gives each row."""
+    import polars as pl
+
+    from operators.dedup import SemanticDedup
+    from operators.quality.langid import identify
+
+    frame = rows_of(folder)
+    op = SemanticDedup(languages=None)
+    start = time.time()
+    index = pl.concat([op.index(frame.slice(i, SHARD)) for i in range(0, len(frame), SHARD)])
+    seconds = time.time() - start
+    index.with_columns(identify(frame["text"])[0].alias("lang")).write_parquet(folder / "index.parquet")
+    print(f"{folder.name}: {len(frame)} rows embedded in {seconds:.1f} s ({len(frame) / seconds:.0f} rows/s)")
+
+
+def cached(folder: Path, languages: list[str] | None = ["en"]):
+    """The saved index, as semantic_dedup with `languages` would have built it."""
+    import polars as pl
+
+    index = pl.read_parquet(folder / "index.parquet")
+    return index.with_columns(pl.col("lang").is_in(languages).alias("judged")) if languages else index
+
+
+def quality(folder: Path) -> None:
+    """P/R/F1 of every tool; the embedding tools from the saved embeddings."""
+    from operators.dedup import MinHashDedup, SemanticDedup
+
+    frame = rows_of(folder)
+    found = {
+        "semdedup": set(SemanticDedup().decide(cached(folder)).drops["id"]),
+        "semdedup-all": set(SemanticDedup(languages=None).decide(cached(folder, None)).drops["id"]),
+        "paper": paper(frame, SemanticDedup().threshold, cached(folder, None)),
+        "allpairs": set(SemanticDedup(languages=None, cluster_size=10**9).decide(cached(folder, None)).drops["id"]),
+        "semdedup-tfidf-all": sluice_removed(SemanticDedup(features="tfidf", languages=None), frame),
+        "minhash": sluice_removed(MinHashDedup(), frame),
+    }
+    for tool, removed in found.items():
+        m = score(removed, folder / "truth.jsonl")
+        print(f"| {folder.name} | {tool} | {len(frame):,} | {len(removed):,} | {m['precision']:.3f} | "
+              f"{m['recall']:.3f} | {m['f1']:.3f} |", flush=True)
+
+
 def sweep(folder: Path, features: str, thresholds: list[float]) -> None:
-    """Index once, decide at each threshold (tuning: run it on the tuning set only)."""
+    """Decide at each threshold (tuning: run it on the tuning set only)."""
     import polars as pl
 
     from operators.dedup import SemanticDedup
 
     frame = rows_of(folder)
-    op = SemanticDedup(features=features)
-    index = pl.concat([op.index(frame.slice(i, SHARD)) for i in range(0, len(frame), SHARD)])
+    if features == "embedding":
+        index = cached(folder)
+    else:
+        op = SemanticDedup(features=features)
+        index = pl.concat([op.index(frame.slice(i, SHARD)) for i in range(0, len(frame), SHARD)])
     print(f"| threshold | removed | precision | recall | F1 |  ({folder.name}, features: {features})")
     for t in thresholds:
         removed = set(SemanticDedup(features=features, threshold=t).decide(index).drops["id"])
@@ -112,7 +164,15 @@ def main() -> None:
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--sweep", choices=["embedding", "tfidf"])
     parser.add_argument("--one", metavar="TOOL")
+    parser.add_argument("--embed", action="store_true")
+    parser.add_argument("--quality", action="store_true")
     args = parser.parse_args()
+    if args.embed or args.quality:
+        if args.quality:
+            print("| set | tool | rows | removed | precision | recall | F1 |\n|---|---|---|---|---|---|---|")
+        for name in args.names.split(","):
+            (embed if args.embed else quality)(args.sets / name)
+        return None
     if args.one:
         return one(args.one, args.sets / args.names, args.threshold)
     if args.sweep:

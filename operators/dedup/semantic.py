@@ -122,19 +122,20 @@ class SemanticDedup(GlobalOperator):
 
     def decide(self, index: pl.DataFrame) -> Decision:
         """Every duplicate with its representative's id as detail; the rows not judged flagged by label."""
-        index = index.sort("id")
-        skipped = index.filter(~pl.col("judged")).select("id", pl.col(LANG).alias(SKIPPED))
-        judged = index.filter(pl.col("judged"))
-        drops = self.drops(judged.clear().select("id"), DUPLICATE)
-        if len(judged) > 1:
-            found = self.duplicates(judged)
+        skipped = index.filter(~pl.col("judged")).select("id", pl.col(LANG).alias(SKIPPED)).sort("id")
+        rows = np.flatnonzero(index["judged"].to_numpy())
+        rows = rows[index["id"].gather(rows).arg_sort().to_numpy()]  # the judged rows in id order
+        ids = index["id"].gather(rows)
+        drops = self.drops(pl.DataFrame({"id": ids.clear()}), DUPLICATE)
+        if len(rows) > 1:
+            found = self.duplicates(ids, *self.vectors(index, rows))
             drops = self.drops(found, DUPLICATE, pl.col("representative"))
         return Decision(drops, labels=skipped)
 
-    def duplicates(self, judged: pl.DataFrame) -> pl.DataFrame:
-        """id and representative of every duplicate among `judged` (sorted by id)."""
-        z, compared = self.vectors(judged)
-        keys = ft.row_keys(judged["id"], self.params.seed)
+    def duplicates(self, ids: pl.Series, z: np.ndarray, compared: np.ndarray | sp.csr_matrix) -> pl.DataFrame:
+        """id and representative of every duplicate among the rows `ids` (in id order) with unit vectors `z`
+        to cluster by and `compared` to compare by."""
+        keys = ft.row_keys(ids, self.params.seed)
         k = max(1, round(len(z) / self.params.cluster_size))
         labels, _ = ft.keyed_kmeans(z, k, keys, iters=self.params.iterations)
         members = sp.csr_matrix((np.ones(len(z), np.float32), (labels, np.arange(len(z)))), shape=(k, len(z)))
@@ -148,8 +149,7 @@ class SemanticDedup(GlobalOperator):
             match[cluster] = cluster[self.earlier_match(compared[cluster])]
         representative = resolve(match)
         dupes = np.flatnonzero(representative != np.arange(len(z)))
-        return pl.DataFrame({"id": judged["id"].gather(dupes),
-                             "representative": judged["id"].gather(representative[dupes])})
+        return pl.DataFrame({"id": ids.gather(dupes), "representative": ids.gather(representative[dupes])})
 
     def earlier_match(self, x: np.ndarray | sp.csr_matrix) -> np.ndarray:
         """For rows (unit vectors) in keep order: the position of the most similar earlier row when that
@@ -167,15 +167,16 @@ class SemanticDedup(GlobalOperator):
             match[start:stop][hit] = best[hit]
         return match
 
-    def vectors(self, judged: pl.DataFrame) -> tuple[np.ndarray, np.ndarray | sp.csr_matrix]:
-        """Unit vectors of the judged rows (sorted by id) to cluster by, and to compare by: the sentence
-        embeddings for both; for tfidf, the SVD-reduced TF-IDF to cluster and the full TF-IDF to compare
-        (the reduction blurs short texts into their templates: "Explain the concept of X" for any X)."""
-        if EMBEDDING in judged.columns:
-            z = ft.normalize_rows(judged[EMBEDDING].to_numpy().astype(np.float32))
+    def vectors(self, index: pl.DataFrame, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | sp.csr_matrix]:
+        """Unit vectors of `rows` of the index to cluster by, and to compare by: the sentence embeddings
+        (unit length already) for both; for tfidf, the SVD-reduced TF-IDF to cluster and the full TF-IDF to
+        compare (the reduction blurs short texts into their templates: "Explain the concept of X" for any X)."""
+        if EMBEDDING in index.columns:
+            z = index[EMBEDDING].to_numpy()[rows]  # the only copy of the embeddings decide makes
             return z, z
-        counts = ft.from_lists(judged["feat_idx"], judged["feat_val"], self.params.n_features)
-        space = ft.TextSpace(counts, self.params.dims, self.params.seed, ft.row_keys(judged["id"], self.params.seed + 1))
+        counts = ft.from_lists(index["feat_idx"], index["feat_val"], self.params.n_features)[rows]
+        keys = ft.row_keys(index["id"].gather(rows), self.params.seed + 1)
+        space = ft.TextSpace(counts, self.params.dims, self.params.seed, keys)
         x = ft.tfidf(counts, space.idf)
         return ft.normalize_rows(np.asarray(x @ space.basis, dtype=np.float32)), x
 
