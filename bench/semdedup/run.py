@@ -24,6 +24,7 @@ row outside the groups, or both, is a false positive).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -31,8 +32,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench" / "dedup"))
-from run import run_timed, score  # noqa: E402  bench/dedup/run.py: the timer and the scorer
+_spec = importlib.util.spec_from_file_location("dedup_run", ROOT / "bench" / "dedup" / "run.py")
+dedup_run = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(dedup_run)
+run_timed, score = dedup_run.run_timed, dedup_run.score  # bench/dedup/run.py: the timer and the scorer
 
 SHARD = 1000  # rows per shard, as the engine would index them
 
