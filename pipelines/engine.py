@@ -9,25 +9,24 @@ Prefect flow (pipelines/flow.py) runs each as a task. The functions here are the
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import polars as pl
 
 from operators.base import DETAIL, REASON, Decision, Generator, GlobalOperator, Mapper, Operator, RowOperator, Split
-from operators.errors import InputError, SluiceError
+from operators.errors import SluiceError
 from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
 from pipelines.cache import ShardCache, derive
 from pipelines.storage import Location
 from pipelines.config import Pipeline, Stage
 from pipelines.progress import Progress
-from pipelines.readers import IdRegistry, Source, check_read_loss, read_shards
+from pipelines.readers import Source
 
 LANG = "lang"  # the column a langid stage writes; `languages:` on a stage reads it
 
@@ -177,7 +176,7 @@ def run_stages(sources: list[Source], stages: list[Stage], shard_rows: int, map_
     """Read `sources`, run `stages` in order, and check the books (each stage's seconds too; stages fused into
     one task per shard are timed together, on the group's last stage: the others show none)."""
     with _clock() as took:
-        outcome = read_inputs(sources, shard_rows, cache)
+        outcome = read_inputs(sources, shard_rows, cache, map_fn)
     outcome.ledger.stages[0].timed(*took())
     for group in stage_groups(stages):
         with _clock() as took:
@@ -223,79 +222,12 @@ def _has_stats(op: Operator) -> bool:
     return type(op).stats is not Operator.stats
 
 
-def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None = None) -> Outcome:
-    """Read every input, in order, as shards of `shard_rows` rows (ids unique across all inputs); with a
-    cache, each shard goes to disk as soon as it is read, and the whole read is kept in the cache under a key
-    of the input files' hashes and how they are read: a re-run (a resume) reads no input again."""
-    for src in sources:
-        if not storage.is_file(src.path):
-            raise InputError(f"{storage.display(src.path)}: input file not found")
-    local = [replace(s, path=storage.local_copy(s.path)) for s in sources]  # an input at a URL: downloaded once
-    meta = [{"path": storage.display(src.path), "format": src.format, "source": src.source,
-             "bytes": copy.path.stat().st_size, "sha256": file_sha256(copy.path)} for src, copy in zip(sources, local)]
-    # Ids depend on every earlier input, so each shard's key covers all inputs and how they were read.
-    read_key = derive(json.dumps([meta, [asdict(s) for s in sources], shard_rows], default=str, sort_keys=True))
-    if cache is not None and (files := cache.files(derive(read_key, "read"))) is not None:
-        return _cached_read(files, read_key)
-    outcome = _read(local, shard_rows, cache, meta)
-    outcome.keys = [derive(read_key, str(i)) for i in range(len(outcome.parts))]
-    if cache is not None:
-        index = pl.DataFrame({"kind": ["rows"] * len(outcome.parts) + ["rejects"] * len(outcome.rejected),
-                              "name": outcome.names + [""] * len(outcome.rejected),
-                              "rows": [p.rows for p in outcome.parts + outcome.rejected]},
-                             schema={"kind": pl.String, "name": pl.String, "rows": pl.Int64})
-        cache.put(derive(read_key, "read"), (index, pl.DataFrame(outcome.inputs)),
-                  links=[p.path for p in outcome.parts + outcome.rejected])
-        outcome.computed = 1
-    return outcome
+def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None = None,
+                map_fn: MapFn = map_local) -> Outcome:
+    """Read every input as shards of `shard_rows` rows, one task per file or span (pipelines/reading.py)."""
+    from pipelines import reading
 
-
-def _cached_read(files: list[Location], read_key: str) -> Outcome:
-    """The read of an earlier run, from the cache: its shards, rejects, books and inputs."""
-    index, inputs = storage.read_parquet(files[0]), storage.read_parquet(files[1]).to_dicts()
-    parts = [Part(rows, path=f) for rows, f in zip(index["rows"], files[2:])]
-    kinds = index["kind"].to_list()
-    shards = [p for p, kind in zip(parts, kinds) if kind == "rows"]
-    rejects = [p for p, kind in zip(parts, kinds) if kind == "rejects"]
-    ledger = Ledger()
-    count = ledger.stage("read", "read")
-    reasons: Counter = Counter()
-    for part in rejects:
-        reasons.update(_reason_counts(storage.read_parquet(part.path, columns=[REASON])))
-    count.add(sum(p.rows for p in shards) + sum(p.rows for p in rejects), sum(p.rows for p in shards), reasons)
-    names = [n for n, kind in zip(index["name"], kinds) if kind == "rows"]
-    keys = [derive(read_key, str(i)) for i in range(len(shards))]
-    return Outcome(shards, rejects, ledger, inputs, keys, names, reused=1)  # the read counts as one result
-
-
-def _read(sources: list[Source], shard_rows: int, cache: ShardCache | None, meta: list[dict]) -> Outcome:
-    ledger = Ledger()
-    count = ledger.stage("read", "read")
-    ids = IdRegistry()
-    shards, rejects, inputs, names = [], [], [], []
-    progress = Progress("read")
-    for src, about in zip(sources, meta, strict=True):
-        rows, documents, reasons, example = 0, 0, Counter(), None
-        for shard in read_shards(src, shard_rows, ids):
-            shards.append(_part(shard.rows, cache))
-            if len(shard.rejects):
-                rejects.append(_part(shard.rejects, cache))
-                example = example or shard.rejects[DETAIL][0]
-            names.append(shard.key)
-            reasons.update(shard.errors)
-            documents += len(shard.rows) + sum(shard.errors.values())  # not the skipped records (WARC requests)
-            count.add(shard.rows_read, len(shard.rows), _reason_counts(shard.rejects))
-            rows += shard.rows_read
-            progress.advance(shard.rows_read)
-            failpoints.hit("read.shard")
-        check_read_loss(src, documents, reasons, example)
-        inputs.append(about | {"rows": rows})
-    progress.close()
-    return Outcome(shards, rejects, ledger, inputs, [], names)
-
-
-def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
-    return Part(len(frame), path=cache.spill(frame)) if cache is not None else Part(len(frame), frame)
+    return reading.read_inputs(sources, shard_rows, cache, map_fn)
 
 
 def stage_fingerprint(stage: Stage) -> str:

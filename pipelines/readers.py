@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import hashlib
 import io
 import json
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,63 +75,80 @@ class Shard:
     """One batch of rows from one input file, plus the rows rejected while reading it."""
 
     source: Source
-    index: int  # shard number within its source
+    index: int  # shard number within its source (or within its span of the source)
     rows: pl.DataFrame
     rejects: pl.DataFrame
     rows_read: int  # rows + rejects
     errors: Counter = field(default_factory=Counter)  # rejects that are mistakes (not `counted` skips), by reason
+    ids: pl.DataFrame | None = None  # without an IdRegistry: id, hashed, where of every row (for `unique_ids`)
 
     @property
     def key(self) -> str:
         return f"{self.source.path.name}#{self.index:05d}"
 
 
+@dataclass(frozen=True)
+class Span:
+    """The part of a file one read task covers: bytes [start, stop) of a JSONL file whose first line is
+    number `line`, or rows [start, stop) of a Parquet file; stop None: to the end."""
+
+    start: int = 0
+    stop: int | None = None
+    line: int = 1
+
+
+WHOLE = Span()
+
+
+def content_id(content: dict[str, Any]) -> str:
+    """The id of a row that has none: a hash of its content (the same content, the same id, in any run, and
+    whichever reader read it: nulls and absent keys are alike, 2.0 is 2, as a column of numbers makes them)."""
+    canonical = json.dumps(_canonical(content), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.blake2b(canonical.encode(), digest_size=8).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 class IdRegistry:
-    """Run-wide id bookkeeping: user-given ids must be unique; missing ids become content hashes."""
+    """Ids unique within what one registry sees: a given id seen before is a `duplicate_id` reject; a
+    content id seen before (identical rows) gets a suffix, `-2`, `-3`, ... (`sluice run` checks the ids of all
+    its inputs at once instead: pipelines/reading.py `unique_ids`)."""
 
     def __init__(self) -> None:
         self._seen: dict[str, str] = {}
 
-    def claim(self, given: Any, content: dict[str, Any], where: str) -> str:
-        if given is not None and given != "":
-            rid = str(given)
-            if rid in self._seen:
-                raise RowError("duplicate_id", f"duplicate id {rid!r} (first seen at {self._seen[rid]})")
-        else:
-            canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, default=str)
-            digest = hashlib.blake2b(canonical.encode(), digest_size=8)
-            rid = base = digest.hexdigest()
-            n = 1
-            while rid in self._seen:  # identical content: keep both rows, tell them apart
-                n += 1
-                rid = f"{base}-{n}"
+    def claim(self, rid: str, hashed: bool, where: str) -> str:
+        if not hashed and rid in self._seen:
+            raise RowError("duplicate_id", f"duplicate id {rid!r} (first seen at {self._seen[rid]})")
+        base, n = rid, 1
+        while rid in self._seen:  # identical content: keep both rows, tell them apart
+            n += 1
+            rid = f"{base}-{n}"
         self._seen[rid] = where
         return rid
 
 
-def read_shards(src: Source, shard_rows: int, ids: IdRegistry) -> Iterator[Shard]:
-    """Stream `src` as shards of at most `shard_rows` input rows."""
+def read_shards(src: Source, shard_rows: int, ids: IdRegistry | None, span: Span = WHOLE) -> Iterator[Shard]:
+    """Stream `src` (the `span` of it) as shards of at most `shard_rows` input rows. With `ids`, row ids are
+    made unique as they are read; without, each shard carries its rows' raw ids (`Shard.ids`) for a check of
+    all inputs together. JSONL and Parquet are read by Polars, a shard at a time; the rows it cannot read or
+    that break a rule go through the row-by-row reader, which names file, row and field."""
     if not src.path.is_file():
         raise InputError(f"{src.path}: input file not found")
-    good: list[dict[str, Any]] = []
-    bad: list[dict[str, Any]] = []
-    errors: Counter = Counter()
     index = 0
-    for where, record in _records(src):
-        try:
-            good.append(_validate(src, where, record, ids))
-        except RowError as err:
-            if src.on_error == "fail" and not err.counted:
-                raise InputError(f"{where}: {err} ({_advice(src, err)})") from None
-            bad.append(_reject(where, record, err))
-            errors[f"read:{err.kind}"] += not err.counted
-        if len(good) + len(bad) >= shard_rows:
-            yield _shard(src, index, good, bad, errors)
-            good, bad, errors, index = [], [], Counter(), index + 1
-    if index == 0 and not good and not bad:
+    for batch in _batches(src, shard_rows, span):
+        yield _shard(src, index, batch, ids)
+        index += 1
+    if index == 0 and span == WHOLE:
         raise InputError(f"{src.path}: the input has no rows (empty file); remove it from `inputs` or fill it")
-    if good or bad:
-        yield _shard(src, index, good, bad, errors)
 
 
 def check_read_loss(src: Source, rows_read: int, reasons: Counter, example: str | None) -> None:
@@ -158,10 +176,120 @@ def _advice(src: Source, err: RowError) -> str:
     return f"{allow}to reject and count such rows instead: `on_error: skip` on this input, or --on-error skip"
 
 
-def _shard(src: Source, index: int, good: list[dict], bad: list[dict], errors: Counter) -> Shard:
+def _shard(src: Source, index: int, batch: _Batch, ids: IdRegistry | None) -> Shard:
+    if batch.frame is not None and (shard := _fast_shard(src, index, batch, ids)) is not None:
+        return shard
+    records = batch.records if batch.frame is None else [(w, batch.record(i)) for i, w in enumerate(batch.wheres)]
+    return _slow_shard(src, index, records, ids)
+
+
+_ID_SCHEMA = {"id": pl.String, "hashed": pl.Boolean, "where": pl.String}
+
+
+def _slow_shard(src: Source, index: int, records: list[tuple[str, Any]], ids: IdRegistry | None) -> Shard:
+    """The row-by-row reader: each record validated on its own, a bad one a reject naming file, row and field."""
+    good: list[dict[str, Any]] = []
+    bad: list[dict[str, Any]] = []
+    raw_ids: list[tuple[str, bool, str]] = []
+    errors: Counter = Counter()
+    for where, record in records:
+        try:
+            row, hashed = _validate(src, record)
+            if ids is not None:
+                row["id"] = ids.claim(row["id"], hashed, where)
+            else:
+                raw_ids.append((row["id"], hashed, where))
+            good.append(row)
+        except RowError as err:
+            if src.on_error == "fail" and not err.counted:
+                raise InputError(f"{where}: {err} ({_advice(src, err)})") from None
+            bad.append(_reject(where, record, err))
+            errors[f"read:{err.kind}"] += not err.counted
     rows = _frame(src, good) if good else pl.DataFrame(schema={"id": pl.String, **{f: pl.String for f in src.fields}})
-    rejects = pl.DataFrame(bad, schema={"id": pl.String, REASON: pl.String, DETAIL: pl.String, "raw": pl.String})
-    return Shard(src, index, rows, rejects, len(good) + len(bad), +errors)
+    rejects = pl.DataFrame(bad, schema=REJECT_SCHEMA)
+    table = None if ids is not None else pl.DataFrame(raw_ids, schema=_ID_SCHEMA, orient="row")
+    return Shard(src, index, rows, rejects, len(good) + len(bad), +errors, table)
+
+
+REJECT_SCHEMA = {"id": pl.String, REASON: pl.String, DETAIL: pl.String, "raw": pl.String}
+
+
+def _fast_shard(src: Source, index: int, batch: _Batch, ids: IdRegistry | None) -> Shard | None:
+    """A shard from a frame Polars read: the mapped fields checked as columns, the rows that break a rule
+    sent through `_validate` (for the reject it names). None when a column is not what the row-by-row reader
+    would make of it (a mapped field that is no text, an id that is no string or integer): then that reader
+    reads the whole batch."""
+    frame, n = batch.frame, batch.frame.height
+    suspect = pl.Series([False] * n)
+    payload: dict[str, pl.Series] = {}
+    for target, name in src.fields.items():
+        if target == "id":
+            continue
+        column = frame[name] if name in frame.columns else pl.Series(name, [None] * n, pl.String)
+        column = column.cast(pl.String) if column.dtype == pl.Null else column
+        if column.dtype != pl.String:
+            return None
+        if target in src.optional:
+            column = column.fill_null("")
+        else:
+            suspect = suspect | column.is_null() | (column.str.strip_chars() == "")
+        payload[target] = column.alias(target)
+    id_column = _id_column(src)
+    given = frame[id_column] if id_column in frame.columns else pl.Series([None] * n, dtype=pl.String)
+    if not (given.dtype in (pl.String, pl.Null) or given.dtype.is_integer()):
+        return None
+    given = given.cast(pl.String)
+    mapped = set(src.fields.values())
+    if src.keep == "mapped":
+        extra = [c for c in ("id", "source") if c in frame.columns and c not in mapped]
+    else:
+        extra = [c for c in frame.columns if c not in mapped and c not in src.drop]
+    columns = {c: frame[c] for c in extra} | payload
+    columns.pop("id", None)
+    if src.source:
+        columns["source"] = columns["source"].fill_null(src.source) if "source" in columns else \
+            pl.Series("source", [src.source] * n)
+    rows = pl.DataFrame([*(columns[t] for t in src.fields if t != "id" and t in columns),
+                         *(s for c, s in columns.items() if c not in src.fields)], height=n)
+    hashed = given.is_null() | (given == "")
+    content = rows.with_columns(source=pl.lit(src.source, pl.String)).filter(hashed).to_dicts()
+    hashes = iter([content_id(c) for c in content])
+    raw = [next(hashes) if h else g for g, h in zip(given.to_list(), hashed.to_list())]
+    rows = rows.insert_column(0, pl.Series("id", raw, pl.String))
+    good, bad, errors = [], [], Counter()
+    wheres = batch.wheres
+    if ids is not None or suspect.any():
+        flags, hashed_flags = suspect.to_list(), hashed.to_list()
+        for i, where in enumerate(wheres):
+            try:
+                if flags[i]:
+                    record = batch.record(i)
+                    _validate(src, record)
+                    return None  # the rule said bad, the reader says good: let the reader read the batch
+                if ids is not None:
+                    raw[i] = ids.claim(raw[i], hashed_flags[i], where)
+                good.append(i)
+            except RowError as err:
+                if src.on_error == "fail" and not err.counted:
+                    raise InputError(f"{where}: {err} ({_advice(src, err)})") from None
+                bad.append(_reject(where, batch.record(i), err))
+                errors[f"read:{err.kind}"] += 1
+        keep = pl.Series([False] * n).scatter(good, True) if good else pl.Series([False] * n)
+        rows = rows.with_columns(pl.Series("id", raw, pl.String)).filter(keep)
+        table = None if ids is not None else pl.DataFrame(
+            {"id": raw, "hashed": hashed, "where": wheres}, schema=_ID_SCHEMA).filter(keep)
+    else:
+        table = pl.DataFrame({"id": raw, "hashed": hashed, "where": wheres}, schema=_ID_SCHEMA)
+    return Shard(src, index, rows, pl.DataFrame(bad, schema=REJECT_SCHEMA), n, +errors, table)
+
+
+def _id_column(src: Source) -> str | None:
+    """The input field a row's given id comes from (None: rows get content ids)."""
+    if "id" in src.fields:
+        return src.fields["id"]
+    if "id" in src.fields.values() or (src.keep == "all" and "id" in src.drop):
+        return None
+    return "id"
 
 
 def _frame(src: Source, rows: list[dict[str, Any]]) -> pl.DataFrame:
@@ -200,7 +328,8 @@ def _kinds(value: Any, path: str, seen: dict[str, set[type]]) -> None:
                 _kinds(item, f"{path}[]", seen)
 
 
-def _validate(src: Source, where: str, record: Any, ids: IdRegistry) -> dict[str, Any]:
+def _validate(src: Source, record: Any) -> tuple[dict[str, Any], bool]:
+    """One record as a row, and whether its id is a content hash (it had none); a bad one raises RowError."""
     if isinstance(record, RowError):
         raise record
     if not isinstance(record, dict):
@@ -211,10 +340,11 @@ def _validate(src: Source, where: str, record: Any, ids: IdRegistry) -> dict[str
     given = row.pop("id", None)
     if isinstance(given, (dict, list, float, bool)):
         raise RowError("wrong_type", f"field 'id' must be a string or an integer, got {type(given).__name__}")
-    row["id"] = ids.claim(given, row | {"source": src.source}, where)
+    hashed = given is None or given == ""
+    row["id"] = content_id(row | {"source": src.source}) if hashed else str(given)
     if src.source:
         row.setdefault("source", src.source)
-    return row
+    return row, hashed
 
 
 def _unmapped(src: Source, record: dict[str, Any]) -> dict[str, Any]:
@@ -267,21 +397,177 @@ class _BadLine(RowError):
 # --- record streams: (where, record-or-error) ---------------------------------------------------------
 
 
-def _records(src: Source) -> Iterator[tuple[str, Any]]:
-    read = {"jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records, "parquet": _parquet_records}
-    try:
-        if src.format not in read:
-            from pipelines.sources import raw_records
+@dataclass
+class _Batch:
+    """Up to `shard_rows` input rows: a `frame` Polars read (row i from `wheres[i]`; `record(i)`: row i as the
+    row-by-row reader sees it), or `records`, (where, record-or-error) pairs for the row-by-row reader."""
 
-            yield from raw_records(src.path, src.format)
-            return
-        if src.format != "parquet":
+    records: list[tuple[str, Any]] | None = None
+    frame: pl.DataFrame | None = None
+    wheres: list[str] | None = None
+    record: Callable[[int], Any] | None = None
+
+
+def _batches(src: Source, shard_rows: int, span: Span) -> Iterator[_Batch]:
+    try:
+        if src.format == "parquet":
+            yield from _parquet_batches(src.path, shard_rows, span)
+        elif src.format == "jsonl":
             _check_encoding(src.path)
-        yield from read[src.format](src.path)
+            yield from _jsonl_batches(src.path, shard_rows, span)
+        else:
+            records = _records(src)
+            while chunk := list(itertools.islice(records, shard_rows)):
+                yield _Batch(records=chunk)
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
         raise InputError(f"{src.path}: truncated or corrupt gzip file ({err})") from None
     except OSError as err:
         raise InputError(f"{src.path}: cannot read ({err.strerror or err})") from None
+
+
+def _jsonl_batches(path: Path, shard_rows: int, span: Span) -> Iterator[_Batch]:
+    number, lines = span.line - 1, []
+    for line in _lines(path, span):
+        number += 1
+        if number == 1:
+            line = line.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
+        if line.strip():  # blank lines are not rows
+            lines.append((number, line))
+            if len(lines) >= shard_rows:
+                yield _jsonl_batch(path, lines)
+                lines = []
+    if lines:
+        yield _jsonl_batch(path, lines)
+
+
+def _lines(path: Path, span: Span, block: int = 1 << 24) -> Iterator[bytes]:
+    """The lines of bytes [span.start, span.stop) of a file (without their newlines), read in big blocks."""
+    left = None if span.stop is None else span.stop - span.start
+    rest = b""
+    with _open_binary(path) as fh:
+        fh.seek(span.start)
+        while left is None or left > 0:
+            data = fh.read(block if left is None else min(block, left))
+            if not data:
+                break
+            left = None if left is None else left - len(data)
+            lines = (rest + data).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+    if rest:
+        yield rest
+
+
+# Bytes that json.loads refuses inside a string but Polars may not (raw control characters, kept by this
+# translation table's `delete` of every other byte); a lone high surrogate escape (Polars reads a NUL).
+_NOT_CONTROL = bytes(range(0x20, 0x100)) + b"\n"
+_LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
+
+
+def _jsonl_batch(path: Path, lines: list[tuple[int, bytes]]) -> _Batch:
+    raw = [line for _, line in lines]
+    wheres = [f"{path}:{number}" for number, _ in lines]
+    data = b"\n".join(raw)
+    if b"\r" in data:  # CRLF line ends; a "\r" inside a line is a control character
+        data = b"\n".join(line.removesuffix(b"\r") for line in raw)
+    frame = None
+    if not data.translate(None, _NOT_CONTROL) and not _surrogate(data):
+        try:
+            frame = pl.read_ndjson(io.BytesIO(data), infer_schema_length=None)
+        except Exception:  # a line Polars cannot read (bad JSON, types that do not mix): the row-by-row reader
+            frame = None
+    if frame is None or frame.height != len(raw) or _coerced(frame, data):
+        return _Batch(records=[(where, _parse_line(line)) for where, line in zip(wheres, raw)])
+    return _Batch(frame=frame, wheres=wheres, record=lambda i: _parse_line(raw[i]))
+
+
+def _surrogate(data: bytes) -> bool:
+    for probe in (b"\\ud", b"\\uD"):
+        at = data.find(probe)
+        while at != -1:
+            if _LONE_SURROGATE.match(data, at):
+                return True
+            at = data.find(probe, at + 3)
+    return False
+
+
+def _coerced(frame: pl.DataFrame, data: bytes) -> bool:
+    """Did Polars turn a non-string value into text (a number in a column of strings)? The row-by-row reader
+    keeps such a column as JSON text, and rejects a mapped field that is no string. (One search per key:
+    a pattern that starts with the whole key is found fast.)"""
+    scalars: set[str] = set()
+    lists: set[str] = set()
+    for name, dtype in frame.schema.items():
+        _string_keys(name, dtype, scalars, lists)
+    quoted = lambda key: re.escape(json.dumps(key, ensure_ascii=False).encode())  # noqa: E731
+    patterns = [quoted(k) + rb"\s*:\s*[-0-9tf\[{]" for k in scalars]
+    patterns += [quoted(k) + rb"\s*:\s*\[(?:[^\]]*?,)?\s*[-0-9tf\[{]" for k in lists]
+    return any(re.search(p, data) for p in patterns)
+
+
+def _string_keys(name: str, dtype: pl.DataType, scalars: set[str], lists: set[str]) -> None:
+    """Keys whose values Polars read as text: `scalars` hold strings, `lists` lists of strings."""
+    if dtype == pl.String:
+        scalars.add(name)
+    elif isinstance(dtype, pl.Struct):
+        for f in dtype.fields:
+            _string_keys(f.name, f.dtype, scalars, lists)
+    elif isinstance(dtype, (pl.List, pl.Array)):
+        inner = dtype.inner
+        if inner == pl.String:
+            lists.add(name)
+        elif isinstance(inner, pl.Struct):
+            _string_keys(name, inner, scalars, lists)
+        elif isinstance(inner, (pl.List, pl.Array)):  # nested lists: any value stops the fast path (rare)
+            lists.add(name)
+
+
+def _parse_line(line: bytes) -> Any:
+    """One JSONL line as the row-by-row reader sees it: the record, or a _BadLine."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raw = line.decode("utf-8", errors="replace").rstrip("\n")
+        return _BadLine("invalid_utf8", f"not valid UTF-8 (byte {err.start})", raw)
+    text = text.rstrip("\r\n")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        return _BadLine("malformed_json", f"malformed JSON: {_json_problem(err)}", text)
+    except RecursionError:
+        return _BadLine("malformed_json", "malformed JSON: nested too deeply", text)
+
+
+def _parquet_batches(path: Path, shard_rows: int, span: Span) -> Iterator[_Batch]:
+    total = parquet_rows(path)
+    stop = total if span.stop is None else min(span.stop, total)
+    for start in range(span.start, stop, shard_rows):
+        n = min(shard_rows, stop - start)
+        try:
+            frame = pl.scan_parquet(path).slice(start, n).collect()
+        except Exception as err:  # a corrupt page or column chunk
+            raise InputError(f"{path}: corrupt Parquet data after row {start} ({err})") from None
+        wheres = [f"{path}: row {start + i + 1}" for i in range(n)]
+        yield _Batch(frame=frame, wheres=wheres, record=lambda i, f=frame: f.row(i, named=True))
+
+
+def parquet_rows(path: Path) -> int:
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as err:
+        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+
+
+def _records(src: Source) -> Iterator[tuple[str, Any]]:
+    """The row-by-row reader's records of the other formats: (where, record-or-error)."""
+    read = {"json": _json_records, "csv": _csv_records}
+    if src.format not in read:
+        from pipelines.sources import raw_records
+
+        yield from raw_records(src.path, src.format)
+        return
+    _check_encoding(src.path)
+    yield from read[src.format](src.path)
 
 
 _WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
@@ -301,29 +587,6 @@ def _check_encoding(path: Path) -> None:
 
 def _open_binary(path: Path) -> io.BufferedIOBase:
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
-
-
-def _jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
-    with _open_binary(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            where = f"{path}:{number}"
-            if number == 1:
-                line = line.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
-            if not line.strip():
-                continue  # blank lines are not rows
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raw = line.decode("utf-8", errors="replace").rstrip("\n")
-                yield where, _BadLine("invalid_utf8", f"not valid UTF-8 (byte {err.start})", raw)
-                continue
-            text = text.rstrip("\r\n")
-            try:
-                yield where, json.loads(text)
-            except json.JSONDecodeError as err:
-                yield where, _BadLine("malformed_json", f"malformed JSON: {_json_problem(err)}", text)
-            except RecursionError:
-                yield where, _BadLine("malformed_json", "malformed JSON: nested too deeply", text)
 
 
 def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
@@ -364,22 +627,3 @@ def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
                     yield where, record
         except csv.Error as err:
             raise InputError(f"{path}:{reader.line_num}: malformed CSV: {err}") from None
-
-
-def _parquet_records(path: Path) -> Iterator[tuple[str, Any]]:
-    try:
-        parquet = pq.ParquetFile(path)
-    except Exception as err:
-        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
-    number = 0
-    batches = parquet.iter_batches(batch_size=10_000)
-    while True:
-        try:
-            batch = next(batches, None)
-        except Exception as err:  # a corrupt page or column chunk
-            raise InputError(f"{path}: corrupt Parquet data after row {number} ({err})") from None
-        if batch is None:
-            return
-        for record in batch.to_pylist():
-            number += 1
-            yield f"{path}: row {number}", record

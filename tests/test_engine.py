@@ -233,6 +233,6 @@ def test_an_executor_is_a_class_registered_by_name(write_config, monkeypatch):
     pipeline = config.load(cfg)
     ours, _ = run_pipeline(pipeline, runner="reversed")
     plain, _ = run_pipeline(pipeline, root=pipeline.release_dir / "plain", use_prefect=False)
-    assert Reversed.calls == 5 * 3  # 5 shards: the fused row stages, the dedup's index and apply
+    assert Reversed.calls == 5 * 4  # 5 shards: their read, the fused row stages, the dedup's index and apply
     shards = [[s["sha256"] for s in json.loads((f / "manifest.json").read_text())["shards"]] for f in (ours, plain)]
     assert shards[0] == shards[1]

@@ -1,0 +1,286 @@
+"""Reading as tasks: one task per input file, or per span of a big JSONL or Parquet file (`shard_rows` rows
+each), run through the run's map_fn like every other stage, so Prefect or Dask run them side by side.
+
+A task reads with Polars where it can (pipelines/readers.py) and gives its rows' ids as they come (the input's
+id, or a hash of the content); no task looks at another, so a task's result depends on its own file only and is
+cached under the file's sha256, its span and how it is read: a resume re-reads no finished task, a changed input
+re-reads only that file. Ids are then made unique across all inputs in one step (`unique_ids`), in input order:
+a repeated given id is a `read:duplicate_id` reject (or, under `on_error: fail`, an error naming both places),
+a repeated content id (identical rows) gets a suffix, `-2`, `-3`, ...
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from operators.base import DETAIL, REASON
+from operators.errors import InputError
+from pipelines import failpoints, storage
+from pipelines.accounting import Ledger
+from pipelines.cache import ShardCache, _write, derive
+from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, file_sha256, map_local
+from pipelines.readers import (REJECT_SCHEMA, RowError, Shard, Source, Span, WHOLE, _advice, check_read_loss, parquet_rows,
+                               read_shards)
+
+READER = "read-2"  # part of every read key: a new way of reading makes new keys
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One read task: a span of one input file, the file's sha256 and its position among the inputs."""
+
+    source: Source
+    span: Span
+    sha256: str
+    rows: int  # input rows it covers, as far as planning knows (progress)
+
+    def load(self) -> ReadTask:  # map_fn hands `job.part.load()` to the task
+        return self
+
+
+@dataclass(frozen=True)
+class ShardRead:
+    """One shard a read task made: rows, rejects, the rows' raw ids (id, hashed, where), its books."""
+
+    rows: Part
+    rejects: Part
+    ids: Part
+    rows_read: int
+    errors: dict[str, int]  # rejects that are mistakes, by reason (not `counted` skips)
+    key: str
+
+
+def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None = None,
+                map_fn: MapFn = map_local) -> Outcome:
+    """Read every input as shards of at most `shard_rows` rows, one task per file or span, then make the
+    ids unique across all inputs and keep the books."""
+    tasks, meta = [], []
+    for src in sources:
+        planned, sha = plan(src, shard_rows)
+        tasks += planned
+        meta.append({"path": storage.display(src.path), "format": src.format, "source": src.source,
+                     "bytes": storage.size(src.path), "sha256": sha})
+    jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
+            for task in tasks]
+    results = map_fn(read_task, jobs, "read", None, store=cache, shard_rows=shard_rows)
+    reads = [result for result, _ in results]
+    owners = [task.source for task, (shards, _) in zip(tasks, reads) for _ in shards]
+    shards = unique_ids([s for shards, _ in reads for s in shards], owners, cache)
+    outcome = _books(sources, owners, shards, meta)
+    outcome.reused = sum(reused for _, reused in reads)
+    outcome.computed = len(reads) - outcome.reused
+    return outcome
+
+
+def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str]:
+    """The read tasks of one input: a task per `shard_rows` lines of an uncompressed JSONL file or rows of a
+    Parquet file, else one for the whole file; and the file's sha256. (An input at a URL is one task, which
+    downloads it: storage.local_copy.)"""
+    if not storage.is_file(src.path):
+        raise InputError(f"{storage.display(src.path)}: input file not found")
+    if storage.is_remote(src.path):
+        sha, spans, rows = file_sha256(src.path), [WHOLE], [0]
+    elif src.format == "jsonl" and not _gzipped(src.path):
+        sha, cuts, lines = _scan_lines(src.path, shard_rows)
+        starts = [(0, 1), *cuts]
+        stops = [offset for offset, _ in cuts] + [None]
+        spans = [Span(start, stop, line) for (start, line), stop in zip(starts, stops)]
+        rows = [shard_rows] * (len(spans) - 1) + [max(0, lines - (len(spans) - 1) * shard_rows)]
+    elif src.format == "parquet":
+        sha, total = file_sha256(src.path), parquet_rows(src.path)
+        spans = [Span(start, min(start + shard_rows, total)) for start in range(0, total, shard_rows)] or [WHOLE]
+        rows = [span.stop - span.start if span.stop is not None else 0 for span in spans]
+    else:
+        sha, spans, rows = file_sha256(src.path), [WHOLE], [0]
+    if len(spans) == 1:
+        spans = [WHOLE]  # one task reads the whole file (and says so when it is empty)
+    return [ReadTask(src, span, sha, n) for span, n in zip(spans, rows)], sha
+
+
+def task_key(task: ReadTask, shard_rows: int) -> str:
+    how = json.dumps([asdict(task.source), asdict(task.span), shard_rows], default=str, sort_keys=True)
+    return derive(READER, task.sha256, how)
+
+
+def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tuple[list[ShardRead], bool]:
+    """The shards of one read task, and whether they came from the cache. With a cache, each shard goes to
+    disk as soon as it is read, and the task's shards are kept as one cache entry."""
+    key = task_key(task, shard_rows)
+    if store is not None and (files := store.files(key)) is not None:
+        return _cached(files, key), True
+    src = replace(task.source, path=storage.local_copy(task.source.path))  # a URL: downloaded once per process
+    if store is None:
+        shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
+                  for i, shard in enumerate(read_shards(src, shard_rows, None, task.span))]
+        failpoints.hit("read.shard")
+        return shards, False
+    # the shards wait next to the cache (hard-linked into the entry), or in a local folder for a remote cache
+    scratch = Path(tempfile.mkdtemp(prefix="sluice-read-")) if store.remote else \
+        store.folder / f".read-{uuid.uuid4().hex}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    books, paths = [], []
+    try:
+        for i, shard in enumerate(read_shards(src, shard_rows, None, task.span)):
+            books.append({"rows_read": shard.rows_read, "errors": json.dumps(dict(shard.errors))})
+            for j, frame in enumerate(_frames(shard)):
+                paths.append(scratch / f"{i}-{j}.parquet")
+                _write(frame, paths[-1])
+        index = pl.DataFrame(books, schema={"rows_read": pl.Int64, "errors": pl.String})
+        files = store.put(key, (index,), links=paths)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    failpoints.hit("read.shard")
+    return _cached(files, key), False
+
+
+def _frames(shard: Shard) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    return shard.rows, shard.rejects, shard.ids
+
+
+def _cached(files: list[storage.Location], key: str) -> list[ShardRead]:
+    books = storage.read_parquet(files[0]).to_dicts()
+    parts = [Part(storage.parquet_rows(f), path=f) for f in files[1:]]
+    return [_shard_read(key, i, b["rows_read"], json.loads(b["errors"]), parts[3 * i: 3 * i + 3])
+            for i, b in enumerate(books)]
+
+
+def _shard_read(key: str, i: int, rows_read: int, errors: dict[str, int], parts: list[Part]) -> ShardRead:
+    return ShardRead(*parts, rows_read, dict(errors), derive(key, str(i)))
+
+
+# --- ids unique across all inputs -------------------------------------------------------------------------
+
+
+def unique_ids(shards: list[ShardRead], owners: list[Source], cache: ShardCache | None) -> list[ShardRead]:
+    """Make row ids unique across all shards, in input order: the first row with an id keeps it; a later row
+    with the same given id is rejected (`read:duplicate_id`, naming where the id was first seen) or, under
+    `on_error: fail`, stops the run; a later row with the same content id is renamed `<id>-2`, `-3`, ..."""
+    if not shards:
+        return shards
+    ids = pl.concat([_lazy(s.ids).select("id", "hashed", "where").with_row_index("row")
+                     .with_columns(pl.lit(i, pl.Int64).alias("shard")) for i, s in enumerate(shards)])
+    repeated = ids.filter(pl.col("id").is_duplicated()).sort("shard", "row").collect()
+    if not len(repeated):
+        return shards
+    taken = set(ids.select("id").collect()["id"].to_list())
+    first: dict[str, str] = {}
+    fixes: dict[int, list[tuple[int, str | None, str, str]]] = {}  # shard -> (row, new id or None, where, detail)
+    for rid, hashed, where, row, shard in repeated.select("id", "hashed", "where", "row", "shard").iter_rows():
+        if rid not in first:
+            first[rid] = where
+        elif hashed:
+            n = 2
+            while f"{rid}-{n}" in taken:
+                n += 1
+            taken.add(f"{rid}-{n}")
+            fixes.setdefault(shard, []).append((row, f"{rid}-{n}", where, ""))
+        else:
+            err = RowError("duplicate_id", f"duplicate id {rid!r} (first seen at {first[rid]})")
+            src = owners[shard]
+            if src.on_error == "fail":
+                raise InputError(f"{where}: {err} ({_advice(src, err)})")
+            fixes.setdefault(shard, []).append((row, None, where, f"{where}: {err}"))
+    return [_fixed(s, fixes[i], cache) if i in fixes else s for i, s in enumerate(shards)]
+
+
+def _fixed(shard: ShardRead, fixes: list[tuple[int, str | None, str, str]], cache: ShardCache | None) -> ShardRead:
+    """`shard` with its ids renamed and its repeated given ids moved to its rejects."""
+    rows = shard.rows.load().with_row_index("__row")
+    renamed = {row: new for row, new, _, _ in fixes if new is not None}
+    dropped = {row: (where, detail) for row, new, where, detail in fixes if new is None}
+    new_id = pl.col("__row").replace_strict(renamed, default=None, return_dtype=pl.String)
+    rows = rows.with_columns(pl.coalesce(new_id, pl.col("id")).alias("id"))
+    gone = rows.filter(pl.col("__row").is_in(list(dropped))).sort("__row")
+    rejects = []
+    for record in gone.to_dicts():
+        where, detail = dropped[record.pop("__row")]
+        raw = json.dumps(record, ensure_ascii=False, default=str)
+        rid = hashlib.blake2b(f"{where}\n{raw}".encode(errors="replace"), digest_size=8).hexdigest()
+        rejects.append({"id": rid, REASON: "read:duplicate_id", DETAIL: detail, "raw": raw})
+    kept = rows.filter(~pl.col("__row").is_in(list(dropped))).drop("__row")
+    rejected = pl.concat([shard.rejects.load(), pl.DataFrame(rejects, schema=REJECT_SCHEMA)])
+    errors = dict(Counter(shard.errors) + Counter({"read:duplicate_id": len(dropped)}))
+    key = derive(shard.key, "ids", json.dumps(sorted((row, new or "") for row, new, _, _ in fixes)))
+    return ShardRead(_part(kept, cache), _part(rejected, cache), shard.ids, shard.rows_read, errors, key)
+
+
+def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
+    return Part(len(frame), path=cache.spill(frame)) if cache is not None else Part(len(frame), frame)
+
+
+def _lazy(part: Part) -> pl.LazyFrame:
+    return storage.scan_parquet(part.path) if part.frame is None else part.frame.lazy()
+
+
+# --- books --------------------------------------------------------------------------------------------------
+
+
+def _books(sources: list[Source], owners: list[Source], shards: list[ShardRead], meta: list[dict]) -> Outcome:
+    """The read's outcome: shards named `<file>#<n>` in input order, rejects, the read stage's books, the
+    inputs with their rows; each input checked for rows and for its `max_reject_share`."""
+    ledger = Ledger()
+    count = ledger.stage("read", "read")
+    parts, rejected, keys, names = [], [], [], []
+    for src, about in zip(sources, meta, strict=True):
+        mine = [s for s, owner in zip(shards, owners) if owner is src]
+        rows_read = sum(s.rows_read for s in mine)
+        if not rows_read:
+            raise InputError(f"{storage.display(src.path)}: the input has no rows (empty file); remove it from "
+                             "`inputs` or fill it")
+        reasons: Counter = Counter()
+        example = None
+        for n, shard in enumerate(mine):
+            reasons.update(shard.errors)
+            parts.append(shard.rows)
+            keys.append(shard.key)
+            names.append(f"{storage.name(src.path)}#{n:05d}")
+            counts = {}
+            if shard.rejects.rows:
+                rejected.append(shard.rejects)
+                frame = shard.rejects.load()
+                counts = _reason_counts(frame)
+                example = example or frame[DETAIL][0]
+            count.add(shard.rows_read, shard.rows.rows, counts)
+        documents = sum(s.rows.rows for s in mine) + sum(reasons.values())  # not skipped records (WARC requests)
+        check_read_loss(src, documents, reasons, example)
+        about["rows"] = rows_read
+    return Outcome(parts, rejected, ledger, meta, keys, names)
+
+
+# --- files ---------------------------------------------------------------------------------------------------
+
+
+def _gzipped(path: storage.Location) -> bool:
+    return str(path).lower().endswith(".gz")  # as readers._open_binary tells
+
+
+def _scan_lines(path: Path, every: int) -> tuple[str, list[tuple[int, int]], int]:
+    """One pass over a file: its sha256, where every `every`-th line ends ((byte offset of the next line,
+    its line number)), and how many lines it has."""
+    digest, cuts, lines, offset = hashlib.sha256(), [], 0, 0
+    last = b""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            digest.update(block)
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+            for k in range(every - 1 - lines % every, len(ends), every):  # line lines + k + 1 ends at ends[k]
+                cuts.append((offset + int(ends[k]) + 1, lines + k + 2))
+            lines += len(ends)
+            offset += len(block)
+            last = block[-1:]
+    if last and last != b"\n":
+        lines += 1  # a last line without a newline
+    if cuts and cuts[-1][0] >= offset:
+        cuts.pop()  # the file ends on a cut
+    return digest.hexdigest(), cuts, lines

@@ -1,0 +1,87 @@
+"""Reading as tasks (pipelines/reading.py): one task per file or span, Polars' readers with the row-by-row reader
+for what they reject, ids made unique across inputs in one step, read results cached per task."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import polars as pl
+import pytest
+
+from conftest import DCLM, GSM8K
+from operators.errors import InputError
+from pipelines import readers
+from pipelines.cache import ShardCache
+from pipelines.readers import IdRegistry, Source, read_shards
+from pipelines.reading import plan, read_inputs
+
+WEB = sorted((DCLM.parents[1]).rglob("*.jsonl"))  # DCLM, Dolma and Data-Juicer samples: nested fields, numbers
+
+
+def rows_of(outcome) -> pl.DataFrame:
+    return pl.concat([p.load() for p in outcome.parts], how="diagonal_relaxed")
+
+
+@pytest.mark.parametrize("path", WEB, ids=lambda p: p.name)
+def test_polars_and_the_row_reader_read_the_same_rows_and_ids(path, monkeypatch):
+    src = Source(path, "jsonl", {"text": "text"}, on_error="skip")
+    fast = pl.concat([s.rows for s in read_shards(src, 200, IdRegistry())], how="diagonal_relaxed")
+    monkeypatch.setattr(readers, "_fast_shard", lambda *args: None)  # every batch through the row-by-row reader
+    slow = pl.concat([s.rows for s in read_shards(src, 200, IdRegistry())], how="diagonal_relaxed")
+    assert fast.equals(slow) and fast.schema == slow.schema
+
+
+def test_a_bad_line_inside_a_span_is_a_reject_naming_its_line(tmp_path):
+    lines = GSM8K.read_text().splitlines()
+    lines[700] = lines[700][:-5]  # line 701: cut short
+    lines[1000] = json.dumps({"question": 7, "answer": "a number, not text"})  # line 1001
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    src = Source(path, "jsonl", {"text": "question"}, on_error="skip")
+    tasks, _ = plan(src, 300)
+    assert [t.span.line for t in tasks] == [1, 301, 601, 901, 1201]  # a task per 300 lines
+    outcome = read_inputs([src], 300)
+    rejects = pl.concat([p.load() for p in outcome.rejected])
+    assert rejects["detail"].to_list() == [f"{path}:701: malformed JSON: Unterminated string starting at column 343",
+                                           f"{path}:1001: field 'question' must be a string, got int: 7"]
+    assert len(rows_of(outcome)) == 1317 and outcome.inputs[0]["rows"] == 1319
+    whole = pl.concat([s.rows for s in read_shards(src, 10_000, IdRegistry())])
+    assert rows_of(outcome).equals(whole)  # the same rows and ids as one reader over the whole file
+
+
+def test_ids_are_unique_across_inputs_in_input_order(tmp_path):
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text('{"id": "r1", "text": "one"}\n{"text": "same text"}\n')
+    second.write_text('{"id": "r2", "text": "two"}\n{"id": "r1", "text": "again r1"}\n{"text": "same text"}\n')
+    sources = [Source(p, "jsonl", {"text": "text"}, source="s", on_error="skip") for p in (first, second)]
+    outcome = read_inputs(sources, 10)
+    rows = rows_of(outcome)
+    hashed = rows["id"][1]
+    assert rows["id"].to_list() == ["r1", hashed, "r2", f"{hashed}-2"]  # identical rows both kept, told apart
+    rejects = pl.concat([p.load() for p in outcome.rejected])
+    assert rejects.select("reason", "detail").rows() == [
+        ("read:duplicate_id", f"{second}:2: duplicate id 'r1' (first seen at {first}:1)")]
+    assert outcome.ledger.stages[0].dropped == {"read:duplicate_id": 1}
+    failing = [Source(p, "jsonl", {"text": "text"}, source="s") for p in (first, second)]
+    with pytest.raises(InputError, match=f"{second}:2: duplicate id 'r1' \\(first seen at {first}:1\\)"):
+        read_inputs(failing, 10)
+
+
+def test_a_changed_input_rereads_only_that_input(tmp_path):
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    shutil.copy(GSM8K, a)
+    lines = DCLM.read_text().splitlines()
+    b.write_text("\n".join(lines) + "\n")
+    sources = [Source(a, "jsonl", {"text": "question"}), Source(b, "jsonl", {"text": "text"})]
+    cache = ShardCache(tmp_path / "cache")
+    fresh = read_inputs(sources, 400, cache)
+    tasks_a, tasks_b = (len(plan(s, 400)[0]) for s in sources)
+    assert (fresh.reused, fresh.computed) == (0, tasks_a + tasks_b)
+    again = read_inputs(sources, 400, cache)
+    assert (again.reused, again.computed) == (tasks_a + tasks_b, 0) and again.keys == fresh.keys
+    b.write_text("\n".join(lines[:-1]) + "\n")  # one row fewer
+    changed = read_inputs(sources, 400, cache)
+    assert (changed.reused, changed.computed) == (tasks_a, tasks_b)
+    assert changed.keys[:tasks_a] == fresh.keys[:tasks_a]  # the first input's shards, and what follows them, stay
+    assert len(rows_of(changed)) == len(rows_of(fresh)) - 1
