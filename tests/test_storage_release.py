@@ -67,6 +67,8 @@ def test_a_run_from_and_to_the_bucket_equals_the_local_run(s3, tmp_path, local_r
     assert code == 0 and f"rows {remote['rows']:,} in {len(remote['shards'])} shard(s)" in out and "card s3://" in out
     code, out, err = sluice("inspect", folder, "--rejects", "--where", "reason LIKE 'length_filter%'", "--limit", "1")
     assert code == 0 and "length_filter:" in out, err
+    code, out, err = sluice("inspect", storage.join(folder, "data", "part-00000.parquet"), "--limit", "1")
+    assert code == 0 and "── 1  id " in out, err
     code, out, err = sluice("release", "diff", str(local_release), folder)
     assert code == 0 and "rows: +0 added, -0 removed, ~0 changed" in out, out
 
