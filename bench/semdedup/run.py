@@ -134,10 +134,33 @@ def quality(folder: Path) -> None:
         "semdedup-tfidf-all": sluice_removed(SemanticDedup(features="tfidf", languages=None), frame),
         "minhash": sluice_removed(MinHashDedup(), frame),
     }
+    print(f"| {folder.name} | cosine: paraphrase pairs (median) {separation(folder)} | | | | | |")
     for tool, removed in found.items():
         m = score(removed, folder / "truth.jsonl")
         print(f"| {folder.name} | {tool} | {len(frame):,} | {len(removed):,} | {m['precision']:.3f} | "
               f"{m['recall']:.3f} | {m['f1']:.3f} |", flush=True)
+
+
+def separation(folder: Path) -> str:
+    """Median cosine of the labelled paraphrase pairs, and of 5,000 random pairs of other rows: how far
+    apart the model puts meaning (on text it cannot read, unrelated rows look alike)."""
+    import numpy as np
+
+    index = cached(folder, None)
+    z = index["embedding"].to_numpy()
+    position = {i: n for n, i in enumerate(index["id"])}
+    truth = [json.loads(line) for line in (folder / "truth.jsonl").read_text().splitlines()]
+    groups: dict[str, list[int]] = {}
+    for r in truth:
+        groups.setdefault(r["group"], []).append(position[r["id"]])
+    pairs = np.array([g for g in groups.values() if len(g) == 2])
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(len(z), size=(2, 5000))
+    a, b = a[a != b], b[a != b]
+    same = np.einsum("ij,ij->i", z[pairs[:, 0]], z[pairs[:, 1]])
+    other = np.einsum("ij,ij->i", z[a], z[b])
+    return (f"{np.median(same):.2f}; random pairs (median) {np.median(other):.2f}, "
+            f"99th percentile {np.percentile(other, 99):.2f}")
 
 
 def sweep(folder: Path, features: str, thresholds: list[float]) -> None:
