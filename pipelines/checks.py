@@ -17,7 +17,6 @@ import importlib.util
 import io
 import json
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pyarrow.parquet as pq

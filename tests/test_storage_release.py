@@ -3,7 +3,6 @@ shown, inspected and diffed on the bucket; faults retried with no row lost; no h
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
