@@ -47,7 +47,8 @@ def local_release(tmp_path_factory) -> Path:
 
 def test_a_run_from_and_to_the_bucket_equals_the_local_run(s3, tmp_path, local_release, sluice, capsys):
     releases = s3.url("releases")
-    pipeline = config.load(_config(tmp_path, s3.url("inputs", "dclm", "*.jsonl"), releases)) if _upload_input(s3) else None
+    _upload_input(s3)
+    pipeline = config.load(_config(tmp_path, s3.url("inputs", "dclm", "*.jsonl"), releases))  # a pattern on the bucket
     folder, outcome = run_pipeline(pipeline, use_prefect=False)
     assert folder == s3.url("releases", "web", "v0001")
     remote, local = release.read_manifest(folder), release.read_manifest(local_release)
