@@ -504,5 +504,6 @@ def _stage_errors(stage: Stage, batch: pl.DataFrame) -> Iterator[None]:
 
 
 def file_sha256(path: Location) -> str:
-    return storage.sha256(path)
+    """The sha256 of a file; of an input at a URL, of its local copy (downloaded once, then read from disk)."""
+    return storage.sha256(storage.local_copy(path))
 

@@ -333,14 +333,21 @@ _fetched: list[str] = []
 
 def local_copy(loc: Location) -> Path:
     """A local path for reading `loc`: the path itself, or a copy downloaded into a temporary folder that
-    is removed when the process exits (for readers that need a real file: Polars scans, pyarrow)."""
+    is removed when the process exits (for readers that need a real file: Polars scans, pyarrow). The copy
+    is reused while the object's size and ETag (or modification time) stay the same: one HEAD, no download."""
     if not is_remote(loc):
         return Path(loc)
     if not _fetched:
         _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
         atexit.register(shutil.rmtree, _fetched[0], True)
-    digest = hashlib.sha256(str(loc).encode()).hexdigest()[:16]
-    return download(loc, Path(_fetched[0]) / digest / name(loc))
+    fs, path = filesystem(loc)
+    with _errors(loc, "look it up"):
+        info = fs.info(path)
+    version = [str(loc), info.get("size"), info.get("ETag") or info.get("LastModified") or info.get("mtime")]
+    copy = Path(_fetched[0]) / hashlib.sha256(repr(version).encode()).hexdigest()[:16] / name(loc)
+    if not copy.is_file():  # downloaded beside, then renamed: a failed download leaves no copy to reuse
+        os.replace(download(loc, copy.with_name(copy.name + ".part")), copy)
+    return copy
 
 
 # --- Parquet at a location ---------------------------------------------------------------------------
