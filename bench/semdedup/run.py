@@ -117,19 +117,27 @@ def cached(folder: Path, languages: list[str] | None = ["en"]):
     """The saved index, as semantic_dedup with `languages` would have built it."""
     import polars as pl
 
+    from operators.dedup.semantic import EMBEDDING, quantize
+
     index = pl.read_parquet(folder / "index.parquet")
+    if index.schema[EMBEDDING] != pl.Array(pl.Int8, 384):  # saved before the index held int8
+        index = index.with_columns(pl.Series(EMBEDDING, quantize(index[EMBEDDING].to_numpy()),
+                                             dtype=pl.Array(pl.Int8, 384)))
     return index.with_columns(pl.col("lang").is_in(languages).alias("judged")) if languages else index
 
 
 def quality(folder: Path) -> None:
-    """P/R/F1 of every tool; the embedding tools from the saved embeddings."""
+    """P/R/F1 of every tool; the embedding tools from the saved embeddings (float32; semantic_dedup gets
+    them as its index holds them, in int8)."""
+    import polars as pl
+
     from operators.dedup import MinHashDedup, SemanticDedup
 
     frame = rows_of(folder)
     found = {
         "semdedup": set(SemanticDedup().decide(cached(folder)).drops["id"]),
         "semdedup-all": set(SemanticDedup(languages=None).decide(cached(folder, None)).drops["id"]),
-        "paper": paper(frame, SemanticDedup().threshold, cached(folder, None)),
+        "paper": paper(frame, SemanticDedup().threshold, pl.read_parquet(folder / "index.parquet")),
         "allpairs": set(SemanticDedup(languages=None, cluster_size=10**9).decide(cached(folder, None)).drops["id"]),
         "semdedup-tfidf-all": sluice_removed(SemanticDedup(features="tfidf", languages=None), frame),
         "minhash": sluice_removed(MinHashDedup(), frame),
@@ -146,7 +154,9 @@ def separation(folder: Path) -> str:
     apart the model puts meaning (on text it cannot read, unrelated rows look alike)."""
     import numpy as np
 
-    index = cached(folder, None)
+    import polars as pl
+
+    index = pl.read_parquet(folder / "index.parquet")  # float32, as the model gave them
     z = index["embedding"].to_numpy()
     position = {i: n for n, i in enumerate(index["id"])}
     truth = [json.loads(line) for line in (folder / "truth.jsonl").read_text().splitlines()]

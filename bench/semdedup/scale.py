@@ -19,16 +19,18 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from operators.dedup import SemanticDedup  # noqa: E402
+from operators.dedup.semantic import quantize  # noqa: E402
 
 
 def synthetic_index(sets: Path, rows: int, seed: int = 0) -> pl.DataFrame:
-    real = np.concatenate([pl.read_parquet(f, columns=["embedding"])["embedding"].to_numpy()
+    real = np.concatenate([pl.read_parquet(f, columns=["embedding"])["embedding"].to_numpy().astype(np.float32)
                            for f in sorted(sets.glob("*/index.parquet"))])
+    real /= np.linalg.norm(real, axis=1, keepdims=True)
     rng = np.random.default_rng(seed)
     z = real[rng.integers(len(real), size=rows)] + rng.normal(0, 0.03, size=(rows, real.shape[1])).astype(np.float32)
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     return pl.DataFrame({"id": [f"r{i:08d}" for i in range(rows)], "lang": ["en"] * rows, "judged": [True] * rows,
-                         "embedding": pl.Series(z, dtype=pl.Array(pl.Float32, z.shape[1]))})
+                         "embedding": pl.Series(quantize(z), dtype=pl.Array(pl.Int8, z.shape[1]))})
 
 
 def main() -> None:
