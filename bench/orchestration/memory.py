@@ -5,7 +5,7 @@
     .venv/bin/python bench/orchestration/memory.py --rows 1000000 --gopher --runners prefect --kill-at stage.done:6
 
 Input: Alpaca outputs repeated with a per-copy suffix (Parquet); pipeline normalize -> length_filter ->
-exact_dedup -> minhash_dedup, 50k-row shards, empty cache. Each run is a fresh process under /usr/bin/time -v:
+exact_dedup -> minhash_dedup, 10k-row shards (--shard-rows), empty cache. Each run is a fresh process under /usr/bin/time -v:
 peak RSS is that of the largest single process (for --runner dask: the largest of the driver and its
 LocalCluster workers, not their sum).
 `--before DIR` runs the same configs with the code in DIR (e.g. `git worktree add /tmp/sluice-before <commit>`),
@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--no-minhash", action="store_true", help="cleaning stages and exact dedup only")
     parser.add_argument("--gopher", action="store_true", help="Gopher repetition and quality after the length filter")
     parser.add_argument("--kill-at", help="also: a run SIGKILLed at this failpoint (e.g. stage.done:5), then resumed")
+    parser.add_argument("--shard-rows", type=int, default=10_000, help="rows per shard (the config default)")
     args = parser.parse_args()
     stages = STAGES[:-1] if args.no_minhash else STAGES
     if args.gopher:
@@ -81,7 +82,7 @@ def main() -> None:
                     config = folder / f"{label}-{runner}-{rows}.yaml"
                     config.write_text(json.dumps({
                         "dataset": config.stem, "inputs": [{"path": str(data), "fields": {"text": "text"}}],
-                        "shard_rows": 50_000, "stages": stages,
+                        "shard_rows": args.shard_rows, "stages": stages,
                         "release": {"dir": str(folder / "releases"), "rows_per_file": 250_000}}))
                     wall, cpu, peak = run(code, config, runner)
                     results.append({"rows": rows, "join": args.join, "runner": runner, "code": label, "wall_s": round(wall, 1),
