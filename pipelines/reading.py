@@ -168,11 +168,14 @@ def unique_ids(shards: list[ShardRead], owners: list[Source], cache: ShardCache 
     `on_error: fail`, stops the run; a later row with the same content id is renamed `<id>-2`, `-3`, ..."""
     if not shards:
         return shards
-    ids = pl.concat([_lazy(s.ids).select("id", "hashed", "where").with_row_index("row")
-                     .with_columns(pl.lit(i, pl.Int64).alias("shard")) for i, s in enumerate(shards)])
-    repeated = ids.filter(pl.col("id").is_duplicated()).sort("shard", "row").collect()
+    ids = pl.concat([_lazy(s.ids).select("id").with_row_index("row").with_columns(pl.lit(i, pl.Int64).alias("shard"))
+                     for i, s in enumerate(shards)])
+    repeated = ids.filter(pl.col("id").is_duplicated()).collect()
     if not len(repeated):
         return shards
+    about = pl.concat([shards[i].ids.load().select("hashed", "where").with_row_index("row")
+                       .with_columns(pl.lit(i, pl.Int64).alias("shard")) for i in repeated["shard"].unique()])
+    repeated = repeated.join(about, on=["shard", "row"]).sort("shard", "row")
     taken = set(ids.select("id").collect()["id"].to_list())
     first: dict[str, str] = {}
     fixes: dict[int, list[tuple[int, str | None, str, str]]] = {}  # shard -> (row, new id or None, where, detail)
