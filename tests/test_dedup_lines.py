@@ -38,6 +38,7 @@ def pages() -> pl.DataFrame:
 
 
 def run(op: LineDedup, rows: pl.DataFrame, shard_rows: int = 17) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """As the engine does: index each shard, decide once, apply to each shard."""
     shards = [rows.slice(i, shard_rows) for i in range(0, len(rows), shard_rows)]
     decision = op.decide(pl.concat([op.index(s) for s in shards]))
     splits = [op.apply(s, decision) for s in shards]
@@ -91,20 +92,22 @@ def test_rows_left_with_nothing_are_rejected_with_their_text_and_counted():
     footer = FOOTERS["en"]
     rows = pl.DataFrame({"id": ["a", "b", "c"], "text": [f"{footer}\nA page of real content that stays here for sure.",
                                                          f"{footer}\n\n{footer}", f"{footer}\nShort."]})
-    kept, rejected = run(LineDedup(unit="line"), rows)
+    op = LineDedup(unit="line")
+    kept, rejected = run(op, rows)
     assert kept["id"].to_list() == ["a"]
     assert dict(zip(rejected["id"], rejected["reason"])) == {"b": "emptied", "c": "too_short_after_dedup"}
     assert rejected.filter(pl.col("id") == "b")["text"].item() == rows["text"][1]  # the text as it came
-    stats = LineDedup(unit="line").stats(kept.lazy(), rejected.lazy())
-    assert stats["units_removed"] == 3 and stats["rows_modified"] == 2
+    stats = op.stats(kept.lazy(), rejected.lazy())
+    assert stats["units_removed"] == 3 and stats["rows_modified"] == 2 and stats["units_too_short"] == 1  # Short.
 
 
 def test_text_without_sentence_marks_is_counted_and_cut_at_line_breaks():
     thai = lingua("th", 6)
     rows = pl.DataFrame({"id": ["t1", "t2"], "text": ["\n".join(thai[:3]), "\n".join(thai[2:6])]})
-    kept, rejected = run(LineDedup(min_chars_left=0), rows)
+    op = LineDedup(min_chars_left=0)
+    kept, rejected = run(op, rows)
     assert thai[2] not in kept.filter(pl.col("id") == "t2")["text"].item()
-    stats = LineDedup().stats(kept.lazy(), rejected.lazy())
+    stats = op.stats(kept.lazy(), rejected.lazy())
     assert stats["rows_without_sentence_marks"] == sum(not any(m in t for m in ".!?") for t in (rows["text"]))
 
 
@@ -118,6 +121,7 @@ def test_line_dedup_in_a_pipeline_keeps_the_books(write_config, tmp_path):
     stage = json.loads((folder / "manifest.json").read_text())["stages"][-1]
     assert stage["rows_in"] == len(rows) == stage["rows_out"] + sum(stage["dropped"].values())
     assert stage["stats"]["units_removed"] == len(rows) - 4 and stage["stats"]["rows_modified"] == len(rows) - 4
+    assert stage["stats"]["units_too_short"] > 0 and stage["stats"]["rows_without_sentence_marks"] == 0
     card = (folder / "README.md").read_text()
     assert "dedup_units_removed" in card
 

@@ -26,7 +26,7 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from operators.dedup.lines import LineDedup, split_units  # noqa: E402
+from operators.dedup.lines import UNITS_REMOVED, LineDedup, split_units  # noqa: E402
 
 DCLM = ROOT.parent / "shared" / "data" / "web" / "dclm_quality_annotations" / "majority_data.jsonl"
 
@@ -70,7 +70,7 @@ def main() -> None:
     for k, n in shards:
         split = op.apply(make_shard(k, n, pool), decision)
         kept, rejected = kept + len(split.kept), rejected + len(split.rejected)
-        removed += int(split.kept[op.columns().__iter__().__next__()].sum())
+        removed += int(split.kept[UNITS_REMOVED].sum())
     t3 = time.perf_counter()
     print(json.dumps({
         "docs": args.docs, "unit": args.unit, "units": units, "index_mb": round(index.estimated_size() / 2**20, 1),

@@ -1,16 +1,21 @@
-"""Line-, paragraph- or sentence-span deduplication across the corpus (boilerplate that repeats over documents).
+"""Sentence-, line- or paragraph-level deduplication across the corpus (boilerplate repeated over documents).
 
-A row is cut into units (lines by default; paragraphs; or spans of N consecutive sentences, C4-style). A unit
-found in several rows is removed from every row but the first, the row with the smallest `id`, so the result
-does not depend on shard order, shard size or worker count. Repeats inside one row are left alone (a table,
-a LaTeX figure or code repeats its own lines: that is content, not boilerplate). Rows that lost units and are
-left empty, or shorter than `min_chars_left`, are rejected with a reason.
+A row is cut into units: sentences by default (a sentence mark, or a line break, ends one), lines, or
+paragraphs; `span` > 1 compares runs of consecutive units (C4: three sentences). A unit found in several rows is
+removed from every row but the first, the row with the smallest `id`, so the result does not depend on shard
+order, shard size or worker count. Repeats inside one row are left alone (a table, a LaTeX figure or code
+repeats its own lines: that is content, not boilerplate). Rows that lost units and are left empty, or with
+fewer than `min_chars_left` non-space characters, are rejected with a reason; the rest carry how many units and
+characters they lost. Units are compared in the dedup normal form (case, punctuation, spacing ignored).
 
-Units shorter than `min_unit_chars` (after normalisation) are never judged ("Home", "}", "1."): they are counted
-in the stats as `units_too_short`. In `unit: sentences` mode a row with no sentence mark at all (Thai, lists,
-code) is cut at line breaks only and counted as `rows_without_sentence_marks`.
+Defaults (sentence, span 1, min_unit_chars 20) were chosen on two sets of pages with planted boilerplate and
+checked on a third held out (bench/README.md, "Line dedup"). A unit shorter than `min_unit_chars` ("Home",
+"}", "Thank you.") is never judged and is counted as `units_too_short`; in sentence mode a row with no
+sentence mark at all (Thai, lists, code) is cut at line breaks only and counted as
+`rows_without_sentence_marks`.
 
-The driver holds one 64-bit hash per unit plus each row's id (~8 bytes a unit, ~16 while deciding).
+The driver holds each row's id and one 64-bit hash per unit (~8 bytes a unit), and (hash, order) = 16 bytes a
+judged unit while deciding.
 """
 
 from __future__ import annotations
@@ -81,12 +86,18 @@ class LineDedup(GlobalOperator):
         return {UNITS_REMOVED, CHARS_REMOVED}
 
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
-        """`id` and `hashes`: one 64-bit hash per unit, in order (a span's at its first unit); 0 for a unit
-        that is not judged (too short, blank, or a span that would run past the row's end)."""
-        units = split_units(pl.col(self.params.field).cast(pl.String), self.params.unit)
-        judged = pl.element().str.len_chars() + pl.element().str.count_matches(WIDE) >= max(self.params.min_unit_chars, 1)
-        return batch.select("id", self._keys(units).list.eval(
-            pl.when(judged).then(pl.element().hash(seed=13)).otherwise(0)).alias("hashes"))
+        """`id` and `hashes`: one 64-bit hash per unit, in order (a span's at its first unit); 0 for a blank
+        unit or a span that would run past the row's end, 1 for a unit too short to judge. In sentence mode
+        also `marked`: does the row have a sentence mark (or nothing to mark)."""
+        text = pl.col(self.params.field).cast(pl.String)
+        length = pl.element().str.len_chars() + pl.element().str.count_matches(WIDE)
+        hashed = pl.element().hash(seed=13)
+        hashes = self._keys(split_units(text, self.params.unit)).list.eval(
+            pl.when(length == 0).then(0).when(length < self.params.min_unit_chars).then(1)
+            .when(hashed < 2).then(2).otherwise(hashed))
+        marked = [(text.str.contains(SENTENCE_MARK) | (text.fill_null("").str.strip_chars() == "")).alias("marked")] \
+            if self.params.unit == "sentence" else []
+        return batch.select("id", hashes.alias("hashes"), *marked)
 
     def _keys(self, units: pl.Expr) -> pl.Expr:
         """Each row's units in the form they are compared in; with span > 1, the span starting at each unit
@@ -99,20 +110,21 @@ class LineDedup(GlobalOperator):
             keys = keys.list.eval(pl.when(whole).then(spans.str.strip_chars()).otherwise(pl.lit("")))
         return keys
 
-    def _too_short(self, units: pl.Expr) -> pl.Expr:
-        """How many of each row's units (spans) are not blank but shorter than `min_unit_chars`."""
-        length = pl.element().str.len_chars() + pl.element().str.count_matches(WIDE)
-        return self._keys(units).list.eval(((length > 0) & (length < self.params.min_unit_chars)).sum()).list.first()
-
     def decide(self, index: pl.DataFrame) -> Decision:
         """Remove a unit hash from every row that has it but the first (smallest id); a removed span takes its
-        sentences with it. The driver holds (hash, order) = 16 bytes a judged unit."""
+        sentences with it. The driver holds (hash, order) = 16 bytes a judged unit.
+
+        It also notes what it could not judge (`self.unjudged`) for `stats`, which the engine calls in the
+        same process after the stage."""
+        self.unjudged = {"units_too_short": int(index["hashes"].list.eval((pl.element() == 1).sum()).list.first().sum() or 0)}
+        if "marked" in index.columns:
+            self.unjudged["rows_without_sentence_marks"] = int((~index["marked"]).sum())
         ids = index["id"].sort()
         rank = index["id"].rank("ordinal").cast(pl.UInt64) - 1
         units = (index.select(rank.alias("rank"), "hashes").explode("hashes")
                  .select(pl.col("hashes").alias("hash"),
                          (pl.col("rank") * (1 << 32) + pl.int_range(pl.len(), dtype=pl.UInt64).over("rank")).alias("order"))
-                 .filter(pl.col("hash") != 0))
+                 .filter(pl.col("hash") > 1))
         row = pl.col("order") // (1 << 32)
         repeat = row != row.min().over("hash")
         if self.params.min_docs > 2:
@@ -172,15 +184,8 @@ class LineDedup(GlobalOperator):
             if set(removed) <= set(rejected.collect_schema()) else kept.select(removed)
         totals = rows.select(pl.col(UNITS_REMOVED).sum(), pl.col(CHARS_REMOVED).sum(),
                              (pl.col(UNITS_REMOVED) > 0).sum().alias("rows_modified")).collect().row(0)
-        texts = kept.select(pl.col(self.params.field).cast(pl.String).alias("text")).collect()
-        too_short = texts.select(self._too_short(split_units(pl.col("text"), self.params.unit)).sum()).item()
-        stats = {"unit": self.params.unit, "units_removed": int(totals[0] or 0), "chars_removed": int(totals[1] or 0),
-                 "rows_modified": int(totals[2] or 0), "units_too_short": int(too_short or 0)}
-        if self.params.unit == "sentence":
-            stats["rows_without_sentence_marks"] = int(
-                texts.select((pl.col("text").str.contains(SENTENCE_MARK).not_() & (pl.col("text").str.strip_chars() != ""))
-                             .sum()).item())
-        return stats
+        return {"unit": self.params.unit, "units_removed": int(totals[0] or 0), "chars_removed": int(totals[1] or 0),
+                "rows_modified": int(totals[2] or 0), **getattr(self, "unjudged", {})}
 
 
 def _none_rejected(batch: pl.DataFrame) -> pl.DataFrame:
