@@ -43,7 +43,7 @@ def make_shard(k: int, rows: int, pool: np.ndarray) -> pl.DataFrame:
     picks = rng.integers(0, len(pool), int(sizes.sum()))
     bodies, start = [], 0
     for i, size in enumerate(sizes):  # a number makes each content sentence the document's own
-        bodies.append(" ".join(f"{s.rstrip('.!?')} ({i}.{j})." for j, s in enumerate(pool[picks[start:start + size]])))
+        bodies.append(" ".join(f"({i}.{j}) {s}" for j, s in enumerate(pool[picks[start:start + size]])))
         start += size
     texts = [f"Home | Articles | Site {s} news and reviews\n{b}\nCopyright © Site {s} Media Group, all rights reserved."
              for s, b in zip(sites, bodies)]

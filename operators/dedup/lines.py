@@ -121,10 +121,10 @@ class LineDedup(GlobalOperator):
             self.unjudged["rows_without_sentence_marks"] = int((~index["marked"]).sum())
         ids = index["id"].sort()
         rank = index["id"].rank("ordinal").cast(pl.UInt64) - 1
-        units = (index.select(rank.alias("rank"), "hashes").explode("hashes")
-                 .select(pl.col("hashes").alias("hash"),
-                         (pl.col("rank") * (1 << 32) + pl.int_range(pl.len(), dtype=pl.UInt64).over("rank")).alias("order"))
-                 .filter(pl.col("hash") > 1))
+        first = rank * (1 << 32)  # a unit's order: its row's rank, then its place in the row
+        units = (index.select(pl.col("hashes").alias("hash"),
+                              pl.int_ranges(first, first + index["hashes"].list.len(), dtype=pl.UInt64).alias("order"))
+                 .explode("hash", "order").filter(pl.col("hash") > 1))
         row = pl.col("order") // (1 << 32)
         repeat = row != row.min().over("hash")
         if self.params.min_docs > 2:
