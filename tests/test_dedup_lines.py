@@ -143,3 +143,14 @@ def test_sluice_dedup_lines_cuts_boilerplate_and_prints_the_books(sluice, tmp_pa
     kept = pl.read_ndjson(out)
     assert len(kept) == len(rows) and kept["text"].str.contains(FOOTERS["de"], literal=True).sum() == 1
     assert sluice("dedup", path, out, "--lines", "--exact")[0] == 2
+
+
+def test_min_docs_leaves_units_held_by_fewer_rows_and_no_rows_is_no_work():
+    rows = pages()
+    two = rows.head(2).with_columns(pl.col("text") + "\nA line that only these two pages share, word for word.")
+    rows = pl.concat([two, rows.slice(2)])
+    kept, _ = run(LineDedup(unit="line", min_docs=3), rows)
+    assert kept["text"].str.contains("only these two pages share", literal=True).sum() == 2
+    assert kept["text"].str.contains(FOOTERS["en"], literal=True).sum() == 1  # in 40 pages
+    empty = LineDedup().decide(LineDedup().index(rows.clear()))
+    assert len(empty.edits) == 0 and empty.edits.columns == ["id", "pos"]
