@@ -60,9 +60,9 @@ def in_subprocess(rows_path: Path, out_path: Path, params: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run_peer(rows_path: Path, work: Path, lines: bool) -> tuple[dict, Path]:
+def run_peer(rows_path: Path, work: Path, options: list[str]) -> tuple[dict, Path]:
     subprocess.run(["rm", "-rf", str(work)], check=True)
-    args = [PEER_PYTHON, str(HERE / "lines_datatrove.py"), str(rows_path), str(work)] + (["--lines"] if lines else [])
+    args = [PEER_PYTHON, str(HERE / "lines_datatrove.py"), str(rows_path), str(work), *options]
     done = subprocess.run(args, capture_output=True, text=True, check=True)
     out = work / "kept.jsonl"
     with open(out, "w") as fh:
@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--sets", type=Path, default=Path("/tmp/lines13"))
     parser.add_argument("--grid", action="store_true")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--only", metavar="SUBSTRING", help="run only the tools whose name contains it")
     args = parser.parse_args()
     if not (args.sets / "heldout" / "truth.jsonl").exists():
         subprocess.run([sys.executable, str(HERE / "lines_sets.py"), str(args.sets)], check=True)
@@ -138,6 +139,7 @@ def main() -> None:
     for name in ("web", "udhr", "heldout"):
         rows, truth = args.sets / name / "rows.jsonl", args.sets / name / "truth.jsonl"
         chosen = variants if name != "heldout" else {k: v for k, v in variants.items() if "min_unit_chars" not in k}
+        chosen = {k: v for k, v in chosen.items() if not args.only or args.only in k}
         for tool, params in chosen.items():
             out = args.sets / name / "sluice.out.jsonl"
             result = in_subprocess(rows, out, params)
@@ -145,9 +147,12 @@ def main() -> None:
             if "(defaults" in tool:
                 print(f"<!-- {name} stats: {json.dumps(result['stats'])} dropped: {json.dumps(result['reasons'])} -->")
         if not args.no_peer:
-            for lines, tool in ((False, "datatrove SentenceDedup (defaults: 3 sentences)"),
-                                (True, "datatrove SentenceDedup (lines, span 1)")):
-                result, out = run_peer(rows, args.sets / name / ("dt-lines" if lines else "dt"), lines)
+            for options, tool in (([], "datatrove SentenceDedup (defaults: 3 sentences)"),
+                                  (["--lines"], "datatrove SentenceDedup (lines, span 1)"),
+                                  (["--lines", "--keep-docs"], "datatrove SentenceDedup (lines, span 1, no doc filter)")):
+                if args.only and args.only not in tool:
+                    continue
+                result, out = run_peer(rows, args.sets / name / "dt", options)
                 report(name, tool, result, score(truth, out))
 
 
