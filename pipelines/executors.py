@@ -83,6 +83,10 @@ class PrefectThreads:
         yield
 
 
+ONE_THREAD = {"POLARS_MAX_THREADS": "1"}  # a worker per core: Polars in it uses that core (Dask does so for BLAS)
+SHIP_ONCE = 1 << 20  # pickled bytes above which a stage parameter is sent to the cluster once, not with every task
+
+
 class PrefectDask(PrefectThreads):
     """Prefect tasks whose calls run on a Dask cluster: `address` of a running scheduler (`dask scheduler`
     and `dask worker` on other machines), else a local cluster of one single-threaded worker process per core.
@@ -91,7 +95,7 @@ class PrefectDask(PrefectThreads):
     body hands `call_cached` to Dask and waits for it. So workers run plain functions: they need the Sluice
     code and access to the run's folders (an object store, or a filesystem every worker mounts), but no Prefect
     API (a worker that reached none would start a temporary Prefect server of its own). A stage's parameters
-    (the operator, a global stage's decision) go to every worker once per stage, not once per task. A worker
+    travel with each task, but a big one (a global stage's decision) goes to the cluster once per stage. A worker
     lost mid-run costs its running tasks: the scheduler gives them to another worker."""
 
     def __init__(self, address: str | None = None) -> None:
@@ -103,20 +107,24 @@ class PrefectDask(PrefectThreads):
             **kwargs: Any) -> list[tuple[Any, bool]]:
         if inline or not jobs:
             return prefect_map(fn, jobs, label, cache, inline, **kwargs)
+        import cloudpickle
+
         self._check_folder(cache)
-        names = list(kwargs)
-        shipped = self.client.scatter(list(kwargs.values()), broadcast=True, hash=False)  # once per stage
         client = self.client
+        big = [name for name, value in kwargs.items() if len(cloudpickle.dumps(value)) > SHIP_ONCE]
+        shipped = dict(zip(big, client.scatter([kwargs[name] for name in big], hash=False))) if big else {}
+        params = kwargs | shipped  # a big one (a decision) goes to one worker, the others fetch it once
 
         def on_dask(fn: Callable, job: Job, cache: ShardCache | None) -> tuple[Any, bool]:
             future = client.submit(call_cached, fn, job, cache, key=f"{label}[{job.name}]-{uuid.uuid4().hex[:8]}",
-                                   pure=False, **dict(zip(names, shipped)))
+                                   pure=False, **params)
             return future.result()
 
         try:
             return prefect_map(fn, jobs, label, cache, call=on_dask)
         finally:
-            client.cancel(shipped)
+            if shipped:
+                client.cancel(list(shipped.values()))
 
     def task_runner(self) -> Any:
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -138,7 +146,7 @@ class PrefectDask(PrefectThreads):
                                       "with `dask scheduler` and workers with `dask worker ADDRESS`") from None
             else:
                 cluster = stack.enter_context(LocalCluster(n_workers=os.cpu_count() or 2, threads_per_worker=1,
-                                                           dashboard_address=None, memory_limit=0))
+                                                           dashboard_address=None, memory_limit=0, env=ONE_THREAD))
                 self.client = stack.enter_context(Client(cluster))
             if not self.client.nthreads():
                 self.client.wait_for_workers(1, timeout=120)

@@ -75,7 +75,7 @@ class Cluster:
             self._spawn(f"worker-{i}", ["worker", self.address, "--nthreads", "1", "--nworkers", "1",
                                         "--memory-limit", "0", "--no-dashboard", "--name", f"worker-{i}",
                                         "--local-directory", str(self.home / f"worker-{i}" / "dask")],
-                        self.worker_env.get(i))
+                        {"POLARS_MAX_THREADS": "1"} | self.worker_env.get(i, {}))  # one core per worker
         self.wait_for_workers(self.n_workers)
 
     def wait_for_workers(self, n: int) -> None:
