@@ -6,7 +6,8 @@ A batch is a `polars.DataFrame` with a unique string `id` column. Operators are 
 - `Mapper`: rewrites columns, keeps every row.
 - `Scorer`: adds `score_*` columns, keeps every row.
 - `Filter`: a scorer plus rules; a row failing a rule is rejected with that rule as its reason.
-- `GlobalOperator`: needs all rows (dedup, sampling): `index` each shard, then `decide` once.
+- `GlobalOperator`: needs all rows (dedup, sampling): `index` each shard, then `decide` once (or in
+  `partitions()` tasks that `combine` joins), then `apply` to each shard.
 - `Generator`: makes new rows from seed rows and an LLM client.
 """
 
@@ -323,7 +324,7 @@ class Decision(NamedTuple):
     - copies: `id`, `copies` (>= 2): a kept row is emitted that many times in all (up-sampling); the extra
       copies get the ids `<id>#2`, `<id>#3`, ... and the stage's books count them as `added`.
     - tables: side tables published with the release as `tables/<stage>.<name>.parquet` (e.g. an index
-      that a later run can dedup against).
+      that a later run can dedup against); a LazyFrame (e.g. a scan of the shards' index) is streamed.
     - edits: `id` + whatever an operator's own `apply` needs to rewrite kept rows (e.g. which lines of a row
       to cut); the default `apply` ignores it.
     """
@@ -331,7 +332,7 @@ class Decision(NamedTuple):
     drops: pl.DataFrame
     labels: pl.DataFrame | None = None
     copies: pl.DataFrame | None = None
-    tables: dict[str, pl.DataFrame] = {}
+    tables: dict[str, pl.DataFrame | pl.LazyFrame] = {}
     edits: pl.DataFrame | None = None
 
 
@@ -343,12 +344,34 @@ class GlobalOperator(Operator):
     (columns `id`, `reason` (the rule) and `detail`) or a `Decision` that can also label, repeat rows and
     publish side tables. `apply` carries the decision out on one shard (the engine calls it per shard and
     prefixes the reasons with the stage name); override it to rewrite rows (line dedup edits their text).
+
+    Bounded decisions: an operator whose `partitions()` is N > 0 decides in N tasks instead of once in the
+    driver. Each `decide_part(index, k)` gets every shard's index as a lazy scan (it reads only the columns
+    and rows part k needs, e.g. some of the band columns) and returns a small table; `combine` turns the
+    N tables into the decision in the driver. The engine runs the parts as tasks, like the shards; `decide`
+    then runs the parts one after another (for callers with the whole index in hand).
     """
 
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
         raise NotImplementedError
 
     def decide(self, index: pl.DataFrame) -> pl.DataFrame | Decision:
+        if not self.partitions():
+            raise NotImplementedError
+        scanned = index.lazy()
+        return self.combine(scanned, [self.decide_part(scanned, k) for k in range(self.partitions())])
+
+    def partitions(self) -> int:
+        """How many tasks the decision is split into (`decide_part` each, then `combine`); 0: `decide`
+        runs once on every shard's index concatenated."""
+        return 0
+
+    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
+        """Part `part` of the decision, run as a task: `index` scans every shard's index in input order."""
+        raise NotImplementedError
+
+    def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> pl.DataFrame | Decision:
+        """The decision from every part's table, in the driver (`index` as in `decide_part`)."""
         raise NotImplementedError
 
     def apply(self, batch: pl.DataFrame, decision: Decision) -> Split:

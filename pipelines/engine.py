@@ -94,7 +94,8 @@ class LLM(Protocol):
 
 def call_cached(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any) -> tuple[Any, bool]:
     """fn(the job's rows, **kwargs), or its cached result. A Split comes back as a ShardResult whose parts
-    are the cache's files (in memory without a cache); an index frame comes back as the frame."""
+    are the cache's files (in memory without a cache); a single frame (a global stage's index or decision
+    part) comes back as the frame without a cache, as a Part naming the cache's file with one."""
     if cache is None:
         result = fn(job.part.load(), **kwargs)
         return (_in_memory(result) if isinstance(result, Split | Produced) else result), False
@@ -106,7 +107,7 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any)
     split = isinstance(result, Split | Produced)
     files = cache.put(job.key, tuple(result)[:3] if split else (result,))
     if not split:
-        return result, False
+        return Part(len(result), path=files[0]), False
     return ShardResult(Part(len(result.kept), path=files[0]), Part(len(result.rejected), path=files[1]),
                        _reason_counts(result.rejected), getattr(result, "side", None)), False
 
@@ -116,9 +117,9 @@ def _in_memory(split: Split | Produced) -> ShardResult:
                        _reason_counts(split.rejected), getattr(split, "side", None))
 
 
-def _from_files(files: list[Location]) -> pl.DataFrame | ShardResult:
+def _from_files(files: list[Location]) -> Part | ShardResult:
     if len(files) == 1:
-        return storage.read_parquet(files[0])
+        return Part(storage.parquet_rows(files[0]), path=files[0])
     kept, rejected = (storage.parquet_rows(f) for f in files[:2])
     reasons = _reason_counts(storage.read_parquet(files[1], columns=[REASON])) if rejected else {}
     side = storage.read_parquet(files[2]) if len(files) > 2 else None
@@ -327,12 +328,12 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     elif isinstance(op, GlobalOperator):
         index_keys = [derive(k, fingerprint, "index") for k in outcome.keys]
         indexed = map_fn(index_rows, outcome.jobs(index_keys), f"{stage.name}.index", cache, stage=stage)
-        decision = decide(pl.concat([r for r, _ in indexed], how="vertical_relaxed"), stage=stage)
+        _tally(outcome, indexed)
         decision_key = derive(fingerprint, *outcome.keys)
+        decision = decide([as_part(r) for r, _ in indexed], stage, map_fn, cache, decision_key, outcome)
         keys = [derive(k, decision_key) for k in outcome.keys]
         results = map_fn(apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, stage=stage,
                          decision=decision._replace(tables={}))  # tables go to the release, not to every task
-        _tally(outcome, indexed)
         outcome.tables.update({f"{stage.name}.{name}": table for name, table in decision.tables.items()})
         added = copies_added(decision)
     elif isinstance(op, Generator):
@@ -432,18 +433,43 @@ def index_rows(batch: pl.DataFrame, stage: Stage) -> pl.DataFrame:
         return stage.operator.index(batch)
 
 
-def decide(index: pl.DataFrame, stage: Stage) -> Decision:
-    decision = stage.operator.decide(index)
+def as_part(result: pl.DataFrame | Part) -> Part:
+    """A single-frame task result (see `call_cached`) as a Part."""
+    return result if isinstance(result, Part) else Part(len(result), result)
+
+
+def decide(index: list[Part] | pl.DataFrame, stage: Stage, map_fn: MapFn = map_local, cache: ShardCache | None = None,
+           key: str = "", outcome: Outcome | None = None) -> Decision:
+    """The stage's decision from every shard's index (or one frame of it all): `decide` once in this process
+    on the concatenated index, or, for an operator with `partitions()`, `decide_part` as tasks (cached under
+    `key`) over a lazy scan of the index files and `combine` here, so the driver never holds the whole index."""
+    op = stage.operator
+    index = [as_part(index)] if isinstance(index, pl.DataFrame) else index
+    if parts := op.partitions():
+        jobs = [Job(Part(0, pl.DataFrame({"part": [k]})), derive(key, "decide", str(k)), f"part{k}")
+                for k in range(parts)]
+        results = map_fn(decide_part, jobs, f"{stage.name}.decide", cache, stage=stage, index=index)
+        if outcome is not None:
+            _tally(outcome, results)
+        decision = op.combine(scan(index), [as_part(r).load() for r, _ in results])
+    else:
+        decision = op.decide(concat_frames([p.load() for p in index]))
     decision = decision if isinstance(decision, Decision) else Decision(decision)
     if decision.copies is not None and len(decision.copies):
-        where = f"stage {stage.name!r} ({stage.operator.name})"
+        where = f"stage {stage.name!r} ({op.name})"
         if decision.copies["copies"].fill_null(1).min() < 1:
             raise SluiceError(f"{where}: a row was given fewer than 1 copy")
         extra = decision.copies.with_columns(pl.int_ranges(2, pl.col("copies") + 1).alias("k")).explode("k")
         copy_ids = extra.drop_nulls("k").select(pl.format("{}#{}", "id", "k"))["id"]
-        if (taken := copy_ids.filter(copy_ids.is_in(index["id"].implode()))).len():
+        taken = scan(index).select("id").filter(pl.col("id").is_in(copy_ids.implode())).head(1).collect()["id"]
+        if len(taken):
             raise SluiceError(f"{where}: the copy id {taken[0]!r} is already a row's id; rename the input ids")
     return decision
+
+
+def decide_part(job: pl.DataFrame, stage: Stage, index: list[Part]) -> pl.DataFrame:
+    """One part of a partitioned decision (`job` names the part), over a lazy scan of every shard's index."""
+    return stage.operator.decide_part(scan(index), job["part"][0])
 
 
 def apply_decision(batch: pl.DataFrame, stage: Stage, decision: Decision) -> Split:

@@ -264,13 +264,16 @@ def unified_schema(parts: list[Part]) -> pl.Schema:
                            "map or drop the column whose type differs between inputs (`fields:`)") from None
 
 
-def _write_tables(tables: dict[str, pl.DataFrame], folder: Path) -> list[dict[str, Any]]:
+def _write_tables(tables: dict[str, pl.DataFrame | pl.LazyFrame], folder: Path) -> list[dict[str, Any]]:
     entries = []
     for name, table in sorted(tables.items()):
         (folder / "tables").mkdir(exist_ok=True)
         rel = f"tables/{name}.parquet"
-        table.write_parquet(folder / rel, compression="zstd", statistics=True)
-        entries.append(_describe(folder, rel, len(table)))
+        if isinstance(table, pl.LazyFrame):  # e.g. a scan of the shards' index: streamed, never whole in memory
+            table.sink_parquet(folder / rel, compression="zstd", statistics=True)
+        else:
+            table.write_parquet(folder / rel, compression="zstd", statistics=True)
+        entries.append(_describe(folder, rel, pl.scan_parquet(folder / rel).select(pl.len()).collect().item()))
     return entries
 
 

@@ -19,7 +19,10 @@ from operators.dedup.minhash import band_layout, overlap, signatures, sketches
 from operators.dedup.shingles import key_text, shingle
 from operators.errors import SluiceError
 from pipelines import config
-from pipelines.engine import execute
+from pipelines.cache import ShardCache
+from pipelines.config import Stage
+from pipelines.engine import execute, run_stages
+from pipelines.readers import Source
 
 
 def edit(text: str, i: int, rng: random.Random) -> str:
@@ -83,14 +86,35 @@ def test_threshold_and_char_ngrams_change_what_counts(corpus):
     assert chars.join(small.filter(pl.col("of").is_not_null()), on="id").height >= 140
 
 
-def test_clusters_do_not_depend_on_shard_order(corpus):
+def test_clusters_do_not_depend_on_shard_order_or_decide_tasks(corpus):
     op = MinHashDedup(keep="score", score_column="score")
     scored = corpus.with_columns(pl.col("text").str.len_chars().alias("score"))
     shuffled = scored.sample(fraction=1.0, shuffle=True, seed=3)
     a = op.clusters(pl.concat([op.index(scored.slice(i, 700)) for i in range(0, len(scored), 700)]))
-    b = op.clusters(pl.concat([op.index(shuffled.slice(i, 1000)) for i in range(0, len(shuffled), 1000)]))
-    assert a.sort("id").equals(b.sort("id"))
+    shuffled_index = pl.concat([op.index(shuffled.slice(i, 1000)) for i in range(0, len(shuffled), 1000)])
+    b = op.clusters(shuffled_index)
+    c = MinHashDedup(keep="score", score_column="score", decide_tasks=4).clusters(shuffled_index)
+    assert a.sort("id").equals(b.sort("id")) and a.sort("id").equals(c.sort("id"))
     assert a.filter(pl.col("cluster_size") > 1).height >= 280
+
+
+def test_the_engine_decides_in_tasks_over_the_index_files(corpus, tmp_path):
+    """With a shard cache each shard's index is a file; the decide parts are cached tasks that scan those
+    files and the driver combines their clusters: the same drops as deciding on the whole index at once,
+    and a re-run reuses every index, part and apply result."""
+    path = tmp_path / "rows.parquet"
+    corpus.select("id", "text").write_parquet(path)
+    source = Source(path, "parquet", {"text": "text"}, source="rows", configured=False)
+    op = MinHashDedup(decide_tasks=3)
+    cache = ShardCache(tmp_path / "cache")
+    outcome = run_stages([source], [Stage("dedup", op)], 1_000, cache=cache)
+    assert len(outcome.parts) == 4 and outcome.computed == 1 + 4 + 3 + 4  # read, index, decide parts, apply
+    dropped = pl.concat(outcome.rejects)
+    whole = op.decide(op.index(corpus))
+    assert dropped.select("id", "detail").sort("id").equals(whole.drops.select("id", "detail").sort("id"))
+    assert len(dropped) >= 290 and set(dropped["reason"]) == {"dedup:near_duplicate"}
+    again = run_stages([source], [Stage("dedup", op)], 1_000, cache=cache)
+    assert again.computed == 0 and pl.concat(again.rejects).equals(dropped)
 
 
 def test_keep_by_score_then_smallest_id():

@@ -109,8 +109,8 @@ def test_a_rewritten_against_index_changes_the_fingerprint(tmp_path, rows):
     op = MinHashDedup(fields=KEY)
     frame = pl.DataFrame(rows[:50]).select("id", *KEY)
     path = tmp_path / "old.index.parquet"
-    op.decide(op.index(frame.head(20))).tables["index"].write_parquet(path)
+    op.decide(op.index(frame.head(20))).tables["index"].sink_parquet(path)
     first = MinHashDedup(fields=KEY, against=str(path)).fingerprint
     assert first != op.fingerprint
-    op.decide(op.index(frame)).tables["index"].write_parquet(path)  # same name, other rows
+    op.decide(op.index(frame)).tables["index"].sink_parquet(path)  # same name, other rows
     assert MinHashDedup(fields=KEY, against=str(path)).fingerprint != first

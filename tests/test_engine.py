@@ -9,6 +9,7 @@ import pytest
 
 from conftest import ALPACA, GSM8K
 from operators.base import Decision, GlobalOperator, Mapper, Split
+from operators.dedup import ExactDedup
 from operators.errors import AccountingError, SluiceError
 from pipelines import config
 from pipelines.accounting import Ledger
@@ -233,6 +234,7 @@ def test_an_executor_is_a_class_registered_by_name(write_config, monkeypatch):
     pipeline = config.load(cfg)
     ours, _ = run_pipeline(pipeline, runner="reversed")
     plain, _ = run_pipeline(pipeline, root=pipeline.release_dir / "plain", use_prefect=False)
-    assert Reversed.calls == 5 * 4  # 5 shards: their read, the fused row stages, the dedup's index and apply
+    # 5 shards: their read, the fused row stages, the dedup's index and apply; and the dedup's decide parts
+    assert Reversed.calls == 5 * 4 + ExactDedup().partitions()
     shards = [[s["sha256"] for s in json.loads((f / "manifest.json").read_text())["shards"]] for f in (ours, plain)]
     assert shards[0] == shards[1]

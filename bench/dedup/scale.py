@@ -1,24 +1,25 @@
-"""MinHash dedup at scale, the operator's own cost: index shard by shard, decide once, no reader, no writer.
+"""MinHash dedup at scale, the operator's own cost: index shard by shard, decide in tasks, no reader, no writer.
 
-    .venv/bin/python bench/dedup/make_data.py scale /tmp/dedup-scale 1000000
-    .venv/bin/python bench/dedup/scale.py index /tmp/dedup-scale/scale_1000000.parquet /tmp/dedup-scale/index_1m.parquet
-    .venv/bin/python bench/dedup/scale.py decide /tmp/dedup-scale/index_1m.parquet --copies 5
+    .venv/bin/python bench/dedup/make_data.py copies /tmp/dd13-scale
+    .venv/bin/python bench/dedup/scale.py index /tmp/dd13-scale/copies_1000000.parquet /tmp/dd13-scale/index
+    .venv/bin/python bench/dedup/scale.py decide /tmp/dd13-scale/index [--tasks N] [--copies K] [--truth FILE]
 
-`sluice dedup IN OUT` (bench/dedup/run.py) measures the verb end to end, reader and writer included (the
-reader turns every row into a Python dict, for JSON and Parquet alike: pipelines/readers.py), and holds every
-row in memory. `index` reads the Parquet file with Polars one shard at a time, calls the same
-`MinHashDedup.index` the engine calls on each shard, keeps only the index (the text is dropped), and saves
-it. `decide` runs `MinHashDedup.decide` once on a saved index, optionally on `--copies` K re-keyed copies of
-it (new ids, band hashes XOR-ed with a per-copy constant: K times the rows with the same bucket structure),
-which measures the one global step at K times the rows without recomputing K times the signatures.
-Each prints wall and CPU seconds (this process; Polars' threads included), the peak RSS, and for `index`
-the CPU seconds per 100k rows and the index's bytes per row.
+`sluice dedup IN OUT` (bench/dedup/run.py) measures the verb end to end, reader and writer included. `index`
+reads the Parquet file with Polars one shard at a time, calls the same `MinHashDedup.index` the engine calls
+on each shard and writes each shard's index to its own file in the folder (as the engine's shard cache does).
+`decide` runs the engine's global step over those files: each `decide_part` (a task in the engine) scans
+them, then `combine` (the driver) joins the parts' clusters; it prints each step's wall and CPU seconds and the
+peak RSS after it. `--copies K` decides over K re-keyed copies of the index (new ids, band hashes XOR-ed with a
+per-copy constant: K times the rows with the same bucket structure), which measures the global step at K times
+the rows without recomputing K times the signatures (the copies are written beside the folder). `--truth`
+(a Parquet file with id and `base`, e.g. the copies set itself) prints rows kept against distinct bases.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -44,39 +45,65 @@ def index(data: Path, out: Path, rows: int | None, shard_rows: int) -> None:
     rows = min(rows or total, total)
     op = MinHashDedup()
     op.layout  # the band optimiser (datasketch import) is not part of the per-row cost
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    parts = []
-    for start in range(0, rows, shard_rows):
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    wall, cpu, size = time.perf_counter(), cpu_seconds(), 0
+    for k, start in enumerate(range(0, rows, shard_rows)):
         shard = pl.scan_parquet(data).slice(start, min(shard_rows, rows - start)).collect()
-        parts.append(op.index(shard))
-        done = start + len(shard)
-        print(f"  {done:,} rows: {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU", flush=True)
-        del shard
-    table = pl.concat(parts)
+        part = op.index(shard)
+        size += part.estimated_size()
+        part.write_parquet(out / f"{k:05d}.parquet", compression="lz4", statistics=False)  # as the shard cache
+        print(f"  {start + len(shard):,} rows: {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU",
+              flush=True)
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    table.write_parquet(out)
+    disk = sum(f.stat().st_size for f in out.glob("*.parquet"))
     print(f"index | {rows:,} rows | {wall:.0f} s wall | {cpu:.0f} s CPU | {cpu / rows * 1e5:.1f} CPU s per 100k rows | "
-          f"peak RSS {peak_rss_gib():.2f} GiB | {table.estimated_size() / rows:.0f} bytes/row in memory | "
-          f"{out.stat().st_size / rows:.0f} bytes/row as Parquet")
+          f"peak RSS {peak_rss_gib():.2f} GiB | {size / rows:.0f} bytes/row in memory | {disk / rows:.0f} on disk")
 
 
-def decide(saved: Path, copies: int) -> None:
-    table = pl.read_parquet(saved)
-    bands = [c for c in table.columns if c.startswith(BAND)]
+def copied(folder: Path, copies: int) -> Path:
+    """A folder with `copies` re-keyed copies of every index file in `folder`."""
+    out = folder.with_name(f"{folder.name}-x{copies}")
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
     salts = np.random.default_rng(0).integers(1, 2**63, size=copies, dtype=np.uint64)
-    table = pl.concat([table.with_columns(pl.format("{}~{}", "id", pl.lit(k)).alias("id") if k else pl.col("id"),
-                                          *[(pl.col(b) ^ pl.lit(salts[k], dtype=pl.UInt64)) if k else pl.col(b)
-                                            for b in bands])
-                       for k in range(copies)])
-    op = MinHashDedup()
+    for k in range(copies):
+        for f in sorted(folder.glob("*.parquet")):
+            table = pl.read_parquet(f)
+            bands = [c for c in table.columns if c.startswith(BAND)]
+            table.with_columns(pl.format("{}~{}", "id", pl.lit(k)).alias("id"),
+                               *[pl.col(b) ^ pl.lit(salts[k], dtype=pl.UInt64) for b in bands]) \
+                .write_parquet(out / f"{k:03d}-{f.name}", compression="lz4", statistics=False)
+    return out
+
+
+def decide(folder: Path, tasks: int, copies: int, truth: Path | None) -> None:
+    if copies > 1:
+        folder = copied(folder, copies)
+    files = sorted(folder.glob("*.parquet"))
+    scan = pl.concat([pl.scan_parquet(f) for f in files])
+    rows = scan.select(pl.len()).collect().item()
+    op = MinHashDedup(decide_tasks=tasks)
     op.layout
-    before = peak_rss_gib()
+    parts, total_wall, total_cpu = [], time.perf_counter(), cpu_seconds()
+    for k in range(op.partitions()):
+        wall, cpu = time.perf_counter(), cpu_seconds()
+        parts.append(op.decide_part(scan, k))
+        print(f"  decide part {k}: {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU, "
+              f"{len(parts[-1]):,} rows in its clusters' table, peak RSS {peak_rss_gib():.2f} GiB", flush=True)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    decision = op.decide(table)
-    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    print(f"decide | {len(table):,} rows ({copies} x {len(table) // copies:,}) | {wall:.0f} s wall | {cpu:.0f} s CPU | "
-          f"{cpu / len(table) * 1e5:.1f} CPU s per 100k rows | peak RSS {peak_rss_gib():.2f} GiB "
-          f"(index loaded: {before:.2f}) | removed {len(decision.drops):,}")
+    decision = op.combine(scan, parts)
+    print(f"  combine: {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU, peak RSS "
+          f"{peak_rss_gib():.2f} GiB", flush=True)
+    wall, cpu = time.perf_counter() - total_wall, cpu_seconds() - total_cpu
+    print(f"decide | {rows:,} rows | {op.partitions()} task(s) | {wall:.0f} s wall | {cpu:.0f} s CPU | "
+          f"{cpu / rows * 1e5:.1f} CPU s per 100k rows | peak RSS {peak_rss_gib():.2f} GiB | "
+          f"removed {len(decision.drops):,}")
+    if truth is not None:
+        bases = pl.scan_parquet(truth).select("id", "base")
+        kept = scan.select("id").join(decision.drops.lazy(), on="id", how="anti")
+        print(f"kept {kept.select(pl.len()).collect().item():,} rows for "
+              f"{bases.select(pl.col('base').n_unique()).collect().item():,} distinct bases")
 
 
 def main() -> None:
@@ -84,17 +111,19 @@ def main() -> None:
     sub = parser.add_subparsers(dest="step", required=True)
     p = sub.add_parser("index")
     p.add_argument("data", type=Path)
-    p.add_argument("out", type=Path)
+    p.add_argument("out", type=Path, help="a folder: one index file per shard")
     p.add_argument("--rows", type=int, help="only the first N rows")
     p.add_argument("--shard-rows", type=int, default=50_000)
     p = sub.add_parser("decide")
-    p.add_argument("saved", type=Path)
+    p.add_argument("folder", type=Path)
+    p.add_argument("--tasks", type=int, default=MinHashDedup.Params().decide_tasks)
     p.add_argument("--copies", type=int, default=1)
+    p.add_argument("--truth", type=Path)
     args = parser.parse_args()
     if args.step == "index":
         index(args.data, args.out, args.rows, args.shard_rows)
     else:
-        decide(args.saved, args.copies)
+        decide(args.folder, args.tasks, args.copies, args.truth)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from operators.clean.normalize import for_matching
 from operators.registry import register
 
 _SEP = "\x1f"  # joins key fields so ("ab", "c") and ("a", "bc") differ
+PARTITIONS = 8  # decide tasks, each over the keys whose first hex digit is its own (mod 8)
 
 
 def content_hash(texts: pl.Series) -> pl.Series:
@@ -44,11 +45,20 @@ class ExactDedup(GlobalOperator):
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         return cluster_stats(kept, rejected, "duplicate")
 
-    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
-        """The first row of each key (in input order) survives; the others name it in `detail`."""
+    def partitions(self) -> int:
+        return PARTITIONS
+
+    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
+        """The duplicates among the rows whose key hash starts with this part's hex digits: the first row of
+        each key (in input order) survives; the others name it in `detail`."""
+        digit = pl.col("key").str.slice(0, 1).str.to_integer(base=16)
+        mine = index.select("id", "key").filter(digit % PARTITIONS == part).collect()
         survivor = pl.col("id").first().over("key")
-        dupes = index.with_columns(survivor.alias("survivor")).filter(pl.col("id") != pl.col("survivor"))
+        dupes = mine.with_columns(survivor.alias("survivor")).filter(pl.col("id") != pl.col("survivor"))
         return self.drops(dupes, "duplicate", pl.col("survivor"))
+
+    def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> pl.DataFrame:
+        return pl.concat(parts)
 
 
 def cluster_stats(kept: pl.LazyFrame, rejected: pl.LazyFrame, reason: str) -> dict:

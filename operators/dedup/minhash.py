@@ -1,16 +1,20 @@
-"""Near-duplicate dedup: MinHash signatures, LSH band buckets, optional signature verification, union-find.
+"""Near-duplicate dedup: MinHash signatures, LSH band buckets, verified candidates, union-find clusters.
 
-Stages (the engine runs `index` per shard and `decide` once):
-  index:  key fields -> normalised text -> n-gram hashes -> MinHash signature (rensa) -> one hash per band
-  decide: rows sharing a band hash are candidates (each linked to the bucket's smallest id) -> optionally
-          (verify) candidates whose full signatures agree on fewer than `threshold` of positions are dropped
-          -> (jaccard) candidates whose exact Jaccard of shingle sets is below `threshold` are dropped
-          -> connected components -> one survivor per cluster; every other member is dropped naming it.
-Both verifications are off by default: on bench/dedup's labelled set they removed more true near-copies than
-false candidates (signatures: F1 0.848 with, 0.863 without, at 128 permutations; exact Jaccard: precision
-1.000, F1 0.855 against 0.874), and they cost num_perm x 4 bytes, or ~8 bytes a shingle, per row of index.
-Clusters do not depend on shard order (buckets are anchored by id); the survivor is the first row in input
-order, or the highest `score_column` with ties going to the smallest id.
+Stages (the engine runs `index` per shard, `decide_part` as `decide_tasks` tasks, `combine` in the driver):
+  index:       key fields -> normalised text -> n-gram hashes -> MinHash signature (rensa) -> one hash per
+               band, and the row's sketch (its smallest distinct shingle hashes) for verification
+  decide_part: over a lazy scan of every shard's index, band by band (one band in memory at a time): rows
+               sharing a band hash are candidates (each linked to the bucket's first row, then to the row
+               before it, in id order); a candidate pair whose rows are not yet in one cluster is verified (Jaccard of the
+               sketches >= threshold, or containment >= containment) and, if it passes, joins their clusters.
+               Returns row -> cluster root for the rows in clusters (at most one row per input row).
+  combine:     the parts' clusters joined (connected components), one survivor per cluster; every other
+               member is dropped naming it. The driver holds a label per row and the ids of clustered rows,
+               never the index.
+Skipping pairs that are already joined changes no cluster (a cluster is a connected component of the
+verified pairs either way), so the clusters are the same with 1 or N decide tasks, and they do not depend on
+shard order (ids order the buckets, and the survivor is the first row in input order, or the highest
+`score_column` with ties going to the smallest id).
 
 Incremental: `decide` publishes the index of the surviving rows as the side table `index` (a release's
 tables/<stage>.index.parquet). A later run given it as `against` (the file, or the release folder) puts
@@ -47,7 +51,7 @@ SHINGLES = "shingles"  # index column: distinct shingles; 0 means the key was em
 SCORE = "keep_score"
 REFERENCE = "reference"  # index column set on rows of an earlier release (see `clusters`)
 BAND = "band"  # band columns are named band<b>:<settings>
-_VERIFY_CHUNK = 65_536  # candidate pairs compared at a time (bounds memory to ~2 x chunk x num_perm x 4 B)
+_VERIFY_CHUNK = 16_384  # candidate pairs compared at a time (~16 arrays of chunk x sketch entries, 8 B each)
 _BAND_MULTIPLIERS = np.array(
     [int.from_bytes(hashlib.blake2b(f"sluice-band-{k}".encode(), digest_size=8).digest(), "little") | 1
      for k in range(1024)], dtype=np.uint64)
@@ -100,29 +104,40 @@ def sorted_unique(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def overlap(values: np.ndarray, offsets: np.ndarray, sizes: np.ndarray, size: int, src: np.ndarray,
             dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Jaccard similarity and containment (shared shingles over the smaller row's) of the pairs (src, dst),
-    from the rows' sketches (`values[offsets[i]:offsets[i + 1]]`) and distinct-shingle counts (`sizes`).
+    from the rows' sorted sketches (`values[offsets[i]:offsets[i + 1]]`) and distinct-shingle counts (`sizes`).
 
     Exact when both rows have at most `size` distinct shingles; otherwise the bottom-k estimate: the share of
     the `size` smallest hashes of the two sketches' union that both rows have (a hash among the union's
-    `size` smallest is in a row's set exactly when it is in the row's sketch)."""
+    `size` smallest is in a row's set exactly when it is in the row's sketch). Each dst hash is looked up
+    among the src hashes of its pair by binary search (the keys are sorted by pair, then hash: no sort)."""
     n, offsets = len(src), offsets.astype(np.int64)
-    pair = np.arange(n, dtype=np.uint64)
-    keys = []
-    for side in (src, dst):
-        length = offsets[side + 1] - offsets[side]
-        start = np.repeat(offsets[side] - (np.cumsum(length) - length), length)
-        hashes = values[start + np.arange(length.sum())].astype(np.uint64)
-        keys.append((np.repeat(pair, length) << np.uint64(32)) | hashes)
-    unique, counts = sorted_unique(np.concatenate(keys))
-    owner = (unique >> np.uint64(32)).astype(np.int64)
-    union = np.bincount(owner, minlength=n)
+    (a, a_len), (b, b_len) = (_pair_keys(values, offsets, side) for side in (src, dst))
+    found = np.searchsorted(a, b)
+    hit = a[np.minimum(found, len(a) - 1)] == b if len(a) else np.zeros(len(b), dtype=bool)
+    owner = np.repeat(np.arange(n), b_len)
+    b_start, a_start = np.cumsum(b_len) - b_len, np.cumsum(a_len) - a_len
+    hits_before = np.cumsum(hit) - hit
+    hits_before -= np.repeat(hits_before[b_start[b_len > 0]], b_len[b_len > 0]) if len(b) else 0
+    # a shared hash's rank in the pair's union: the src hashes below it, the dst hashes below it, less the
+    # shared ones below it (counted twice)
+    rank = (found - a_start[owner]) + (np.arange(len(b)) - b_start[owner]) - hits_before
+    shared_all = np.bincount(owner[hit], minlength=n)
+    union = a_len + b_len - shared_all
     complete = (sizes[src] <= size) & (sizes[dst] <= size)
     considered = np.where(complete, union, np.minimum(union, size))
-    rank = np.arange(len(unique)) - (np.cumsum(union) - union)[owner]
-    shared = np.bincount(owner[(rank < considered[owner]) & (counts == 2)], minlength=n)
+    shared = np.bincount(owner[hit & (rank < considered[owner])], minlength=n)
     jaccard = shared / np.maximum(considered, 1)
     common = jaccard * (sizes[src] + sizes[dst]) / (1 + jaccard)
     return jaccard, common / np.maximum(np.minimum(sizes[src], sizes[dst]), 1)
+
+
+def _pair_keys(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pair << 32) | hash for every sketch hash of each pair's row (sorted: pairs in order, sketches
+    sorted), and each pair's sketch length."""
+    length = offsets[rows + 1] - offsets[rows]
+    start = np.repeat(offsets[rows] - (np.cumsum(length) - length), length)
+    hashes = values[start + np.arange(length.sum())].astype(np.uint64)
+    return (np.repeat(np.arange(len(rows), dtype=np.uint64), length) << np.uint64(32)) | hashes, length
 
 
 def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -161,6 +176,9 @@ class MinHashDedup(GlobalOperator):
                             "jaccard verification (4 bytes each; rows with more are compared by bottom-k estimate)")
         verify: bool = Field(default=False, description="drop candidates whose full signatures agree on fewer than "
                              "threshold of positions (fewer false positives, lower recall; stores the signatures)")
+        decide_tasks: int = Field(default=1, ge=1, le=256, description="tasks the clustering runs in, each over "
+                                  "some of the bands (a cluster runs them in parallel; each verifies the candidates "
+                                  "of its own bands, so on heavily duplicated data the CPU grows with the tasks)")
         keep: Literal["first", "score"] = Field(default="first", description="survivor: first in input order, "
                                                 "or highest score_column (ties: smallest id)")
         score_column: str | None = Field(default=None, description="numeric column used by keep=score")
@@ -249,16 +267,32 @@ class MinHashDedup(GlobalOperator):
             columns[SCORE] = batch[p.score_column].cast(pl.Float64)
         return pl.DataFrame(columns)
 
-    # --- once ------------------------------------------------------------------------------------------
+    # --- decide: in partitions (tasks), then combined -----------------------------------------------------
 
-    def decide(self, index: pl.DataFrame) -> Decision:
+    def partitions(self) -> int:
+        """`decide_tasks` tasks (the bands are dealt out round-robin), at most one per band."""
+        return min(self.params.decide_tasks, self.layout[0])
+
+    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
+        """The clusters the candidates of this part's bands form once verified: `row` (a position in the
+        table of reference rows, then the index) and `root` (its cluster's first row), for every row that
+        is not its own root."""
+        return _forest(self._linked(self._table(index, self.reference()), self.band_columns[part::self.partitions()]))
+
+    def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> Decision:
         """Every row that is not its cluster's survivor, with the survivor's id as detail; the survivors'
-        index as the side table `index`."""
-        return self.decision(index, self.clusters(index, self.reference()))
+        index as the side table `index` (a lazy scan: the driver never holds it)."""
+        return self.decision(index, self.grouped(index, parts))
 
-    def decision(self, index: pl.DataFrame, clusters: pl.DataFrame) -> Decision:
+    def grouped(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> pl.DataFrame:
+        """id, cluster (the survivor's id), cluster_size, kept for the rows of `index` in clusters of 2 or
+        more, from the parts' tables."""
+        return self._clusters(self._table(index, self.reference()), parts)
+
+    def decision(self, index: pl.LazyFrame, clusters: pl.DataFrame) -> Decision:
         drops = self.duplicates(clusters)
-        kept = index.filter(clusters["kept"]).select("id", SHINGLES, *self.band_columns, *self.evidence)
+        kept = index.join(drops.lazy().select("id"), on="id", how="anti") \
+            .select("id", SHINGLES, *self.band_columns, *self.evidence)
         return Decision(drops, tables={"index": kept})
 
     def duplicates(self, clusters: pl.DataFrame) -> pl.DataFrame:
@@ -268,13 +302,118 @@ class MinHashDedup(GlobalOperator):
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         return cluster_stats(kept, rejected, "near_duplicate")
 
-    def reference(self) -> pl.DataFrame | None:
-        """The index of the `against` releases (None without any)."""
+    def clusters(self, index: pl.DataFrame | pl.LazyFrame, reference: pl.DataFrame | None = None) -> pl.DataFrame:
+        """id -> cluster (the survivor's id), cluster_size and kept (is it the survivor), for every row of
+        `index`, in input order (all partitions run here, one after another).
+
+        `reference` is the index of an earlier release (same parameters): its rows join the clusters and
+        always survive, so a new row matching one is a duplicate of it (even under the same id); reference
+        rows are not returned."""
+        table = self._table(index.lazy(), reference.lazy() if reference is not None else None)
+        parts = [_forest(self._linked(table, self.band_columns[k::self.partitions()])) for k in range(self.partitions())]
+        return self.every_row(index.lazy(), self._clusters(table, parts))
+
+    @staticmethod
+    def every_row(index: pl.LazyFrame, clusters: pl.DataFrame) -> pl.DataFrame:
+        """`clusters` (rows in clusters of 2 or more) completed with every other row of `index` as its own
+        one-row cluster, in input order."""
+        return index.select("id").join(clusters.lazy(), on="id", how="left", maintain_order="left").select(
+            "id", pl.col("cluster").fill_null(pl.col("id")), pl.col("cluster_size").fill_null(1),
+            pl.col("kept").fill_null(True)).collect()
+
+    def _clusters(self, table: pl.LazyFrame, parts: list[pl.DataFrame]) -> pl.DataFrame:
+        """id, cluster (the survivor's id), cluster_size, kept for the rows of `table` (reference rows, then
+        the index) that are in a cluster of 2 or more, from the parts' forests; reference rows left out."""
+        rows = table.select(pl.len()).collect().item()
+        label = np.arange(rows, dtype=np.int64)
+        for forest in parts:
+            label = _merged(label, forest["row"].to_numpy(), forest["root"].to_numpy())
+        size = np.bincount(label, minlength=rows)
+        member = np.flatnonzero(size[label] > 1)
+        grouped = pl.DataFrame({"position": member, "component": label[member]}, schema={"position": pl.UInt32,
+                                                                                           "component": pl.Int64})
+        ranked = table.with_row_index("position").select("position", "id", REFERENCE, *(
+            [SCORE] if self.params.keep == "score" else [])).join(grouped.lazy(), on="position").sort("position")
+        order = self._survivor_order()
+        return ranked.with_columns(
+            pl.col("id").sort_by(order).first().over("component").alias("cluster"),
+            pl.len().over("component").cast(pl.Int64).alias("cluster_size"),
+            (pl.col("position") == pl.col("position").sort_by(order).first().over("component")).alias("kept"),
+        ).filter(~pl.col(REFERENCE)).select("id", "cluster", "cluster_size", "kept").collect()
+
+    def _linked(self, table: pl.LazyFrame, bands: list[str]) -> np.ndarray:
+        """A cluster label per row of `table`: band by band (each read alone, so memory holds the rows'
+        verification evidence and one band), candidate pairs (`bucket_pairs`) not yet in one cluster are
+        verified, and the verified ones join their clusters (union-find: a pair whose rows are already joined
+        through verified pairs is not compared again; the clusters are the same either way)."""
+        evidence = table.select(SHINGLES, *self.evidence).collect()
+        label = np.arange(len(evidence), dtype=np.int64)
+        similar = self._similarity(evidence)
+        del evidence  # `similar` keeps the arrays it needs
+        rank = table.select(pl.col("id").rank("ordinal")).collect().to_series().to_numpy()
+        by_id = np.argsort(rank, kind="stable")  # buckets are ordered by id: shard order changes nothing
+        for band in bands:
+            for src, dst in bucket_pairs(table.select(band).collect().to_series(), by_id):
+                apart = label[src] != label[dst]
+                src, dst = src[apart], dst[apart]
+                if similar is not None and len(src):
+                    keep = similar(src, dst)
+                    src, dst = src[keep], dst[keep]
+                if len(src):
+                    label = _merged(label, src, dst)
+        return label
+
+    def _similarity(self, table: pl.DataFrame):
+        """A function (src, dst) -> which pairs pass the verifications that are on (None: every pair)."""
+        p = self.params
+        checks = []
+        if p.verify:
+            sig = table[SIGNATURE].to_numpy()
+            checks.append(lambda s, d: (sig[s] == sig[d]).mean(axis=1) >= p.threshold)
+        if p.jaccard:
+            sketch = table[SKETCH].rechunk().to_arrow()  # one copy; the arrays below share its buffers
+            values, offsets = sketch.values.to_numpy(zero_copy_only=False), sketch.offsets.to_numpy()
+            sizes = table[SHINGLES].to_numpy().astype(np.int64)
+
+            def sketched(s: np.ndarray, d: np.ndarray) -> np.ndarray:
+                jaccard, contained = overlap(values, offsets, sizes, p.sketch, s, d)
+                return (jaccard >= p.threshold) | (contained >= (p.containment or 2.0))
+            checks.append(sketched)
+        if not checks:
+            return None
+
+        def similar(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+            keep = np.ones(len(src), dtype=bool)
+            for start in range(0, len(src), _VERIFY_CHUNK):
+                part = slice(start, start + _VERIFY_CHUNK)
+                for check in checks:
+                    keep[part] &= check(src[part], dst[part])
+            return keep
+        return similar
+
+    def _survivor_order(self) -> list[pl.Expr]:
+        first = [pl.col(REFERENCE).not_()]  # an earlier release's row always survives
+        if self.params.keep == "score":
+            return first + [pl.col(SCORE).fill_nan(None).fill_null(float("-inf")).neg(), pl.col("id")]
+        return first + [pl.col("position")]
+
+    def reference(self) -> pl.LazyFrame | None:
+        """The index of the `against` releases, as a lazy scan (None without any)."""
         files = [f for path in self.params.against for f in self._index_files(Path(path))]
         if not files:
             return None
         columns = ["id", SHINGLES, *self.band_columns, *self.evidence]
-        return pl.concat([pl.read_parquet(f, columns=columns) for f in files])
+        return pl.concat([pl.scan_parquet(f).select(columns) for f in files])
+
+    def _table(self, index: pl.LazyFrame, reference: pl.LazyFrame | None) -> pl.LazyFrame:
+        """The rows decisions are over: the reference rows (flagged), then the index."""
+        self._check_index(index.collect_schema(), "the index")
+        index = index.with_columns(pl.lit(False).alias(REFERENCE))
+        if reference is None:
+            return index
+        self._check_index(reference.collect_schema(), "the reference index")
+        reference = reference.select("id", SHINGLES, *self.band_columns, *self.evidence)
+        return pl.concat([reference.with_columns(pl.lit(True).alias(REFERENCE)), index], how="diagonal_relaxed")
 
     def _index_files(self, path: Path) -> list[Path]:
         """The index files of `path` (a file, or a release folder's tables/*.index.parquet) built with this
@@ -293,49 +432,9 @@ class MinHashDedup(GlobalOperator):
             raise ConfigError("; ".join(f"{f}: {self._index_problem(_schema(f))}" for f in found))
         return usable
 
-    def clusters(self, index: pl.DataFrame, reference: pl.DataFrame | None = None) -> pl.DataFrame:
-        """id -> cluster (the survivor's id), cluster_size and kept (is it the survivor), for every row of
-        `index`, in input order.
 
-        `reference` is the index of an earlier release (same parameters): its rows join the clusters and
-        always survive, so a new row matching one is a duplicate of it (even under the same id); reference
-        rows are not returned."""
-        table = self._with_reference(index, reference)
-        edges = self._candidate_pairs(table)
-        if self.params.verify and len(edges):
-            edges = self._verified(table, edges)
-        if self.params.jaccard and len(edges):
-            edges = self._similar(table, edges)
-        n = len(table)
-        graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges["src"].to_numpy(), edges["dst"].to_numpy())),
-                           shape=(n, n))
-        _, component = connected_components(graph, directed=False)
-        ranked = table.select("id", REFERENCE, *([SCORE] if SCORE in table.columns else [])).with_columns(
-            pl.int_range(n).alias("position"), pl.Series("component", component))
-        order = self._survivor_order()
-        result = ranked.with_columns(
-            pl.col("id").sort_by(order).first().over("component").alias("cluster"),
-            pl.len().over("component").cast(pl.Int64).alias("cluster_size"),
-            (pl.col("position") == pl.col("position").sort_by(order).first().over("component")).alias("kept"))
-        return result.filter(~pl.col(REFERENCE)).select("id", "cluster", "cluster_size", "kept")
-
-    def _survivor_order(self) -> list[pl.Expr]:
-        first = [pl.col(REFERENCE).not_()]  # an earlier release's row always survives
-        if self.params.keep == "score":
-            return first + [pl.col(SCORE).fill_nan(None).fill_null(float("-inf")).neg(), pl.col("id")]
-        return first + [pl.col("position")]
-
-    def _with_reference(self, index: pl.DataFrame, reference: pl.DataFrame | None) -> pl.DataFrame:
-        self._check_index(index, "the index")
-        index = index.with_columns(pl.lit(False).alias(REFERENCE))
-        if reference is None:
-            return index
-        self._check_index(reference, "the reference index")
-        reference = reference.select("id", SHINGLES, *self.band_columns, *self.evidence)
-        return pl.concat([reference.with_columns(pl.lit(True).alias(REFERENCE)), index], how="diagonal_relaxed")
-
-    def _check_index(self, table: pl.DataFrame, what: str) -> None:
-        if problem := self._index_problem(table.schema):
+    def _check_index(self, schema: pl.Schema, what: str) -> None:
+        if problem := self._index_problem(schema):
             raise ConfigError(f"{what}: {problem}")
 
     def _index_problem(self, schema: pl.Schema) -> str | None:
@@ -352,49 +451,38 @@ class MinHashDedup(GlobalOperator):
         return (f"not a MinHash index for {self.settings}{' with ' + ', '.join(self.evidence) if self.evidence else ''} "
                 f"(missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); rebuild it with these settings")
 
-    def _candidate_pairs(self, table: pl.DataFrame) -> pl.DataFrame:
-        """(src, dst) row positions, src > dst: in each band bucket, every row linked to the bucket's smallest
-        id and to the next smaller id (so a verified chain can still join a row whose anchor is too far)."""
-        rows = table.select(pl.col("id").rank("ordinal").alias("rank"), *self.band_columns) \
-            .with_row_index("src")
-        pairs = pl.DataFrame(schema={"src": pl.UInt32, "dst": pl.UInt32})
-        for band in self.band_columns:
-            bucket = rows.select("src", "rank", band).filter(pl.col(band).is_not_null() & (pl.len().over(band) > 1)) \
-                .sort(band, "rank")
-            linked = bucket.select(pl.col("src"), pl.col("src").first().over(band).alias("anchor"),
-                                   pl.col("src").shift(1).over(band).alias("previous"))
-            found = pl.concat([linked.select("src", pl.col(end).alias("dst")) for end in ("anchor", "previous")])
-            found = found.filter(pl.col("dst").is_not_null() & (pl.col("src") != pl.col("dst"))).select(
-                pl.max_horizontal("src", "dst").alias("src"), pl.min_horizontal("src", "dst").alias("dst"))
-            pairs = pl.concat([pairs, found]).unique()  # unique per band: most bands repeat the same pairs
-        return pairs.sort("src", "dst").cast(pl.Int64)
 
-    def _similar(self, table: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
-        """Keep the pairs whose shingle sets have a Jaccard similarity of at least `threshold` (or a containment
-        of at least `containment`), compared by their sketches, a chunk of pairs at a time."""
-        p = self.params
-        values = table[SKETCH].to_arrow().flatten().to_numpy(zero_copy_only=False)
-        lengths = table[SKETCH].list.len().to_numpy().astype(np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        sizes = table[SHINGLES].to_numpy().astype(np.int64)
-        src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()
-        keep = np.zeros(len(edges), dtype=bool)
-        for start in range(0, len(edges), _VERIFY_CHUNK):
-            part = slice(start, start + _VERIFY_CHUNK)
-            jaccard, contained = overlap(values, offsets, sizes, p.sketch, src[part], dst[part])
-            keep[part] = (jaccard >= p.threshold) | (contained >= (p.containment or 2.0))
-        return edges.filter(pl.Series(keep))
 
-    def _verified(self, table: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
-        """Keep the pairs whose signatures agree on at least `threshold` of their positions."""
-        sig = table[SIGNATURE].to_numpy()
-        src, dst = edges["src"].to_numpy(), edges["dst"].to_numpy()
-        keep = np.zeros(len(edges), dtype=bool)
-        for start in range(0, len(edges), _VERIFY_CHUNK):
-            part = slice(start, start + _VERIFY_CHUNK)
-            keep[part] = (sig[src[part]] == sig[dst[part]]).mean(axis=1) >= self.params.threshold
-        return edges.filter(pl.Series(keep))
+def bucket_pairs(hashes: pl.Series, order: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """Candidate pairs (src, dst) of one band, as row positions: in each bucket (the rows sharing a band hash,
+    taken in `order`, e.g. by id), every row paired with the bucket's first row, and (second) with the row
+    before it, so a verified chain can still join a row whose first row is too far from it."""
+    position = order[hashes.is_not_null().to_numpy()[order]]
+    values = hashes.fill_null(0).to_numpy()[position]
+    ranked = np.argsort(values, kind="stable")  # stable: each bucket keeps `order`
+    values, position = values[ranked], position[ranked]
+    first = np.concatenate([[True], values[1:] != values[:-1]]) if len(values) else np.zeros(0, dtype=bool)
+    anchor = position[first][np.cumsum(first) - 1]
+    later = np.flatnonzero(~first)
+    third_on = later[~first[later - 1]]  # rows whose previous row is not the bucket's first
+    return (position[later], anchor[later]), (position[third_on], position[third_on - 1])
 
+
+def _merged(label: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Cluster labels after joining the clusters of each pair (src[i], dst[i])."""
+    n = len(label)
+    graph = coo_matrix((np.ones(len(src), dtype=np.int8), (label[src], label[dst])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    return component[label]
+
+
+def _forest(label: np.ndarray) -> pl.DataFrame:
+    """row -> root (the smallest row with its label) for every row that is not its own root."""
+    root_of = np.full(len(label), len(label), dtype=np.int64)
+    np.minimum.at(root_of, label, np.arange(len(label)))
+    root = root_of[label]
+    rows = np.flatnonzero(root != np.arange(len(label)))
+    return pl.DataFrame({"row": rows, "root": root[rows]}, schema={"row": pl.UInt32, "root": pl.UInt32})
 
 def _schema(path: Path) -> pl.Schema:
     try:

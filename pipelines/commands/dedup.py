@@ -77,15 +77,27 @@ def add_command(commands: argparse._SubParsersAction) -> None:
 
 
 class _Recording(MinHashDedup):
-    """MinHashDedup that keeps its index and clusters for the command's extra outputs."""
+    """MinHashDedup that writes the command's extra outputs while the index is at hand: the clusters of every
+    row (--clusters) and the survivors' index (--save-index); it keeps a summary line for the end."""
 
-    index_table: pl.DataFrame | None = None
-    cluster_table: pl.DataFrame | None = None
+    clusters_to: Path | None = None
+    index_to: Path | None = None
+    notes: list[str] = []
 
-    def decide(self, index: pl.DataFrame) -> Decision:
-        self.index_table = index
-        self.cluster_table = self.clusters(index, self.reference())
-        return self.decision(index, self.cluster_table)
+    def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> Decision:
+        clusters = self.grouped(index, parts)
+        decision = self.decision(index, clusters)
+        empty = index.filter(pl.col("shingles") == 0).select(pl.len()).collect().item()
+        self.notes = [_summary(clusters, empty)]
+        if self.clusters_to:
+            every = self.every_row(index, clusters)
+            write_table(every, self.clusters_to)
+            self.notes.append(f"wrote {len(every):,} cluster assignments -> {self.clusters_to}")
+        if self.index_to:
+            write_table(decision.tables["index"], self.index_to)
+            rows = pl.scan_parquet(self.index_to).select(pl.len()).collect().item()
+            self.notes.append(f"wrote the index of the {rows:,} surviving rows -> {self.index_to}")
+        return decision
 
 
 def _dedup(args: argparse.Namespace) -> int:
@@ -110,17 +122,10 @@ def _dedup(args: argparse.Namespace) -> int:
         score_column=args.keep_by, against=[str(a) for a in args.against]))
     if args.save_index and not args.save_index.name.endswith(".parquet"):
         raise ConfigError(f"{args.save_index}: --save-index writes Parquet; end the name in .parquet")
-    outcome = run_job(args, [op], fields=required)
-    clusters = op.cluster_table
-    if clusters is not None:
-        _summary(clusters, op.index_table)
-        if args.clusters:
-            write_table(clusters, args.clusters)
-            print(f"wrote {len(clusters):,} cluster assignments -> {args.clusters}")
-        if args.save_index:
-            index = outcome.tables[f"{op.name}.index"]
-            write_table(index, args.save_index)
-            print(f"wrote the index of the {len(index):,} surviving rows -> {args.save_index}")
+    op.clusters_to, op.index_to = args.clusters, args.save_index
+    run_job(args, [op], fields=required)
+    for note in op.notes:
+        print(note)
     return 0
 
 
@@ -134,11 +139,11 @@ def options_error(build: Callable[[], T]) -> T:
         raise ConfigError("; ".join(problems)) from None
 
 
-def _summary(clusters: pl.DataFrame, index: pl.DataFrame) -> None:
-    multi = clusters.filter(pl.col("cluster_size") > 1)
-    empty = int((index["shingles"] == 0).sum())
-    earlier = clusters.filter(~pl.col("kept") & ~pl.col("cluster").is_in(clusters["id"].implode())).height
-    print(f"\nnear-duplicate clusters: {multi['cluster'].n_unique():,} ({len(multi):,} rows, the largest "
-          f"{multi['cluster_size'].max() or 0:,})"
-          + (f"; {earlier:,} rows duplicate a row of an earlier release" if earlier else "")
-          + (f"; {empty:,} rows with an empty key kept as they are" if empty else ""))
+def _summary(clusters: pl.DataFrame, empty: int) -> str:
+    """One line about the clusters (rows in clusters of 2 or more) and the rows with an empty key."""
+    ids = clusters["id"].implode()
+    earlier = clusters.filter(~pl.col("kept") & ~pl.col("cluster").is_in(ids)).height
+    return (f"\nnear-duplicate clusters: {clusters['cluster'].n_unique():,} ({len(clusters):,} rows, the largest "
+            f"{clusters['cluster_size'].max() or 0:,})"
+            + (f"; {earlier:,} rows duplicate a row of an earlier release" if earlier else "")
+            + (f"; {empty:,} rows with an empty key kept as they are" if empty else ""))
