@@ -51,6 +51,8 @@ SHINGLES = "shingles"  # index column: distinct shingles; 0 means the key was em
 SCORE = "keep_score"
 REFERENCE = "reference"  # index column set on rows of an earlier release (see `clusters`)
 BAND = "band"  # band columns are named band<b>:<settings>
+_INDEX_CHUNK = 8_192  # rows indexed at a time
+_SIGNATURE_CHUNK = 4_096  # rows hashed at a time (their signatures pass through Python lists: ~5 MB a chunk)
 _VERIFY_CHUNK = 16_384  # candidate pairs compared at a time (~16 arrays of chunk x sketch entries, 8 B each)
 _BAND_MULTIPLIERS = np.array(
     [int.from_bytes(hashlib.blake2b(f"sluice-band-{k}".encode(), digest_size=8).digest(), "little") | 1
@@ -68,12 +70,15 @@ def band_layout(threshold: float, num_perm: int) -> tuple[int, int]:
 def signatures(shingles: Shingles, num_perm: int, seed: int) -> np.ndarray:
     """MinHash signatures (rows x num_perm, uint32) of rows with at least one shingle; others are all zero."""
     counts = shingles.counts()
-    keyed = counts > 0
+    keyed = np.flatnonzero(counts > 0)
     out = np.zeros((len(counts), num_perm), dtype=np.uint32)
-    if keyed.any():
-        offsets = np.concatenate([[0], np.cumsum(counts[keyed])]).astype(np.uint64)
-        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(shingles.hashes, offsets, num_perm, seed)
-        out[keyed] = np.array(matrix.to_rows(), dtype=np.uint32).reshape(-1, num_perm)
+    for start in range(0, len(keyed), _SIGNATURE_CHUNK):  # rensa hands rows back as Python lists: a few at a time
+        rows = keyed[start: start + _SIGNATURE_CHUNK]
+        first, last = shingles.offsets[rows[0]], shingles.offsets[rows[-1] + 1]
+        offsets = np.concatenate([[0], np.cumsum(counts[rows])]).astype(np.uint64)
+        matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(
+            np.ascontiguousarray(shingles.hashes[first:last]), offsets, num_perm, seed)
+        out[rows] = np.array(matrix.to_rows(), dtype=np.uint32).reshape(-1, num_perm)
     return out
 
 
@@ -249,7 +254,14 @@ class MinHashDedup(GlobalOperator):
     # --- per shard -------------------------------------------------------------------------------------
 
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
-        """id, shingle count, one hash per band, the signature (if verify) and the keep score (if any)."""
+        """id, shingle count, one hash per band, the sketch (if jaccard), the signature (if verify) and the
+        keep score (if any); a few thousand rows at a time (the token and n-gram arrays are ~8 B a token each)."""
+        if len(batch) > _INDEX_CHUNK:
+            return pl.concat([self._index(batch.slice(start, _INDEX_CHUNK))
+                              for start in range(0, len(batch), _INDEX_CHUNK)])
+        return self._index(batch)
+
+    def _index(self, batch: pl.DataFrame) -> pl.DataFrame:
         p = self.params
         shingles = shingle(key_text(batch, p.fields), p.ngram, p.unit)
         sig = signatures(shingles, p.num_perm, p.seed)
@@ -346,11 +358,9 @@ class MinHashDedup(GlobalOperator):
         verification evidence and one band), candidate pairs (`bucket_pairs`) not yet in one cluster are
         verified, and the verified ones join their clusters (union-find: a pair whose rows are already joined
         through verified pairs is not compared again; the clusters are the same either way)."""
-        evidence = table.select(SHINGLES, *self.evidence).collect()
-        label = np.arange(len(evidence), dtype=np.int64)
-        similar = self._similarity(evidence)
-        del evidence  # `similar` keeps the arrays it needs
+        similar = self._similarity(table)
         rank = table.select(pl.col("id").rank("ordinal")).collect().to_series().to_numpy()
+        label = np.arange(len(rank), dtype=np.int64)
         by_id = np.argsort(rank, kind="stable")  # buckets are ordered by id: shard order changes nothing
         for band in bands:
             for src, dst in bucket_pairs(table.select(band).collect().to_series(), by_id):
@@ -363,17 +373,15 @@ class MinHashDedup(GlobalOperator):
                     label = _merged(label, src, dst)
         return label
 
-    def _similarity(self, table: pl.DataFrame):
+    def _similarity(self, table: pl.LazyFrame):
         """A function (src, dst) -> which pairs pass the verifications that are on (None: every pair)."""
         p = self.params
         checks = []
         if p.verify:
-            sig = table[SIGNATURE].to_numpy()
+            sig = table.select(SIGNATURE).collect().to_series().to_numpy()
             checks.append(lambda s, d: (sig[s] == sig[d]).mean(axis=1) >= p.threshold)
         if p.jaccard:
-            sketch = table[SKETCH].rechunk().to_arrow()  # one copy; the arrays below share its buffers
-            values, offsets = sketch.values.to_numpy(zero_copy_only=False), sketch.offsets.to_numpy()
-            sizes = table[SHINGLES].to_numpy().astype(np.int64)
+            values, offsets, sizes = sketch_arrays(table)
 
             def sketched(s: np.ndarray, d: np.ndarray) -> np.ndarray:
                 jaccard, contained = overlap(values, offsets, sizes, p.sketch, s, d)
@@ -466,6 +474,19 @@ def bucket_pairs(hashes: pl.Series, order: np.ndarray) -> tuple[tuple[np.ndarray
     later = np.flatnonzero(~first)
     third_on = later[~first[later - 1]]  # rows whose previous row is not the bucket's first
     return (position[later], anchor[later]), (position[third_on], position[third_on - 1])
+
+
+def sketch_arrays(table: pl.LazyFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every row's sketch as one flat array with row offsets, and its distinct-shingle count; filled batch by
+    batch (memory: the arrays and one batch, not a second copy of the column)."""
+    counts = table.select(pl.col(SKETCH).list.len().fill_null(0), SHINGLES).collect()
+    offsets = np.concatenate([[0], np.cumsum(counts[SKETCH].to_numpy(), dtype=np.int64)])
+    values, at = np.empty(offsets[-1], dtype=np.uint32), 0
+    for batch in table.select(SKETCH).collect_batches():
+        flat = batch[SKETCH].rechunk().to_arrow().flatten().to_numpy(zero_copy_only=False)
+        values[at: at + len(flat)] = flat
+        at += len(flat)
+    return values, offsets, counts[SHINGLES].to_numpy().astype(np.int64)
 
 
 def _merged(label: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
