@@ -290,3 +290,28 @@ def test_yaml_pipeline_stage_balances(write_config, tmp_path):
     rejects = pl.concat(outcome.rejects)
     kept_ids = pl.concat(outcome.shards)["id"].to_list()
     assert set(rejects["detail"]) <= set(kept_ids)
+
+
+def test_copies_that_only_match_their_original_join_its_cluster(alpaca, monkeypatch):
+    """Short rows and copies of each with one word replaced: a copy verifies against its original (bigram
+    Jaccard ~0.64) but not against another copy (~0.38). Rows left in small clusters after the first pass are
+    compared with every row of their buckets, so fewer copies are split off when the original is neither
+    their bucket's first row nor the row before them, and no cluster mixes two originals that did not before."""
+    texts = [r["instruction"].rstrip(".") for r in alpaca if len(r["instruction"].split()) == 10][:150]
+    rows = []
+    for k, text in enumerate(texts):
+        words = text.split()
+        rows.append({"id": f"z{k:03d}", "text": text})  # the original sorts after its copies
+        rows += [{"id": f"c{k:03d}-{i}", "text": " ".join(words[:i] + ["zebra"] + words[i + 1:])} for i in range(1, 9)]
+    frame = pl.DataFrame(rows)
+
+    def clusters() -> pl.DataFrame:
+        found = MinHashDedup().clusters(MinHashDedup().index(frame))
+        return found.with_columns(pl.col("id").str.slice(1, 3).alias("origin"))
+
+    with_pass = clusters()
+    monkeypatch.setattr("operators.dedup.minhash.SMALL_CLUSTER", 0)  # without the second pass
+    without = clusters()
+    mixed = lambda found: found.group_by("cluster").agg(pl.col("origin").n_unique()).filter(pl.col("origin") > 1)
+    assert with_pass["cluster"].n_unique() < without["cluster"].n_unique() - 5
+    assert len(mixed(with_pass)) == len(mixed(without)) <= 1  # two originals alike enough to be one cluster

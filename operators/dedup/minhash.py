@@ -7,6 +7,8 @@ Stages (the engine runs `index` per shard, `decide_part` as `decide_tasks` tasks
                sharing a band hash are candidates (each linked to the bucket's first row, then to the row
                before it, in id order); a candidate pair whose rows are not yet in one cluster is verified (Jaccard of the
                sketches >= threshold, or containment >= containment) and, if it passes, joins their clusters.
+               Then rows still in small clusters are compared with every row of their buckets (a copy that
+               matches only its original, which is neither its bucket's first row nor the row before it).
                Returns row -> cluster root for the rows in clusters (at most one row per input row).
   combine:     the parts' clusters joined (connected components), one survivor per cluster; every other
                member is dropped naming it. The driver holds a label per row and the ids of clustered rows,
@@ -51,6 +53,8 @@ SHINGLES = "shingles"  # index column: distinct shingles; 0 means the key was em
 SCORE = "keep_score"
 REFERENCE = "reference"  # index column set on rows of an earlier release (see `clusters`)
 BAND = "band"  # band columns are named band<b>:<settings>
+LONE_BUCKET = 64  # rows of small clusters after the first pass are compared with every row of buckets up to this size
+SMALL_CLUSTER = 4
 _INDEX_CHUNK = 8_192  # rows indexed at a time
 _SIGNATURE_CHUNK = 4_096  # rows hashed at a time (their signatures pass through Python lists: ~5 MB a chunk)
 _VERIFY_CHUNK = 16_384  # candidate pairs compared at a time (~16 arrays of chunk x sketch entries, 8 B each)
@@ -364,14 +368,22 @@ class MinHashDedup(GlobalOperator):
         by_id = np.argsort(rank, kind="stable")  # buckets are ordered by id: shard order changes nothing
         for band in bands:
             for src, dst in bucket_pairs(table.select(band).collect().to_series(), by_id):
-                apart = label[src] != label[dst]
-                src, dst = src[apart], dst[apart]
-                if similar is not None and len(src):
-                    keep = similar(src, dst)
-                    src, dst = src[keep], dst[keep]
-                if len(src):
-                    label = _merged(label, src, dst)
+                label = self._joined(label, src, dst, similar)
+        alone = np.bincount(label, minlength=len(label))[label] <= SMALL_CLUSTER
+        for band in bands if alone.any() else []:  # rows still alone: compared with every row of their buckets
+            src, dst = lone_pairs(table.select(band).collect().to_series(), by_id, alone)
+            label = self._joined(label, src, dst, similar)
         return label
+
+    @staticmethod
+    def _joined(label: np.ndarray, src: np.ndarray, dst: np.ndarray, similar) -> np.ndarray:
+        """`label` after joining the clusters of the pairs that are in different clusters and pass `similar`."""
+        apart = label[src] != label[dst]
+        src, dst = src[apart], dst[apart]
+        if similar is not None and len(src):
+            keep = similar(src, dst)
+            src, dst = src[keep], dst[keep]
+        return _merged(label, src, dst) if len(src) else label
 
     def _similarity(self, table: pl.LazyFrame):
         """A function (src, dst) -> which pairs pass the verifications that are on (None: every pair)."""
@@ -474,6 +486,25 @@ def bucket_pairs(hashes: pl.Series, order: np.ndarray) -> tuple[tuple[np.ndarray
     later = np.flatnonzero(~first)
     third_on = later[~first[later - 1]]  # rows whose previous row is not the bucket's first
     return (position[later], anchor[later]), (position[third_on], position[third_on - 1])
+
+
+def lone_pairs(hashes: pl.Series, order: np.ndarray, alone: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each `alone` row paired with every other row of its bucket in this band (buckets of up to
+    `LONE_BUCKET` rows; a bigger one is left to `bucket_pairs`)."""
+    position = order[hashes.is_not_null().to_numpy()[order]]
+    values = hashes.fill_null(0).to_numpy()[position]
+    ranked = np.argsort(values, kind="stable")
+    values, position = values[ranked], position[ranked]
+    first = np.concatenate([[True], values[1:] != values[:-1]]) if len(values) else np.zeros(0, dtype=bool)
+    starts = np.flatnonzero(first)
+    size = np.diff(np.append(starts, len(values)))
+    run = np.cumsum(first) - 1
+    lone = np.flatnonzero(alone[position] & (size[run] > 1) & (size[run] <= LONE_BUCKET))
+    count = size[run[lone]]
+    member = np.repeat(starts[run[lone]], count) + (np.arange(count.sum()) - np.repeat(np.cumsum(count) - count, count))
+    src = np.repeat(position[lone], count)
+    dst = position[member]
+    return src[src != dst], dst[src != dst]
 
 
 def sketch_arrays(table: pl.LazyFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
