@@ -12,7 +12,7 @@ paraphrases are real, distinct rows of the same source: the hazard for precision
   alpaca   tuning     English, Alpaca instructions (CC BY-NC: read from ../shared/data, never copied);
                       rules A: opening-verb synonyms, word dictionary A, request templates
   heldout  held out   English, Self-Instruct (seed + user-oriented), WizardLM test, GSM8K and TruthfulQA
-                      questions; rules B: question forms, word dictionary B (no entry shared with A),
+                      questions; rules B: question forms, word dictionary B (none of A's replacements),
                       other templates; never used to choose a default
   zh       measured   Chinese, lingua sentences cut at the first clause; dictionary and templates ZH
   de       measured   German, lingua sentences; dictionary and templates DE
