@@ -57,7 +57,7 @@ WORDS_A = {
     "poem": "verse", "list": "set", "way": "method", "idea": "notion", "ideas": "notions", "given": "provided",
     "reasons": "motives", "country": "nation", "company": "firm", "product": "item", "job": "position",
 }
-TEMPLATES_A = ["Please {l}.", "Could you {l}?", "I'd like you to {l}.", "Your task: {x}", "{x} Please keep it clear.",
+TEMPLATES_A = ["Please {x}", "Could you {l}?", "I'd like you to {l}.", "Your task: {x}", "{x} Please keep it clear.",
                "Here is a request: {x}", "Can you {l}?", "Quick question: could you {l}?"]
 
 WORDS_B = {
