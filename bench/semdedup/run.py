@@ -224,7 +224,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, str(args.sets), name, "--one", tool]
             cmd += ["--threshold", str(args.threshold)] if args.threshold else []
             wall, cpu, rss = run_timed(cmd, log)
-            removed = set(json.loads(log.read_text().splitlines()[-2])["removed"])
+            result = [line for line in log.read_text().splitlines() if line.startswith('{"removed"')][-1]
+            removed = set(json.loads(result)["removed"])
             m = score(removed, folder / "truth.jsonl")
             print(f"| {name} | {tool} | {rows:,} | {wall:.1f} | {cpu:.1f} | {rss:.2f} | {len(removed):,} | "
                   f"{m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} |", flush=True)
