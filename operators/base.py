@@ -376,8 +376,9 @@ class GlobalOperator(Operator):
 
     def apply(self, batch: pl.DataFrame, decision: Decision) -> Split:
         """Drop, label and repeat the rows of one shard as `decision` says."""
-        hit = pl.col("id").is_in(decision.drops["id"].implode())
-        rejected = batch.filter(hit).join(decision.drops, on="id", how="left", maintain_order="left")
+        drops = decision.drops.join(batch.select("id"), on="id", how="semi")  # this shard's: hashes its ids only
+        hit = pl.col("id").is_in(drops["id"].implode())
+        rejected = batch.filter(hit).join(drops, on="id", how="left", maintain_order="left")
         kept = batch.filter(~hit)
         if decision.labels is not None:  # a label replaces a column of the same name (an earlier stage's cluster)
             kept = kept.drop([c for c in decision.labels.columns if c != "id"], strict=False) \

@@ -8,8 +8,8 @@
 reads the Parquet file with Polars one shard at a time, calls the same `MinHashDedup.index` the engine calls
 on each shard and writes each shard's index to its own file in the folder (as the engine's shard cache does).
 `decide` runs the engine's global step over those files: each `decide_part` (a task in the engine) scans
-them, then `combine` (the driver) joins the parts' clusters; it prints each step's wall and CPU seconds and the
-peak RSS after it. `--copies K` decides over K re-keyed copies of the index (new ids, band hashes XOR-ed with a
+them in a child process of its own (as on a worker), then `combine` joins the parts' clusters in this process
+(the driver); it prints the tasks' and the driver's wall and CPU seconds and peak RSS apart. `--copies K` decides over K re-keyed copies of the index (new ids, band hashes XOR-ed with a
 per-copy constant: K times the rows with the same bucket structure), which measures the global step at K times
 the rows without recomputing K times the signatures (the copies are written beside the folder). `--truth`
 (a Parquet file with id and `base`, e.g. the copies set itself) prints rows kept against distinct bases.
@@ -18,6 +18,7 @@ the rows without recomputing K times the signatures (the copies are written besi
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import resource
 import shutil
 import time
@@ -77,7 +78,18 @@ def copied(folder: Path, copies: int) -> Path:
     return out
 
 
+def run_part(files: list[Path], tasks: int, k: int, out: Path) -> None:
+    """One decide task, as a worker runs it: scan the index files, write the part's table."""
+    op = MinHashDedup(decide_tasks=tasks)
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    part = op.decide_part(pl.concat([pl.scan_parquet(f) for f in files]), k)
+    part.write_parquet(out)
+    print(f"  decide part {k} (its own process): {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} "
+          f"s CPU, {len(part):,} rows in its clusters' table, peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+
+
 def decide(folder: Path, tasks: int, copies: int, truth: Path | None) -> None:
+    """The decide parts in child processes (as tasks on workers), then `combine` here (the driver)."""
     if copies > 1:
         folder = copied(folder, copies)
     files = sorted(folder.glob("*.parquet"))
@@ -85,19 +97,20 @@ def decide(folder: Path, tasks: int, copies: int, truth: Path | None) -> None:
     rows = scan.select(pl.len()).collect().item()
     op = MinHashDedup(decide_tasks=tasks)
     op.layout
-    parts, total_wall, total_cpu = [], time.perf_counter(), cpu_seconds()
+    total_wall, parts = time.perf_counter(), []
     for k in range(op.partitions()):
-        wall, cpu = time.perf_counter(), cpu_seconds()
-        parts.append(op.decide_part(scan, k))
-        print(f"  decide part {k}: {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU, "
-              f"{len(parts[-1]):,} rows in its clusters' table, peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+        out = folder.with_name(f"{folder.name}.part{k}.parquet")
+        child = multiprocessing.get_context("fork").Process(target=run_part, args=(files, tasks, k, out))
+        child.start()
+        child.join()
+        parts.append(pl.read_parquet(out))
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, cpu = time.perf_counter(), cpu_seconds()
     decision = op.combine(scan, parts)
-    print(f"  combine: {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU, peak RSS "
-          f"{peak_rss_gib():.2f} GiB", flush=True)
-    wall, cpu = time.perf_counter() - total_wall, cpu_seconds() - total_cpu
-    print(f"decide | {rows:,} rows | {op.partitions()} task(s) | {wall:.0f} s wall | {cpu:.0f} s CPU | "
-          f"{cpu / rows * 1e5:.1f} CPU s per 100k rows | peak RSS {peak_rss_gib():.2f} GiB | "
+    combine_wall, combine_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+    print(f"decide | {rows:,} rows | {op.partitions()} task(s) | {time.perf_counter() - total_wall:.0f} s wall | "
+          f"tasks {children.ru_utime + children.ru_stime:.0f} s CPU, peak RSS {children.ru_maxrss / 2**20:.2f} GiB | "
+          f"driver (combine) {combine_wall:.0f} s wall, {combine_cpu:.0f} s CPU, peak RSS {peak_rss_gib():.2f} GiB | "
           f"removed {len(decision.drops):,}")
     if truth is not None:
         bases = pl.scan_parquet(truth).select("id", "base")
