@@ -100,7 +100,8 @@ def decide(folder: Path, tasks: int, copies: int, truth: Path | None) -> None:
     total_wall, parts = time.perf_counter(), []
     for k in range(op.partitions()):
         out = folder.with_name(f"{folder.name}.part{k}.parquet")
-        child = multiprocessing.get_context("fork").Process(target=run_part, args=(files, tasks, k, out))
+        spawn = multiprocessing.get_context("spawn")  # not fork: a forked child of a process with Polars threads can hang
+        child = spawn.Process(target=run_part, args=(files, tasks, k, out))
         child.start()
         child.join()
         parts.append(pl.read_parquet(out))
