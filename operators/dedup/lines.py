@@ -52,15 +52,10 @@ def split_units(text: pl.Expr, unit: str) -> pl.Expr:
     return marked.str.split(BOUNDARY).list.eval(pl.element().filter(pl.element() != ""))
 
 
-def _unit_key(units: pl.Expr) -> pl.Expr:
-    """What two units are compared by: the dedup normal form (case, punctuation and spacing ignored)."""
-    return for_matching(units)
-
-
 @register
 class LineDedup(GlobalOperator):
-    """Remove lines (or paragraphs, or N-sentence spans) repeated across the corpus: boilerplate such as
-    navigation, cookie notices and footers; keeps each unit's first occurrence."""
+    """Cut sentences (or lines, paragraphs, spans of them) found in several rows out of all but the first:
+    boilerplate such as navigation, cookie notices and footers. Rows left too short are rejected."""
 
     name = "line_dedup"
 
@@ -103,7 +98,7 @@ class LineDedup(GlobalOperator):
     def _keys(self, units: pl.Expr) -> pl.Expr:
         """Each row's units in the form they are compared in; with span > 1, the span starting at each unit
         ("" where no whole span starts: a shorter row has one span, all of it)."""
-        keys = units.list.eval(_unit_key(pl.element()))
+        keys = units.list.eval(for_matching(pl.element()))  # the dedup normal form: case, punctuation, spacing
         if (span := self.params.span) > 1:
             place = pl.int_range(pl.len(), dtype=pl.UInt32)
             whole = (place + span <= pl.len()) | ((place == 0) & (pl.len() < span))
