@@ -3,14 +3,15 @@ even when they share few words (paraphrases, which MinHash cannot see).
 
 Stages (the engine runs `index` per shard and `decide` once):
   index:  key fields -> text -> language (the `lang` column, or fastText lid.176 when the rows have none) ->
-          a unit vector per row in `languages` (all-MiniLM-L6-v2 sentence embeddings, or hashed word n-gram
-          counts for `features: tfidf`); other rows and empty texts get no vector and are never judged.
+          for each row in `languages`, its all-MiniLM-L6-v2 sentence embedding in int8 (384 B; `quantize`), or
+          hashed word counts for `features: tfidf`; other rows and empty texts are never judged.
   decide: rows sorted by id -> spherical k-means (the diversity samplers' keyed k-means) -> inside each
           cluster, rows ordered as the paper keeps them (farthest from the centroid first: "hard" examples;
           ties by id) -> a row is a duplicate when its cosine similarity to an earlier row of the order is
           >= `threshold` -> dropped, naming its representative: the kept row its chain of matches leads to.
-Only pairs inside one cluster are compared, a block of rows at a time, so memory is bounded by the largest
-cluster x `block`, not by rows squared. Everything depends on ids, never on shard order or worker count.
+Only pairs inside one cluster are compared, a block of rows at a time, so beyond one float32 copy of the judged
+rows' vectors memory is bounded by the largest cluster x `block`, not by rows squared. Everything depends on
+ids, never on shard order or worker count (the model's vectors of one text differ by ~1e-7 between batchings).
 
 Rows it did not judge (another language, empty text) pass untouched and are flagged in the column
 `semdedup_skipped` (their language, or `empty`) and counted in the stage stats.
