@@ -157,7 +157,7 @@ class PrefectDask(PrefectThreads):
 
     def _check_folder(self, cache: ShardCache | None) -> None:
         """Fail at once, and clearly, when the workers cannot see the run's local shard cache."""
-        if cache is None or str(cache.folder) in self.checked or "://" in str(cache.folder):
+        if cache is None or cache.remote or str(cache.folder) in self.checked:
             return
         folder = Path(cache.folder)
         folder.mkdir(parents=True, exist_ok=True)
