@@ -181,9 +181,9 @@ def measure_run(data: Path, work: Path) -> dict[str, Any]:
 
         setattr(module, name, wrapper)
 
-    wrap(engine, "read_inputs", lambda *a, **k: "read", "driver",
-         lambda sources, *a, **k: sum(Path(s.path).stat().st_size for s in sources))
-    wrap(engine, "decide", lambda *a, **k: f"{k['stage'].name}.decide", "driver")
+    wrap(engine, "read_inputs", lambda *a, **k: "read (driver)", "driver",
+         lambda sources, *a, **k: sum(os.path.getsize(s.path) for s in sources if os.path.exists(str(s.path))))
+    wrap(engine, "decide", lambda *a, **k: f"{k.get('stage', a[1] if len(a) > 1 else None).name}.decide (driver)", "driver")
     wrap(engine, "run_stage", lambda stage, *a, **k: f"{stage.name} (books)", "driver")
     wrap(engine, "run_fused", lambda group, *a, **k: f"{'+'.join(s.name for s in group)} (books)", "driver")
     wrap(flow, "publish", lambda *a, **k: "release", "driver",
