@@ -28,7 +28,6 @@ settings that made them (shingles, permutations, seed, layout, key fields), so a
 from __future__ import annotations
 
 import hashlib
-import json
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -229,14 +228,9 @@ class MinHashDedup(GlobalOperator):
         lsh = p.lsh_threshold or (max(p.threshold - 0.1, 0.05) if p.jaccard else p.threshold)
         return band_layout(lsh, p.num_perm)
 
-    @property
-    def fingerprint(self) -> str:
-        """Also covers the `against` files (path, size, modification time): an index file rewritten under
-        the same name is another decision, so cached shard results must not be reused."""
-        files = [f for path in self.params.against for f in self._index_files(Path(path))]
-        stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-        payload = json.dumps([super().fingerprint, stamps])
-        return hashlib.sha256(payload.encode()).hexdigest()[:16] if files else super().fingerprint
+    def data_files(self) -> list[Path]:
+        """The `against` index files: one rewritten under the same name is another decision."""
+        return [f for path in self.params.against for f in self._index_files(Path(path))]
 
     @property
     def settings(self) -> str:
@@ -419,8 +413,7 @@ class MinHashDedup(GlobalOperator):
 
     def reference(self) -> pl.LazyFrame | None:
         """The index of the `against` releases, as a lazy scan (None without any)."""
-        files = [f for path in self.params.against for f in self._index_files(Path(path))]
-        if not files:
+        if not (files := self.data_files()):
             return None
         columns = ["id", SHINGLES, *self.band_columns, *self.evidence]
         return pl.concat([pl.scan_parquet(f).select(columns) for f in files])
