@@ -17,7 +17,6 @@ import os
 import shutil
 import time
 import uuid
-from pathlib import Path
 
 import polars as pl
 
@@ -43,7 +42,8 @@ def derive(*parts: str) -> str:
 
 
 class ShardCache:
-    """`key -> tuple of DataFrames`, one folder per entry, written atomically (temp folder + rename)."""
+    """`key -> tuple of DataFrames`, one folder per entry, written atomically (temp folder + rename; on an object
+    store, a `_done` marker written last)."""
 
     def __init__(self, folder: Location) -> None:
         self.folder = folder  # a Path or a URL string: the object is pickled into Dask tasks, so nothing else

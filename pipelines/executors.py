@@ -109,7 +109,7 @@ class PrefectDask(PrefectThreads):
             return prefect_map(fn, jobs, label, cache, inline, **kwargs)
         import cloudpickle
 
-        self._check_folder(cache)
+        self._check_folder(cache if cache is not None else kwargs.get("store"))  # read tasks cache themselves
         client = self.client
         big = [name for name, value in kwargs.items() if len(cloudpickle.dumps(value)) > SHIP_ONCE]
         shipped = dict(zip(big, client.scatter([kwargs[name] for name in big], hash=False))) if big else {}

@@ -82,10 +82,6 @@ class Shard:
     errors: Counter = field(default_factory=Counter)  # rejects that are mistakes (not `counted` skips), by reason
     ids: pl.DataFrame | None = None  # without an IdRegistry: id, hashed, where of every row (for `unique_ids`)
 
-    @property
-    def key(self) -> str:
-        return f"{self.source.path.name}#{self.index:05d}"
-
 
 @dataclass(frozen=True)
 class Span:
@@ -232,7 +228,7 @@ def _fast_shard(src: Source, index: int, batch: _Batch, ids: IdRegistry | None) 
         if target in src.optional:
             column = column.fill_null("")
         else:
-            suspect = suspect | column.is_null() | (column.str.strip_chars() == "")
+            suspect = suspect | column.is_null() | column.str.contains(r"^[\s\x1c-\x1f]*$")  # what str.strip() strips
         payload[target] = column.alias(target)
     id_column = _id_column(src)
     given = frame[id_column] if id_column in frame.columns else pl.Series([None] * n, dtype=pl.String)

@@ -11,7 +11,6 @@ a repeated content id (identical rows) gets a suffix, `-2`, `-3`, ...
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import shutil

@@ -224,7 +224,8 @@ def size(loc: Location) -> int:
 
 
 def open_file(loc: Location, mode: str = "rb") -> IO:
-    """A file object for reading (`rb`) a local path or a URL: the one call readers use to open an input."""
+    """A file object for reading (`rb`) a local path or a URL in place (the config checks read Parquet footers
+    and CSV headers so)."""
     if not is_remote(loc):
         return open(loc, mode)
     fs, path = filesystem(loc)

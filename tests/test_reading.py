@@ -85,3 +85,16 @@ def test_a_changed_input_rereads_only_that_input(tmp_path):
     assert (changed.reused, changed.computed) == (tasks_a, tasks_b)
     assert changed.keys[:tasks_a] == fresh.keys[:tasks_a]  # the first input's shards, and what follows them, stay
     assert len(rows_of(changed)) == len(rows_of(fresh)) - 1
+
+
+def test_a_text_of_separator_characters_is_empty_whichever_reader_reads_it(tmp_path):
+    """Python's str.strip() strips U+001C-U+001F, Polars' strip_chars() does not: the fast path must still call
+    such a text empty, so a row's fate does not depend on a malformed line elsewhere in its batch."""
+    good = {"text": "a real sentence of text"}
+    path = tmp_path / "sep.jsonl"
+    for extra in ([], ["{bad"]):  # alone, then beside a line that sends the batch to the row-by-row reader
+        path.write_text("\n".join([json.dumps(good), json.dumps({"text": "\u001f \u001c"}), *extra]) + "\n")
+        shards = list(read_shards(Source(path, "jsonl", {"text": "text"}, on_error="skip"), 100, IdRegistry()))
+        rejects = pl.concat([s.rejects for s in shards], how="diagonal_relaxed")
+        assert sum(len(s.rows) for s in shards) == 1
+        assert "read:empty_field" in rejects["reason"].to_list()

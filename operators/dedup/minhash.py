@@ -18,7 +18,7 @@ verified pairs either way), so the clusters are the same with 1 or N decide task
 shard order (ids order the buckets, and the survivor is the first row in input order, or the highest
 `score_column` with ties going to the smallest id).
 
-Incremental: `decide` publishes the index of the surviving rows as the side table `index` (a release's
+Incremental: the decision (`combine`) publishes the index of the surviving rows as the side table `index` (a release's
 tables/<stage>.index.parquet). A later run given it as `against` (the file, or the release folder) puts
 those rows into its clusters as survivors that are never dropped, so a new row near-duplicating one is
 dropped naming it, and the old rows are not re-read or re-hashed. The band columns are named after the
