@@ -4,13 +4,18 @@ in-process with the same engine the flows use, no orchestration start-up.
 OUT keeps every input column and `id` (rows without one get a stable content-hash id) and is Parquet or
 JSON lines by its extension; dropped rows go to `<OUT stem>.rejects.parquet` with their reasons; the
 accounting table is printed. Bad input rows are counted rejects unless `--on-error fail`.
+Shards run on `--workers` threads (default: one per core), the results in shard order, so the output is the
+same with any number of workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import get_args
 
@@ -20,7 +25,8 @@ from operators.base import Operator
 from operators.errors import ConfigError
 from pipelines.config import Stage
 from pipelines.cache import ShardCache
-from pipelines.engine import Outcome, Part, run_stages, scan
+from pipelines.engine import Job, MapFn, Outcome, Part, call_cached, map_local, run_stages, scan
+from pipelines.progress import Progress
 from pipelines.readers import Format, Source, detect_format
 
 OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
@@ -36,6 +42,9 @@ def add_io_arguments(parser: argparse.ArgumentParser, text_field: bool = True) -
     parser.add_argument("--on-error", choices=["skip", "fail"], default="skip",
                         help="bad input rows: reject and count them (skip, default) or stop (fail)")
     parser.add_argument("--shard-rows", type=int, default=50_000, metavar="N", help="rows per processing shard")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N",
+                        help="shards processed at once, on threads of this process (default: one per core; "
+                             "memory grows by about a shard per worker)")
 
 
 def run_job(args: argparse.Namespace, operators: list[Operator], fields: list[str]) -> Outcome:
@@ -50,7 +59,7 @@ def run_job(args: argparse.Namespace, operators: list[Operator], fields: list[st
     output.parent.mkdir(parents=True, exist_ok=True)
     rejects = rejects_path(output)
     with tempfile.TemporaryDirectory(prefix=f".{output_stem(output)}.scratch-", dir=output.parent) as scratch:
-        outcome = run_stages([source], stages, args.shard_rows, cache=ShardCache(Path(scratch)))
+        outcome = run_stages([source], stages, args.shard_rows, map_threads(args.workers), ShardCache(Path(scratch)))
         write_parts(outcome.parts, output)
         if outcome.rejected:
             write_parts(outcome.rejected, rejects)
@@ -61,6 +70,33 @@ def run_job(args: argparse.Namespace, operators: list[Operator], fields: list[st
     print(f"\nwrote {kept:,} rows -> {output}" + (f"; {outcome.ledger.total_dropped:,} rejects -> {rejects}"
                                                   if outcome.rejected else ""))
     return outcome
+
+
+def map_threads(workers: int) -> MapFn:
+    """A map_fn running each stage's shards on `workers` threads of this process: Polars, NumPy and rensa work
+    outside Python's global lock, so shards use more than one core (the Prefect runner does the same). Results
+    come back in job order, as from map_local. Calls that must run here one at a time (`inline`) run in order."""
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: give at least 1")
+
+    def map_fn(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, inline: bool = False,
+               **kwargs) -> list:
+        if workers == 1 or inline or len(jobs) < 2:
+            return map_local(fn, jobs, label, cache, inline, **kwargs)
+        progress = Progress(label, total=sum(j.part.rows for j in jobs))
+        pool = ThreadPoolExecutor(min(workers, len(jobs)), thread_name_prefix=label)
+        try:
+            futures = [pool.submit(call_cached, fn, job, cache, **kwargs) for job in jobs]
+            results = []
+            for job, future in zip(jobs, futures):
+                results.append(future.result())
+                progress.advance(job.part.rows)
+        finally:
+            pool.shutdown(cancel_futures=True)  # on an error, the shards not started are not started
+        progress.close()
+        return results
+
+    return map_fn
 
 
 def output_stem(output: Path) -> str:

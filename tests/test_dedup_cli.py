@@ -57,3 +57,39 @@ def test_exact_mode_and_bad_options(sluice, tmp_path, alpaca_file):
     assert code == 1 and "column not found" in err
     code, _, err = sluice("dedup", alpaca_file, tmp_path / "o.parquet", "--text-field", "output", "--threshold", "2")
     assert code == 2 and "threshold" in err
+
+
+def test_same_output_bytes_with_one_or_three_workers(sluice, tmp_path, alpaca_file, monkeypatch):
+    """Shards run on threads (--workers); the outputs, rejects and clusters are byte for byte the same with 1 or
+    3 workers, with English rows and Chinese and German lingua passages with planted copies, in 9 shards."""
+    import threading
+
+    from pipelines import oneoff
+    from test_dedup_minhash import lingua_passages
+
+    threads = set()
+
+    def recorded(*args, **kwargs):
+        threads.add(threading.current_thread().name)
+        return call_cached(*args, **kwargs)
+
+    call_cached = oneoff.call_cached
+    monkeypatch.setattr(oneoff, "call_cached", recorded)
+
+    passages = lingua_passages("zh", 20) + lingua_passages("de", 20)
+    copies = [p[:-2] + "。" if p[-1] == "。" else p.upper() for p in passages[::4]]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(alpaca_file.read_text() + "".join(json.dumps({"instruction": t, "input": "", "output": t}) + "\n"
+                                                       for t in passages + copies))
+    outputs = []
+    for workers in (1, 3):
+        out = tmp_path / f"w{workers}" / "out.parquet"
+        code, stdout, _ = sluice("dedup", mixed, out, "--fields", "instruction,input,output", "--shard-rows", "80",
+                                 "--workers", workers, "--clusters", out.with_name("clusters.parquet"))
+        assert code == 0 and "wrote 640 rows" in stdout
+        outputs.append([(out.parent / name).read_bytes() for name in ("out.parquet", "out.rejects.parquet",
+                                                                      "clusters.parquet")])
+    assert outputs[0] == outputs[1]
+    assert {f"minhash_dedup.{step}_{i}" for step in ("index", "apply") for i in range(3)} <= threads  # 3 threads
+    rejected = pl.read_parquet(tmp_path / "w3" / "out.rejects.parquet")
+    assert rejected["id"].n_unique() == 70  # 60 English, 5 Chinese and 5 German copies
