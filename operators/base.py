@@ -336,6 +336,8 @@ class Decision(NamedTuple):
       that a later run can dedup against); a LazyFrame (e.g. a scan of the shards' index) is streamed.
     - edits: `id` + whatever an operator's own `apply` needs to rewrite kept rows (e.g. which lines of a row
       to cut); the default `apply` ignores it.
+    - stats: counts only the decision knows (e.g. units it could not judge), small and JSON-ready; the engine
+      adds them to the stage's summary in the books (with `Operator.stats`'), wherever the decision was made.
     """
 
     drops: pl.DataFrame
@@ -343,6 +345,7 @@ class Decision(NamedTuple):
     copies: pl.DataFrame | None = None
     tables: dict[str, pl.DataFrame | pl.LazyFrame] = {}
     edits: pl.DataFrame | None = None
+    stats: dict[str, Any] = {}
 
 
 class GlobalOperator(Operator):

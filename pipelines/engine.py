@@ -321,6 +321,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     """Run one stage over every shard of `outcome`, in place, and record its counts."""
     op, fingerprint = stage.operator, stage_fingerprint(stage)
     added = consumed = 0
+    decided: dict[str, Any] = {}  # a global stage's Decision.stats
     names = outcome.names
     if isinstance(op, RowOperator):
         keys = [derive(k, fingerprint) for k in outcome.keys]
@@ -335,7 +336,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         results = map_fn(apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, stage=stage,
                          decision=decision._replace(tables={}))  # tables go to the release, not to every task
         outcome.tables.update({f"{stage.name}.{name}": table for name, table in decision.tables.items()})
-        added = copies_added(decision)
+        added, decided = copies_added(decision), decision.stats
     elif isinstance(op, Generator):
         if llm is None:
             raise SluiceError(f"stage {stage.name!r}: the generator {op.name!r} needs an LLM endpoint")
@@ -359,6 +360,8 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     outcome.keys, outcome.names = keys, names
     if type(op).stats is not Operator.stats:
         count.stats = op.stats(scan(outcome.parts), _own_reasons(scan(rejected), stage))
+    if decided:
+        count.stats = {**count.stats, **decided}
     count.languages = rows_by_language(scan(outcome.parts), scan(rejected))
     _not_in_languages(count, stage)
 

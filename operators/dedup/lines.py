@@ -109,17 +109,15 @@ class LineDedup(GlobalOperator):
     def decide(self, index: pl.DataFrame) -> Decision:
         """Remove a unit hash from every row that has it but the first (smallest id); a removed span takes its
         units with it. Sort-based (a stable sort by hash, then NumPy over the runs of equal hashes): ~60 bytes
-        a judged unit at the peak (a Polars group-by over the hashes took ~150).
-
-        It also notes what it could not judge (`self.unjudged`) for `stats`, which the engine calls in the
-        same process after the stage."""
+        a judged unit at the peak (a Polars group-by over the hashes took ~150). What it could not judge goes
+        to the books as the decision's `stats`."""
         hashes = index["hashes"].rechunk().to_arrow()
         offsets = hashes.offsets.to_numpy().astype(np.int64)
         offsets -= offsets[0]
         values = hashes.flatten().to_numpy(zero_copy_only=False)
-        self.unjudged = {"units_too_short": int((values == 1).sum())}
+        unjudged = {"units_too_short": int((values == 1).sum())}
         if "marked" in index.columns:
-            self.unjudged["rows_without_sentence_marks"] = int((~index["marked"]).sum())
+            unjudged["rows_without_sentence_marks"] = int((~index["marked"]).sum())
         judged = values > 1
         rank = index["id"].rank("ordinal").to_numpy().astype(np.uint32)  # 1 = the smallest id
         units = pl.DataFrame({"hash": values[judged]})
@@ -144,7 +142,7 @@ class LineDedup(GlobalOperator):
                 .filter(pl.col("pos") < pl.col("n")).drop("n"))
         edits = removed.unique().group_by("row").agg(pl.col("pos").sort()).sort("row")
         edits = edits.select(index["id"].gather(edits["row"]).alias("id"), "pos")
-        return Decision(drops=self.drops(index.clear().select("id"), ""), edits=edits)
+        return Decision(drops=self.drops(index.clear().select("id"), ""), edits=edits, stats=unjudged)
 
     @staticmethod
     def _rows_per_hash(ranks: np.ndarray, sizes: np.ndarray) -> np.ndarray:
@@ -190,14 +188,14 @@ class LineDedup(GlobalOperator):
             pl.col("unit").filter(pl.col("cut")).str.len_chars().sum().cast(pl.UInt32).alias(CHARS_REMOVED))
 
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
-        """Units and characters removed, rows modified, and what could not be judged."""
+        """Units and characters removed and rows modified (what could not be judged: `Decision.stats`)."""
         removed = [UNITS_REMOVED, CHARS_REMOVED]
         rows = pl.concat([kept.select(removed), rejected.select(removed)], how="vertical_relaxed") \
             if set(removed) <= set(rejected.collect_schema()) else kept.select(removed)
         totals = rows.select(pl.col(UNITS_REMOVED).sum(), pl.col(CHARS_REMOVED).sum(),
                              (pl.col(UNITS_REMOVED) > 0).sum().alias("rows_modified")).collect().row(0)
         return {"unit": self.params.unit, "units_removed": int(totals[0] or 0), "chars_removed": int(totals[1] or 0),
-                "rows_modified": int(totals[2] or 0), **getattr(self, "unjudged", {})}
+                "rows_modified": int(totals[2] or 0)}
 
 
 def _none_rejected(batch: pl.DataFrame) -> pl.DataFrame:
