@@ -43,16 +43,18 @@ class DsirSample(Sampler):
     def data_files(self) -> list[Path]:
         return [Path(self.params.target)]
 
-    def select(self, index):
-        counts = self.counts(index)
-        raw = np.asarray(counts.sum(axis=0)).ravel()
-        log_ratio = _log_probs(self.target_counts) - _log_probs(raw)
+    def choose_part(self, index, rows, total, parts):
+        """Each row's log weight against this part's rows as the raw distribution (a uniform share of every
+        row, dealt by id hash), and its Gumbel key."""
+        counts = self.counts(rows)
+        log_ratio = _log_probs(self.target_counts) - _log_probs(np.asarray(counts.sum(axis=0)).ravel())
         log_weight = np.asarray(counts @ log_ratio).ravel()
-        u = self.random_order(index)
-        keys = log_weight - np.log(-np.log(u))  # + Gumbel noise: top-k = sampling without replacement
-        frame = pl.DataFrame({"w": np.round(log_weight, 3), "k": np.round(keys, 3)})
-        detail = frame.select(pl.format("log_weight={} key={}", "w", "k")).to_series()
-        return Selection(top_k(keys, self.params.budget), detail)
+        keys = log_weight - np.log(-np.log(self.random_order(rows["id"])))  # + Gumbel: top-k samples w/o replacement
+        return rows.select("id", w=np.round(log_weight, 3), k=keys)
+
+    def choose(self, rows):
+        return Selection(top_k(rows["k"].to_numpy(), self.params.budget),
+                         pl.format("log_weight={} key={}", "w", pl.col("k").round(3)))
 
 
 def _log_probs(counts: np.ndarray) -> np.ndarray:

@@ -19,6 +19,10 @@ import scipy.sparse as sp
 
 from operators.clean.normalize import for_matching
 from operators.errors import ConfigError
+from operators.quality.tokenize import UNSPACED  # scripts written without spaces: a character is a word
+
+FIT_ROWS = 50_000  # rows an SVD basis and k-means centroids are fitted on (a keyed sample beyond that)
+_WORD = rf"[{UNSPACED}]|[^\s{UNSPACED}]+"
 
 _P = np.uint64(0x100000001B3)  # FNV prime: multiplier of the polynomial byte hash
 _BIGRAM = np.uint64(0x9E3779B97F4A7C15)  # golden-ratio constant that separates bigrams from unigrams
@@ -65,10 +69,11 @@ def joined_text(batch: pl.DataFrame, fields: list[str]) -> pl.Series:
 
 def tokens(texts: pl.Series) -> pl.DataFrame:
     """Words of every text, in order: columns `row` (position in `texts`) and `token`, after the shared
-    matching normalisation (case, punctuation, whitespace)."""
+    matching normalisation (case, punctuation, whitespace). In scripts written without spaces (Chinese,
+    Japanese, Thai...) each character is a word, so their bigrams are character bigrams."""
     words = pl.DataFrame({"t": texts.fill_null("")}).select(
         pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"),
-        for_matching(pl.col("t")).str.split(" ").alias("token"),
+        for_matching(pl.col("t")).str.extract_all(_WORD).alias("token"),
     )
     return words.explode("token").filter(pl.col("token").str.len_bytes() > 0)
 
@@ -135,7 +140,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
     return x / _norms(x)[:, None]
 
 
-def svd_basis(x: sp.csr_matrix, dims: int, rng: np.random.Generator, fit_rows: int = 50_000,
+def svd_basis(x: sp.csr_matrix, dims: int, rng: np.random.Generator, fit_rows: int = FIT_ROWS,
               power_iters: int = 2, keys: np.ndarray | None = None) -> np.ndarray:
     """Top-`dims` right singular vectors (features x dims) of a row sample of `x` (randomized SVD, Halko
     et al. 2011): LSA, the classic reduction of TF-IDF for clustering.
@@ -207,7 +212,7 @@ def embed(counts: sp.csr_matrix, dims: int, seed: int, keys: np.ndarray | None =
     return TextSpace(counts, dims, seed, keys).project(counts)
 
 
-def kmeans(z: np.ndarray, k: int, seed: int, fit_rows: int = 50_000, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
+def kmeans(z: np.ndarray, k: int, seed: int, fit_rows: int = FIT_ROWS, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Spherical k-means (cosine) on unit vectors: k-means++ seeding and Lloyd iterations on a seeded
     sample of at most `fit_rows` rows, then every row assigned to its nearest centroid.
     Returns (labels, centroids)."""
@@ -218,24 +223,41 @@ def kmeans(z: np.ndarray, k: int, seed: int, fit_rows: int = 50_000, iters: int 
     return assign(z, centroids), centroids
 
 
-def keyed_kmeans(z: np.ndarray, k: int, keys: np.ndarray, fit_rows: int = 50_000,
+def keyed_kmeans(z: np.ndarray, k: int, keys: np.ndarray, fit_rows: int = FIT_ROWS,
                  iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means whose every choice comes from the rows' keys (`row_keys`), never their positions:
-    the seeds are the k rows with the smallest keys, the fit sample the `fit_rows` smallest, and each
-    cluster is named by its seed (a 31-bit number from the seed's key). Editing a few rows then moves a few
+    """Spherical k-means whose every choice comes from the rows' keys (`row_keys`), never their positions
+    (see `keyed_centroids`), every row assigned to its nearest centroid. Editing a few rows then moves a few
     rows between clusters, where k-means++ seeding would cascade into a different clustering and renumber it.
     Returns (labels 0..k-1, names: the cluster name of each label)."""
-    k = max(1, min(k, len(z)))
-    seeds = _keyed_sample(keys, k)
-    seeds = seeds[np.argsort(keys[seeds], kind="stable")]
+    centroids, names = keyed_centroids(z, k, keys, fit_rows, iters)
+    return assign(z, centroids), names
+
+
+def keyed_centroids(z: np.ndarray, k: int, keys: np.ndarray, fit_rows: int = FIT_ROWS,
+                    iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Centroids of spherical k-means seeded by the k rows with the smallest keys and fitted (`iters` Lloyd
+    iterations) on the `fit_rows` smallest, and each cluster's name (a 31-bit number from its seed's key).
+    Rows are in a fixed order (by id) and `z` may be just the rows with the smallest keys: the centroids
+    are the same as from every row. Returns (centroids, names)."""
+    seeds = keyed_seeds(keys, k)
     fit = z if len(z) <= fit_rows else z[np.sort(_keyed_sample(keys, fit_rows))]
-    centroids = _lloyd(fit, z[seeds].copy(), iters)
-    names = (keys[seeds] >> np.uint64(33)).astype(np.int64)
+    return _lloyd(fit, z[seeds].copy(), iters), seed_names(keys[seeds])
+
+
+def keyed_seeds(keys: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the k-means seeds: the min(k, rows) (at least 1) rows with the smallest keys, by key."""
+    seeds = _keyed_sample(keys, max(1, min(k, len(keys))))
+    return seeds[np.argsort(keys[seeds], kind="stable")]
+
+
+def seed_names(seed_keys: np.ndarray) -> np.ndarray:
+    """Each cluster's name from its seed's key (ascending): a 31-bit number, distinct."""
+    names = (seed_keys >> np.uint64(33)).astype(np.int64)
     while len(np.unique(names)) < len(names):  # two seeds' keys agree in 31 bits: shift the later one
         seen, dupes = np.unique(names, return_index=True)[1], np.ones(len(names), bool)
         dupes[seen] = False
         names[dupes] = (names[dupes] + 1) % 2**31
-    return assign(z, centroids), names
+    return names
 
 
 def _lloyd(fit: np.ndarray, centroids: np.ndarray, iters: int) -> np.ndarray:

@@ -9,6 +9,7 @@ rows before and after the stage in the manifest.
 
 from __future__ import annotations
 
+import hashlib
 from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -45,20 +46,34 @@ class EmbeddingParams(SamplerParams):
 
 
 class Selection(NamedTuple):
-    """A sampler's choice over the index (sorted by id): which rows it keeps, why each other one was not
-    kept (`detail`), and optional columns for the kept rows (`labels`, one row per index row)."""
+    """A sampler's choice over the rows its decide tasks returned (sorted by id): which rows it keeps, why
+    each other one was not (`detail`: an expression over `columns` (default: those rows), evaluated for the
+    dropped rows only), and optional columns for the kept rows (`labels`, one row per row)."""
 
     keep: np.ndarray
-    detail: pl.Series | list[str]
+    detail: pl.Expr
+    columns: pl.DataFrame | None = None
     labels: pl.DataFrame | None = None
 
 
+_fitted: dict = {}  # the last feature space this process fitted, by a digest of its sample (see `Sampler.space`)
+MAX_PARTS = 32  # decide tasks at most; beyond MAX_PARTS * part_rows rows the tasks grow
+OVERSAMPLE = 2  # greedy samplers: each task offers OVERSAMPLE * budget / tasks candidates to the driver
+
+
 class Sampler(GlobalOperator):
-    """Shared machinery: features per shard, id order, the budget, the rejects table and the stats."""
+    """Shared machinery: features per shard, the decision in tasks, the budget, the rejects and the stats.
+
+    Two levels, so the driver never holds the features: the rows are dealt to `parts_for(rows)` tasks by
+    their key (a hash of the id, so the deal does not depend on the shards or the workers); each task
+    (`choose_part`) reads its own rows and returns one small row per row (e.g. its cluster and draw), plus
+    the feature vectors of a few candidates for the greedy samplers; the driver (`choose`) picks from those.
+    Every task fits the same feature space and centroids on the same keyed sample (`sample`)."""
 
     Params: ClassVar[type[SamplerParams]] = SamplerParams
     ngrams: ClassVar[int] = 2
     labels_all: ClassVar[bool] = False  # label the kept rows even when the budget keeps them all (stable schema)
+    part_rows: int = 500_000  # rows one decide task selects from (a smaller value makes more tasks)
 
     @property
     def score_col(self) -> str | None:
@@ -74,7 +89,7 @@ class Sampler(GlobalOperator):
         return getattr(self.params, "features", "tfidf") == "embedding"
 
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
-        columns = [batch["id"]]
+        columns = [batch["id"], pl.Series("key", self.keys(batch["id"]))]
         if self.sentence_features:
             columns.append(pl.Series("embedding", ft.sentence_embeddings(joined_text(batch, self.params.fields))))
         elif self.n_features:
@@ -84,20 +99,46 @@ class Sampler(GlobalOperator):
             columns.append(numeric_scores(batch, self.score_col))
         return pl.DataFrame(columns)
 
-    def decide(self, index: pl.DataFrame) -> Decision:
-        index = index.sort("id")
-        if len(index) <= self.params.budget and not self.labels_all:
-            return Decision(self.drops(index.clear(), NOT_SELECTED))
-        keep, detail, labels = self.select(index)
+    def partitions(self) -> int:
+        return MAX_PARTS
+
+    def parts_for(self, rows: int) -> int:
+        """How many of the `MAX_PARTS` tasks get rows (the others return nothing): one per `part_rows` rows."""
+        return min(MAX_PARTS, max(1, -(-rows // self.part_rows)))
+
+    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
+        """One row per row of this part (`key % parts == part`), as `choose_part` makes it."""
+        rows = index.select(pl.len()).collect().item()
+        parts = self.parts_for(rows)
+        if part >= parts or (rows <= self.params.budget and not self.labels_all):
+            return pl.DataFrame()
+        mine = index.filter(pl.col("key") % parts == part).collect().sort("id")
+        return self.choose_part(index, mine, rows, parts) if len(mine) else pl.DataFrame()
+
+    def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> Decision:
+        """The choice over every part's rows (in id order): the rows not kept as `not_selected` drops."""
+        parts = [p for p in parts if p.height]
+        if not parts:  # no rows, or no more rows than the budget: everything is kept
+            labels = pl.DataFrame(schema={"id": pl.String} | dict.fromkeys(self.columns(), pl.Int32)) \
+                if self.labels_all else None
+            return Decision(self.drops(pl.DataFrame(schema={"id": pl.String}), NOT_SELECTED), labels=labels)
+        rows = pl.concat(parts, how="diagonal_relaxed").sort("id")
+        del parts
+        keep, detail, columns, labels = self.choose(rows)
         keep = pl.Series(keep)
-        rows = index.select("id").with_columns(pl.Series("_detail", detail, dtype=pl.String))
-        drops = self.drops(rows.filter(~keep), NOT_SELECTED, pl.col("_detail"))
+        table = rows if columns is None else pl.concat([rows.select("id"), columns], how="horizontal")
+        drops = self.drops(table.filter(~keep).with_columns(detail.alias("_detail")), NOT_SELECTED, pl.col("_detail"))
         if labels is not None:
-            labels = pl.concat([index.select("id"), labels], how="horizontal").filter(keep)
+            labels = pl.concat([rows.select("id"), labels], how="horizontal").filter(keep)
         return Decision(drops, labels=labels)
 
-    def select(self, index: pl.DataFrame) -> Selection:
-        """The choice over `index` sorted by id; exactly min(budget, rows) rows kept."""
+    def choose_part(self, index: pl.LazyFrame, rows: pl.DataFrame, total: int, parts: int) -> pl.DataFrame:
+        """Task: what the driver needs to choose among `rows` (this part's index rows, by id), `total` rows
+        in all (`index` scans them all, e.g. for the shared `sample`)."""
+        raise NotImplementedError
+
+    def choose(self, rows: pl.DataFrame) -> Selection:
+        """Driver: the choice over every part's `choose_part` rows, sorted by id; min(budget, rows) kept."""
         raise NotImplementedError
 
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
@@ -118,19 +159,51 @@ class Sampler(GlobalOperator):
     def counts(self, index: pl.DataFrame):
         return ft.from_lists(index["feat_idx"], index["feat_val"], self.n_features)
 
-    def embedding(self, index: pl.DataFrame) -> np.ndarray:
-        """Unit vectors of the rows: the sentence embeddings `index` computed, else TF-IDF reduced by SVD."""
-        if "embedding" in index.columns:
-            return ft.normalize_rows(index["embedding"].to_numpy().astype(np.float32))
-        return ft.embed(self.counts(index), self.params.dims, self.params.seed, self.keys(index))
+    def sample(self, index: pl.LazyFrame, total: int, at_least: int = 0) -> pl.DataFrame:
+        """The rows every task fits the feature space and the centroids on: the max(FIT_ROWS, at_least) rows
+        with the smallest keys (all rows when there are no more), by id."""
+        n = max(ft.FIT_ROWS, at_least)
+        if total > n:
+            keys = index.select("key").collect()["key"].to_numpy()
+            index = index.filter(pl.col("key") <= np.partition(keys, n - 1)[n - 1])
+        return index.collect().sort("id")
 
-    def random_order(self, index: pl.DataFrame) -> np.ndarray:
-        return ft.uniform(index["id"], self.params.seed)
+    def space(self, sample: pl.DataFrame) -> ft.TextSpace | None:
+        """The TF-IDF weights and SVD basis of the sample (None with sentence embeddings: nothing to fit).
+        Fitted once per process for a given sample: tasks run in one process (the local runner) share it."""
+        if self.sentence_features:
+            return None
+        counts = self.counts(sample)
+        digest = hashlib.sha256(f"{self.params.dims} {self.params.seed} {counts.shape}".encode())
+        for array in (sample["key"].to_numpy(), counts.indptr, counts.indices, counts.data):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        if _fitted.get("digest") != digest.hexdigest():
+            _fitted.clear()  # one space at a time: its basis is features x dims floats
+            _fitted.update(digest=digest.hexdigest(), space=ft.TextSpace(counts, self.params.dims, self.params.seed,
+                                                                          sample["key"].to_numpy()))
+        return _fitted["space"]
 
-    def keys(self, index: pl.DataFrame) -> np.ndarray:
-        """Per-row keys for the feature space and the clustering: a draw of their own (not `random_order`,
-        which ranks rows inside a cluster), fixed by the id, so the choice is stable under small edits."""
-        return ft.row_keys(index["id"], self.params.seed + 1)
+    def embedding(self, rows: pl.DataFrame, space: ft.TextSpace | None, chunk: int = 65_536) -> np.ndarray:
+        """Unit vectors of the rows: the sentence embeddings `index` computed, else TF-IDF projected on the
+        space (a chunk of rows at a time, so only one chunk's sparse features are held)."""
+        if space is None:
+            return ft.normalize_rows(rows["embedding"].to_numpy().astype(np.float32))
+        return np.concatenate([space.project(self.counts(rows.slice(i, chunk))) for i in range(0, len(rows), chunk)]
+                              or [np.zeros((0, space.basis.shape[1]), np.float32)])
+
+    def random_order(self, ids: pl.Series) -> np.ndarray:
+        return ft.uniform(ids, self.params.seed)
+
+    def keys(self, ids: pl.Series) -> np.ndarray:
+        """Per-row keys for the deal to tasks, the feature space and the clustering: a draw of their own (not
+        `random_order`, which ranks rows inside a cluster), fixed by the id, so the choice is stable under
+        small edits."""
+        return ft.row_keys(ids, self.params.seed + 1)
+
+    def candidates(self, part_rows: int, parts: int) -> int:
+        """How many candidates a greedy sampler's task offers: its share of the budget, `OVERSAMPLE` times
+        over (all of the budget with one task, so one task chooses as the one-pass greedy does)."""
+        return min(part_rows, self.params.budget, -(-OVERSAMPLE * self.params.budget // parts))
 
 
 def numeric_scores(batch: pl.DataFrame, column: str) -> pl.Series:
@@ -149,9 +222,21 @@ def top_k(keys: np.ndarray, k: int) -> np.ndarray:
     return keep
 
 
-def _scores_desc(index: pl.DataFrame) -> np.ndarray:
+def _scores_desc(rows: pl.DataFrame) -> np.ndarray:
     """Scores for ranking, high first; a missing score ranks below every real one."""
-    return index["score"].fill_nan(None).fill_null(-np.inf).to_numpy()
+    return rows["score"].fill_nan(None).fill_null(-np.inf).to_numpy()
+
+
+def best_first(rows: pl.DataFrame) -> np.ndarray:
+    """Positions of `rows` (with `score` and the random draw `u`) best score first, ties by the draw."""
+    return np.lexsort((-rows["u"].to_numpy(), _scores_desc(rows)))[::-1]
+
+
+def with_vectors(rows: pl.DataFrame, z: np.ndarray, chosen: np.ndarray) -> pl.DataFrame:
+    """`rows` with the feature vectors of the `chosen` ones as column `vector` (null for the others)."""
+    vectors = pl.Series("vector", z[chosen], dtype=pl.Array(pl.Float32, z.shape[1]))
+    picked = rows[chosen].with_columns(vectors)
+    return pl.concat([picked, rows.filter(~pl.Series(np.isin(np.arange(len(rows)), chosen)))], how="diagonal_relaxed")
 
 
 @register
@@ -160,8 +245,11 @@ class RandomSample(Sampler):
 
     name = "random_sample"
 
-    def select(self, index):
-        return Selection(top_k(self.random_order(index), self.params.budget), pl.Series(["random"] * len(index)))
+    def choose_part(self, index, rows, total, parts):
+        return rows.select("id", u=self.random_order(rows["id"]))
+
+    def choose(self, rows):
+        return Selection(top_k(rows["u"].to_numpy(), self.params.budget), pl.lit("random"))
 
 
 @register
@@ -194,17 +282,39 @@ class ClusterSample(Sampler):
         col = self.params.cluster_col
         return {col: f"k-means cluster of the row ({self.name}); the manifest has every cluster's size"} if col else {}
 
-    def select(self, index):
+    @property
+    def k(self) -> int:
         p = self.params
-        k = p.clusters or min(max(p.budget // 5, 2), 2000)  # many small clusters: better coverage (bench/diversity)
-        labels, names = ft.keyed_kmeans(self.embedding(index), k, self.keys(index), iters=p.iterations)
+        return p.clusters or min(max(p.budget // 5, 2), 2000)  # many small clusters: better coverage (bench/diversity)
+
+    def choose_part(self, index, rows, total, parts):
+        """Each row's cluster (the label of its nearest centroid; every task fits the same centroids on the
+        same sample), its random draw and its score."""
+        sample = self.sample(index, total, at_least=self.k)
+        space = self.space(sample)
+        centroids, _ = ft.keyed_centroids(self.embedding(sample, space), self.k, sample["key"].to_numpy(),
+                                          iters=self.params.iterations)
+        del sample
+        labels = ft.assign(self.embedding(rows, space), centroids)
+        return rows.select("id", *(["score"] if self.score_col else []), u=self.random_order(rows["id"]),
+                           label=pl.Series(labels, dtype=pl.Int32))
+
+    def choose(self, rows):
+        p = self.params
+        names = self.names(rows)
+        labels = rows["label"].to_numpy()
         sizes = np.bincount(labels, minlength=len(names))
         quota = (balanced_quota if p.allocation == "balanced" else proportional_quota)(sizes, p.budget)
-        rank = rank_within(labels, self._priority(index))
-        frame = pl.DataFrame({"cluster": names[labels], "rank": rank, "size": sizes[labels], "quota": quota[labels]})
-        detail = frame.select(pl.format("cluster={} rank={} size={} quota={}", "cluster", "rank", "size", "quota"))
+        rank = rank_within(labels, self._priority(rows))
+        columns = pl.DataFrame({"cluster": names[labels], "rank": rank, "size": sizes[labels], "quota": quota[labels]})
+        detail = pl.format("cluster={} rank={} size={} quota={}", "cluster", "rank", "size", "quota")
         kept_labels = pl.DataFrame({p.cluster_col: names[labels].astype(np.int32)}) if p.cluster_col else None
-        return Selection(rank < quota[labels], detail.to_series(), kept_labels)
+        return Selection(rank < quota[labels], detail, columns, kept_labels)
+
+    def names(self, rows: pl.DataFrame) -> np.ndarray:
+        """The clusters' names by label: from the keys of their seed rows (the rows with the smallest keys)."""
+        keys = self.keys(rows["id"])
+        return ft.seed_names(keys[ft.keyed_seeds(keys, self.k)])
 
     def stats(self, kept, rejected):
         """The sampler stats plus the size of every cluster and the rows kept from it (in the order of
@@ -222,12 +332,12 @@ class ClusterSample(Sampler):
                        "cluster_kept": kept_per.tolist()}
         return result
 
-    def _priority(self, index: pl.DataFrame) -> np.ndarray:
+    def _priority(self, rows: pl.DataFrame) -> np.ndarray:
         """Higher first: the score if given (random among equals), else the seeded random draw."""
-        rnd = self.random_order(index)
+        rnd = rows["u"].to_numpy()
         if not self.score_col:
             return rnd
-        score = _scores_desc(index)
+        score = _scores_desc(rows)
         order = np.lexsort((-rnd, score))  # ascending by score, then random
         priority = np.empty(len(score))
         priority[order] = np.arange(len(score))
@@ -278,22 +388,45 @@ class KCenterSample(Sampler):
     class Params(EmbeddingParams):
         pass
 
-    def select(self, index):
-        z = self.embedding(index)
-        ids = index["id"].to_numpy()
-        first = int(np.argmax(self.random_order(index)))
-        dist = 1 - z @ z[first]
-        nearest = np.full(len(z), first)
-        keep = np.zeros(len(z), dtype=bool)
-        keep[first] = True
-        for _ in range(self.params.budget - 1):  # inherently sequential: one matrix-vector product per pick
-            pick = int(np.argmax(np.where(keep, -np.inf, dist)))
-            keep[pick] = True
-            new = 1 - z @ z[pick]
-            closer = new < dist
-            dist[closer], nearest[closer] = new[closer], pick
-        frame = pl.DataFrame({"nearest": ids[nearest], "distance": np.round(dist, 4)})
-        return Selection(keep, frame.select(pl.format("nearest={} distance={}", "nearest", "distance")).to_series())
+    def choose_part(self, index, rows, total, parts):
+        """k-center greedy over this part's rows, stopped at its share of candidates (`candidates`), which
+        carry their vectors; every other row carries its nearest candidate and the distance."""
+        z = self.embedding(rows, self.space(self.sample(index, total)))
+        u = self.random_order(rows["id"])
+        keep, nearest, dist = k_center(z, int(np.argmax(u)), self.candidates(len(rows), parts))
+        table = rows.select("id", u=u, nearest=rows["id"].gather(nearest), distance=np.round(dist, 4))
+        return with_vectors(table, z, np.flatnonzero(keep))
+
+    def choose(self, rows):
+        """k-center greedy over the candidates, from the row with the highest draw (the same first row as
+        over every row); a dropped candidate names its nearest kept one."""
+        pos = np.flatnonzero(rows["vector"].is_not_null().to_numpy())
+        z = rows["vector"].gather(pos).to_numpy()
+        picked, nearest, dist = k_center(z, int(np.argmax(rows["u"].to_numpy()[pos])), self.params.budget)
+        keep = np.zeros(len(rows), dtype=bool)
+        keep[pos[picked]] = True
+        columns = rows.select(rows["nearest"].scatter(pos, rows["id"].gather(pos[nearest])),
+                              rows["distance"].scatter(pos, np.round(dist, 4)))
+        short = min(self.params.budget, len(rows)) - int(keep.sum())
+        if short > 0:  # the tasks offered too few candidates: the rows farthest from their nearest candidate
+            far = np.argsort(-columns["distance"].to_numpy(), kind="stable")
+            keep[far[~keep[far]][:short]] = True
+        return Selection(keep, pl.format("nearest={} distance={}", "nearest", "distance"), columns)
+
+
+def k_center(z: np.ndarray, first: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-center greedy (cosine) from row `first`, k rows: (kept mask, each row's nearest kept row, its distance)."""
+    dist = 1 - z @ z[first]
+    nearest = np.full(len(z), first)
+    keep = np.zeros(len(z), dtype=bool)
+    keep[first] = True
+    for _ in range(min(k, len(z)) - 1):  # inherently sequential: one matrix-vector product per pick
+        pick = int(np.argmax(np.where(keep, -np.inf, dist)))
+        keep[pick] = True
+        new = 1 - z @ z[pick]
+        closer = new < dist
+        dist[closer], nearest[closer] = new[closer], pick
+    return keep, nearest, dist
 
 
 @register
@@ -320,30 +453,50 @@ class DeitaSample(Sampler):
         words = joined_text(batch, self.params.fields).str.count_matches(r"\S+").cast(pl.Float64)
         return index.with_columns(words.alias("score"))
 
-    def select(self, index):
-        z = self.embedding(index)
-        order = np.lexsort((-self.random_order(index), _scores_desc(index)))[::-1]  # best first
+    def choose_part(self, index, rows, total, parts):
+        """The greedy over this part's rows, stopped at its share of candidates (`candidates`), which carry
+        their vectors; every other row carries the candidate it is too similar to, if any, and its score."""
+        z = self.embedding(rows, self.space(self.sample(index, total)))
+        table = rows.select("id", "score", u=self.random_order(rows["id"]))
+        chosen, blocker, best_sim = self.greedy(z, best_first(table), self.candidates(len(rows), parts))
+        table = table.with_columns(blocker=rows["id"].gather(np.maximum(blocker, 0)).set(pl.Series(blocker < 0), None),
+                                   cosine=np.round(best_sim, 3))
+        return with_vectors(table, z, chosen)
+
+    def choose(self, rows):
+        """The greedy over the candidates, best first; when the threshold leaves too few, the budget is
+        filled with the best of the other rows (as over every row)."""
+        pos = np.flatnonzero(rows["vector"].is_not_null().to_numpy())
+        candidates = rows[pos]
+        chosen, blocker, best_sim = self.greedy(candidates["vector"].to_numpy(), best_first(candidates),
+                                                self.params.budget)
+        keep = np.zeros(len(rows), dtype=bool)
+        keep[pos[chosen]] = True
+        short = min(self.params.budget, len(rows)) - int(keep.sum())
+        if short > 0:  # the threshold left too few rows: fill the budget with the best of the skipped ones
+            order = best_first(rows)
+            keep[order[~keep[order]][:short]] = True
+        hit = blocker >= 0
+        columns = rows.select(rows["blocker"].scatter(pos[hit], candidates["id"].gather(blocker[hit])),
+                              rows["cosine"].scatter(pos[hit], np.round(best_sim[hit], 3)), "score")
+        detail = (pl.when(pl.col("blocker").is_not_null())
+                  .then(pl.format("similar_to={} cosine={}", "blocker", "cosine"))
+                  .otherwise(pl.format("budget_reached score={}", "score")))
+        return Selection(keep, detail, columns)
+
+    def greedy(self, z: np.ndarray, order: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Rows taken in `order` unless too similar to a taken one, until `limit`: (taken positions, each
+        row's blocker position or -1, its cosine to the blocker)."""
         chosen: list[int] = []
         blocker = np.full(len(z), -1)
         best_sim = np.zeros(len(z), dtype=np.float32)
         for start in range(0, len(order), self.params.block):
-            if len(chosen) >= self.params.budget:
+            if len(chosen) >= limit:
                 break
-            chosen += self._take(z, order[start: start + self.params.block], chosen, blocker, best_sim)
-        keep = np.zeros(len(z), dtype=bool)
-        keep[chosen[: self.params.budget]] = True
-        short = self.params.budget - int(keep.sum())
-        if short > 0:  # the threshold left too few rows: fill the budget with the best of the skipped ones
-            keep[order[~keep[order]][:short]] = True
-        blocked_by = index["id"].gather(np.maximum(blocker, 0))
-        frame = pl.DataFrame({"blocker": blocked_by, "blocked": blocker >= 0, "cosine": np.round(best_sim, 3),
-                              "score": index["score"]})
-        detail = frame.select(pl.when("blocked")
-                              .then(pl.format("similar_to={} cosine={}", "blocker", "cosine"))
-                              .otherwise(pl.format("budget_reached score={}", "score")))
-        return Selection(keep, detail.to_series())
+            chosen += self._take(z, order[start: start + self.params.block], chosen, blocker, best_sim, limit)
+        return np.asarray(chosen[:limit], dtype=np.int64), blocker, best_sim
 
-    def _take(self, z, block, chosen, blocker, best_sim) -> list[int]:
+    def _take(self, z, block, chosen, blocker, best_sim, limit) -> list[int]:
         """The rows of `block` (best first) that pass the similarity test against `chosen` and each other."""
         t = self.params.threshold
         if chosen:
@@ -354,7 +507,7 @@ class DeitaSample(Sampler):
             block = block[~hit]
         inner = z[block] @ z[block].T
         taken = np.zeros(len(block), dtype=bool)
-        room = self.params.budget - len(chosen)
+        room = limit - len(chosen)
         for i, row in enumerate(block):  # sequential by nature; each step is one vector comparison
             if room == 0:
                 break
