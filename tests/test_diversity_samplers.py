@@ -240,6 +240,9 @@ def test_mix_upsamples_a_small_source_up_to_max_repeat(pool):
     assert drops.filter(pl.col("id").str.starts_with("alpaca")).height == 1250  # big: down-sampled to 1,250
     assert run(Mix(ratios={"big": 1, "small": 1}, total=2500, max_repeat=3), frame.reverse())[0]["id"].sort() \
         .equals(kept["id"].sort())  # the same choice whatever the row order
+    _, threaded_drops, threaded = run_decision(op, frame.sample(fraction=1.0, shuffle=True, seed=2), 300, map_threads)
+    assert threaded_drops.sort("id").equals(drops.sort("id"))  # each source in a task: any worker, any order
+    assert threaded.copies.sort("id")["copies"].value_counts().sort("copies").rows() == [(2, 250), (3, 250)]
     stats = op.stats(kept.lazy(), frame.join(drops, on="id").lazy())
     assert stats["mixture"]["small"]["copies"] == 750 and stats["mixture"]["small"]["available_rows"] == 500
     assert stats["mixture"]["big"]["rows"] == 1250 and stats["mixture"]["big"]["available_rows"] == 2500

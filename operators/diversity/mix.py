@@ -9,13 +9,16 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator
 
-from operators.base import Decision, GlobalOperator, Params
+from operators.base import DETAIL, REASON, Decision, GlobalOperator, Params
 from operators.diversity import features as ft
 from operators.diversity.features import joined_text
 from operators.errors import ConfigError
 from operators.quality.text import plain_word_count
 from operators.registry import register
 from operators.tokens import DEFAULT_TOKENIZER, count_tokens, describe, field_text
+
+
+PARTS = 8  # decide tasks: each takes the rows of every 8th source (by name)
 
 
 @register
@@ -63,10 +66,14 @@ class Mix(GlobalOperator):
             size = pl.Series("size", np.ones(len(batch), np.int64))
         return pl.DataFrame([batch["id"], batch["source"].cast(pl.String), size.alias("size")])
 
-    def decide(self, index: pl.DataFrame) -> Decision:
+    def partitions(self) -> int:
+        return PARTS
+
+    def targets(self, index: pl.LazyFrame) -> pl.DataFrame:
+        """Every source present: `source`, `available` (its rows' sizes summed) and `target` (its share of
+        the total, null for a source not in the mix); a ConfigError when the mixture cannot be made."""
         p, shares = self.params, self.shares
-        index = index.sort("id")
-        available = dict(index.group_by("source").agg(pl.col("size").sum()).iter_rows())
+        available = dict(index.group_by("source").agg(pl.col("size").sum()).collect().iter_rows())
         missing = [s for s in shares if not available.get(s)]
         if missing:
             raise ConfigError(f"mix: source {missing[0]!r} has no rows; sources present: {sorted(available)}")
@@ -79,23 +86,49 @@ class Mix(GlobalOperator):
                               f"{available[short]:,}; the most this mixture allows is {int(most):,} with "
                               f"max_repeat={p.max_repeat}" + (f" (max_repeat: {math.ceil(need / available[short])} "
                                                               f"would up-sample it)" if p.max_repeat == 1 else ""))
-        targets = pl.DataFrame({"source": list(shares), "target": [shares[s] * total for s in shares]})
-        ranked = (index.with_columns(pl.Series("u", ft.uniform(index["id"], p.seed)))
+        return pl.DataFrame({"source": sorted(available), "target": [shares[s] * total if s in shares else None
+                                                                      for s in sorted(available)]},
+                            schema={"source": pl.String, "target": pl.Float64})
+
+    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
+        """The choice inside this part's sources (every PARTS-th one, by name): `id`, and `reason` + `detail`
+        for a row left out or `copies` for a row taken more than once. Nothing when the mix cannot be made
+        (`combine` says why)."""
+        try:
+            targets = self.targets(index)[part::PARTS]
+        except ConfigError:
+            return pl.DataFrame()
+        rows = index.filter(pl.col("source").is_in(targets["source"].implode())).collect()
+        return self.take(rows, targets) if len(rows) else pl.DataFrame()
+
+    def take(self, rows: pl.DataFrame, targets: pl.DataFrame) -> pl.DataFrame:
+        """The rows of each source in a seeded random order, pass after pass, until its target: a row is
+        taken once per pass whose running total up to it stays within the target."""
+        p = self.params
+        ranked = (rows.with_columns(pl.Series("u", ft.uniform(rows["id"], p.seed)))
                   .join(targets, on="source", how="left", maintain_order="left")
                   .sort("source", "u", "id")
                   .with_columns(pl.col("size").cum_sum().over("source").alias("running"),
                                 pl.col("size").sum().over("source").alias("source_size")))
-        # The rows of a source are taken in a seeded random order, pass after pass, until its target: a row
-        # is taken once per pass whose running total up to it stays within the target.
         slack = pl.col("target") * 1e-9 + 1e-9
         passes = ((pl.col("target") + slack - pl.col("running")) // pl.col("source_size") + 1).clip(0, p.max_repeat)
         ranked = ranked.with_columns(passes.cast(pl.Int64).alias("copies"))
         outside = ranked.filter(pl.col("target").is_null())
         surplus = ranked.filter(pl.col("copies") == 0)
         detail = pl.format("source={} target={} {}", "source", pl.col("target").round(0).cast(pl.Int64), pl.lit(p.unit))
-        drops = pl.concat([self.drops(outside, "not_in_mix", pl.format("source={}", "source")),
-                           self.drops(surplus, "not_selected", detail)])
-        return Decision(drops, copies=ranked.filter(pl.col("copies") > 1).select("id", "copies"))
+        return pl.concat([self.drops(outside, "not_in_mix", pl.format("source={}", "source")),
+                          self.drops(surplus, "not_selected", detail),
+                          ranked.filter(pl.col("copies") > 1).select("id", "copies")], how="diagonal")
+
+    def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> Decision:
+        self.targets(index)  # the ConfigError the parts left to the driver
+        table = pl.concat([part for part in parts if part.height], how="diagonal_relaxed") \
+            if any(part.height for part in parts) else pl.DataFrame(schema={"id": pl.String})
+        drops = table.filter(pl.col(REASON).is_not_null()).select("id", REASON, DETAIL) if REASON in table.columns \
+            else self.drops(table.clear(), "not_selected")
+        copies = table.filter(pl.col("copies").is_not_null()).select("id", "copies") if "copies" in table.columns \
+            else pl.DataFrame(schema={"id": pl.String, "copies": pl.Int64})
+        return Decision(drops, copies=copies)
 
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         """The realised mixture next to the target: per source the rows available, the rows and tokens

@@ -1,8 +1,16 @@
 """Samplers: keep `budget` rows chosen for diversity (or at random); the rest are `not_selected` rejects.
 
 Each is a GlobalOperator: `index` turns a shard into features (hashed n-gram counts, or sentence
-embeddings when asked) plus the score column when one is used; `decide` sorts the whole index by id, so
-the choice depends on the seed and never on the shard order, and returns the rows not chosen with a detail
+embeddings when asked), a key hashed from the id and the score column when one is used. The decision runs
+in two levels so the driver never holds the features: tasks (`decide_part`, one per 500k rows) each take
+the rows whose key falls to them, fit the same feature space and centroids on the same keyed sample of
+every row, and return one small row per row (its cluster, draw, weight...; for the greedy k-center and
+Deita, the vectors of their best candidates too); the driver (`combine`) chooses from those. Rows are
+ordered by id throughout, so the choice depends on the seed and never on the shard order or the workers.
+Random and cluster choose exactly as over every row at once with any number of tasks; DSIR, k-center and
+Deita do with one task and approximate it with more (DSIR takes each task's rows as the raw distribution,
+the greedy ones choose among candidates; bench/README.md, "Diversity sampling"). The TF-IDF weights come
+from the keyed sample of 50k rows, as the SVD basis did (before, from every row). The rows not chosen get a detail
 saying why (cluster, nearest selected row, score...). `stats` records the budget and the diversity of the
 rows before and after the stage in the manifest.
 """
@@ -306,7 +314,8 @@ class ClusterSample(Sampler):
         sizes = np.bincount(labels, minlength=len(names))
         quota = (balanced_quota if p.allocation == "balanced" else proportional_quota)(sizes, p.budget)
         rank = rank_within(labels, self._priority(rows))
-        columns = pl.DataFrame({"cluster": names[labels], "rank": rank, "size": sizes[labels], "quota": quota[labels]})
+        columns = pl.DataFrame({"cluster": names[labels], "rank": rank, "size": sizes[labels], "quota": quota[labels]},
+                               schema=dict.fromkeys(("cluster", "rank", "size", "quota"), pl.Int32))
         detail = pl.format("cluster={} rank={} size={} quota={}", "cluster", "rank", "size", "quota")
         kept_labels = pl.DataFrame({p.cluster_col: names[labels].astype(np.int32)}) if p.cluster_col else None
         return Selection(rank < quota[labels], detail, columns, kept_labels)
