@@ -18,6 +18,7 @@ rows before and after the stage in the manifest.
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -64,6 +65,7 @@ class Selection(NamedTuple):
     labels: pl.DataFrame | None = None
 
 
+_FITTING = threading.Lock()
 _fitted: dict = {}  # the last feature space this process fitted, by a digest of its sample (see `Sampler.space`)
 MAX_PARTS = 32  # decide tasks at most; beyond MAX_PARTS * part_rows rows the tasks grow
 OVERSAMPLE = 2  # greedy samplers: each task offers OVERSAMPLE * budget / tasks candidates to the driver
@@ -185,11 +187,12 @@ class Sampler(GlobalOperator):
         digest = hashlib.sha256(f"{self.params.dims} {self.params.seed} {counts.shape}".encode())
         for array in (sample["key"].to_numpy(), counts.indptr, counts.indices, counts.data):
             digest.update(np.ascontiguousarray(array).tobytes())
-        if _fitted.get("digest") != digest.hexdigest():
-            _fitted.clear()  # one space at a time: its basis is features x dims floats
-            _fitted.update(digest=digest.hexdigest(), space=ft.TextSpace(counts, self.params.dims, self.params.seed,
-                                                                          sample["key"].to_numpy()))
-        return _fitted["space"]
+        with _FITTING:  # tasks on threads of one process: one fits, the others wait and reuse it
+            if _fitted.get("digest") != digest.hexdigest():
+                _fitted.clear()  # one space at a time: its basis is features x dims floats
+                _fitted.update(digest=digest.hexdigest(), space=ft.TextSpace(
+                    counts, self.params.dims, self.params.seed, sample["key"].to_numpy()))
+            return _fitted["space"]
 
     def embedding(self, rows: pl.DataFrame, space: ft.TextSpace | None, chunk: int = 65_536) -> np.ndarray:
         """Unit vectors of the rows: the sentence embeddings `index` computed, else TF-IDF projected on the
