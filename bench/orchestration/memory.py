@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/orchestration/memory.py --rows 250000,1000000 [--before /tmp/sluice-before]
     .venv/bin/python bench/orchestration/memory.py --rows 500000 --join 8 --no-minhash --before /tmp/sluice-before
-    .venv/bin/python bench/orchestration/memory.py --rows 1000000 --gopher --runners prefect --kill-at stage.done:6
+    .venv/bin/python bench/orchestration/memory.py --rows 1000000 --gopher --runners prefect --kill-at cache.put:605,publish.write:1
 
 Input: Alpaca outputs repeated with a per-copy suffix (Parquet); pipeline normalize -> length_filter ->
 exact_dedup -> minhash_dedup, 10k-row shards (--shard-rows), empty cache. Each run is a fresh process under /usr/bin/time -v:
@@ -53,6 +53,14 @@ def run(code: Path, config: Path, runner: str, kill_at: str | None = None) -> tu
     return wall, cpu, peak_kib / 2**20
 
 
+def stage_cpu(folder: Path, dataset: str) -> dict:
+    """CPU seconds of the read and of each stage (group) in the run that published `dataset`'s first version,
+    from its manifest (the driver's clock: start-up and the release writer are the rest of the process's CPU)."""
+    manifest = json.loads((folder / "releases" / dataset / "v0001" / "manifest.json").read_text())
+    seconds = {s["stage"]: s["cpu_seconds"] for s in manifest["stages"] if "cpu_seconds" in s}
+    return {"stage_cpu_s": seconds, "stages_cpu_s": round(sum(seconds.values()), 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", default="250000,1000000")
@@ -61,7 +69,8 @@ def main() -> None:
     parser.add_argument("--join", type=int, default=1, help="Alpaca outputs per row (longer rows: more bytes per row)")
     parser.add_argument("--no-minhash", action="store_true", help="cleaning stages and exact dedup only")
     parser.add_argument("--gopher", action="store_true", help="Gopher repetition and quality after the length filter")
-    parser.add_argument("--kill-at", help="also: a run SIGKILLed at this failpoint (e.g. stage.done:5), then resumed")
+    parser.add_argument("--kill-at", help="also: a run SIGKILLed at each of these failpoints (comma list, e.g. "
+                        "stage.done:5,publish.write:1), each into a fresh dataset, then resumed")
     parser.add_argument("--shard-rows", type=int, default=10_000, help="rows per shard (the config default)")
     args = parser.parse_args()
     stages = STAGES[:-1] if args.no_minhash else STAGES
@@ -86,16 +95,18 @@ def main() -> None:
                         "release": {"dir": str(folder / "releases"), "rows_per_file": 250_000}}))
                     wall, cpu, peak = run(code, config, runner)
                     results.append({"rows": rows, "join": args.join, "runner": runner, "code": label, "wall_s": round(wall, 1),
-                                    "cpu_s": round(cpu, 1), "peak_rss_gib": round(peak, 2)})
+                                    "cpu_s": round(cpu, 1), "peak_rss_gib": round(peak, 2)} | stage_cpu(folder, config.stem))
                     print(json.dumps(results[-1]), flush=True)
-                    if args.kill_at:  # the same config into a fresh dataset: killed late, then resumed
-                        killed = config.with_name(f"killed-{config.name}")
-                        killed.write_text(config.read_text().replace(f'"{config.stem}"', f'"killed-{config.stem}"'))
-                        for kill in (args.kill_at, None):
+                    for n, kill_at in enumerate(args.kill_at.split(",") if args.kill_at else []):
+                        # the same config into a fresh dataset (and cache): killed at `kill_at`, then resumed
+                        name = f"killed{n}-{config.stem}"
+                        killed = config.with_name(f"{name}.yaml")
+                        killed.write_text(config.read_text().replace(f'"{config.stem}"', f'"{name}"'))
+                        for kill in (kill_at, None):
                             wall, cpu, peak = run(code, killed, runner, kill)
                             results.append({"rows": rows, "runner": runner, "code": label, "run": "killed" if kill else "resumed",
-                                            "kill_at": kill, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                                            "peak_rss_gib": round(peak, 2)})
+                                            "kill_at": kill or kill_at, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                                            "peak_rss_gib": round(peak, 2)} | ({} if kill else stage_cpu(folder, name)))
                             print(json.dumps(results[-1]), flush=True)
             data.unlink()
 
