@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from operators.base import Generator, GlobalOperator, RowOperator
 from operators.errors import SluiceError
 from pipelines import storage
-from pipelines.readers import Source
+from pipelines.readers import Source, gzipped
 
 if TYPE_CHECKING:
     from pipelines.config import PipelineConfig, Problems, Stage
@@ -135,5 +135,5 @@ def _file_columns(src: Source) -> set[str] | None:
 
 def _open_text(path: storage.Location) -> io.TextIOBase:
     raw = storage.open_file(path)
-    return io.TextIOWrapper(gzip.open(raw) if str(path).lower().endswith(".gz") else raw, encoding="utf-8",
+    return io.TextIOWrapper(gzip.open(raw) if gzipped(path) else raw, encoding="utf-8",
                             errors="replace")

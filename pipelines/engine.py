@@ -239,7 +239,8 @@ def stage_fingerprint(stage: Stage) -> str:
 def run_fused(group: list[Stage], outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> None:
     """Run consecutive row-local stages as one task per shard, in place; each stage keeps its own books
     (rows in, out, dropped by reason, rows per language, its summary) and rejects, as if it had run alone."""
-    keys = [derive(k, *(stage_fingerprint(s) for s in group)) for k in outcome.keys]
+    fingerprints = [stage_fingerprint(s) for s in group]  # once per stage, not per shard (each hashes modules)
+    keys = [derive(k, *fingerprints) for k in outcome.keys]
     results = map_fn(split_fused, outcome.jobs(keys), "+".join(s.name for s in group), cache, stages=group)
     level = sum(p.rows for p in outcome.parts)
     reasons: Counter = Counter()
@@ -531,8 +532,4 @@ def _stage_errors(stage: Stage, batch: pl.DataFrame) -> Iterator[None]:
             f"columns {batch.columns}. Map an input field to it with `fields:` or change the stage's parameters."
         ) from None
 
-
-def file_sha256(path: Location) -> str:
-    """The sha256 of a file; of an input at a URL, of its local copy (downloaded once, then read from disk)."""
-    return storage.sha256(storage.local_copy(path))
 

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
-import pyarrow.parquet as pq
 
 from operators.base import DETAIL, REASON
 from operators.errors import InputError
+from pipelines import storage
 
 Format = Literal["jsonl", "json", "parquet", "csv", "warc", "html", "text", "text_lines", "pdf", "pdf_pages"]
 _SURROGATE = re.compile("[\udc80-\udcff]")
@@ -53,7 +53,7 @@ class Source:
 
 def detect_format(path: Path) -> Format | None:
     suffixes = [s.lower() for s in path.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
+    if suffixes and gzipped(path):
         suffixes.pop()
     return _SUFFIX_FORMATS.get(suffixes[-1]) if suffixes else None
 
@@ -136,15 +136,17 @@ def read_shards(src: Source, shard_rows: int, ids: IdRegistry | None, span: Span
     """Stream `src` (the `span` of it) as shards of at most `shard_rows` input rows. With `ids`, row ids are
     made unique as they are read; without, each shard carries its rows' raw ids (`Shard.ids`) for a check of
     all inputs together. JSONL and Parquet are read by Polars, a shard at a time; the rows it cannot read or
-    that break a rule go through the row-by-row reader, which names file, row and field."""
-    if not src.path.is_file():
-        raise InputError(f"{src.path}: input file not found")
+    that break a rule go through the row-by-row reader, which names file, row and field. An input at a URL is
+    read from a local copy (storage.local_copy) but named by its URL, in rejects and messages alike."""
+    if not storage.is_remote(src.path) and not Path(src.path).is_file():  # at a URL: storage.local_copy says so
+        raise InputError(f"{storage.display(src.path)}: input file not found")
     index = 0
     for batch in _batches(src, shard_rows, span):
         yield _shard(src, index, batch, ids)
         index += 1
     if index == 0 and span == WHOLE:
-        raise InputError(f"{src.path}: the input has no rows (empty file); remove it from `inputs` or fill it")
+        raise InputError(f"{storage.display(src.path)}: the input has no rows (empty file); remove it from "
+                         "`inputs` or fill it")
 
 
 def check_read_loss(src: Source, rows_read: int, reasons: Counter, example: str | None) -> None:
@@ -157,7 +159,7 @@ def check_read_loss(src: Source, rows_read: int, reasons: Counter, example: str 
         return
     top = ", ".join(f"{reason} {n:,}" for reason, n in reasons.most_common(3))
     raise InputError(
-        f"{src.path}: reading rejected {rejected:,} of {rows_read:,} rows ({rejected / rows_read:.1%}), more than "
+        f"{storage.display(src.path)}: reading rejected {rejected:,} of {rows_read:,} rows ({rejected / rows_read:.1%}), more than "
         f"this input's max_reject_share {src.max_reject_share:.0%}: {top}" + (f"; e.g. {example}" if example else "")
         + ". Check the input's format, `fields:` and `optional:`, or raise `max_reject_share` on this input "
         "if the loss is expected")
@@ -405,23 +407,25 @@ class _Batch:
 
 
 def _batches(src: Source, shard_rows: int, span: Span) -> Iterator[_Batch]:
+    """The batches of `src`: read from `path` (a local copy of an input at a URL), named `name` (its URL)."""
+    path, name = storage.local_copy(src.path), storage.display(src.path)
     try:
         if src.format == "parquet":
-            yield from _parquet_batches(src.path, shard_rows, span)
+            yield from _parquet_batches(path, name, shard_rows, span)
         elif src.format == "jsonl":
-            _check_encoding(src.path)
-            yield from _jsonl_batches(src.path, shard_rows, span)
+            _check_encoding(path, name)
+            yield from _jsonl_batches(path, name, shard_rows, span)
         else:
-            records = _records(src)
+            records = _records(src.format, path, name)
             while chunk := list(itertools.islice(records, shard_rows)):
                 yield _Batch(records=chunk)
     except (EOFError, gzip.BadGzipFile, zlib.error) as err:
-        raise InputError(f"{src.path}: truncated or corrupt gzip file ({err})") from None
+        raise InputError(f"{name}: truncated or corrupt gzip file ({err})") from None
     except OSError as err:
-        raise InputError(f"{src.path}: cannot read ({err.strerror or err})") from None
+        raise InputError(f"{name}: cannot read ({err.strerror or err})") from None
 
 
-def _jsonl_batches(path: Path, shard_rows: int, span: Span) -> Iterator[_Batch]:
+def _jsonl_batches(path: Path, name: str, shard_rows: int, span: Span) -> Iterator[_Batch]:
     number, lines = span.line - 1, []
     for line in _lines(path, span):
         number += 1
@@ -430,17 +434,17 @@ def _jsonl_batches(path: Path, shard_rows: int, span: Span) -> Iterator[_Batch]:
         if line.strip():  # blank lines are not rows
             lines.append((number, line))
             if len(lines) >= shard_rows:
-                yield _jsonl_batch(path, lines)
+                yield _jsonl_batch(name, lines)
                 lines = []
     if lines:
-        yield _jsonl_batch(path, lines)
+        yield _jsonl_batch(name, lines)
 
 
 def _lines(path: Path, span: Span, block: int = 1 << 24) -> Iterator[bytes]:
     """The lines of bytes [span.start, span.stop) of a file (without their newlines), read in big blocks."""
     left = None if span.stop is None else span.stop - span.start
     rest = b""
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         fh.seek(span.start)
         while left is None or left > 0:
             data = fh.read(block if left is None else min(block, left))
@@ -460,9 +464,9 @@ _NOT_CONTROL = bytes(range(0x20, 0x100)) + b"\n"
 _LONE_SURROGATE = re.compile(rb"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])")
 
 
-def _jsonl_batch(path: Path, lines: list[tuple[int, bytes]]) -> _Batch:
+def _jsonl_batch(name: str, lines: list[tuple[int, bytes]]) -> _Batch:
     raw = [line for _, line in lines]
-    wheres = [f"{path}:{number}" for number, _ in lines]
+    wheres = [f"{name}:{number}" for number, _ in lines]
     data = b"\n".join(raw)
     if b"\r" in data:  # CRLF line ends; a "\r" inside a line is a control character
         data = b"\n".join(line.removesuffix(b"\r") for line in raw)
@@ -534,87 +538,94 @@ def _parse_line(line: bytes) -> Any:
         return _BadLine("malformed_json", "malformed JSON: nested too deeply", text)
 
 
-def _parquet_batches(path: Path, shard_rows: int, span: Span) -> Iterator[_Batch]:
-    total = parquet_rows(path)
+def _parquet_batches(path: Path, name: str, shard_rows: int, span: Span) -> Iterator[_Batch]:
+    total = parquet_rows(path, name)
     stop = total if span.stop is None else min(span.stop, total)
     for start in range(span.start, stop, shard_rows):
         n = min(shard_rows, stop - start)
         try:
             frame = pl.scan_parquet(path).slice(start, n).collect()
         except Exception as err:  # a corrupt page or column chunk
-            raise InputError(f"{path}: corrupt Parquet data after row {start} ({err})") from None
-        wheres = [f"{path}: row {start + i + 1}" for i in range(n)]
+            raise InputError(f"{name}: corrupt Parquet data after row {start} ({err})") from None
+        wheres = [f"{name}: row {start + i + 1}" for i in range(n)]
         yield _Batch(frame=frame, wheres=wheres, record=lambda i, f=frame: f.row(i, named=True))
 
 
-def parquet_rows(path: Path) -> int:
+def parquet_rows(path: Path, name: str | None = None) -> int:
+    """storage.parquet_rows of an input, whose unreadable footer is the user's mistake: an InputError."""
     try:
-        return pq.ParquetFile(path).metadata.num_rows
+        return storage.parquet_rows(path)
     except Exception as err:
-        raise InputError(f"{path}: not a readable Parquet file ({err})") from None
+        raise InputError(f"{name or path}: not a readable Parquet file ({err})") from None
 
 
-def _records(src: Source) -> Iterator[tuple[str, Any]]:
+def _records(fmt: Format, path: Path, name: str) -> Iterator[tuple[str, Any]]:
     """The row-by-row reader's records of the other formats: (where, record-or-error)."""
     read = {"json": _json_records, "csv": _csv_records}
-    if src.format not in read:
+    if fmt not in read:
         from pipelines.sources import raw_records
 
-        yield from raw_records(src.path, src.format)
+        yield from raw_records(path, fmt, name)
         return
-    _check_encoding(src.path)
-    yield from read[src.format](src.path)
+    _check_encoding(path, name)
+    yield from read[fmt](path, name)
 
 
 _WIDE_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16"}
 
 
-def _check_encoding(path: Path) -> None:
+def _check_encoding(path: Path, name: str) -> None:
     """Text inputs are UTF-8 (a BOM is fine). UTF-16/32 would otherwise surface as a reject per line."""
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         head = fh.read(64)
     wide = next((name for bom, name in _WIDE_BOMS.items() if head.startswith(bom)), None)
     if wide is None and len(head) >= 8 and (head[1:8:2] == b"\0" * 4 or head[0:8:2] == b"\0" * 4):
         wide = "UTF-16 (NUL bytes between the characters)"
     if wide:
-        raise InputError(f"{path}: the file is encoded as {wide}; Sluice reads UTF-8. Convert it first, e.g. "
+        raise InputError(f"{name}: the file is encoded as {wide}; Sluice reads UTF-8. Convert it first, e.g. "
                          f"iconv -f {wide.split()[0]} -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix}")
 
 
-def _open_binary(path: Path) -> io.BufferedIOBase:
-    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+def gzipped(path: Path | str) -> bool:
+    """Is this input gzip-compressed? By its name, as every reader tells (a path or a URL)."""
+    return str(path).lower().endswith(".gz")
 
 
-def _json_records(path: Path) -> Iterator[tuple[str, Any]]:
-    with _open_binary(path) as fh:
+def open_binary(path: Path) -> io.BufferedIOBase:
+    """A local input's bytes, decompressed if `gzipped`."""
+    return gzip.open(path, "rb") if gzipped(path) else open(path, "rb")
+
+
+def _json_records(path: Path, name: str) -> Iterator[tuple[str, Any]]:
+    with open_binary(path) as fh:
         data = fh.read()
     try:
         items = json.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError as err:
-        raise InputError(f"{path}: not valid UTF-8 (byte {err.start})") from None
+        raise InputError(f"{name}: not valid UTF-8 (byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise InputError(f"{path}:{err.lineno}: malformed JSON: {_json_problem(err)}") from None
+        raise InputError(f"{name}:{err.lineno}: malformed JSON: {_json_problem(err)}") from None
     except RecursionError:
-        raise InputError(f"{path}: malformed JSON: nested too deeply") from None
+        raise InputError(f"{name}: malformed JSON: nested too deeply") from None
     if not isinstance(items, list):
-        raise InputError(f"{path}: expected a JSON array of objects, got a JSON {type(items).__name__}")
+        raise InputError(f"{name}: expected a JSON array of objects, got a JSON {type(items).__name__}")
     for number, item in enumerate(items, start=1):
-        yield f"{path}: item {number}", item
+        yield f"{name}: item {number}", item
 
 
 def _json_problem(err: json.JSONDecodeError) -> str:
     return f"{err.msg}{'' if err.msg.endswith(' at') else ' at'} column {err.colno}"
 
 
-def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
+def _csv_records(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     csv.field_size_limit(2**31 - 1)  # the default, 128 KiB, is shorter than many documents
-    with _open_binary(path) as fh:
+    with open_binary(path) as fh:
         # undecodable bytes become lone surrogates, so one bad row is a reject, not the end of the file
         text = io.TextIOWrapper(fh, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.DictReader(text)
         try:
             for record in reader:
-                where = f"{path}:{reader.line_num}"
+                where = f"{name}:{reader.line_num}"
                 if None in record or None in record.values():
                     yield where, RowError("wrong_columns", f"expected {len(reader.fieldnames or [])} columns")
                 elif bad := [k for k, v in record.items() if _SURROGATE.search(k) or _SURROGATE.search(v)]:
@@ -622,4 +633,4 @@ def _csv_records(path: Path) -> Iterator[tuple[str, Any]]:
                 else:
                     yield where, record
         except csv.Error as err:
-            raise InputError(f"{path}:{reader.line_num}: malformed CSV: {err}") from None
+            raise InputError(f"{name}:{reader.line_num}: malformed CSV: {err}") from None

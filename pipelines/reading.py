@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +28,9 @@ from operators.errors import InputError
 from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
 from pipelines.cache import ShardCache, _write, derive
-from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, file_sha256, map_local
-from pipelines.readers import (REJECT_SCHEMA, RowError, Shard, Source, Span, WHOLE, _advice, check_read_loss, parquet_rows,
-                               read_shards)
+from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, map_local
+from pipelines.readers import (REJECT_SCHEMA, RowError, Shard, Source, Span, WHOLE, _advice, check_read_loss, gzipped,
+                               parquet_rows, read_shards)
 
 READER = "read-2"  # part of every read key: a new way of reading makes new keys
 
@@ -88,20 +88,19 @@ def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str]:
     downloads it: storage.local_copy.)"""
     if not storage.is_file(src.path):
         raise InputError(f"{storage.display(src.path)}: input file not found")
-    if storage.is_remote(src.path):
-        sha, spans, rows = file_sha256(src.path), [WHOLE], [0]
-    elif src.format == "jsonl" and not _gzipped(src.path):
+    local = not storage.is_remote(src.path)
+    if local and src.format == "jsonl" and not gzipped(src.path):
         sha, cuts, lines = _scan_lines(src.path, shard_rows)
         starts = [(0, 1), *cuts]
         stops = [offset for offset, _ in cuts] + [None]
         spans = [Span(start, stop, line) for (start, line), stop in zip(starts, stops)]
         rows = [shard_rows] * (len(spans) - 1) + [max(0, lines - (len(spans) - 1) * shard_rows)]
-    elif src.format == "parquet":
-        sha, total = file_sha256(src.path), parquet_rows(src.path)
-        spans = [Span(start, min(start + shard_rows, total)) for start in range(0, total, shard_rows)] or [WHOLE]
-        rows = [span.stop - span.start if span.stop is not None else 0 for span in spans]
-    else:
-        sha, spans, rows = file_sha256(src.path), [WHOLE], [0]
+    else:  # an input at a URL is hashed as the copy its task then reads (downloaded once per process)
+        sha, spans, rows = storage.sha256(storage.local_copy(src.path)), [WHOLE], [0]
+        if local and src.format == "parquet":
+            total = parquet_rows(src.path)
+            spans = [Span(start, min(start + shard_rows, total)) for start in range(0, total, shard_rows)] or [WHOLE]
+            rows = [span.stop - span.start if span.stop is not None else 0 for span in spans]
     if len(spans) == 1:
         spans = [WHOLE]  # one task reads the whole file (and says so when it is empty)
     return [ReadTask(src, span, sha, n) for span, n in zip(spans, rows)], sha
@@ -118,10 +117,9 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     key = task_key(task, shard_rows)
     if store is not None and (files := store.files(key)) is not None:
         return _cached(files, key), True
-    src = replace(task.source, path=storage.local_copy(task.source.path))  # a URL: downloaded once per process
     if store is None:
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
-                  for i, shard in enumerate(read_shards(src, shard_rows, None, task.span))]
+                  for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span))]
         failpoints.hit("read.shard")
         return shards, False
     # the shards wait next to the cache (hard-linked into the entry), or in a local folder for a remote cache
@@ -130,7 +128,7 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     scratch.mkdir(parents=True, exist_ok=True)
     books, paths = [], []
     try:
-        for i, shard in enumerate(read_shards(src, shard_rows, None, task.span)):
+        for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span)):
             books.append({"rows_read": shard.rows_read, "errors": json.dumps(dict(shard.errors))})
             for j, frame in enumerate(_frames(shard)):
                 paths.append(scratch / f"{i}-{j}.parquet")
@@ -261,10 +259,6 @@ def _books(sources: list[Source], owners: list[Source], shards: list[ShardRead],
 
 
 # --- files ---------------------------------------------------------------------------------------------------
-
-
-def _gzipped(path: storage.Location) -> bool:
-    return str(path).lower().endswith(".gz")  # as readers._open_binary tells
 
 
 def _scan_lines(path: Path, every: int) -> tuple[str, list[tuple[int, int]], int]:

@@ -41,7 +41,7 @@ from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
 from pipelines.card import dataset_card
 from pipelines.report import render_report
-from pipelines.engine import Outcome, Part, file_sha256, scan
+from pipelines.engine import Outcome, Part, scan
 from pipelines.storage import Location
 
 DEFAULT_ROOT = Path("data/releases")
@@ -228,7 +228,7 @@ def _write_parts(parts: list[Part], schema: pl.Schema, folder: Path, name: str,
         if end_of_file and writer is not None:
             writer.close()
             writer = None
-            entries.append(_describe(folder, rel(), pq.read_metadata(folder / rel()).num_rows))
+            entries.append(_describe(folder, rel(), storage.parquet_rows(folder / rel())))
 
     try:
         in_file = in_group = 0
@@ -279,7 +279,7 @@ def _write_tables(tables: dict[str, pl.DataFrame | pl.LazyFrame], folder: Path) 
 
 def _describe(folder: Path, rel: str, rows: int | None = None) -> dict[str, Any]:
     path = folder / rel
-    entry = {"path": rel, "rows": rows, "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+    entry = {"path": rel, "rows": rows, "bytes": path.stat().st_size, "sha256": storage.sha256(path)}
     return entry if rows is not None else {k: v for k, v in entry.items() if k != "rows"}
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from operators.errors import InputError
-from pipelines.readers import RowError
+from pipelines.readers import RowError, open_binary
 
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -37,16 +37,18 @@ class Skipped(RowError):
     counted = True
 
 
-def raw_records(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
+def raw_records(path: Path, fmt: str, name: str | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, record-or-error) of a raw file; `name` is how `where` and the rows' `path` name the file (the
+    URL of an input `path` is a downloaded copy of; default: the path)."""
     readers = {"warc": _warc_records, "html": _html_file, "text": _text_file, "text_lines": _text_lines,
                "pdf": _pdf_document, "pdf_pages": _pdf_pages}
-    yield from readers[fmt](path)
+    yield from readers[fmt](path, name or str(path))
 
 
 # --- WARC / WET -----------------------------------------------------------------------------------------
 
 
-def _warc_records(path: Path) -> Iterator[tuple[str, Any]]:
+def _warc_records(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     from fastwarc.warc import ArchiveIterator
 
     number = 0
@@ -56,18 +58,18 @@ def _warc_records(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 record = next(records, None)
             except OSError as err:  # fastwarc: "Invalid WARC header"
-                raise InputError(f"{path}: record {number + 1}: not a WARC record ({err}); the file is corrupt "
+                raise InputError(f"{name}: record {number + 1}: not a WARC record ({err}); the file is corrupt "
                                  "or not a WARC file") from None
             if record is None:
                 break
             number += 1
-            where = f"{path}: record {number} (offset {record.stream_pos})"
+            where = f"{name}: record {number} (offset {record.stream_pos})"
             try:
                 yield where, _warc_document(record)
             except RowError as err:
                 yield where, err
     if not number:
-        raise InputError(f"{path}: no WARC records found (not a WARC file, or compressed other than with gzip)")
+        raise InputError(f"{name}: no WARC records found (not a WARC file, or compressed other than with gzip)")
 
 
 def _warc_document(record: Any) -> dict[str, Any]:
@@ -200,30 +202,30 @@ def _strict_utf8(block: bytes) -> str:
 # --- files ----------------------------------------------------------------------------------------------
 
 
-def _html_file(path: Path) -> Iterator[tuple[str, Any]]:
+def _html_file(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     body = _read_bytes(path)
     try:
-        yield str(path), {"path": str(path), "html": decode_html(body)}
+        yield name, {"path": name, "html": decode_html(body)}
     except RowError as err:
-        yield str(path), err
+        yield name, err
 
 
-def _text_file(path: Path) -> Iterator[tuple[str, Any]]:
+def _text_file(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     try:
-        yield str(path), {"path": str(path), "text": _plain_text(_read_bytes(path))}
+        yield name, {"path": name, "text": _plain_text(_read_bytes(path))}
     except RowError as err:
-        yield str(path), err
+        yield name, err
 
 
-def _text_lines(path: Path) -> Iterator[tuple[str, Any]]:
+def _text_lines(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     try:
         text = _plain_text(_read_bytes(path))
     except RowError as err:
-        yield str(path), err
+        yield name, err
         return
     for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
-            yield f"{path}:{number}", {"path": str(path), "line": number, "text": line}
+            yield f"{name}:{number}", {"path": name, "line": number, "text": line}
 
 
 def _plain_text(data: bytes) -> str:
@@ -233,34 +235,34 @@ def _plain_text(data: bytes) -> str:
 
 
 def _read_bytes(path: Path) -> bytes:
-    with (gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")) as fh:
+    with open_binary(path) as fh:
         return fh.read()
 
 
 # --- PDF ------------------------------------------------------------------------------------------------
 
 
-def _pdf_document(path: Path) -> Iterator[tuple[str, Any]]:
+def _pdf_document(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     try:
         pages = _pdf_texts(path)
         text = "\n\n".join(t for t in pages if t.strip())
         if not text.strip():
             raise RowError("pdf_no_text", f"no text layer in {len(pages)} page(s) (scanned images?); OCR it first")
-        yield str(path), {"path": str(path), "pages": len(pages), "text": text}
+        yield name, {"path": name, "pages": len(pages), "text": text}
     except RowError as err:
-        yield str(path), err
+        yield name, err
 
 
-def _pdf_pages(path: Path) -> Iterator[tuple[str, Any]]:
+def _pdf_pages(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     try:
         pages = _pdf_texts(path)
     except RowError as err:
-        yield str(path), err
+        yield name, err
         return
     for number, text in enumerate(pages, start=1):
-        where = f"{path}: page {number}"
+        where = f"{name}: page {number}"
         if text.strip():
-            yield where, {"path": str(path), "page": number, "text": text}
+            yield where, {"path": name, "page": number, "text": text}
         else:
             yield where, RowError("pdf_no_text", "no text on this page (an image only?)")
 

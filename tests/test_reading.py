@@ -3,19 +3,21 @@ for what they reject, ids made unique across inputs in one step, read results ca
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 
 import polars as pl
 import pytest
 
-from conftest import DCLM, GSM8K
+from conftest import DCLM, GSM8K, SHARED
 from operators.errors import InputError
-from pipelines import readers
+from pipelines import readers, storage
 from pipelines.cache import ShardCache
 from pipelines.readers import IdRegistry, Source, read_shards
 from pipelines.reading import plan, read_inputs
 
+UDHR = SHARED / "langid" / "udhr" / "udhr.jsonl"
 WEB = sorted((DCLM.parents[1]).rglob("*.jsonl"))  # DCLM, Dolma and Data-Juicer samples: nested fields, numbers
 
 
@@ -98,3 +100,44 @@ def test_a_text_of_separator_characters_is_empty_whichever_reader_reads_it(tmp_p
         rejects = pl.concat([s.rejects for s in shards], how="diagonal_relaxed")
         assert sum(len(s.rows) for s in shards) == 1
         assert "read:empty_field" in rejects["reason"].to_list()
+
+
+def test_an_input_at_a_url_is_named_by_its_url_and_its_rejects_are_the_same_in_every_run(s3, monkeypatch):
+    """Read from a local copy, named by the URL: reject details, `where` and reject ids do not depend on the
+    temporary folder the copy lands in (a new one per process)."""
+    wanted = ("en", "zh", "ru", "ar", "hi")
+    first = {}
+    for record in map(json.loads, UDHR.read_text().splitlines()):
+        first.setdefault(record["lang"], record)
+    lines = [json.dumps(first[lang], ensure_ascii=False) for lang in wanted]
+    lines.insert(2, lines[1][:-9])  # line 3: cut short
+    lines.insert(4, json.dumps({"lang": "zh", "text": 1948}))  # line 5: a number, not text
+    url = s3.url("inputs", "udhr.jsonl")
+    storage.write_bytes(url, ("\n".join(lines) + "\n").encode())
+    src = Source(url, "jsonl", {"text": "text"}, on_error="skip")
+
+    def read() -> tuple[pl.DataFrame, pl.DataFrame]:
+        monkeypatch.setattr(storage, "_fetched", [])  # as in a new process: the copy goes to a new folder
+        outcome = read_inputs([src], 2)
+        return rows_of(outcome), pl.concat([p.load() for p in outcome.rejected])
+
+    (rows, rejects), (rows_again, rejects_again) = read(), read()
+    assert rows["lang"].to_list() == list(wanted) and rows.equals(rows_again)
+    malformed, mistyped = rejects["detail"].to_list()
+    assert malformed.startswith(f"{url}:3: malformed JSON: ") and "sluice-fetch-" not in malformed
+    assert mistyped == f"{url}:5: field 'text' must be a string, got int: 1948"
+    assert rejects.equals(rejects_again)  # the same reject ids and details
+
+
+def test_a_gzipped_input_is_gzip_to_the_planner_the_reader_and_the_config_check_alike(tmp_path):
+    """One `.gz` rule (readers.gzipped): the upper-case suffix too."""
+    from pipelines import checks
+
+    path = tmp_path / "gsm8k.JSONL.GZ"
+    path.write_bytes(gzip.compress(GSM8K.read_bytes()))
+    src = Source(path, "jsonl", {"text": "question"})
+    tasks, _ = plan(src, 300)
+    assert [t.span for t in tasks] == [readers.WHOLE]  # no byte spans inside a compressed file
+    assert rows_of(read_inputs([src], 300)).equals(rows_of(read_inputs([Source(GSM8K, "jsonl", {"text": "question"})], 300)))
+    assert checks._file_columns(src) == {"question", "answer"}
+    assert readers.detect_format(path) == "jsonl"
