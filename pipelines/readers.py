@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
 from operators.base import DETAIL, REASON
@@ -135,7 +136,7 @@ class IdRegistry:
 def read_shards(src: Source, shard_rows: int, ids: IdRegistry | None, span: Span = WHOLE) -> Iterator[Shard]:
     """Stream `src` (the `span` of it) as shards of at most `shard_rows` input rows. With `ids`, row ids are
     made unique as they are read; without, each shard carries its rows' raw ids (`Shard.ids`) for a check of
-    all inputs together. JSONL and Parquet are read by Polars, a shard at a time; the rows it cannot read or
+    all inputs together. JSONL, Parquet and CSV are read by Polars, a shard at a time; the rows it cannot read or
     that break a rule go through the row-by-row reader, which names file, row and field. An input at a URL is
     read from a local copy (storage.local_copy) but named by its URL, in rejects and messages alike."""
     if not storage.is_remote(src.path) and not Path(src.path).is_file():  # at a URL: storage.local_copy says so
@@ -415,6 +416,8 @@ def _batches(src: Source, shard_rows: int, span: Span) -> Iterator[_Batch]:
         elif src.format == "jsonl":
             _check_encoding(path, name)
             yield from _jsonl_batches(path, name, shard_rows, span)
+        elif src.format == "csv" and (batches := _csv_batches(path, name, shard_rows)) is not None:
+            yield from batches
         else:
             records = _records(src.format, path, name)
             while chunk := list(itertools.islice(records, shard_rows)):
@@ -615,6 +618,76 @@ def _json_records(path: Path, name: str) -> Iterator[tuple[str, Any]]:
 
 def _json_problem(err: json.JSONDecodeError) -> str:
     return f"{err.msg}{'' if err.msg.endswith(' at') else ' at'} column {err.colno}"
+
+
+CSV_FAST_MAX = 256 << 20  # bytes: a bigger CSV file streams through the row-by-row reader (Polars holds it all)
+
+
+def _csv_batches(path: Path, name: str, shard_rows: int) -> list[_Batch] | None:
+    """A CSV file as Polars reads it, in batches for the fast path, each row named by the line it ends on as
+    `csv` counts lines; None when the row-by-row reader must read it: where `csv` and Polars could differ
+    (quotes that are not RFC 4180's, a row with too few or many fields, a lone CR line end, bytes that are not
+    UTF-8 or NUL, a header over several lines or with a repeated name) and for a big file. Polars reads an
+    empty field as null and a blank line as a row of nulls; `csv` reads "" and skips the line."""
+    if path.stat().st_size > CSV_FAST_MAX:
+        return None
+    with open_binary(path) as fh:
+        data = fh.read().removeprefix(b"\xef\xbb\xbf")
+    try:
+        header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")]), [])
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if not header or b"\0" in data or data.count(b"\r") != data.count(b"\r\n") or len(set(header)) != len(header):
+        return None
+    records = _csv_layout(data, len(header))
+    if records is None:
+        return None
+    lines, blank = records
+    try:
+        frame = pl.read_csv(data, infer_schema=False, raise_if_empty=False)
+    except Exception:  # noqa: BLE001 - anything Polars refuses (bytes that are not UTF-8 too), csv reads or names
+        return None
+    if frame.columns != header:
+        return None
+    if len(frame) == len(blank):  # a row of nulls for each blank line: dropped, as csv skips the line
+        frame = frame.filter(pl.Series(~blank))
+    lines = lines[~blank]
+    if len(frame) != len(lines):
+        return None
+    frame = frame.with_columns(pl.all().fill_null(""))
+    wheres = [f"{name}:{line}" for line in lines.tolist()]
+    return [_Batch(frame=part, wheres=wheres[start: start + shard_rows], record=lambda i, f=part: f.row(i, named=True))
+            for start, part in zip(range(0, len(frame), shard_rows), frame.iter_slices(shard_rows))]
+
+
+def _csv_layout(data: bytes, columns: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """For each record after the header: the line it ends on, and whether it is a blank line; None when the
+    quotes are not RFC 4180's (a quoted field starts at a field's start and ends at its end, a quote inside it
+    doubled) or a record has other than `columns` fields. Quotes alternate opening and closing (a doubled one
+    closes and opens again), so a running count of them tells which bytes are inside a quoted field."""
+    raw = np.frombuffer(data, np.uint8)
+    quotes = np.flatnonzero(raw == ord('"'))
+    if len(quotes) % 2:
+        return None  # a quoted field that never ends
+    opens, closes = quotes[0::2], quotes[1::2]
+    if not (np.isin(raw[opens[opens > 0] - 1], list(b',\n"')).all()
+            and np.isin(raw[closes[closes < len(raw) - 1] + 1], list(b',\r\n"')).all()):
+        return None
+
+    def outside(at: np.ndarray) -> np.ndarray:  # positions not inside a quoted field: an even number of quotes before
+        return at[np.searchsorted(quotes, at) % 2 == 0]
+
+    newlines = np.flatnonzero(raw == 10)
+    ends = outside(newlines)  # where records end (a last one without a newline: the end of the data)
+    if len(raw) and raw[-1] != 10:
+        ends = np.append(ends, len(raw))
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    fields = np.bincount(np.searchsorted(ends, outside(np.flatnonzero(raw == ord(",")))), minlength=len(ends)) + 1
+    blank = (ends - starts) - (raw[np.maximum(ends - 1, 0)] == 13) * (ends > starts) == 0
+    if not (fields[~blank] == columns).all():
+        return None
+    lines = np.searchsorted(newlines, ends) + 1  # the line number of each record's last line
+    return lines[1:], blank[1:]
 
 
 def _csv_records(path: Path, name: str) -> Iterator[tuple[str, Any]]:

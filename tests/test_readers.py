@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ALPACA, GSM8K, TRUTHFULQA
+from conftest import ALPACA, GSM8K, SHARED, TRUTHFULQA
 from operators.errors import InputError
 from pipelines.readers import IdRegistry, Source, read_shards
 
@@ -198,3 +199,54 @@ def test_an_input_keeps_only_its_mapped_fields_or_drops_named_ones():
     dropped, _, _ = read_all(Source(DOLMA, "jsonl", {"body": "text"}, source="dolma", drop=("metadata", "added")))
     assert set(dropped.columns) == {"id", "body", "source", "created"}
     assert dropped["created"].to_list() == [r["created"] for r in records]
+
+
+def _truthfulqa_with_bad_rows(tmp_path: Path, ragged: bool = False) -> Path:
+    """TruthfulQA (English) plus UDHR texts in Chinese, Russian and Arabic (quoted fields over several lines),
+    CRLF line ends as csv.writer writes them, with an empty and a blank question, a blank line, and (`ragged`)
+    a row with one field too few."""
+    with open(TRUTHFULQA, newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    udhr = {}
+    for line in (SHARED / "langid" / "udhr" / "udhr.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        udhr.setdefault(record["lang"], record["text"][:600])
+    header, body = rows[0], rows[1:]
+    for k, lang in enumerate(("zh", "ru", "ar")):
+        body.insert(100 * k + 50, ["UDHR", lang, udhr[lang], *body[0][3:]])
+    body[10][2], body[20][2] = "", " \t "
+    out = io.StringIO()
+    csv.writer(out).writerows([header, *body[:300]])
+    text = out.getvalue()
+    ragged_row = io.StringIO()
+    csv.writer(ragged_row).writerow(body[400][:-1])
+    cut = text.index("\r\n", len(text) // 2) + 2
+    text = text[:cut] + "\r\n" + text[cut:]  # a blank line
+    if ragged:
+        text += ragged_row.getvalue()
+    path = tmp_path / "truthfulqa.csv"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("ragged", [False, True], ids=["polars", "ragged row: row by row"])
+def test_csv_through_polars_and_the_row_reader_gives_the_same_rows_rejects_and_ids(tmp_path, monkeypatch, ragged):
+    from pipelines import readers
+
+    path = _truthfulqa_with_bad_rows(tmp_path, ragged)
+    src = Source(path, "csv", {"text": "Question"}, on_error="skip")
+    assert (readers._csv_batches(path, str(path), 64) is None) == ragged  # the fast path reads it, or declines
+    fast = read_all(src, 64)
+    monkeypatch.setattr(readers, "_csv_batches", lambda *args: None)
+    slow = read_all(src, 64)
+    assert fast[0].equals(slow[0]) and fast[1].equals(slow[1])  # rows with their ids, rejects with theirs
+    assert [(s.rows_read, s.errors) for s in fast[2]] == [(s.rows_read, s.errors) for s in slow[2]]
+    rows, rejects, _ = fast
+    assert {"zh", "ru", "ar"} <= set(rows["Category"]) and any("\n" in t for t in rows["text"])
+    lines = io.StringIO(path.read_text(encoding="utf-8"), newline="").readlines()  # lines as csv counts them
+    details = rejects["detail"].to_list()
+    assert [d.split(": ", 1)[1] for d in details[:2]] == ["field 'Question' is empty or whitespace-only"] * 2
+    for detail in details:  # each reject names the line its row ends on
+        number = int(detail.split(": ")[0].rsplit(":", 1)[1])
+        assert lines[number - 1].startswith(("Adversarial,", "Non-Adversarial,"))
+    assert len(rejects) == 2 + ragged and len(rows) == 300 - 2
