@@ -232,7 +232,7 @@ def _publish(pipeline: Pipeline, root: storage.Location, map_fn: MapFn, cache: S
     }
     if generation := release_usage(outcome.usage, llm):
         info["generation"] = generation
-    folder = publish(root, pipeline.config.dataset, outcome, info, pipeline.config.release.rows_per_file)
+    folder = publish(root, pipeline.config.dataset, outcome, info, pipeline.config.release.rows_per_file, map_fn)
     cache.prune()
     if _in_prefect_flow():
         _publish_artifact(folder, outcome)

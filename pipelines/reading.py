@@ -84,21 +84,22 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
 
 def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str]:
     """The read tasks of one input: a task per `shard_rows` lines of an uncompressed JSONL file or rows of a
-    Parquet file, else one for the whole file; and the file's sha256. (An input at a URL is one task, which
-    downloads it: storage.local_copy.)"""
+    Parquet file, else one for the whole file; and the file's sha256. An input at a URL is planned on its
+    local copy (storage.local_copy: downloaded once per process), and each of its tasks reads its span from
+    the copy of the process it runs in, so a big input on a bucket is read by every worker side by side."""
     if not storage.is_file(src.path):
         raise InputError(f"{storage.display(src.path)}: input file not found")
-    local = not storage.is_remote(src.path)
-    if local and src.format == "jsonl" and not gzipped(src.path):
-        sha, cuts, lines = _scan_lines(src.path, shard_rows)
+    copy = storage.local_copy(src.path)  # the file itself; of a URL, a copy downloaded once per process
+    if src.format == "jsonl" and not gzipped(src.path):
+        sha, cuts, lines = _scan_lines(copy, shard_rows)
         starts = [(0, 1), *cuts]
         stops = [offset for offset, _ in cuts] + [None]
         spans = [Span(start, stop, line) for (start, line), stop in zip(starts, stops)]
         rows = [shard_rows] * (len(spans) - 1) + [max(0, lines - (len(spans) - 1) * shard_rows)]
-    else:  # an input at a URL is hashed as the copy its task then reads (downloaded once per process)
-        sha, spans, rows = storage.sha256(storage.local_copy(src.path)), [WHOLE], [0]
-        if local and src.format == "parquet":
-            total = parquet_rows(src.path)
+    else:
+        sha, spans, rows = storage.sha256(copy), [WHOLE], [0]
+        if src.format == "parquet":
+            total = parquet_rows(copy, storage.display(src.path))
             spans = [Span(start, min(start + shard_rows, total)) for start in range(0, total, shard_rows)] or [WHOLE]
             rows = [span.stop - span.start if span.stop is not None else 0 for span in spans]
     if len(spans) == 1:

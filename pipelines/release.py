@@ -14,6 +14,11 @@ temporary folder and its files uploaded (each size checked), and manifest.json i
 conditional create. Readers (`versions`, `resolve`, `release list/show/verify/diff`, `inspect`) trust only a
 version whose manifest exists, and `verify` re-checks every checksum; a writer that died mid-upload leaves a
 version number with no manifest, which nothing lists and nothing reuses.
+
+Each data and rejects file is written by a task of the run's map_fn (`write_file`; on a Dask cluster, by the
+workers): locally into the temporary folder; on an object store straight to its place in the claimed version,
+which nobody trusts until the manifest is there. The driver writes the card, the report, the side tables and
+the manifest. A file's rows, row groups and bytes do not depend on where it was written.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -41,7 +47,7 @@ from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
 from pipelines.card import dataset_card
 from pipelines.report import render_report
-from pipelines.engine import Outcome, Part, scan
+from pipelines.engine import Job, MapFn, Outcome, Part, map_local, scan
 from pipelines.storage import Location
 
 DEFAULT_ROOT = Path("data/releases")
@@ -102,17 +108,19 @@ def next_version(dataset_dir: Location) -> str:
 CLAIMS = ".claims"  # <dataset>/.claims/<version> on an object store: who took which version number
 
 
-def publish(root: Location, dataset: str, outcome: Outcome, info: dict[str, Any], rows_per_file: int) -> Location:
-    """Write `outcome` as the next version of `dataset` under `root`; return the version folder."""
+def publish(root: Location, dataset: str, outcome: Outcome, info: dict[str, Any], rows_per_file: int,
+            map_fn: MapFn = map_local) -> Location:
+    """Write `outcome` as the next version of `dataset` under `root` (its files as `map_fn` tasks); return the
+    version folder."""
     if storage.is_remote(root):
-        return _publish_remote(root, dataset, outcome, info, rows_per_file)
+        return _publish_remote(root, dataset, outcome, info, rows_per_file, map_fn)
     dataset_dir = root / dataset
     dataset_dir.mkdir(parents=True, exist_ok=True)
     version = next_version(dataset_dir)
     tmp = dataset_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
-        final = _write_version(tmp, dataset_dir / version, dataset, outcome, info, rows_per_file)
+        final = _write_version(tmp, dataset_dir / version, dataset, outcome, info, rows_per_file, map_fn)
     except (OSError, pl.exceptions.ComputeError) as err:  # a full disk, a permission, a quota (Polars wraps its IO errors)
         shutil.rmtree(tmp, ignore_errors=True)
         raise ReleaseWriteError(_cannot_write(dataset_dir / version, err)) from None
@@ -123,14 +131,15 @@ def publish(root: Location, dataset: str, outcome: Outcome, info: dict[str, Any]
     return final
 
 
-def _publish_remote(root: str, dataset: str, outcome: Outcome, info: dict[str, Any], rows_per_file: int) -> str:
+def _publish_remote(root: str, dataset: str, outcome: Outcome, info: dict[str, Any], rows_per_file: int,
+                    map_fn: MapFn) -> str:
     dataset_dir = storage.join(root, dataset)
     version, final = _claim(dataset_dir), ""
     tmp = Path(tempfile.mkdtemp(prefix=f"sluice-{dataset}-{version}-")) / version
     try:
         final = storage.join(dataset_dir, version)
         tmp.mkdir()
-        _write_version(tmp, final, dataset, outcome, info, rows_per_file)
+        _write_version(tmp, final, dataset, outcome, info, rows_per_file, map_fn)
     except (OSError, pl.exceptions.ComputeError) as err:  # StorageError is an OSError: retries ran out
         raise ReleaseWriteError(_cannot_write(final, err)) from None
     finally:
@@ -170,8 +179,10 @@ def _cannot_write(final: Location, err: Exception) -> str:
 
 
 def _write_version(tmp: Path, final: Location, dataset: str, outcome: Outcome, info: dict[str, Any],
-                   rows_per_file: int) -> Location:
+                   rows_per_file: int, map_fn: MapFn = map_local) -> Location:
+    """The version in `tmp` (on an object store: its data and rejects files already at `final`), committed."""
     schema = unified_schema(outcome.parts)
+    files = final if storage.is_remote(final) else tmp  # where the data and rejects files go
     manifest = {
         "dataset": dataset,
         "version": storage.name(final),
@@ -182,14 +193,14 @@ def _write_version(tmp: Path, final: Location, dataset: str, outcome: Outcome, i
         "rows": sum(p.rows for p in outcome.parts),
         "rejected_rows": sum(p.rows for p in outcome.rejected),
         "schema": {name: str(dtype) for name, dtype in schema.items()},
-        "shards": _write_parts(outcome.parts, schema, tmp, "data", rows_per_file),
-        "rejects": (_write_parts(outcome.rejected, unified_schema(outcome.rejected), tmp, "rejects", rows_per_file)
-                    if outcome.rejected else []),
+        "shards": _write_parts(outcome.parts, schema, tmp, files, "data", rows_per_file, map_fn),
+        "rejects": (_write_parts(outcome.rejected, unified_schema(outcome.rejected), tmp, files, "rejects",
+                                 rows_per_file, map_fn) if outcome.rejected else []),
         "tables": _write_tables(outcome.tables, tmp),
         "stages": outcome.ledger.to_json(),
     }
     (tmp / "README.md").write_text(dataset_card(manifest))
-    (tmp / "report.html").write_text(render_report(tmp, manifest))
+    (tmp / "report.html").write_text(render_report(files, manifest))
     manifest["documents"] = [_describe(tmp, name) for name in ("README.md", "report.html")]
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     failpoints.hit("publish.write")
@@ -204,51 +215,93 @@ def _write_version(tmp: Path, final: Location, dataset: str, outcome: Outcome, i
     return final
 
 
-def _write_parts(parts: list[Part], schema: pl.Schema, folder: Path, name: str,
-                 rows_per_file: int) -> list[dict[str, Any]]:
-    """Write the rows of `parts`, in order and cast to `schema`, as files of `rows_per_file` rows. Parts are
-    read one at a time and appended to the open file in row groups of up to ROW_GROUP rows, so memory holds
-    about one part and one row group."""
-    (folder / name).mkdir()
-    empty = pl.DataFrame(schema=schema)
-    entries: list[dict[str, Any]] = []
-    pending: list[pl.DataFrame] = []  # rows of the current file not yet written
-    writer = None
+def _write_parts(parts: list[Part], schema: pl.Schema, tmp: Path, files: Location, name: str, rows_per_file: int,
+                 map_fn: MapFn = map_local) -> list[dict[str, Any]]:
+    """Write the rows of `parts`, in order and cast to `schema`, as files `<name>/part-NNNNN.parquet` of
+    `rows_per_file` rows under `files` (`tmp`, or the version's place on an object store), one `map_fn`
+    task per file; return their manifest entries."""
+    (tmp / name).mkdir()
+    plan = [FileTask(f"{name}/part-{i:05d}.parquet", pieces) for i, pieces in enumerate(_file_plan(parts, rows_per_file))]
+    if not plan:  # no rows: one empty file that still carries the columns
+        rel = f"{name}/part-00000.parquet"
+        pl.DataFrame(schema=schema).write_parquet(tmp / rel, compression="zstd", statistics=True)
+        return [_describe(tmp, rel, 0)]
+    jobs = [Job(task, "", storage.name(task.rel)) for task in plan]
+    return [entry for entry, _ in map_fn(write_file, jobs, f"release.{name}", None, schema=schema, folder=files)]
 
-    def rel() -> str:
-        return f"{name}/part-{len(entries):05d}.parquet"
 
-    def flush(end_of_file: bool) -> None:
-        nonlocal writer
-        if pending:
-            if writer is None:
-                writer = pq.ParquetWriter(folder / rel(), _arrow(empty).schema, compression="zstd")
-            writer.write_table(_arrow(pl.concat(pending)))
-            pending.clear()
-        if end_of_file and writer is not None:
-            writer.close()
-            writer = None
-            entries.append(_describe(folder, rel(), storage.parquet_rows(folder / rel())))
+@dataclass(frozen=True)
+class FileTask:
+    """One release file: `rel` holds the rows of `pieces` in order, (part, first row, rows) each."""
 
+    rel: str
+    pieces: tuple[tuple[Part, int, int], ...]
+
+    @property
+    def rows(self) -> int:
+        return sum(n for _, _, n in self.pieces)
+
+    def load(self) -> FileTask:  # map_fn hands `job.part.load()` to the task
+        return self
+
+
+def _file_plan(parts: list[Part], rows_per_file: int) -> list[tuple[tuple[Part, int, int], ...]]:
+    """The pieces of `parts` that make each file of `rows_per_file` rows (the last one shorter)."""
+    files: list[tuple[tuple[Part, int, int], ...]] = []
+    pieces: list[tuple[Part, int, int]] = []
+    filled = 0
+    for part in parts:
+        start = 0
+        while start < part.rows:
+            take = min(rows_per_file - filled, part.rows - start)
+            pieces.append((part, start, take))
+            start, filled = start + take, filled + take
+            if filled == rows_per_file:
+                files.append(tuple(pieces))
+                pieces, filled = [], 0
+    if pieces:
+        files.append(tuple(pieces))
+    return files
+
+
+def write_file(task: FileTask, schema: pl.Schema, folder: Location) -> dict[str, Any]:
+    """Write one release file at `folder`/`task.rel` and return its manifest entry. Its parts are read one at
+    a time and appended in row groups of up to ROW_GROUP rows, so memory holds about one part and one row
+    group. To an object store the file is written locally first, then uploaded and its size checked."""
+    if not storage.is_remote(folder):
+        _write_rows(task, schema, Path(folder) / task.rel)
+        return _describe(Path(folder), task.rel, storage.parquet_rows(Path(folder) / task.rel))
+    local = Path(tempfile.mkdtemp(prefix="sluice-release-"))
     try:
-        in_file = in_group = 0
-        for part in parts:
-            frame = pl.concat([empty, part.load()], how="diagonal_relaxed")  # the release's columns and types
-            while len(frame):
-                take = min(rows_per_file - in_file, ROW_GROUP - in_group, len(frame))
-                pending.append(frame.head(take))
-                frame, in_file, in_group = frame.slice(take), in_file + take, in_group + take
-                if in_file == rows_per_file or in_group == ROW_GROUP:
-                    flush(end_of_file=in_file == rows_per_file)
-                    in_group, in_file = 0, in_file % rows_per_file
-        flush(end_of_file=True)
+        (local / task.rel).parent.mkdir(parents=True)
+        _write_rows(task, schema, local / task.rel)
+        entry = _describe(local, task.rel, storage.parquet_rows(local / task.rel))
+        dest = storage.join(folder, task.rel)
+        storage.upload(local / task.rel, dest)
+        if storage.size(dest) != entry["bytes"]:
+            raise storage.StorageError(f"{storage.display(dest)}: uploaded object is incomplete; nothing was published")
+        return entry
     finally:
-        if writer is not None:
-            writer.close()
-    if not entries:  # no rows: one empty file that still carries the columns
-        empty.write_parquet(folder / rel(), compression="zstd", statistics=True)
-        entries.append(_describe(folder, rel(), 0))
-    return entries
+        shutil.rmtree(local, ignore_errors=True)
+
+
+def _write_rows(task: FileTask, schema: pl.Schema, path: Path) -> None:
+    empty = pl.DataFrame(schema=schema)
+    pending: list[pl.DataFrame] = []  # rows of the current row group not yet written
+    in_group = 0
+    with pq.ParquetWriter(path, _arrow(empty).schema, compression="zstd") as writer:
+        for part, start, rows in task.pieces:
+            frame = pl.concat([empty, part.load()], how="diagonal_relaxed").slice(start, rows)  # the release's types
+            while len(frame):
+                take = min(ROW_GROUP - in_group, len(frame))
+                pending.append(frame.head(take))
+                frame, in_group = frame.slice(take), in_group + take
+                if in_group == ROW_GROUP:
+                    writer.write_table(_arrow(pl.concat(pending)))
+                    pending.clear()
+                    in_group = 0
+        if pending:
+            writer.write_table(_arrow(pl.concat(pending)))
 
 
 def _arrow(frame: pl.DataFrame):

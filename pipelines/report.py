@@ -22,7 +22,6 @@ from __future__ import annotations
 import html
 import json
 import math
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -31,7 +30,9 @@ import polars as pl
 from operators.diversity.metrics import headline
 from operators.quality.text import plain_word_count
 from pipelines.accounting import Ledger
+from pipelines import storage
 from pipelines.card import PROVENANCE, generation_totals, generation_usage, language_table
+from pipelines.storage import Location
 
 KEPT, REJECTED, ACCENT, INK, GRID = "#3b6ea8", "#d9534f", "#2a9d8f", "#222", "#e3e3e3"
 UNSAMPLED = "#b8b8b8"  # rows a sampler or mix did not select: not judged bad, only not chosen
@@ -42,8 +43,8 @@ TOP = 15  # categories shown in a bar chart; the rest are summed as "other"
 LENGTH_ROWS = 1_000_000  # lengths of bigger releases are counted on an even spread of this many rows
 
 
-def render_report(folder: Path, manifest: dict[str, Any]) -> str:
-    """The report of the release in `folder` (its shards and rejects are read, nothing is written)."""
+def render_report(folder: Location, manifest: dict[str, Any]) -> str:
+    """The report of the release whose shards and rejects are in `folder` (read, nothing is written)."""
     data = _scan(folder, manifest["shards"])
     rejects = _scan(folder, manifest.get("rejects", []))
     sections = [
@@ -65,8 +66,10 @@ def render_report(folder: Path, manifest: dict[str, Any]) -> str:
 # --- reading -----------------------------------------------------------------------------------------
 
 
-def _scan(folder: Path, files: list[dict[str, Any]]) -> pl.LazyFrame | None:
-    paths = [folder / f["path"] for f in files if f["rows"]]
+def _scan(folder: Location, files: list[dict[str, Any]]) -> pl.LazyFrame | None:
+    paths = [storage.join(folder, f["path"]) for f in files if f["rows"]]
+    if paths and storage.is_remote(folder):  # a release's files share one schema (release.unified_schema)
+        return pl.concat([storage.scan_parquet(path) for path in paths])
     return pl.scan_parquet(paths, missing_columns="insert", extra_columns="ignore") if paths else None
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import ALPACA, ROOT
 from operators.errors import ReleaseError
-from pipelines import config, release
+from pipelines import config, release, storage
 from pipelines.flow import run_pipeline
 
 ALPACA_INPUT = {"path": str(ALPACA), "fields": {"instruction": "instruction", "input": "input", "output": "output"},
@@ -141,3 +141,27 @@ def test_small_shards_make_one_row_group_per_file_not_one_per_shard(write_config
     assert [pq.read_metadata(f).num_rows for f in files] == [100, 100, 50]
     assert all(pq.read_metadata(f).num_row_groups == 1 for f in files)
     assert pl.read_parquet(files)["text"].to_list() == [f"Row number {i}." for i in range(250)]
+
+
+def test_release_files_cut_across_parts_and_row_groups_keep_every_row_in_order(monkeypatch, tmp_path):
+    """Each release file is its own task (`write_file`, on Dask a worker's): the plan cuts parts of any size,
+    empty ones too, at file ends, and a file's row groups at ROW_GROUP rows from its start."""
+    from pipelines.engine import Part, map_local
+
+    monkeypatch.setattr(release, "ROW_GROUP", 30)
+    rows = pl.read_json(ALPACA).select("instruction").with_row_index("id").with_columns(pl.col("id").cast(pl.String))
+    sizes = [45, 0, 70, 12]
+    parts, start = [], 0
+    for n in sizes:
+        parts.append(Part(n, path=tmp_path / f"part{len(parts)}.parquet"))
+        rows.slice(start, n).write_parquet(parts[-1].path)
+        start += n
+    folder = tmp_path / "version"
+    folder.mkdir()
+    entries = release._write_parts(parts, rows.schema, folder, folder, "data", 50, map_local)
+    assert [e["rows"] for e in entries] == [50, 50, 27]
+    files = [folder / e["path"] for e in entries]
+    assert [[pq.ParquetFile(f).metadata.row_group(g).num_rows for g in range(pq.ParquetFile(f).num_row_groups)]
+            for f in files] == [[30, 20], [30, 20], [27]]
+    assert pl.read_parquet(files).equals(rows.head(sum(sizes)))
+    assert all(e["sha256"] == storage.sha256(f) and e["bytes"] == f.stat().st_size for e, f in zip(entries, files))
