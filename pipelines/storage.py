@@ -363,17 +363,42 @@ def read_parquet(loc: Location, columns: list[str] | None = None) -> "pl.DataFra
 
 
 def scan_parquet(loc: Location) -> "pl.LazyFrame":
-    """A lazy scan; for a URL through pyarrow's dataset reader on our filesystem (same credentials and
-    retries as every other read; Polars' own object-store client caches its endpoint per process)."""
+    """A lazy scan; of a URL, one whole-object GET when collected (through our filesystem: same credentials
+    and retries as every other read; Polars' own object-store client caches its endpoint per process), the
+    schema from the footer when asked for. A range read per column chunk, as a dataset reader does, costs a
+    request each: on an object store that is what a read of a shard-sized file waits for."""
     import polars as pl
 
     if not is_remote(loc):
         return pl.scan_parquet(loc)
-    import pyarrow.dataset as ds
+    from polars.io.plugins import register_io_source
 
+    def source(columns: list[str] | None, predicate: Any, n_rows: int | None, _batch: int | None) -> Iterator[pl.DataFrame]:
+        frame = read_parquet(loc, columns=columns)
+        frame = frame if predicate is None else frame.filter(predicate)
+        yield frame if n_rows is None else frame.head(n_rows)
+
+    return register_io_source(source, schema=lambda: parquet_schema(loc))
+
+
+def parquet_schema(loc: Location) -> "pl.Schema":
+    """The columns of a Parquet file, from its footer (of a URL: one ranged GET of the object's tail, two
+    when the footer is bigger than the first guess)."""
+    import io
+
+    import polars as pl
+
+    if not is_remote(loc):
+        return pl.Schema(pl.read_parquet_schema(loc))
     fs, path = filesystem(loc)
-    with _errors(loc, "scan it"):
-        return pl.scan_pyarrow_dataset(ds.dataset([path], format="parquet", filesystem=fs))  # a list: no listing
+    with _errors(loc, "read its Parquet footer"):
+        tail = fs.cat_file(path, start=-FOOTER_GUESS)
+        if (need := int.from_bytes(tail[-8:-4], "little") + 8) > len(tail):
+            tail = fs.cat_file(path, start=-need)
+        return pl.Schema(pl.read_parquet_schema(io.BytesIO(tail)))
+
+
+FOOTER_GUESS = 64 << 10  # bytes: a shard's footer with a few dozen columns fits
 
 
 def parquet_rows(loc: Location) -> int:

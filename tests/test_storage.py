@@ -66,6 +66,26 @@ def test_s3_round_trip_of_a_real_input_and_a_committed_folder(s3, tmp_path):
         storage.write_bytes(storage.join(dest, "manifest.json"), b"{}", exclusive=True)
 
 
+def test_a_lazy_scan_of_parquet_on_s3_gives_what_a_local_scan_gives(s3, tmp_path, monkeypatch):
+    """A scan of a URL reads the footer for the schema and the whole object once when collected, with the
+    query's columns, filter and row limit applied as a local scan applies them; a footer bigger than the
+    first ranged read is read again whole."""
+    import polars as pl
+
+    rows = pl.read_ndjson(DCLM, n_rows=300).select("text", "label", pl.col("text").str.len_chars().alias("chars"))
+    local, url = tmp_path / "rows.parquet", s3.url("cache", "rows.parquet")
+    rows.write_parquet(local)
+    storage.upload(local, url)
+    for guess in (storage.FOOTER_GUESS, 16):
+        monkeypatch.setattr(storage, "FOOTER_GUESS", guess)
+        query = [lambda f: f, lambda f: f.filter(pl.col("chars") > 2000).select("label", "chars"), lambda f: f.head(7)]
+        for q in query:
+            assert q(storage.scan_parquet(url)).collect().equals(q(pl.scan_parquet(local)).collect())
+        assert storage.parquet_schema(url) == storage.parquet_schema(local) == rows.schema
+    with pytest.raises(StorageError, match="rows-missing.parquet"):
+        storage.parquet_schema(s3.url("cache", "rows-missing.parquet"))
+
+
 def test_a_missing_object_is_a_clear_error_without_secrets(s3):
     with pytest.raises(StorageError, match=r"s3://.*/nothing/here: not found") as caught:
         storage.read_bytes(s3.url("nothing", "here"))
