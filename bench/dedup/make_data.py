@@ -3,6 +3,8 @@
     python bench/dedup/make_data.py labelled OUT_DIR            # 52,002 originals + planted near-copies
     python bench/dedup/make_data.py scale OUT_DIR ROWS          # ROWS synthetic documents, ~10% near-copies
     python bench/dedup/make_data.py copies OUT_DIR [ROWS]       # the issue's 1M set: base rows x29, one word each
+    python bench/dedup/make_data.py copies OUT_DIR [ROWS] --min-words 15   # the same from records of 15+ words
+    python bench/dedup/make_data.py copies OUT_DIR 172415 --min-words 15 --times 5   # same base rows x5
 
 The scale sets are written as Parquet (scale_ROWS.parquet, id + text, in row groups of 100k rows), so a
 scale run measures dedup, not the JSON reader.
@@ -98,12 +100,16 @@ def scale(out: Path, n: int, seed: int = 42, chunk: int = 100_000) -> None:
     print(f"{n:,} rows -> {path}")
 
 
-def copies(out: Path, n: int = 1_000_000, times: int = 29, variants: int = 6_000, seed: int = 29) -> None:
+def copies(out: Path, n: int = 1_000_000, times: int = 29, variants: int = 6_000, seed: int = 29,
+           min_words: int = 0) -> None:
     """Issue #13's 1M-row set: base rows (distinct Alpaca records, plus `variants` planted near-copies of some
     of them made by `edit`), each repeated `times` times: the base row, then copies with one word replaced.
     Every row has a near-duplicate; the distinct documents are the originals (n / times - variants of them).
     Written as copies_<n>.parquet (id, text, base: the original it derives from) in 100k-row groups, rows in
-    a seeded shuffle."""
+    a seeded shuffle. With `min_words`, only records of that many words or more are drawn (issue #13 defines
+    short instructions as 15-60 words; a 5-word record with one word replaced is no longer the same task) and
+    the file is copies_<n>_min<min_words>.parquet. `times` other than 29 keeps the base rows (n = their
+    count x times) and names the file copies_<n>_min<min_words>_x<times>.parquet."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -111,10 +117,10 @@ def copies(out: Path, n: int = 1_000_000, times: int = 29, variants: int = 6_000
     seen, texts = set(), []
     for t in alpaca_texts():
         key = re.sub(r"\W+", " ", t.lower()).strip()
-        if key not in seen:
+        if key not in seen and len(t.split()) >= min_words:
             seen.add(key)
             texts.append(t)
-    base_rows = -(-n // times)
+    base_rows = -(-n // times) if times == 29 else 34_483  # the issue's base rows, with fewer copies of each
     originals = rng.sample(texts, base_rows - variants)
     bases = [(t, i) for i, t in enumerate(originals)]
     bases += [(edit(originals[i], rng), i) for i in rng.sample(range(len(originals)), variants)]
@@ -130,7 +136,8 @@ def copies(out: Path, n: int = 1_000_000, times: int = 29, variants: int = 6_000
             rows.append((text_k, origin))
     rows = rows[:n]
     rng.shuffle(rows)
-    path = out / f"copies_{n}.parquet"
+    suffix = (f"_min{min_words}" if min_words else "") + (f"_x{times}" if times != 29 else "")
+    path = out / f"copies_{n}{suffix}.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.table({"id": [f"r{i:07d}" for i in range(len(rows))], "text": [r[0] for r in rows],
                       "base": [f"o{r[1]:06d}" for r in rows]})
@@ -149,6 +156,8 @@ if __name__ == "__main__":
     if what == "labelled":
         labelled(out)
     elif what == "copies":
-        copies(out, *(int(a) for a in sys.argv[3:4]))
+        options = {k: int(sys.argv[sys.argv.index(f"--{k.replace('_', '-')}") + 1])
+                   for k in ("min_words", "times") if f"--{k.replace('_', '-')}" in sys.argv}
+        copies(out, *(int(a) for a in sys.argv[3:4] if not a.startswith("--")), **options)
     else:
         scale(out, int(sys.argv[3]))

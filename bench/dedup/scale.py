@@ -1,7 +1,7 @@
 """MinHash dedup at scale, the operator's own cost: index shard by shard, decide in tasks, no reader, no writer.
 
     .venv/bin/python bench/dedup/make_data.py copies /tmp/dd13-scale
-    .venv/bin/python bench/dedup/scale.py index /tmp/dd13-scale/copies_1000000.parquet /tmp/dd13-scale/index
+    .venv/bin/python bench/dedup/scale.py index /tmp/dd13-scale/copies_1000000.parquet /tmp/dd13-scale/index [--threads 2]
     .venv/bin/python bench/dedup/scale.py decide /tmp/dd13-scale/index [--tasks N] [--copies K] [--truth FILE]
 
 `sluice dedup IN OUT` (bench/dedup/run.py) measures the verb end to end, reader and writer included. `index`
@@ -41,25 +41,34 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
-def index(data: Path, out: Path, rows: int | None, shard_rows: int) -> None:
+def index(data: Path, out: Path, rows: int | None, shard_rows: int, threads: int = 1) -> None:
+    """Index every shard (on `threads` threads, as `sluice dedup --workers`); CPU/wall above 1 means the
+    threads ran at the same time (Polars, NumPy and rensa outside the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     total = pq.ParquetFile(data).metadata.num_rows
     rows = min(rows or total, total)
     op = MinHashDedup()
     op.layout  # the band optimiser (datasketch import) is not part of the per-row cost
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    wall, cpu, size = time.perf_counter(), cpu_seconds(), 0
-    for k, start in enumerate(range(0, rows, shard_rows)):
+    wall, cpu = time.perf_counter(), cpu_seconds()
+
+    def one(k: int) -> int:
+        start = k * shard_rows
         shard = pl.scan_parquet(data).slice(start, min(shard_rows, rows - start)).collect()
         part = op.index(shard)
-        size += part.estimated_size()
         part.write_parquet(out / f"{k:05d}.parquet", compression="lz4", statistics=False)  # as the shard cache
-        print(f"  {start + len(shard):,} rows: {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU",
-              flush=True)
+        print(f"  shard {k}: {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU", flush=True)
+        return part.estimated_size()
+
+    with ThreadPoolExecutor(threads) as pool:
+        size = sum(pool.map(one, range(-(-rows // shard_rows))))
     wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     disk = sum(f.stat().st_size for f in out.glob("*.parquet"))
-    print(f"index | {rows:,} rows | {wall:.0f} s wall | {cpu:.0f} s CPU | {cpu / rows * 1e5:.1f} CPU s per 100k rows | "
-          f"peak RSS {peak_rss_gib():.2f} GiB | {size / rows:.0f} bytes/row in memory | {disk / rows:.0f} on disk")
+    print(f"index | {rows:,} rows | {threads} thread(s) | {wall:.0f} s wall | {cpu:.0f} s CPU | CPU/wall {cpu / wall:.2f} | "
+          f"{cpu / rows * 1e5:.1f} CPU s per 100k rows | peak RSS {peak_rss_gib():.2f} GiB | {size / rows:.0f} bytes/row "
+          f"in memory | {disk / rows:.0f} on disk")
 
 
 def copied(folder: Path, copies: int) -> Path:
@@ -128,6 +137,7 @@ def main() -> None:
     p.add_argument("out", type=Path, help="a folder: one index file per shard")
     p.add_argument("--rows", type=int, help="only the first N rows")
     p.add_argument("--shard-rows", type=int, default=50_000)
+    p.add_argument("--threads", type=int, default=1, help="shards indexed at once, on threads")
     p = sub.add_parser("decide")
     p.add_argument("folder", type=Path)
     p.add_argument("--tasks", type=int, default=MinHashDedup.Params().decide_tasks)
@@ -135,7 +145,7 @@ def main() -> None:
     p.add_argument("--truth", type=Path)
     args = parser.parse_args()
     if args.step == "index":
-        index(args.data, args.out, args.rows, args.shard_rows)
+        index(args.data, args.out, args.rows, args.shard_rows, args.threads)
     else:
         decide(args.folder, args.tasks, args.copies, args.truth)
 
