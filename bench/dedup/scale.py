@@ -12,7 +12,8 @@ them in a child process of its own (as on a worker), then `combine` joins the pa
 (the driver); it prints the tasks' and the driver's wall and CPU seconds and peak RSS apart. `--copies K` decides over K re-keyed copies of the index (new ids, band hashes XOR-ed with a
 per-copy constant: K times the rows with the same bucket structure), which measures the global step at K times
 the rows without recomputing K times the signatures (the copies are written beside the folder). `--truth`
-(a Parquet file with id and `base`, e.g. the copies set itself) prints rows kept against distinct bases.
+(a Parquet file with id and `base`, e.g. the copies set itself) prints rows kept against distinct bases;
+`kept OUT --truth SET` does the same for the output of `sluice dedup SET OUT`.
 """
 
 from __future__ import annotations
@@ -129,6 +130,23 @@ def decide(folder: Path, tasks: int, copies: int, truth: Path | None) -> None:
               f"{bases.select(pl.col('base').n_unique()).collect().item():,} distinct bases")
 
 
+def kept(output: Path, truth: Path) -> None:
+    """Rows an end-to-end run kept against the distinct documents of a copies set (its `base` column)."""
+    bases = pl.scan_parquet(truth).select("id", "base")
+    rows = pl.scan_parquet(output).select("id").join(bases, on="id").collect()
+    distinct = bases.select(pl.col("base").n_unique()).collect().item()
+    covered = rows["base"].n_unique()
+    print(f"kept {len(rows):,} | distinct {distinct:,} | {100 * (len(rows) / distinct - 1):+.1f}% | "
+          f"originals with no kept row (merged into another): {distinct - covered:,} | extra rows {len(rows) - covered:,}")
+    words = pl.scan_parquet(truth).group_by("base").agg(pl.col("text").str.split(" ").list.len().median().alias("w"))
+    per = rows.group_by("base").len("n").join(words.collect(), on="base", how="right").with_columns(
+        pl.col("n").fill_null(0), pl.when(pl.col("w") < 15).then(pl.lit("< 15")).otherwise(pl.lit(">= 15")).alias("words"))
+    totals = per.group_by("words").agg(pl.len().alias("records"), pl.col("n").sum().alias("kept"),
+                                       (pl.col("n") - 1).clip(0).sum().alias("extra")).sort("words")
+    for group, records, kept_rows, extra in totals.iter_rows():
+        print(f"  records of {group} words: {records:,} | kept {kept_rows:,} | extra rows {extra:,}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="step", required=True)
@@ -143,8 +161,13 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=MinHashDedup.Params().decide_tasks)
     p.add_argument("--copies", type=int, default=1)
     p.add_argument("--truth", type=Path)
+    p = sub.add_parser("kept")
+    p.add_argument("output", type=Path, help="the kept rows of `sluice dedup` (Parquet)")
+    p.add_argument("--truth", type=Path, required=True, help="the copies set (id, base)")
     args = parser.parse_args()
-    if args.step == "index":
+    if args.step == "kept":
+        kept(args.output, args.truth)
+    elif args.step == "index":
         index(args.data, args.out, args.rows, args.shard_rows, args.threads)
     else:
         decide(args.folder, args.tasks, args.copies, args.truth)
