@@ -243,7 +243,15 @@ def _distributions() -> dict[str, list[str]]:
 
 @functools.cache
 def _version(top_level: str) -> str | None:
-    """The installed version of the distribution providing the importable name `top_level`."""
+    """The installed version of the distribution providing the importable name `top_level`: the distribution
+    of that name when there is one (polars, numpy, rensa: no scan), else the one the scan of every installed
+    distribution names (fasttext-numpy2 for `fasttext`)."""
+    try:
+        found = importlib.metadata.distribution(top_level)
+        if top_level in (found.read_text("top_level.txt") or top_level).split():
+            return f"{found.metadata['Name']}=={found.version}"
+    except importlib.metadata.PackageNotFoundError:
+        pass
     for dist in _distributions().get(top_level, []):
         try:
             return f"{dist}=={importlib.metadata.version(dist)}"

@@ -112,6 +112,27 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any)
                        _reason_counts(result.rejected), getattr(result, "side", None)), False
 
 
+def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None,
+               inline: bool = False, **kwargs: Any) -> list:
+    """map_fn over the jobs whose results the cache does not hold; those it holds are answered here (a look-up
+    and Parquet footers each), so a resume does not pay a task's start-up for every finished shard (a Prefect
+    task run costs ~0.09 CPU s: 609 cached ones were 53 of a 1M-row resume's 60 CPU s)."""
+    if cache is None:
+        return map_fn(fn, jobs, label, cache, inline=inline, **kwargs)
+    results: list = [None] * len(jobs)
+    todo = []
+    for i, job in enumerate(jobs):
+        if (files := cache.files(job.key)) is not None:
+            results[i] = (_from_files(files), True)
+        else:
+            todo.append(i)
+    if todo:
+        done = map_fn(fn, [jobs[i] for i in todo], label, cache, inline=inline, **kwargs)
+        for i, result in zip(todo, done):
+            results[i] = result
+    return results
+
+
 def _in_memory(split: Split | Produced) -> ShardResult:
     return ShardResult(Part(len(split.kept), split.kept), Part(len(split.rejected), split.rejected),
                        _reason_counts(split.rejected), getattr(split, "side", None))
@@ -241,7 +262,7 @@ def run_fused(group: list[Stage], outcome: Outcome, map_fn: MapFn = map_local, c
     (rows in, out, dropped by reason, rows per language, its summary) and rejects, as if it had run alone."""
     fingerprints = [stage_fingerprint(s) for s in group]  # once per stage, not per shard (each hashes modules)
     keys = [derive(k, *fingerprints) for k in outcome.keys]
-    results = map_fn(split_fused, outcome.jobs(keys), "+".join(s.name for s in group), cache, stages=group)
+    results = map_cached(map_fn, split_fused, outcome.jobs(keys), "+".join(s.name for s in group), cache, stages=group)
     level = sum(p.rows for p in outcome.parts)
     reasons: Counter = Counter()
     for result, _ in results:
@@ -326,15 +347,15 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     names = outcome.names
     if isinstance(op, RowOperator):
         keys = [derive(k, fingerprint) for k in outcome.keys]
-        results = map_fn(split_rows, outcome.jobs(keys), stage.name, cache, stage=stage)
+        results = map_cached(map_fn, split_rows, outcome.jobs(keys), stage.name, cache, stage=stage)
     elif isinstance(op, GlobalOperator):
         index_keys = [derive(k, fingerprint, "index") for k in outcome.keys]
-        indexed = map_fn(index_rows, outcome.jobs(index_keys), f"{stage.name}.index", cache, stage=stage)
+        indexed = map_cached(map_fn, index_rows, outcome.jobs(index_keys), f"{stage.name}.index", cache, stage=stage)
         _tally(outcome, indexed)
         decision_key = derive(fingerprint, *outcome.keys)
         decision = decide([as_part(r) for r, _ in indexed], stage, map_fn, cache, decision_key, outcome)
         keys = [derive(k, decision_key) for k in outcome.keys]
-        results = map_fn(apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, stage=stage,
+        results = map_cached(map_fn, apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, stage=stage,
                          decision=decision._replace(tables={}))  # tables go to the release, not to every task
         outcome.tables.update({f"{stage.name}.{name}": table for name, table in decision.tables.items()})
         added, decided = copies_added(decision), decision.stats
@@ -343,7 +364,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
             raise SluiceError(f"stage {stage.name!r}: the generator {op.name!r} needs an LLM endpoint")
         jobs = generator_jobs(stage, fingerprint, outcome, llm)
         keys, names = [j.key for j in jobs], [j.name for j in jobs]
-        results = map_fn(generate_rows, jobs, stage.name, cache, inline=True, stage=stage, llm=llm)
+        results = map_cached(map_fn, generate_rows, jobs, stage.name, cache, inline=True, stage=stage, llm=llm)
         outcome.usage += [(result.side, reused) for result, reused in results]
         consumed = sum(p.rows for p in outcome.parts)
         added = sum(r.kept.rows + r.rejected.rows for r, _ in results)
@@ -452,7 +473,7 @@ def decide(index: list[Part] | pl.DataFrame, stage: Stage, map_fn: MapFn = map_l
     if parts := op.partitions():
         jobs = [Job(Part(0, pl.DataFrame({"part": [k]})), derive(key, "decide", str(k)), f"part{k}")
                 for k in range(parts)]
-        results = map_fn(decide_part, jobs, f"{stage.name}.decide", cache, stage=stage, index=index)
+        results = map_cached(map_fn, decide_part, jobs, f"{stage.name}.decide", cache, stage=stage, index=index)
         if outcome is not None:
             _tally(outcome, results)
         decision = op.combine(scan(index), [as_part(r).load() for r, _ in results])

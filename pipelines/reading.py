@@ -72,8 +72,10 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
                      "bytes": storage.size(src.path), "sha256": sha})
     jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
             for task in tasks]
-    results = map_fn(read_task, jobs, "read", None, store=cache, shard_rows=shard_rows)
-    reads = [result for result, _ in results]
+    cached = [cache is not None and cache.files(job.key) is not None for job in jobs]  # read here: no task start-up
+    todo = [job for job, hit in zip(jobs, cached) if not hit]
+    computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
+    reads = [read_task(job.part, cache, shard_rows) if hit else next(computed)[0] for job, hit in zip(jobs, cached)]
     owners = [task.source for task, (shards, _) in zip(tasks, reads) for _ in shards]
     shards = unique_ids([s for shards, _ in reads for s in shards], owners, cache)
     outcome = _books(sources, owners, shards, meta)
