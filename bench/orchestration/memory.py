@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--gopher", action="store_true", help="Gopher repetition and quality after the length filter")
     parser.add_argument("--kill-at", help="also: a run SIGKILLed at each of these failpoints (comma list, e.g. "
                         "stage.done:5,publish.write:1), each into a fresh dataset, then resumed")
+    parser.add_argument("--kills-only", action="store_true",
+                        help="only the killed and resumed runs (compare with an uninterrupted run measured before)")
     parser.add_argument("--shard-rows", type=int, default=10_000, help="rows per shard (the config default)")
     args = parser.parse_args()
     stages = STAGES[:-1] if args.no_minhash else STAGES
@@ -93,10 +95,12 @@ def main() -> None:
                         "dataset": config.stem, "inputs": [{"path": str(data), "fields": {"text": "text"}}],
                         "shard_rows": args.shard_rows, "stages": stages,
                         "release": {"dir": str(folder / "releases"), "rows_per_file": 250_000}}))
-                    wall, cpu, peak = run(code, config, runner)
-                    results.append({"rows": rows, "join": args.join, "runner": runner, "code": label, "wall_s": round(wall, 1),
-                                    "cpu_s": round(cpu, 1), "peak_rss_gib": round(peak, 2)} | stage_cpu(folder, config.stem))
-                    print(json.dumps(results[-1]), flush=True)
+                    if not args.kills_only:
+                        wall, cpu, peak = run(code, config, runner)
+                        results.append({"rows": rows, "join": args.join, "runner": runner, "code": label,
+                                        "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "peak_rss_gib": round(peak, 2)}
+                                       | stage_cpu(folder, config.stem))
+                        print(json.dumps(results[-1]), flush=True)
                     for n, kill_at in enumerate(args.kill_at.split(",") if args.kill_at else []):
                         # the same config into a fresh dataset (and cache): killed at `kill_at`, then resumed
                         name = f"killed{n}-{config.stem}"
