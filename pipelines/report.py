@@ -175,7 +175,9 @@ def _score_section(data: pl.LazyFrame | None, rejects: pl.LazyFrame | None, mani
     marks = thresholds(manifest, scores)
     kept_all = data.select(scores).collect()  # one pass over the shards for every score
     rejected_scores = [c for c in scores if c in reject_schema]
-    rejected_all = rejects.select("reason", *rejected_scores).collect() if rejected_scores else None
+    stage, rule = (pl.col("reason").str.split(":").list.get(i, null_on_oob=True) for i in (0, -1))
+    rejected_all = rejects.select(stage.alias("stage"), rule.alias("rule"), *rejected_scores).collect() \
+        if rejected_scores else None  # each reject's stage and rule split out once, not once per score
     figures, flags, constants = [], [], []
     for col in scores:
         kept = kept_all[col].drop_nulls().cast(pl.Float64).to_numpy()
@@ -205,10 +207,9 @@ def _rejected_values(rejected_all: pl.DataFrame | None, col: str, stage_names: l
     with the rows a sampler or mix did not select apart."""
     if rejected_all is None or col not in rejected_all.columns:
         return np.array([]), np.array([])
-    stage, rule = (pl.col("reason").str.split(":").list.get(i, null_on_oob=True) for i in (0, -1))
-    wanted = rejected_all.filter(stage.is_in(stage_names) if stage_names else pl.lit(True))
-    values = [wanted.filter(which)[col].drop_nulls().cast(pl.Float64).to_numpy()
-              for which in (rule.is_in(NOT_SAMPLED).not_(), rule.is_in(NOT_SAMPLED))]
+    wanted = rejected_all.filter(pl.col("stage").is_in(stage_names) if stage_names else pl.lit(True))
+    unsampled = pl.col("rule").is_in(NOT_SAMPLED)
+    values = [wanted.filter(which)[col].drop_nulls().cast(pl.Float64).to_numpy() for which in (~unsampled, unsampled)]
     return values[0], values[1]
 
 
