@@ -317,7 +317,7 @@ def test_cluster_choice_and_cluster_ids_are_stable_when_a_few_rows_change(alpaca
 
 
 def few_rows_per_task(op, rows: int = 700):
-    """The sampler with `rows` rows per decide task (3,000 rows: 5 tasks; the default is 500,000)."""
+    """The sampler with `rows` rows per decide task (3,000 rows: 5 tasks; the default is 1,000,000)."""
     op.part_rows = rows
     return op
 

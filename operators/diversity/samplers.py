@@ -2,8 +2,8 @@
 
 Each is a GlobalOperator: `index` turns a shard into features (hashed n-gram counts, or sentence
 embeddings when asked), a key hashed from the id and the score column when one is used. The decision runs
-in two levels so the driver never holds the features: tasks (`decide_part`, one per 500k rows) each take
-the rows whose key falls to them, fit the same feature space and centroids on the same keyed sample of
+in two levels so the driver never holds the features: tasks (`decide_part`, one per 1M rows) each take
+the rows whose key falls to them (or a slice of the rows, where the deal makes no difference), fit the same feature space and centroids on the same keyed sample of
 every row, and return one small row per row (its cluster, draw, weight...; for the greedy k-center and
 Deita, the vectors of their best candidates too); the driver (`combine`) chooses from those. Rows are
 ordered by id throughout, so the choice depends on the seed and never on the shard order or the workers.
@@ -67,7 +67,7 @@ class Selection(NamedTuple):
 
 _FITTING = threading.Lock()
 _fitted: dict = {}  # the last feature space this process fitted, by a digest of its sample (see `Sampler.space`)
-MAX_PARTS = 32  # decide tasks at most; beyond MAX_PARTS * part_rows rows the tasks grow
+MAX_PARTS = 64  # decide tasks at most; beyond MAX_PARTS * part_rows rows the tasks grow
 OVERSAMPLE = 2  # greedy samplers: each task offers OVERSAMPLE * budget / tasks candidates to the driver
 
 
@@ -83,7 +83,8 @@ class Sampler(GlobalOperator):
     Params: ClassVar[type[SamplerParams]] = SamplerParams
     ngrams: ClassVar[int] = 2
     labels_all: ClassVar[bool] = False  # label the kept rows even when the budget keeps them all (stable schema)
-    part_rows: int = 500_000  # rows one decide task selects from (a smaller value makes more tasks)
+    part_rows: int = 1_000_000  # rows one decide task selects from (a smaller value makes more tasks)
+    any_deal: ClassVar[bool] = False  # the choice is the same whichever task gets which row (tasks read slices)
 
     @property
     def score_col(self) -> str | None:
@@ -117,13 +118,21 @@ class Sampler(GlobalOperator):
         return min(MAX_PARTS, max(1, -(-rows // self.part_rows)))
 
     def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
-        """One row per row of this part (`key % parts == part`), as `choose_part` makes it."""
+        """One row per row of this part, as `choose_part` makes it."""
         rows = index.select(pl.len()).collect().item()
         parts = self.parts_for(rows)
         if part >= parts or (rows <= self.params.budget and not self.labels_all):
             return pl.DataFrame()
-        mine = index.filter(pl.col("key") % parts == part).collect().sort("id")
+        mine = self.rows_of(index, part, parts, rows).collect().sort("id")
         return self.choose_part(index, mine, rows, parts) if len(mine) else pl.DataFrame()
+
+    def rows_of(self, index: pl.LazyFrame, part: int, parts: int, rows: int) -> pl.LazyFrame:
+        """This part's rows: those whose key is `part` modulo `parts` (the same rows in any shard order), or,
+        when the choice does not depend on the deal (`any_deal`), a slice of the scan (read alone)."""
+        if self.any_deal:
+            start = rows * part // parts
+            return index.slice(start, rows * (part + 1) // parts - start)
+        return index.filter(pl.col("key") % parts == part)
 
     def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> Decision:
         """The choice over every part's rows (in id order): the rows not kept as `not_selected` drops."""
@@ -255,6 +264,7 @@ class RandomSample(Sampler):
     """Uniform random sample of `budget` rows (the baseline every diversity sampler must beat)."""
 
     name = "random_sample"
+    any_deal = True
 
     def choose_part(self, index, rows, total, parts):
         return rows.select("id", u=self.random_order(rows["id"]))
@@ -274,6 +284,7 @@ class ClusterSample(Sampler):
 
     name = "cluster_sample"
     labels_all = True
+    any_deal = True
 
     class Params(EmbeddingParams):
         clusters: int | None = Field(default=None, ge=1, description="k of k-means; default budget/5 in [2, 2000]")
