@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,15 +56,56 @@ def kept_ids(op, frame: pl.DataFrame, shard_rows: int = 10_000) -> set[str]:
     return set(frame["id"]) - set(op.decide(index).drops["id"])
 
 
+OLD = """
+import json, sys, polars as pl
+sys.path.insert(0, {bench!r})
+from two_level import kept_ids, sampler
+sys.path.insert(0, {tree!r})  # its operators, not this checkout's (which two_level put on the path)
+frame = pl.read_parquet(sys.argv[1])
+print(json.dumps(sorted(kept_ids(sampler(sys.argv[2], int(sys.argv[3])), frame))))
+"""
+
+
+def kept_by(tree: Path, method: str, budget: int, frame: pl.DataFrame) -> set[str]:
+    """The selection of an older checkout (its operators on the path), in a child process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        frame.write_parquet(Path(tmp) / "rows.parquet")
+        out = subprocess.run([sys.executable, "-c", OLD.format(bench=str(Path(__file__).parent), tree=str(tree)),
+                              str(Path(tmp) / "rows.parquet"), method, str(budget)],
+                             cwd=tree, env=os.environ | {"PYTHONPATH": str(tree)}, capture_output=True, text=True,
+                             check=True)
+    return set(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def table(results: list[dict]) -> str:
+    """The README table: distinct-1 / distinct-2 / coverage / entropy per variant, and the overlaps."""
+    tasks = next(k for k in results[0] if k.endswith("task(s)") and not k.startswith("1 "))
+    cells = ("distinct-1", "distinct-2", "cluster coverage", "cluster entropy (norm.)")
+    lines = [f"| set (rows -> kept) | method | one pass, before | 1 task | {tasks} | kept by 1 and N tasks | "
+             f"1 task vs before |", "|---|---|---|---|---|---:|---:|"]
+    for r in results:
+        variant = [" / ".join(str(r[v][c]) for c in cells) if v in r else "-"
+                   for v in ("one-pass (old)", "1 task(s)", tasks)]
+        lines.append(f"| {r['set']} ({r['rows']:,} -> {r['budget']:,}) | {r['method']} | {' | '.join(variant)} | "
+                     f"{r['overlap']:.0%} | {r.get('overlap_old', float('nan')):.0%} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     from operators.diversity.metrics import ReferenceClusters, headline, diversity_metrics
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=10)
     parser.add_argument("--methods", nargs="*", default=METHODS)
+    parser.add_argument("--one-pass", type=Path, help="also an older checkout's one-pass selection (e.g. before "
+                        "the samplers decided in tasks)")
+    parser.add_argument("--table", action="store_true", help="print the README table from --out")
     parser.add_argument("--sets", nargs="*", help="only these sets (names as printed)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("two_level.json"))
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.out.read_text())))
+        return
     results = []
     for name, (frame, budget) in datasets().items():
         if args.sets and name not in args.sets:
@@ -78,6 +122,11 @@ def main() -> None:
                 texts = frame.filter(pl.col("id").is_in(list(kept[tasks])))["text"]
                 row[f"{tasks} task(s)"] = headline(diversity_metrics(texts, reference)) | {
                     "cpu_s": round(time.process_time() - start, 1)}
+            if args.one_pass:
+                old = kept_by(args.one_pass, method, budget, frame)
+                texts = frame.filter(pl.col("id").is_in(list(old)))["text"]
+                row["one-pass (old)"] = headline(diversity_metrics(texts, reference))
+                row["overlap_old"] = round(len(kept[1] & old) / max(len(old), 1), 3)
             row["overlap"] = round(len(kept[1] & kept[args.tasks]) / max(len(kept[1]), 1), 3)
             print(json.dumps(row), flush=True)
             results.append(row)

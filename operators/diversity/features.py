@@ -37,8 +37,11 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-def hash_strings(values: pl.Series, seed: int = 0) -> np.ndarray:
-    """A stable 64-bit hash of every string (null hashes like ""), computed over the Arrow byte buffer."""
+def hash_strings(values: pl.Series, seed: int = 0, chunk: int = 1 << 17) -> np.ndarray:
+    """A stable 64-bit hash of every string (null hashes like ""), computed over the Arrow byte buffer,
+    `chunk` strings at a time (the arithmetic holds ~40 bytes per byte of text)."""
+    if len(values) > chunk:
+        return np.concatenate([hash_strings(values.slice(i, chunk), seed, chunk) for i in range(0, len(values), chunk)])
     arr = values.cast(pl.String).to_arrow()
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     arr = arr.cast(pa.large_string())

@@ -141,14 +141,17 @@ class Sampler(GlobalOperator):
             labels = pl.DataFrame(schema={"id": pl.String} | dict.fromkeys(self.columns(), pl.Int32)) \
                 if self.labels_all else None
             return Decision(self.drops(pl.DataFrame(schema={"id": pl.String}), NOT_SELECTED), labels=labels)
-        rows = pl.concat(parts, how="diagonal_relaxed").sort("id")
-        del parts
+        rows = pl.concat(parts, how="diagonal_relaxed")
+        parts.clear()  # the sorted copy replaces them (the engine passes a list of its own)
+        rows = rows.sort("id")
         keep, detail, columns, labels = self.choose(rows)
         keep = pl.Series(keep)
         table = rows if columns is None else pl.concat([rows.select("id"), columns], how="horizontal")
-        drops = self.drops(table.filter(~keep).with_columns(detail.alias("_detail")), NOT_SELECTED, pl.col("_detail"))
+        ids, rows, columns = rows["id"], None, None
+        drops = table.lazy().filter(~keep).select("id", pl.lit(NOT_SELECTED).alias(REASON),
+                                                  detail.cast(pl.String).alias(DETAIL)).collect()
         if labels is not None:
-            labels = pl.concat([rows.select("id"), labels], how="horizontal").filter(keep)
+            labels = labels.with_columns(ids).select("id", *labels.columns).filter(keep)
         return Decision(drops, labels=labels)
 
     def choose_part(self, index: pl.LazyFrame, rows: pl.DataFrame, total: int, parts: int) -> pl.DataFrame:
