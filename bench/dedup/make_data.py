@@ -4,7 +4,7 @@
     python bench/dedup/make_data.py scale OUT_DIR ROWS          # ROWS synthetic documents, ~10% near-copies
     python bench/dedup/make_data.py copies OUT_DIR [ROWS]       # the issue's 1M set: base rows x29, one word each
     python bench/dedup/make_data.py copies OUT_DIR [ROWS] --min-words 15   # the same from records of 15+ words
-    python bench/dedup/make_data.py copies OUT_DIR 172415 --min-words 15 --times 5   # same base rows x5
+    python bench/dedup/make_data.py copies OUT_DIR 25000 --min-words 15 --times 5   # 5,000 base rows x5
 
 The scale sets are written as Parquet (scale_ROWS.parquet, id + text, in row groups of 100k rows), so a
 scale run measures dedup, not the JSON reader.
@@ -108,8 +108,9 @@ def copies(out: Path, n: int = 1_000_000, times: int = 29, variants: int = 6_000
     Written as copies_<n>.parquet (id, text, base: the original it derives from) in 100k-row groups, rows in
     a seeded shuffle. With `min_words`, only records of that many words or more are drawn (issue #13 defines
     short instructions as 15-60 words; a 5-word record with one word replaced is no longer the same task) and
-    the file is copies_<n>_min<min_words>.parquet. `times` other than 29 keeps the base rows (n = their
-    count x times) and names the file copies_<n>_min<min_words>_x<times>.parquet."""
+    the file is copies_<n>_min<min_words>.parquet. With `times` other than 29 (a set small enough for a slow
+    peer) there are n / times base rows, the same share of them variants, and the file is
+    copies_<n>_min<min_words>_x<times>.parquet."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -120,7 +121,8 @@ def copies(out: Path, n: int = 1_000_000, times: int = 29, variants: int = 6_000
         if key not in seen and len(t.split()) >= min_words:
             seen.add(key)
             texts.append(t)
-    base_rows = -(-n // times) if times == 29 else 34_483  # the issue's base rows, with fewer copies of each
+    base_rows = -(-n // times)
+    variants = variants if times == 29 else round(base_rows * variants / 34_483)
     originals = rng.sample(texts, base_rows - variants)
     bases = [(t, i) for i, t in enumerate(originals)]
     bases += [(edit(originals[i], rng), i) for i in rng.sample(range(len(originals)), variants)]
