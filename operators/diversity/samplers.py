@@ -164,19 +164,27 @@ class Sampler(GlobalOperator):
         raise NotImplementedError
 
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
-        """Budget, rows in and selected, and the diversity before (every row in) and after (the kept rows)."""
-        kept = kept.collect()  # the selection: at most the budget
-        pool_ids = pl.concat([kept.select("id"), rejected.select("id").collect()])["id"]
-        result = {"budget": self.params.budget, "rows_in": len(pool_ids), "selected": kept.height}
-        if kept.height:
-            # Read only the rejected rows that before_after's seeded sample of the pool will measure.
-            sample = pool_ids.filter(pl.Series(ft.uniform(pool_ids, self.params.seed)).rank("ordinal") <= STATS_ROWS)
-            wanted = [c for c in dict.fromkeys(("id", *self.params.fields, "instruction")) if c in rejected.collect_schema()]
-            measured = rejected.select(wanted).filter(pl.col("id").is_in(sample.implode())).collect()
-            pool = pl.concat([kept, measured], how="diagonal_relaxed")
-            result["diversity"] = before_after(pool, kept, self.params.fields, self.params.seed)
+        """Budget, rows in and selected, and the diversity before (every row in) and after (the kept rows),
+        each measured on a seeded sample of at most STATS_ROWS rows: only those rows' text is read."""
+        kept_ids = kept.select("id").collect()["id"]
+        pool_ids = pl.concat([kept_ids, rejected.select("id").collect()["id"]])
+        result = {"budget": self.params.budget, "rows_in": len(pool_ids), "selected": len(kept_ids)}
+        if len(kept_ids):
+            before, after = self._measured(pool_ids), self._measured(kept_ids)
+            wanted = lambda frame: [c for c in dict.fromkeys(("id", *self.params.fields, "instruction"))  # noqa: E731
+                                    if c in frame.collect_schema()]
+            rows = pl.concat([kept.select(wanted(kept)), rejected.select(wanted(rejected))], how="diagonal_relaxed") \
+                .filter(pl.col("id").is_in(pl.concat([before, after]).implode())).collect()
+            result["diversity"] = before_after(rows.filter(pl.col("id").is_in(before.implode())),
+                                               rows.filter(pl.col("id").is_in(after.implode())),
+                                               self.params.fields, self.params.seed)
             result["diversity"]["before"]["rows"] = len(pool_ids)
+            result["diversity"]["after"]["rows"] = len(kept_ids)
         return result
+
+    def _measured(self, ids: pl.Series) -> pl.Series:
+        """The ids `before_after` measures of a set: its STATS_ROWS lowest seeded draws."""
+        return ids.filter(pl.Series(ft.uniform(ids, self.params.seed)).rank("ordinal") <= STATS_ROWS)
 
     def counts(self, index: pl.DataFrame):
         return ft.from_lists(index["feat_idx"], index["feat_val"], self.n_features)
@@ -348,8 +356,8 @@ class ClusterSample(Sampler):
         result = super().stats(kept, rejected)
         col = self.params.cluster_col
         if col and col in kept.collect_schema():
-            details = rejected.select(DETAIL).collect()[DETAIL]
-            dropped = details.str.extract(r"^cluster=(\d+)", 1).cast(pl.Int64).drop_nulls().to_numpy()
+            dropped = rejected.select(pl.col(DETAIL).str.extract(r"^cluster=(\d+)", 1).cast(pl.Int64)) \
+                .collect(engine="streaming")[DETAIL].drop_nulls().to_numpy()  # not every detail string at once
             chosen = kept.select(col).collect()[col].drop_nulls().cast(pl.Int64).to_numpy()
             ids = np.unique(np.concatenate([chosen, dropped]))
             kept_per = np.bincount(np.searchsorted(ids, chosen), minlength=len(ids))
