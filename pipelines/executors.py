@@ -150,6 +150,7 @@ class PrefectDask(PrefectThreads):
                 self.client = stack.enter_context(Client(cluster))
             if not self.client.nthreads():
                 self.client.wait_for_workers(1, timeout=120)
+            self.client.run(warm_up, wait=False)
             try:
                 yield
             finally:
@@ -171,6 +172,14 @@ class PrefectDask(PrefectThreads):
             raise SluiceError(f"the Dask workers {', '.join(blind)} cannot see the shard cache {folder}: put "
                               "release.dir on an object store (s3://...) or on a filesystem every worker mounts")
         self.checked.add(str(cache.folder))
+
+
+async def warm_up() -> None:
+    """Import what a shard task needs (the engine, every operator, storage), so that a worker's first task
+    does not wait for it: sent to the workers when the run connects, while the driver starts Prefect's API.
+    (A coroutine: Dask runs those without waiting for them.)"""
+    import operators  # noqa: F401  (registers every operator)
+    from pipelines import reading, release  # noqa: F401  (with them the engine, cache, storage and readers)
 
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {"local": lambda address=None: PrefectThreads(),

@@ -61,13 +61,12 @@ def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_p
     dataset = pipeline.config.dataset
     local = local_dir(root, dataset)
     local.mkdir(parents=True, exist_ok=True)
-    with prefect_log_to_file(local / PREFECT_LOG):
-        _start_api_server()
-        with executor.session():
-            version = next_version(storage.join(root, dataset))
-            run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{version}",
-                       validate_parameters=False, task_runner=executor.task_runner())
-            return run(pipeline, root, executor.map)
+    with prefect_log_to_file(local / PREFECT_LOG), executor.session():
+        _start_api_server()  # meanwhile a cluster's workers import what their tasks need (PrefectDask.session)
+        version = next_version(storage.join(root, dataset))
+        run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{version}",
+                   validate_parameters=False, task_runner=executor.task_runner())
+        return run(pipeline, root, executor.map)
 
 
 def local_dir(root: storage.Location, dataset: str) -> Path:
