@@ -112,7 +112,17 @@ def sluice(config: Path, extra: list[str], env: dict[str, str]) -> dict:
     peak = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr).group(1)) / 2**20
     released = int(re.search(r"released ([\d,]+) rows", done.stdout).group(1).replace(",", ""))
     return {"wall_s": round(wall, 1), "driver_cpu_s": round(cpu, 1), "driver_peak_gib": round(peak, 2),
-            "released": released}
+            "released": released, "stage_wall_s": _stage_walls(done.stdout)}
+
+
+def _stage_walls(books: str) -> dict[str, float]:
+    """Wall seconds per stage from the books `sluice run` prints (stages fused into one task show none)."""
+    walls = {}
+    for line in books.splitlines():
+        cells = line.split()
+        if len(cells) >= 7 and cells[0] != "stage" and re.fullmatch(r"[\d,.]+", cells[5]):
+            walls[cells[0]] = float(cells[5].replace(",", ""))
+    return walls
 
 
 def write_config(path: Path, data: str, releases: str, stages: list[dict]) -> Path:
