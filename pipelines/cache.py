@@ -68,6 +68,16 @@ class ShardCache:
         os.utime(entry)  # mark as used by this run, so prune() keeps it
         return sorted(entry.glob("*.parquet"), key=lambda p: int(p.stem))
 
+    def lookup(self, keys: list[str]) -> list[list[Location] | None]:
+        """`files(key)` of every key. On an object store the entries' markers are asked for all at once (one
+        wait for the slowest, not one round trip per key); a marker that cannot be read counts as no entry."""
+        if not self.remote:
+            return [self.files(key) for key in keys]
+        entries = [storage.join(self.folder, key) for key in keys]
+        found = storage.read_many([storage.join(entry, DONE) for entry in entries])
+        return [None if (count := found.get(storage.join(entry, DONE))) is None else
+                [storage.join(entry, f"{i}.parquet") for i in range(int(count))] for entry in entries]
+
     def put(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Location] = ()) -> list[Location]:
         """Store `frames` under `key`, then the Parquet files `links` (hard links to files already in the
         cache folder, e.g. spilled read shards: nothing is written twice); return the entry's files."""

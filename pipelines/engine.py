@@ -121,8 +121,8 @@ def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: 
         return map_fn(fn, jobs, label, cache, inline=inline, **kwargs)
     results: list = [None] * len(jobs)
     todo = []
-    for i, job in enumerate(jobs):
-        if (files := cache.files(job.key)) is not None:
+    for i, (job, files) in enumerate(zip(jobs, cache.lookup([job.key for job in jobs]))):
+        if files is not None:
             results[i] = (_from_files(files), True)
         else:
             todo.append(i)

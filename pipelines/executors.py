@@ -84,6 +84,12 @@ class PrefectThreads:
 
 
 ONE_THREAD = {"POLARS_MAX_THREADS": "1"}  # a worker per core: Polars in it uses that core (Dask does so for BLAS)
+# Dask's own bookkeeping on a worker (an event-loop check every 20 ms, a sampling profiler every 10 ms, system and
+# memory monitors) took ~15% of a worker's CPU in Sluice's shard tasks (bench/README "#18 cluster"): slowed here
+# for the local cluster, and README asks the same of `dask worker` processes (as environment variables).
+QUIET_WORKER = {"DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s", "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
+                "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "5s",
+                "DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL": "1s"}
 SHIP_ONCE = 1 << 20  # pickled bytes above which a stage parameter is sent to the cluster once, not with every task
 
 

@@ -72,7 +72,7 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
                      "bytes": storage.size(src.path), "sha256": sha})
     jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
             for task in tasks]
-    cached = [cache is not None and cache.files(job.key) is not None for job in jobs]  # read here: no task start-up
+    cached = [files is not None for files in cache.lookup([job.key for job in jobs])] if cache else [False] * len(jobs)
     todo = [job for job, hit in zip(jobs, cached) if not hit]
     computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
     reads = [read_task(job.part, cache, shard_rows) if hit else next(computed)[0] for job, hit in zip(jobs, cached)]

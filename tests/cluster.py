@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from pipelines.executors import ONE_THREAD, QUIET_WORKER  # noqa: E402  (what README asks of a cluster's workers)
 DASK = Path(sys.executable).with_name("dask")
 
 
@@ -75,7 +77,7 @@ class Cluster:
             self._spawn(f"worker-{i}", ["worker", self.address, "--nthreads", "1", "--nworkers", "1",
                                         "--memory-limit", "0", "--no-dashboard", "--name", f"worker-{i}",
                                         "--local-directory", str(self.home / f"worker-{i}" / "dask")],
-                        {"POLARS_MAX_THREADS": "1"} | self.worker_env.get(i, {}))  # one core per worker
+                        ONE_THREAD | QUIET_WORKER | self.worker_env.get(i, {}))  # one core per worker
         self.wait_for_workers(self.n_workers)
 
     def wait_for_workers(self, n: int) -> None:

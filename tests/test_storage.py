@@ -135,3 +135,21 @@ def test_a_url_sluice_cannot_use_is_a_usage_error(sluice, write_config, capsys):
     config = write_config([{"path": str(DCLM)}], release={"dir": "hf://datasets/org/name"})
     code, out, err = sluice("run", config)
     assert code == 2 and "release.dir: hf://datasets/org/name: hf:// is read-only here" in err
+
+
+def test_a_cache_on_s3_looks_many_entries_up_at_once_as_one_by_one(s3, tmp_path):
+    """`ShardCache.lookup` (the driver's check before a stage's tasks) answers what `files` answers per key,
+    on a bucket (markers fetched concurrently) and on local disk alike; an entry without its marker is none."""
+    import polars as pl
+
+    from pipelines.cache import DONE, ShardCache
+
+    rows = pl.read_ndjson(DCLM, n_rows=50).select("text")
+    for cache in (ShardCache(s3.url("releases", "d", ".cache")), ShardCache(tmp_path / ".cache")):
+        cache.put("a", (rows, rows.head(3)))
+        cache.put("b", (rows.head(7),))
+        keys = ["a", "missing", "b"]
+        assert cache.lookup(keys) == [cache.files(k) for k in keys]
+        assert [len(f) if f else None for f in cache.lookup(keys)] == [2, None, 1]
+    storage.remove_tree(storage.join(s3.url("releases", "d", ".cache"), "b", DONE))  # a half-written entry
+    assert ShardCache(s3.url("releases", "d", ".cache")).lookup(["b", "a"])[0] is None
