@@ -84,12 +84,16 @@ class PrefectThreads:
 
 
 ONE_THREAD = {"POLARS_MAX_THREADS": "1"}  # a worker per core: Polars in it uses that core (Dask does so for BLAS)
-# Dask's own bookkeeping on a worker (an event-loop check every 20 ms, a sampling profiler every 10 ms, system and
-# memory monitors) took ~15% of a worker's CPU in Sluice's shard tasks (bench/README "#18 cluster"): slowed here
-# for the local cluster, and README asks the same of `dask worker` processes (as environment variables).
-QUIET_WORKER = {"DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s", "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
-                "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "5s",
-                "DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL": "1s"}
+# Dask's own bookkeeping in a worker (an event-loop check every 20 ms, a sampling profiler every 10 ms, system and
+# memory monitors) took ~25% of a worker's CPU beside Sluice's shard tasks (bench/README "#18 cluster"): slowed
+# for the local cluster; README asks the same of `dask worker` processes, as environment variables (quiet_env).
+QUIET_DASK = {"distributed.admin.tick.interval": "1s", "distributed.worker.profile.enabled": False,
+              "distributed.admin.system-monitor.interval": "5s", "distributed.worker.memory.monitor-interval": "1s"}
+
+
+def quiet_env() -> dict[str, str]:
+    """QUIET_DASK as the environment variables a `dask scheduler` or `dask worker` process reads."""
+    return {"DASK_" + key.upper().replace(".", "__").replace("-", "_"): str(value) for key, value in QUIET_DASK.items()}
 SHIP_ONCE = 1 << 20  # pickled bytes above which a stage parameter is sent to the cluster once, not with every task
 
 
@@ -151,8 +155,11 @@ class PrefectDask(PrefectThreads):
                     raise SluiceError(f"--dask-address {self.address}: no Dask scheduler answered ({err}); start one "
                                       "with `dask scheduler` and workers with `dask worker ADDRESS`") from None
             else:
-                cluster = stack.enter_context(LocalCluster(n_workers=os.cpu_count() or 2, threads_per_worker=1,
-                                                           dashboard_address=None, memory_limit=0, env=ONE_THREAD))
+                import dask
+
+                with dask.config.set(QUIET_DASK):  # the workers' configuration is the nanny's at their start
+                    cluster = stack.enter_context(LocalCluster(n_workers=os.cpu_count() or 2, threads_per_worker=1,
+                                                               dashboard_address=None, memory_limit=0, env=ONE_THREAD))
                 self.client = stack.enter_context(Client(cluster))
             if not self.client.nthreads():
                 self.client.wait_for_workers(1, timeout=120)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from pipelines.executors import ONE_THREAD, QUIET_WORKER  # noqa: E402  (what README asks of a cluster's workers)
+from pipelines.executors import ONE_THREAD, quiet_env  # noqa: E402  (what README asks of a cluster's workers)
 DASK = Path(sys.executable).with_name("dask")
 
 
@@ -70,14 +70,14 @@ class Cluster:
     def start(self) -> None:
         info = self.home / "scheduler" / "scheduler.json"
         self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                  "--scheduler-file", str(info)])
+                                  "--scheduler-file", str(info)], quiet_env())
         self._wait(lambda: info.is_file() and info.stat().st_size > 0, "the scheduler to start", "scheduler")
         self.address = json.loads(info.read_text())["address"]
         for i in range(self.n_workers):
             self._spawn(f"worker-{i}", ["worker", self.address, "--nthreads", "1", "--nworkers", "1",
                                         "--memory-limit", "0", "--no-dashboard", "--name", f"worker-{i}",
                                         "--local-directory", str(self.home / f"worker-{i}" / "dask")],
-                        ONE_THREAD | QUIET_WORKER | self.worker_env.get(i, {}))  # one core per worker
+                        ONE_THREAD | quiet_env() | self.worker_env.get(i, {}))  # one core per worker
         self.wait_for_workers(self.n_workers)
 
     def wait_for_workers(self, n: int) -> None:
