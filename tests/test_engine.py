@@ -234,7 +234,8 @@ def test_an_executor_is_a_class_registered_by_name(write_config, monkeypatch):
     pipeline = config.load(cfg)
     ours, _ = run_pipeline(pipeline, runner="reversed")
     plain, _ = run_pipeline(pipeline, root=pipeline.release_dir / "plain", use_prefect=False)
-    # 5 shards: their read, the fused row stages, the dedup's index and apply; and the dedup's decide parts
-    assert Reversed.calls == 5 * 4 + ExactDedup().partitions()
-    shards = [[s["sha256"] for s in json.loads((f / "manifest.json").read_text())["shards"]] for f in (ours, plain)]
-    assert shards[0] == shards[1]
+    manifests = [json.loads((f / "manifest.json").read_text()) for f in (ours, plain)]
+    # 5 shards: their read, the fused row stages, the dedup's index and apply; the dedup's decide parts; and
+    # the release's files (data and rejects, one task each)
+    assert Reversed.calls == 5 * 4 + ExactDedup().partitions() + len(manifests[0]["shards"] + manifests[0]["rejects"])
+    assert [s["sha256"] for s in manifests[0]["shards"]] == [s["sha256"] for s in manifests[1]["shards"]]
