@@ -133,7 +133,9 @@ def decide(folder: Path, tasks: int, copies: int, truth: Path | None) -> None:
 def kept(output: Path, truth: Path) -> None:
     """Rows an end-to-end run kept against the distinct documents of a copies set (its `base` column)."""
     bases = pl.scan_parquet(truth).select("id", "base")
-    rows = pl.scan_parquet(output).select("id").join(bases, on="id").collect()
+    kept_ids = (pl.scan_parquet(output) if output.is_file() else  # a folder: datatrove's kept/*.jsonl
+                pl.concat([pl.scan_ndjson(f) for f in sorted(output.glob("*.jsonl"))])).select(pl.col("id").cast(pl.String))
+    rows = kept_ids.join(bases, on="id").collect()
     distinct = bases.select(pl.col("base").n_unique()).collect().item()
     covered = rows["base"].n_unique()
     print(f"kept {len(rows):,} | distinct {distinct:,} | {100 * (len(rows) / distinct - 1):+.1f}% | "
@@ -162,7 +164,7 @@ def main() -> None:
     p.add_argument("--copies", type=int, default=1)
     p.add_argument("--truth", type=Path)
     p = sub.add_parser("kept")
-    p.add_argument("output", type=Path, help="the kept rows of `sluice dedup` (Parquet)")
+    p.add_argument("output", type=Path, help="the kept rows of `sluice dedup` (Parquet) or datatrove's kept/ folder")
     p.add_argument("--truth", type=Path, required=True, help="the copies set (id, base)")
     args = parser.parse_args()
     if args.step == "kept":
