@@ -27,6 +27,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -356,12 +357,15 @@ def commit_folder(local: Path, dest: Location, marker: str) -> None:
 
 
 _fetched: list[str] = []
+_fetching: dict[Path, threading.Lock] = {}  # one download per copy, whichever thread of the process asks first
+_fetching_guard = threading.Lock()
 
 
 def local_copy(loc: Location) -> Path:
     """A local path for reading `loc`: the path itself, or a copy downloaded into a temporary folder that
     is removed when the process exits (for readers that need a real file: Polars scans, pyarrow). The copy
-    is reused while the object's size and ETag (or modification time) stay the same: one HEAD, no download."""
+    is reused while the object's size and ETag (or modification time) stay the same: one HEAD, no download.
+    Safe from threads: span tasks of one input on a multi-threaded worker wait for one download."""
     if not is_remote(loc):
         return Path(loc)
     if not _fetched:
@@ -372,8 +376,11 @@ def local_copy(loc: Location) -> Path:
         info = fs.info(path)
     version = [str(loc), info.get("size"), info.get("ETag") or info.get("LastModified") or info.get("mtime")]
     copy = Path(_fetched[0]) / hashlib.sha256(repr(version).encode()).hexdigest()[:16] / name(loc)
-    if not copy.is_file():  # downloaded beside, then renamed: a failed download leaves no copy to reuse
-        os.replace(download(loc, copy.with_name(copy.name + ".part")), copy)
+    with _fetching_guard:
+        lock = _fetching.setdefault(copy, threading.Lock())
+    with lock:
+        if not copy.is_file():  # downloaded beside, then renamed: a failed download leaves no copy to reuse
+            os.replace(download(loc, copy.with_name(copy.name + ".part")), copy)
     return copy
 
 

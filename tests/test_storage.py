@@ -153,3 +153,28 @@ def test_a_cache_on_s3_looks_many_entries_up_at_once_as_one_by_one(s3, tmp_path)
         assert [len(f) if f else None for f in cache.lookup(keys)] == [2, None, 1]
     storage.remove_tree(storage.join(s3.url("releases", "d", ".cache"), "b", DONE))  # a half-written entry
     assert ShardCache(s3.url("releases", "d", ".cache")).lookup(["b", "a"])[0] is None
+
+
+def test_threads_asking_for_the_same_copy_share_one_download(s3, tmp_path, monkeypatch):
+    """Span tasks of one input at a URL run side by side on a worker's threads: one download, the whole file
+    for every one of them (two threads writing one `.part` gave a copy of NUL bytes or a missing file)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = DCLM.read_bytes()[:1_000_000]
+    url = s3.url("inputs", "dclm.jsonl")
+    storage.write_bytes(url, data)
+    monkeypatch.setattr(storage, "_fetched", [str(tmp_path)])  # a fresh process's copies
+    real, calls = storage.download, []
+
+    def slow_download(loc, local):  # a download long enough for every thread to ask meanwhile
+        calls.append(threading.get_ident())
+        time.sleep(0.3)
+        return real(loc, local)
+
+    monkeypatch.setattr(storage, "download", slow_download)
+    with ThreadPoolExecutor(4) as pool:
+        copies = list(pool.map(lambda _: storage.local_copy(url), range(4)))
+    assert len(set(copies)) == 1 and copies[0].read_bytes() == data
+    assert len(calls) == 1
