@@ -620,7 +620,8 @@ def _json_problem(err: json.JSONDecodeError) -> str:
     return f"{err.msg}{'' if err.msg.endswith(' at') else ' at'} column {err.colno}"
 
 
-CSV_FAST_MAX = 256 << 20  # bytes: a bigger CSV file streams through the row-by-row reader (Polars holds it all)
+CSV_FAST_MAX = 64 << 20  # bytes of text: a bigger CSV file streams through the row-by-row reader (the fast path
+                         # holds the text, its field positions and the frame: a few times the text at once)
 
 
 def _csv_batches(path: Path, name: str, shard_rows: int) -> list[_Batch] | None:
@@ -629,10 +630,11 @@ def _csv_batches(path: Path, name: str, shard_rows: int) -> list[_Batch] | None:
     (quotes that are not RFC 4180's, a row with too few or many fields, a lone CR line end, bytes that are not
     UTF-8 or NUL, a header over several lines or with a repeated name) and for a big file. Polars reads an
     empty field as null and a blank line as a row of nulls; `csv` reads "" and skips the line."""
-    if path.stat().st_size > CSV_FAST_MAX:
-        return None
     with open_binary(path) as fh:
-        data = fh.read().removeprefix(b"\xef\xbb\xbf")
+        data = fh.read(CSV_FAST_MAX + 1)  # the text's size, gzipped or not
+    if len(data) > CSV_FAST_MAX:
+        return None
+    data = data.removeprefix(b"\xef\xbb\xbf")
     try:
         header = next(csv.reader([data.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")]), [])
     except (UnicodeDecodeError, csv.Error):

@@ -250,3 +250,21 @@ def test_csv_through_polars_and_the_row_reader_gives_the_same_rows_rejects_and_i
         number = int(detail.split(": ")[0].rsplit(":", 1)[1])
         assert lines[number - 1].startswith(("Adversarial,", "Non-Adversarial,"))
     assert len(rejects) == 2 + ragged and len(rows) == 300 - 2
+
+
+def test_the_csv_fast_path_is_bounded_by_the_text_not_the_gzipped_file(tmp_path, monkeypatch):
+    """The fast path holds the whole text: a gzipped CSV is measured by its text (compressed it is far
+    smaller), and a file over the bound streams through the row reader with the same rows."""
+    from pipelines import readers
+
+    text = _truthfulqa_with_bad_rows(tmp_path, False).read_bytes()
+    path = tmp_path / "truthfulqa.csv.gz"
+    path.write_bytes(gzip.compress(text))
+    assert path.stat().st_size < len(text) // 2
+    monkeypatch.setattr(readers, "CSV_FAST_MAX", len(text))
+    assert readers._csv_batches(path, str(path), 64) is not None
+    fast = read_all(Source(path, "csv", {"text": "Question"}, on_error="skip"), 64)
+    monkeypatch.setattr(readers, "CSV_FAST_MAX", len(text) - 1)
+    assert readers._csv_batches(path, str(path), 64) is None
+    slow = read_all(Source(path, "csv", {"text": "Question"}, on_error="skip"), 64)
+    assert fast[0].equals(slow[0]) and fast[1].equals(slow[1]) and len(fast[0]) == 298
