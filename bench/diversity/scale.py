@@ -95,25 +95,31 @@ def run_part(files: list[Path], method: str, budget: int, k: int, out: Path) -> 
               f"peak RSS {peak_rss_gib():.2f} GiB", flush=True)
 
 
-def decide(folder: Path, method: str, budget: int, copies: int) -> dict:
+def decide(folder: Path, method: str, budget: int, copies: int, jobs: int = 1) -> dict:
     """The decide parts in child processes (as tasks on workers), then `combine` here (the driver)."""
     folder = copied(folder, copies, method)
     files = sorted(folder.glob("*.parquet"))
     scan = pl.concat([pl.scan_parquet(f) for f in files])
     rows = scan.select(pl.len()).collect().item()
     op = sampler(method, budget)
-    total_wall, parts = time.perf_counter(), []
-    for k in range(op.parts_for(rows)):  # the other tasks return nothing
-        out = folder.with_name(f"{folder.name}.part{k}.parquet")
-        child = multiprocessing.get_context("spawn").Process(target=run_part, args=(files, method, budget, k, out))
-        child.start()
-        child.join()
-        parts.append(pl.read_parquet(out))
+    total_wall, outs = time.perf_counter(), []
+    tasks = list(range(op.parts_for(rows)))  # the other tasks return nothing
+    for start in range(0, len(tasks), jobs):  # `jobs` tasks at a time, as on that many workers
+        children = []
+        for k in tasks[start: start + jobs]:
+            outs.append(folder.with_name(f"{folder.name}.part{k}.parquet"))
+            children.append(multiprocessing.get_context("spawn").Process(
+                target=run_part, args=(files, method, budget, k, outs[-1])))
+            children[-1].start()
+        for child in children:
+            child.join()
+    parts = [pl.read_parquet(out) for out in outs]
+    for out in outs:
         out.unlink()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, cpu = time.perf_counter(), cpu_seconds()
     decision = op.combine(scan, parts)
-    result = {"method": method, "rows": rows, "budget": budget, "tasks": op.parts_for(rows),
+    result = {"method": method, "rows": rows, "budget": budget, "tasks": op.parts_for(rows), "jobs": jobs,
               "wall_s": round(time.perf_counter() - total_wall), "tasks_cpu_s": round(children.ru_utime + children.ru_stime),
               "task_peak_gib": round(children.ru_maxrss / 2**20, 2), "driver_cpu_s": round(cpu_seconds() - cpu),
               "driver_wall_s": round(time.perf_counter() - wall), "driver_peak_gib": round(peak_rss_gib(), 2),
@@ -160,6 +166,7 @@ def main() -> None:
     p.add_argument("--method", default="cluster", choices=["random", "cluster", "kcenter", "deita"])
     p.add_argument("--budget", type=int, default=50_000)
     p.add_argument("--copies", type=int, default=1)
+    p.add_argument("--jobs", type=int, default=1, help="decide tasks run at a time")
     p.add_argument("--one-pass", type=Path, help="an older checkout whose one-pass decide to run instead")
     args = parser.parse_args()
     if args.step == "index":
@@ -167,7 +174,7 @@ def main() -> None:
     elif args.one_pass:
         one_pass(args.folder, args.method, args.budget, args.copies, args.one_pass)
     else:
-        decide(args.folder, args.method, args.budget, args.copies)
+        decide(args.folder, args.method, args.budget, args.copies, args.jobs)
 
 
 if __name__ == "__main__":
