@@ -73,9 +73,10 @@ def run_job(args: argparse.Namespace, operators: list[Operator], fields: list[st
 
 
 def map_threads(workers: int) -> MapFn:
-    """A map_fn running each stage's shards on `workers` threads of this process: Polars, NumPy and rensa work
-    outside Python's global lock, so shards use more than one core (the Prefect runner does the same). Results
-    come back in job order, as from map_local. Calls that must run here one at a time (`inline`) run in order."""
+    """A map_fn running each stage's shards on `workers` threads of this process: Polars, NumPy and rensa's
+    hashing work outside Python's global lock, so shards overlap (MinHash's index: ~1.2x on 2 cores, the rest
+    holds the lock; bench/README.md), as under the Prefect runner's threads. Results come back in job order, as
+    from map_local. Calls that must run here one at a time (`inline`) run in order."""
     if workers < 1:
         raise ConfigError(f"--workers {workers}: give at least 1")
 
