@@ -62,7 +62,7 @@ def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_p
     local = local_dir(root, dataset)
     local.mkdir(parents=True, exist_ok=True)
     with prefect_log_to_file(local / PREFECT_LOG), executor.session():
-        _start_api_server()  # meanwhile a cluster's workers import what their tasks need (PrefectDask.session)
+        _start_api_server(local / PREFECT_LOG)  # meanwhile a cluster's workers import what their tasks need (PrefectDask.session)
         version = next_version(storage.join(root, dataset))
         run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{version}",
                    validate_parameters=False, task_runner=executor.task_runner())
@@ -104,8 +104,10 @@ def prefect_log_to_file(path: Path) -> Iterator[None]:
         file.close()
 
 
-def _start_api_server() -> None:
-    """Start Prefect's temporary API server (unless PREFECT_API_URL names one) in a session of its own.
+def _start_api_server(log: Path) -> None:
+    """Start Prefect's temporary API server (unless PREFECT_API_URL names one) in a session of its own, its
+    error output appended to `log` (the run's Prefect log): a request the run's death cuts short is not a
+    traceback on the user's terminal.
 
     Ctrl-C in a terminal signals the whole foreground process group; a server in that group would die at
     once, and Prefect's client would then retry it for a minute and a half, printing kilobytes of connection
@@ -122,12 +124,13 @@ def _start_api_server() -> None:
     interrupts.on_hard_exit(lambda: ephemeral.server_process and ephemeral.server_process.terminate())
     if not ephemeral.running:
         popen = api.subprocess.Popen
-        api.subprocess.Popen = functools.partial(popen, start_new_session=True,
-                                                 preexec_fn=_dies_with(os.getpid()))
-        try:
-            ephemeral.start()
-        finally:
-            api.subprocess.Popen = popen
+        with open(log, "ab") as errors:  # the server holds its own copy of the descriptor
+            api.subprocess.Popen = functools.partial(popen, start_new_session=True, stderr=errors,
+                                                     preexec_fn=_dies_with(os.getpid()))
+            try:
+                ephemeral.start()
+            finally:
+                api.subprocess.Popen = popen
 
 
 def _dies_with(parent: int) -> Callable[[], None] | None:
