@@ -379,3 +379,30 @@ def test_chinese_rows_get_character_features_and_sample_across_tasks():
     one_kept, _ = run(ClusterSample(budget=100, dims=32, n_features=1 << 14), frame, shard_rows=300)
     many_kept, _ = run(few_rows_per_task(ClusterSample(budget=100, dims=32, n_features=1 << 14), 200), frame)
     assert one_kept.equals(many_kept) and one_kept["cluster"].n_unique() >= 15
+
+
+def test_a_fitted_space_is_shared_while_tasks_hold_it_and_goes_with_the_last(pool, monkeypatch):
+    """Tasks of one process reuse the feature space another task fitted on the same sample while it is in use;
+    once the stage's tasks are done the process holds none (a long-lived Dask worker kept ~134 MB per run)."""
+    import gc
+
+    from operators.diversity import samplers
+
+    fits = []
+
+    class Counted(ft.TextSpace):
+        def __init__(self, *args, **kwargs):
+            fits.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "TextSpace", Counted)
+    op = few_rows_per_task(SAMPLERS["cluster"]())
+    kept, _ = run(op, pool, map_fn=map_threads)
+    gc.collect()
+    assert len(kept) == 200 and fits and len(samplers._fitted) == 0
+    index = op.index(pool).lazy()
+    held = op.space(op.sample(index, len(pool)))  # as a running task holds it
+    assert op.space(op.sample(index, len(pool))) is held and len(samplers._fitted) == 1
+    del held
+    gc.collect()
+    assert len(samplers._fitted) == 0

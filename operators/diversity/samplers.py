@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from typing import ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -66,7 +67,9 @@ class Selection(NamedTuple):
 
 
 _FITTING = threading.Lock()
-_fitted: dict = {}  # the last feature space this process fitted, by a digest of its sample (see `Sampler.space`)
+# the feature spaces tasks of this process are using, by a digest of their sample (see `Sampler.space`); weak,
+# so a space (~134 MB at the defaults) goes with the last task using it, not with a long-lived worker process
+_fitted: weakref.WeakValueDictionary[str, ft.TextSpace] = weakref.WeakValueDictionary()
 MAX_PARTS = 64  # decide tasks at most; beyond MAX_PARTS * part_rows rows the tasks grow
 OVERSAMPLE = 2  # greedy samplers: each task offers OVERSAMPLE * budget / tasks candidates to the driver
 
@@ -208,11 +211,10 @@ class Sampler(GlobalOperator):
         for array in (sample["key"].to_numpy(), counts.indptr, counts.indices, counts.data):
             digest.update(np.ascontiguousarray(array).tobytes())
         with _FITTING:  # tasks on threads of one process: one fits, the others wait and reuse it
-            if _fitted.get("digest") != digest.hexdigest():
-                _fitted.clear()  # one space at a time: its basis is features x dims floats
-                _fitted.update(digest=digest.hexdigest(), space=ft.TextSpace(
-                    counts, self.params.dims, self.params.seed, sample["key"].to_numpy()))
-            return _fitted["space"]
+            if (space := _fitted.get(digest.hexdigest())) is None:
+                space = _fitted[digest.hexdigest()] = ft.TextSpace(
+                    counts, self.params.dims, self.params.seed, sample["key"].to_numpy())
+            return space
 
     def embedding(self, rows: pl.DataFrame, space: ft.TextSpace | None, chunk: int = 65_536) -> np.ndarray:
         """Unit vectors of the rows: the sentence embeddings `index` computed, else TF-IDF projected on the
