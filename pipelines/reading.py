@@ -72,10 +72,10 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
                      "bytes": storage.size(src.path), "sha256": sha})
     jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
             for task in tasks]
-    cached = [files is not None for files in cache.lookup([job.key for job in jobs])] if cache else [False] * len(jobs)
-    todo = [job for job, hit in zip(jobs, cached) if not hit]
+    found = cache.lookup([job.key for job in jobs]) if cache else [None] * len(jobs)
+    todo = [job for job, files in zip(jobs, found) if files is None]
     computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
-    reads = [read_task(job.part, cache, shard_rows) if hit else next(computed)[0] for job, hit in zip(jobs, cached)]
+    reads = [next(computed)[0] if files is None else (_cached(files, job.key), True) for job, files in zip(jobs, found)]
     owners = [task.source for task, (shards, _) in zip(tasks, reads) for _ in shards]
     shards = unique_ids([s for shards, _ in reads for s in shards], owners, cache)
     outcome = _books(sources, owners, shards, meta)
