@@ -14,8 +14,6 @@ import argparse
 import gzip
 import os
 import tempfile
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import get_args
 
@@ -25,8 +23,8 @@ from operators.base import Operator
 from operators.errors import ConfigError
 from pipelines.config import Stage
 from pipelines.cache import ShardCache
-from pipelines.engine import Job, MapFn, Outcome, Part, call_cached, map_local, run_stages, scan
-from pipelines.progress import Progress
+from pipelines.engine import Outcome, Part, run_stages, scan
+from pipelines.executors import Local
 from pipelines.readers import Format, Source, detect_format
 
 OUTPUT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz")
@@ -59,7 +57,7 @@ def run_job(args: argparse.Namespace, operators: list[Operator], fields: list[st
     output.parent.mkdir(parents=True, exist_ok=True)
     rejects = rejects_path(output)
     with tempfile.TemporaryDirectory(prefix=f".{output_stem(output)}.scratch-", dir=output.parent) as scratch:
-        outcome = run_stages([source], stages, args.shard_rows, map_threads(args.workers), ShardCache(Path(scratch)))
+        outcome = run_stages([source], stages, args.shard_rows, Local(args.workers).map, ShardCache(Path(scratch)))
         write_parts(outcome.parts, output)
         if outcome.rejected:
             write_parts(outcome.rejected, rejects)
@@ -70,34 +68,6 @@ def run_job(args: argparse.Namespace, operators: list[Operator], fields: list[st
     print(f"\nwrote {kept:,} rows -> {output}" + (f"; {outcome.ledger.total_dropped:,} rejects -> {rejects}"
                                                   if outcome.rejected else ""))
     return outcome
-
-
-def map_threads(workers: int) -> MapFn:
-    """A map_fn running each stage's shards on `workers` threads of this process: Polars, NumPy and rensa's
-    hashing work outside Python's global lock, so shards overlap (MinHash's index: ~1.2x on 2 cores, the rest
-    holds the lock; bench/README.md), as under the Prefect runner's threads. Results come back in job order, as
-    from map_local. Calls that must run here one at a time (`inline`) run in order."""
-    if workers < 1:
-        raise ConfigError(f"--workers {workers}: give at least 1")
-
-    def map_fn(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, inline: bool = False,
-               **kwargs) -> list:
-        if workers == 1 or inline or len(jobs) < 2:
-            return map_local(fn, jobs, label, cache, inline, **kwargs)
-        progress = Progress(label, total=sum(j.part.rows for j in jobs))
-        pool = ThreadPoolExecutor(min(workers, len(jobs)), thread_name_prefix=label)
-        try:
-            futures = [pool.submit(call_cached, fn, job, cache, **kwargs) for job in jobs]
-            results = []
-            for job, future in zip(jobs, futures):
-                results.append(future.result())
-                progress.advance(job.part.rows)
-        finally:
-            pool.shutdown(cancel_futures=True)  # on an error, the shards not started are not started
-        progress.close()
-        return results
-
-    return map_fn
 
 
 def output_stem(output: Path) -> str:

@@ -64,7 +64,7 @@ def test_same_output_bytes_with_one_or_three_workers(sluice, tmp_path, alpaca_fi
     3 workers, with English rows and Chinese and German lingua passages with planted copies, in 9 shards."""
     import threading
 
-    from pipelines import oneoff
+    from pipelines import executors
     from test_dedup_minhash import lingua_passages
 
     threads = set()
@@ -73,8 +73,8 @@ def test_same_output_bytes_with_one_or_three_workers(sluice, tmp_path, alpaca_fi
         threads.add(threading.current_thread().name)
         return call_cached(*args, **kwargs)
 
-    call_cached = oneoff.call_cached
-    monkeypatch.setattr(oneoff, "call_cached", recorded)
+    call_cached = executors.call_cached
+    monkeypatch.setattr(executors, "call_cached", recorded)
 
     passages = lingua_passages("zh", 20) + lingua_passages("de", 20)
     copies = [p[:-2] + "。" if p[-1] == "。" else p.upper() for p in passages[::4]]
