@@ -7,7 +7,7 @@ A batch is a `polars.DataFrame` with a unique string `id` column. Operators are 
 - `Scorer`: adds `score_*` columns, keeps every row.
 - `Filter`: a scorer plus rules; a row failing a rule is rejected with that rule as its reason.
 - `GlobalOperator`: needs all rows (dedup, sampling): `index` each shard, then `decide` once (or in
-  `partitions()` tasks that `combine` joins), then `apply` to each shard.
+  `partitions(rows)` tasks that `combine` joins), then `apply` to each shard.
 - `Generator`: makes new rows from seed rows and an LLM client.
 """
 
@@ -356,6 +356,11 @@ class Decision(NamedTuple):
     stats: dict[str, Any] = {}
 
 
+def tasks_for(rows: int, rows_per_task: int, most: int) -> int:
+    """Decide tasks for an index of `rows` rows: one per `rows_per_task` rows, at least one, at most `most`."""
+    return min(most, max(1, -(-rows // rows_per_task)))
+
+
 class GlobalOperator(Operator):
     """An operator that needs every row before it can decide (a barrier between shards).
 
@@ -365,29 +370,31 @@ class GlobalOperator(Operator):
     publish side tables. `apply` carries the decision out on one shard (the engine calls it per shard and
     prefixes the reasons with the stage name); override it to rewrite rows (line dedup edits their text).
 
-    Bounded decisions: an operator whose `partitions()` is N > 0 decides in N tasks instead of once in the
-    driver. Each `decide_part(index, k)` gets every shard's index as a lazy scan (it reads only the columns
-    and rows part k needs, e.g. some of the band columns) and returns a small table; `combine` turns the
-    N tables into the decision in the driver. The engine runs the parts as tasks, like the shards; `decide`
-    then runs the parts one after another (for callers with the whole index in hand).
+    Bounded decisions: an operator whose `partitions(rows)` is N > 0 for an index of `rows` rows decides in
+    N tasks instead of once in the driver. Each `decide_part(index, k, rows)` gets every shard's index as a
+    lazy scan (it reads only the columns and rows part k needs, e.g. some of the band columns) and the
+    index's rows (the driver knows them from the shards: no task counts them) and returns a small table;
+    `combine` turns the N tables into the decision in the driver. The engine runs the parts as tasks, like
+    the shards; `decide` then runs the parts one after another (for callers with the whole index in hand).
     """
 
     def index(self, batch: pl.DataFrame) -> pl.DataFrame:
         raise NotImplementedError
 
     def decide(self, index: pl.DataFrame) -> pl.DataFrame | Decision:
-        if not self.partitions():
+        if not (parts := self.partitions(len(index))):
             raise NotImplementedError
         scanned = index.lazy()
-        return self.combine(scanned, [self.decide_part(scanned, k) for k in range(self.partitions())])
+        return self.combine(scanned, [self.decide_part(scanned, k, len(index)) for k in range(parts)])
 
-    def partitions(self) -> int:
-        """How many tasks the decision is split into (`decide_part` each, then `combine`); 0: `decide`
-        runs once on every shard's index concatenated."""
+    def partitions(self, rows: int) -> int:
+        """How many tasks the decision over an index of `rows` rows is split into (`decide_part` each, then
+        `combine`); 0: `decide` runs once on every shard's index concatenated. Make no task that gets no rows."""
         return 0
 
-    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
-        """Part `part` of the decision, run as a task: `index` scans every shard's index in input order."""
+    def decide_part(self, index: pl.LazyFrame, part: int, rows: int) -> pl.DataFrame:
+        """Part `part` of the decision, run as a task: `index` scans every shard's index in input order,
+        `rows` of them."""
         raise NotImplementedError
 
     def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> pl.DataFrame | Decision:

@@ -467,12 +467,13 @@ def as_part(result: pl.DataFrame | Part) -> Part:
 def decide(index: list[Part] | pl.DataFrame, stage: Stage, map_fn: MapFn = map_local, cache: ShardCache | None = None,
            key: str = "", outcome: Outcome | None = None) -> Decision:
     """The stage's decision from every shard's index (or one frame of it all): `decide` once in this process
-    on the concatenated index, or, for an operator with `partitions()`, `decide_part` as tasks (cached under
+    on the concatenated index, or, for an operator with `partitions(rows)`, `decide_part` as tasks (cached under
     `key`) over a lazy scan of the index files and `combine` here, so the driver never holds the whole index."""
     op = stage.operator
     index = [as_part(index)] if isinstance(index, pl.DataFrame) else index
-    if parts := op.partitions():
-        jobs = [Job(Part(0, pl.DataFrame({"part": [k]})), derive(key, "decide", str(k)), f"part{k}")
+    rows = sum(p.rows for p in index)  # the tasks are told, so none scans the index to count it
+    if parts := op.partitions(rows):
+        jobs = [Job(Part(0, pl.DataFrame({"part": [k], "rows": [rows]})), derive(key, "decide", str(k)), f"part{k}")
                 for k in range(parts)]
         results = map_cached(map_fn, decide_part, jobs, f"{stage.name}.decide", cache, stage=stage, index=index)
         if outcome is not None:
@@ -495,7 +496,7 @@ def decide(index: list[Part] | pl.DataFrame, stage: Stage, map_fn: MapFn = map_l
 
 def decide_part(job: pl.DataFrame, stage: Stage, index: list[Part]) -> pl.DataFrame:
     """One part of a partitioned decision (`job` names the part), over a lazy scan of every shard's index."""
-    return stage.operator.decide_part(scan(index), job["part"][0])
+    return stage.operator.decide_part(scan(index), job["part"][0], job["rows"][0])
 
 
 def apply_decision(batch: pl.DataFrame, stage: Stage, decision: Decision) -> Split:

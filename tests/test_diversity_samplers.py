@@ -406,3 +406,32 @@ def test_a_fitted_space_is_shared_while_tasks_hold_it_and_goes_with_the_last(poo
     del held
     gc.collect()
     assert len(samplers._fitted) == 0
+
+
+def test_decide_tasks_on_a_bucket_index_are_told_the_rows_and_none_is_idle(pool, s3):
+    """The driver knows the index's rows (its shards'): each sampler and mix decide task is told them instead
+    of counting them with a scan, and only tasks that get rows are made. On an object store each scan of the
+    index GETs every whole object, so before this 64 sampler tasks (8 for mix) each pulled it at least once."""
+    from pipelines import storage
+
+    frame = pool.with_columns(pl.when(pl.int_range(pl.len()) < 2000).then(pl.lit("big")).otherwise(pl.lit("small"))
+                              .alias("source"))
+    for op, tasks in [(RandomSample(budget=200, fields=FIELDS), 1), (few_rows_per_task(RandomSample(budget=200,
+                      fields=FIELDS), 1000), 3), (Mix(ratios={"big": 1, "small": 1}), 1)]:
+        index = []
+        for k, shard in enumerate(frame.iter_slices(1000)):
+            url = s3.url(op.name, f"index{tasks}-{k}.parquet")
+            storage.write_parquet(op.index(shard), url)
+            index.append(Part(len(shard), path=url))
+        jobs = []
+
+        def counting(fn, todo, label, cache=None, inline=False, **kwargs):
+            jobs.extend(todo)
+            return map_local(fn, todo, label, cache, inline, **kwargs)
+
+        with s3.faults(every=10**9) as proxy:  # no fault: the proxy counts the requests
+            decision = decide(index, Stage(op.name, op), counting)
+        assert len(jobs) == tasks, op.name
+        # each task: the footers for the schema and its scans of the 3 objects; the driver: mix's sizes per source
+        assert proxy.requests <= tasks * 4 * len(index) + 2 * len(index), (op.name, proxy.requests)
+        assert len(decision.drops) == (2800 if op.name == "random_sample" else 1000), op.name

@@ -92,7 +92,7 @@ def run_part(files: list[Path], tasks: int, k: int, out: Path) -> None:
     """One decide task, as a worker runs it: scan the index files, write the part's table."""
     op = MinHashDedup(decide_tasks=tasks)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    part = op.decide_part(pl.concat([pl.scan_parquet(f) for f in files]), k)
+    part = op.decide_part(pl.concat([pl.scan_parquet(f) for f in files]), k, 0)  # rows: MinHash needs none
     part.write_parquet(out)
     print(f"  decide part {k} (its own process): {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} "
           f"s CPU, {len(part):,} rows in its clusters' table, peak RSS {peak_rss_gib():.2f} GiB", flush=True)
@@ -108,7 +108,7 @@ def decide(folder: Path, tasks: int, copies: int, truth: Path | None) -> None:
     op = MinHashDedup(decide_tasks=tasks)
     op.layout
     total_wall, parts = time.perf_counter(), []
-    for k in range(op.partitions()):
+    for k in range(op.tasks):
         out = folder.with_name(f"{folder.name}.part{k}.parquet")
         spawn = multiprocessing.get_context("spawn")  # not fork: a forked child of a process with Polars threads can hang
         child = spawn.Process(target=run_part, args=(files, tasks, k, out))
@@ -119,7 +119,7 @@ def decide(folder: Path, tasks: int, copies: int, truth: Path | None) -> None:
     wall, cpu = time.perf_counter(), cpu_seconds()
     decision = op.combine(scan, parts)
     combine_wall, combine_cpu = time.perf_counter() - wall, cpu_seconds() - cpu
-    print(f"decide | {rows:,} rows | {op.partitions()} task(s) | {time.perf_counter() - total_wall:.0f} s wall | "
+    print(f"decide | {rows:,} rows | {op.tasks} task(s) | {time.perf_counter() - total_wall:.0f} s wall | "
           f"tasks {children.ru_utime + children.ru_stime:.0f} s CPU, peak RSS {children.ru_maxrss / 2**20:.2f} GiB | "
           f"driver (combine) {combine_wall:.0f} s wall, {combine_cpu:.0f} s CPU, peak RSS {peak_rss_gib():.2f} GiB | "
           f"removed {len(decision.drops):,}")

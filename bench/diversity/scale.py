@@ -84,11 +84,11 @@ def copied(folder: Path, copies: int, method: str) -> Path:
     return out
 
 
-def run_part(files: list[Path], method: str, budget: int, k: int, out: Path) -> None:
+def run_part(files: list[Path], method: str, budget: int, k: int, rows: int, out: Path) -> None:
     """One decide task, as a worker runs it: scan the index files, write the part's table."""
     op = sampler(method, budget)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    part = op.decide_part(pl.concat([pl.scan_parquet(f) for f in files]), k)
+    part = op.decide_part(pl.concat([pl.scan_parquet(f) for f in files]), k, rows)
     part.write_parquet(out)
     if part.height:
         print(f"  part {k}: {len(part):,} rows, {time.perf_counter() - wall:.0f} s wall, {cpu_seconds() - cpu:.0f} s CPU, "
@@ -103,13 +103,13 @@ def decide(folder: Path, method: str, budget: int, copies: int, jobs: int = 1) -
     rows = scan.select(pl.len()).collect().item()
     op = sampler(method, budget)
     total_wall, outs = time.perf_counter(), []
-    tasks = list(range(op.parts_for(rows)))  # the other tasks return nothing
+    tasks = list(range(op.partitions(rows)))
     for start in range(0, len(tasks), jobs):  # `jobs` tasks at a time, as on that many workers
         children = []
         for k in tasks[start: start + jobs]:
             outs.append(folder.with_name(f"{folder.name}.part{k}.parquet"))
             children.append(multiprocessing.get_context("spawn").Process(
-                target=run_part, args=(files, method, budget, k, outs[-1])))
+                target=run_part, args=(files, method, budget, k, rows, outs[-1])))
             children[-1].start()
         for child in children:
             child.join()
@@ -119,7 +119,7 @@ def decide(folder: Path, method: str, budget: int, copies: int, jobs: int = 1) -
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall, cpu = time.perf_counter(), cpu_seconds()
     decision = op.combine(scan, parts)
-    result = {"method": method, "rows": rows, "budget": budget, "tasks": op.parts_for(rows), "jobs": jobs,
+    result = {"method": method, "rows": rows, "budget": budget, "tasks": op.partitions(rows), "jobs": jobs,
               "wall_s": round(time.perf_counter() - total_wall), "tasks_cpu_s": round(children.ru_utime + children.ru_stime),
               "task_peak_gib": round(children.ru_maxrss / 2**20, 2), "driver_cpu_s": round(cpu_seconds() - cpu),
               "driver_wall_s": round(time.perf_counter() - wall), "driver_peak_gib": round(peak_rss_gib(), 2),

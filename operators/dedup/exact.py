@@ -7,12 +7,13 @@ import hashlib
 import polars as pl
 from pydantic import Field
 
-from operators.base import DETAIL, REASON, GlobalOperator, Params
+from operators.base import DETAIL, REASON, GlobalOperator, Params, tasks_for
 from operators.clean.normalize import for_matching
 from operators.registry import register
 
 _SEP = "\x1f"  # joins key fields so ("ab", "c") and ("a", "bc") differ
-PARTITIONS = 8  # decide tasks, each over the keys whose first hex digit is its own (mod 8)
+PARTITIONS = 8  # decide tasks at most, each over the keys whose first hex digit is its own (mod the tasks)
+PART_ROWS = 1_000_000  # index rows per decide task: each task reads the whole index to pick its keys
 
 
 def content_hash(texts: pl.Series) -> pl.Series:
@@ -45,14 +46,14 @@ class ExactDedup(GlobalOperator):
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
         return cluster_stats(kept, rejected, "duplicate")
 
-    def partitions(self) -> int:
-        return PARTITIONS
+    def partitions(self, rows: int) -> int:
+        return tasks_for(rows, PART_ROWS, PARTITIONS)
 
-    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
+    def decide_part(self, index: pl.LazyFrame, part: int, rows: int) -> pl.DataFrame:
         """The duplicates among the rows whose key hash starts with this part's hex digits: the first row of
         each key (in input order) survives; the others name it in `detail`."""
         digit = pl.col("key").str.slice(0, 1).str.to_integer(base=16)
-        mine = index.select("id", "key").filter(digit % PARTITIONS == part).collect()
+        mine = index.select("id", "key").filter(digit % self.partitions(rows) == part).collect()
         survivor = pl.col("id").first().over("key")
         dupes = mine.with_columns(survivor.alias("survivor")).filter(pl.col("id") != pl.col("survivor"))
         return self.drops(dupes, "duplicate", pl.col("survivor"))

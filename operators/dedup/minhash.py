@@ -279,15 +279,19 @@ class MinHashDedup(GlobalOperator):
 
     # --- decide: in partitions (tasks), then combined -----------------------------------------------------
 
-    def partitions(self) -> int:
+    @property
+    def tasks(self) -> int:
         """`decide_tasks` tasks (the bands are dealt out round-robin), at most one per band."""
         return min(self.params.decide_tasks, self.layout[0])
 
-    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
+    def partitions(self, rows: int) -> int:
+        return self.tasks  # every task reads every row (its bands): as many tasks for any number of rows
+
+    def decide_part(self, index: pl.LazyFrame, part: int, rows: int) -> pl.DataFrame:
         """The clusters the candidates of this part's bands form once verified: `row` (a position in the
         table of reference rows, then the index) and `root` (its cluster's first row), for every row that
         is not its own root."""
-        return _forest(self._linked(self._table(index, self.reference()), self.band_columns[part::self.partitions()]))
+        return _forest(self._linked(self._table(index, self.reference()), self.band_columns[part::self.tasks]))
 
     def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> Decision:
         """Every row that is not its cluster's survivor, with the survivor's id as detail; the survivors'
@@ -320,7 +324,7 @@ class MinHashDedup(GlobalOperator):
         always survive, so a new row matching one is a duplicate of it (even under the same id); reference
         rows are not returned."""
         table = self._table(index.lazy(), reference.lazy() if reference is not None else None)
-        parts = [_forest(self._linked(table, self.band_columns[k::self.partitions()])) for k in range(self.partitions())]
+        parts = [_forest(self._linked(table, self.band_columns[k::self.tasks])) for k in range(self.tasks)]
         return self.every_row(index.lazy(), self._clusters(table, parts))
 
     @staticmethod

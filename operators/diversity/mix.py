@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator
 
-from operators.base import DETAIL, REASON, Decision, GlobalOperator, Params
+from operators.base import DETAIL, REASON, Decision, GlobalOperator, Params, tasks_for
 from operators.diversity import features as ft
 from operators.diversity.features import joined_text
 from operators.errors import ConfigError
@@ -18,7 +18,8 @@ from operators.registry import register
 from operators.tokens import DEFAULT_TOKENIZER, count_tokens, describe, field_text
 
 
-PARTS = 8  # decide tasks: each takes the rows of every 8th source (by name)
+PARTS = 8  # decide tasks at most: each takes the rows of every PARTS-th source (by name)
+PART_ROWS = 1_000_000  # index rows per decide task (each reads the whole index for the sources' sizes)
 
 
 @register
@@ -66,8 +67,8 @@ class Mix(GlobalOperator):
             size = pl.Series("size", np.ones(len(batch), np.int64))
         return pl.DataFrame([batch["id"], batch["source"].cast(pl.String), size.alias("size")])
 
-    def partitions(self) -> int:
-        return PARTS
+    def partitions(self, rows: int) -> int:
+        return tasks_for(rows, PART_ROWS, PARTS)
 
     def targets(self, index: pl.LazyFrame) -> pl.DataFrame:
         """Every source present: `source`, `available` (its rows' sizes summed) and `target` (its share of
@@ -90,12 +91,12 @@ class Mix(GlobalOperator):
                                                                       for s in sorted(available)]},
                             schema={"source": pl.String, "target": pl.Float64})
 
-    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
-        """The choice inside this part's sources (every PARTS-th one, by name): `id`, and `reason` + `detail`
-        for a row left out or `copies` for a row taken more than once. Nothing when the mix cannot be made
-        (`combine` says why)."""
+    def decide_part(self, index: pl.LazyFrame, part: int, rows: int) -> pl.DataFrame:
+        """The choice inside this part's sources (every n-th one by name, of n tasks): `id`, and `reason` +
+        `detail` for a row left out or `copies` for a row taken more than once. Nothing when the mix cannot
+        be made (`combine` says why)."""
         try:
-            targets = self.targets(index)[part::PARTS]
+            targets = self.targets(index)[part::self.partitions(rows)]
         except ConfigError:
             return pl.DataFrame()
         rows = index.filter(pl.col("source").is_in(targets["source"].implode())).collect()

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, field_validator
 
-from operators.base import DETAIL, REASON, Decision, GlobalOperator, Params
+from operators.base import DETAIL, REASON, Decision, GlobalOperator, Params, tasks_for
 from operators.diversity import features as ft
 from operators.diversity.features import joined_text
 from operators.diversity.metrics import STATS_ROWS, before_after
@@ -70,14 +70,14 @@ _FITTING = threading.Lock()
 # the feature spaces tasks of this process are using, by a digest of their sample (see `Sampler.space`); weak,
 # so a space (~134 MB at the defaults) goes with the last task using it, not with a long-lived worker process
 _fitted: weakref.WeakValueDictionary[str, ft.TextSpace] = weakref.WeakValueDictionary()
-MAX_PARTS = 64  # decide tasks at most; beyond MAX_PARTS * part_rows rows the tasks grow
+MAX_PARTS = 64  # decide tasks at most; beyond MAX_PARTS * part_rows rows each task gets more rows
 OVERSAMPLE = 2  # greedy samplers: each task offers OVERSAMPLE * budget / tasks candidates to the driver
 
 
 class Sampler(GlobalOperator):
     """Shared machinery: features per shard, the decision in tasks, the budget, the rejects and the stats.
 
-    Two levels, so the driver never holds the features: the rows are dealt to `parts_for(rows)` tasks by
+    Two levels, so the driver never holds the features: the rows are dealt to `partitions(rows)` tasks by
     their key (a hash of the id, so the deal does not depend on the shards or the workers); each task
     (`choose_part`) reads its own rows and returns one small row per row (e.g. its cluster and draw), plus
     the feature vectors of a few candidates for the greedy samplers; the driver (`choose`) picks from those.
@@ -113,19 +113,16 @@ class Sampler(GlobalOperator):
             columns.append(numeric_scores(batch, self.score_col))
         return pl.DataFrame(columns)
 
-    def partitions(self) -> int:
-        return MAX_PARTS
+    def partitions(self, rows: int) -> int:
+        """One task per `part_rows` rows, at most `MAX_PARTS`."""
+        return tasks_for(rows, self.part_rows, MAX_PARTS)
 
-    def parts_for(self, rows: int) -> int:
-        """How many of the `MAX_PARTS` tasks get rows (the others return nothing): one per `part_rows` rows."""
-        return min(MAX_PARTS, max(1, -(-rows // self.part_rows)))
-
-    def decide_part(self, index: pl.LazyFrame, part: int) -> pl.DataFrame:
-        """One row per row of this part, as `choose_part` makes it."""
-        rows = index.select(pl.len()).collect().item()
-        parts = self.parts_for(rows)
-        if part >= parts or (rows <= self.params.budget and not self.labels_all):
+    def decide_part(self, index: pl.LazyFrame, part: int, rows: int) -> pl.DataFrame:
+        """One row per row of this part, as `choose_part` makes it (nothing, and nothing read, when the
+        budget keeps every row)."""
+        if rows <= self.params.budget and not self.labels_all:
             return pl.DataFrame()
+        parts = self.partitions(rows)
         mine = self.rows_of(index, part, parts, rows).collect().sort("id")
         return self.choose_part(index, mine, rows, parts) if len(mine) else pl.DataFrame()
 
