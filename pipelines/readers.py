@@ -133,7 +133,8 @@ class IdRegistry:
         return rid
 
 
-def read_shards(src: Source, shard_rows: int, ids: IdRegistry | None, span: Span = WHOLE) -> Iterator[Shard]:
+def read_shards(src: Source, shard_rows: int, ids: IdRegistry | None, span: Span = WHOLE,
+                version: str | None = None) -> Iterator[Shard]:
     """Stream `src` (the `span` of it) as shards of at most `shard_rows` input rows. With `ids`, row ids are
     made unique as they are read; without, each shard carries its rows' raw ids (`Shard.ids`) for a check of
     all inputs together. JSONL, Parquet and CSV are read by Polars, a shard at a time; the rows it cannot read or
@@ -142,7 +143,7 @@ def read_shards(src: Source, shard_rows: int, ids: IdRegistry | None, span: Span
     if not storage.is_remote(src.path) and not Path(src.path).is_file():  # at a URL: storage.local_copy says so
         raise InputError(f"{storage.display(src.path)}: input file not found")
     index = 0
-    for batch in _batches(src, shard_rows, span):
+    for batch in _batches(src, shard_rows, span, version):
         yield _shard(src, index, batch, ids)
         index += 1
     if index == 0 and span == WHOLE:
@@ -407,9 +408,10 @@ class _Batch:
     record: Callable[[int], Any] | None = None
 
 
-def _batches(src: Source, shard_rows: int, span: Span) -> Iterator[_Batch]:
-    """The batches of `src`: read from `path` (a local copy of an input at a URL), named `name` (its URL)."""
-    path, name = storage.local_copy(src.path), storage.display(src.path)
+def _batches(src: Source, shard_rows: int, span: Span, version: str | None) -> Iterator[_Batch]:
+    """The batches of `src`: read from `path` (a local copy of an input at a URL, of the object `version`
+    when given), named `name` (its URL)."""
+    path, name = storage.local_copy(src.path, version), storage.display(src.path)
     try:
         if src.format == "parquet":
             yield from _parquet_batches(path, name, shard_rows, span)

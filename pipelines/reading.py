@@ -43,6 +43,7 @@ class ReadTask:
     span: Span
     sha256: str
     rows: int  # input rows it covers, as far as planning knows (progress)
+    version: str | None = None  # of an input at a URL: the object's version planned on (a worker reads no other)
 
     def load(self) -> ReadTask:  # map_fn hands `job.part.load()` to the task
         return self
@@ -88,10 +89,13 @@ def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str]:
     """The read tasks of one input: a task per `shard_rows` lines of an uncompressed JSONL file or rows of a
     Parquet file, else one for the whole file; and the file's sha256. An input at a URL is planned on its
     local copy (storage.local_copy: downloaded once per process), and each of its tasks reads its span from
-    the copy of the process it runs in, so a big input on a bucket is read by every worker side by side."""
+    the copy of the process it runs in, so a big input on a bucket is read by every worker side by side.
+    The tasks carry the object's version: a worker finding another one (the object was overwritten since)
+    stops with an error naming the URL instead of reading spans that do not match."""
     if not storage.is_file(src.path):
         raise InputError(f"{storage.display(src.path)}: input file not found")
-    copy = storage.local_copy(src.path)  # the file itself; of a URL, a copy downloaded once per process
+    version = storage.object_version(src.path)
+    copy = storage.local_copy(src.path, version)  # the file itself; of a URL, a copy downloaded once per process
     if src.format == "jsonl" and not gzipped(src.path):
         sha, cuts, lines = _scan_lines(copy, shard_rows)
         starts = [(0, 1), *cuts]
@@ -106,7 +110,7 @@ def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str]:
             rows = [span.stop - span.start if span.stop is not None else 0 for span in spans]
     if len(spans) == 1:
         spans = [WHOLE]  # one task reads the whole file (and says so when it is empty)
-    return [ReadTask(src, span, sha, n) for span, n in zip(spans, rows)], sha
+    return [ReadTask(src, span, sha, n, version) for span, n in zip(spans, rows)], sha
 
 
 def task_key(task: ReadTask, shard_rows: int) -> str:
@@ -122,7 +126,7 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
         return _cached(files, key), True
     if store is None:
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
-                  for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span))]
+                  for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version))]
         failpoints.hit("read.shard")
         return shards, False
     # the shards wait next to the cache (hard-linked into the entry), or in a local folder for a remote cache
@@ -131,7 +135,7 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     scratch.mkdir(parents=True, exist_ok=True)
     books, paths = [], []
     try:
-        for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span)):
+        for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version)):
             books.append({"rows_read": shard.rows_read, "errors": json.dumps(dict(shard.errors))})
             for j, frame in enumerate(_frames(shard)):
                 paths.append(scratch / f"{i}-{j}.parquet")

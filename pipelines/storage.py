@@ -361,21 +361,33 @@ _fetching: dict[Path, threading.Lock] = {}  # one download per copy, whichever t
 _fetching_guard = threading.Lock()
 
 
-def local_copy(loc: Location) -> Path:
+def object_version(loc: Location) -> str | None:
+    """The object's version as its metadata says (one HEAD): its size and ETag (or modification time);
+    None for a local path."""
+    if not is_remote(loc):
+        return None
+    fs, path = filesystem(loc)
+    with _errors(loc, "look it up"):
+        info = fs.info(path)
+    return f"{info.get('size')} {info.get('ETag') or info.get('LastModified') or info.get('mtime')}"
+
+
+def local_copy(loc: Location, expected: str | None = None) -> Path:
     """A local path for reading `loc`: the path itself, or a copy downloaded into a temporary folder that
     is removed when the process exits (for readers that need a real file: Polars scans, pyarrow). The copy
-    is reused while the object's size and ETag (or modification time) stay the same: one HEAD, no download.
+    is reused while its `object_version` stays the same: one HEAD, no download. With `expected` (the
+    version a run planned its reads on), an object that has changed since is a StorageError naming it.
     Safe from threads: span tasks of one input on a multi-threaded worker wait for one download."""
     if not is_remote(loc):
         return Path(loc)
     if not _fetched:
         _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
         atexit.register(shutil.rmtree, _fetched[0], True)
-    fs, path = filesystem(loc)
-    with _errors(loc, "look it up"):
-        info = fs.info(path)
-    version = [str(loc), info.get("size"), info.get("ETag") or info.get("LastModified") or info.get("mtime")]
-    copy = Path(_fetched[0]) / hashlib.sha256(repr(version).encode()).hexdigest()[:16] / name(loc)
+    now = object_version(loc)
+    if expected is not None and now != expected:
+        raise StorageError(f"{display(loc)}: the object changed while the run was reading it (version {expected} "
+                           f"when the read was planned, {now} now); run again once it no longer changes")
+    copy = Path(_fetched[0]) / hashlib.sha256(repr([str(loc), now]).encode()).hexdigest()[:16] / name(loc)
     with _fetching_guard:
         lock = _fetching.setdefault(copy, threading.Lock())
     with lock:

@@ -11,10 +11,11 @@ import polars as pl
 import pytest
 
 from conftest import DCLM, GSM8K, SHARED
-from operators.errors import InputError
+from operators.errors import InputError, SluiceError
 from pipelines import readers, storage
 from pipelines.cache import ShardCache
 from pipelines.readers import IdRegistry, Source, read_shards
+from pipelines.engine import map_local
 from pipelines.reading import plan, read_inputs
 
 UDHR = SHARED / "langid" / "udhr" / "udhr.jsonl"
@@ -127,6 +128,28 @@ def test_an_input_at_a_url_is_named_by_its_url_and_its_rejects_are_the_same_in_e
     assert malformed.startswith(f"{url}:3: malformed JSON: ") and "sluice-fetch-" not in malformed
     assert mistyped == f"{url}:5: field 'text' must be a string, got int: 1948"
     assert rejects.equals(rejects_again)  # the same reject ids and details
+
+
+def test_an_input_at_a_url_overwritten_after_planning_stops_the_read_naming_the_url(s3):
+    """The driver plans a URL input's spans on its own copy; a worker reads its own copy. If the object is
+    overwritten in between, a worker must not read the new object at the old spans (rows cut in the middle,
+    rows lost or read twice, and cached under the planned sha256): its task carries the planned version."""
+    lines = []
+    for record in map(json.loads, UDHR.read_text().splitlines()):
+        if record["lang"] in ("en", "zh", "ru", "ar", "hi") and len(lines) < 40:
+            lines.append(json.dumps(record, ensure_ascii=False))
+    url = s3.url("inputs", "udhr.jsonl")
+    storage.write_bytes(url, ("\n".join(lines) + "\n").encode())
+    src = Source(url, "jsonl", {"text": "text"}, on_error="skip")
+    assert len(rows_of(read_inputs([src], 7))) == len(lines)  # unchanged: read as planned (6 span tasks)
+
+    def overwritten_first(fn, jobs, label, cache=None, inline=False, **kwargs):
+        """The run's map_fn, after someone rewrote the input (the same rows, another order)."""
+        storage.write_bytes(url, ("\n".join(reversed(lines)) + "\n").encode())
+        return map_local(fn, jobs, label, cache, inline, **kwargs)
+
+    with pytest.raises(SluiceError, match=f"^{url}: the object changed while the run was reading it"):
+        read_inputs([src], 7, map_fn=overwritten_first)
 
 
 def test_a_gzipped_input_is_gzip_to_the_planner_the_reader_and_the_config_check_alike(tmp_path):
