@@ -15,7 +15,9 @@ checked for its size, then the marker file (a release's manifest.json, a cache e
 with a conditional create (If-None-Match), which fails if it exists: a version is never overwritten, and a
 reader that trusts only folders whose marker exists never sees half of one. Transient faults (HTTP 500/503
 SlowDown, throttling, dropped connections, truncated responses) are retried by botocore and s3fs
-(AWS_MAX_ATTEMPTS / AWS_RETRY_MODE override the defaults below).
+(AWS_MAX_ATTEMPTS / AWS_RETRY_MODE override the defaults below). Reads of some columns of a Parquet object
+on S3 (the books' ids, reasons, scores) go through Polars' own client, which fetches only those columns'
+byte ranges; what it does not retry (an HTTP 400 throttle) is read again whole through s3fs.
 """
 
 from __future__ import annotations
@@ -137,8 +139,7 @@ def _filesystem(scheme: str, env: tuple, pid: int) -> Any:
     options: dict[str, Any] = {"skip_instance_cache": True}
     if scheme == "s3":
         settings = dict(env)
-        endpoint = settings.get("AWS_ENDPOINT_URL_S3") or settings.get("AWS_ENDPOINT_URL")
-        if endpoint:
+        if endpoint := _endpoint(settings):
             options["endpoint_url"] = endpoint
         retries = dict(RETRIES)
         retries["mode"] = settings.get("AWS_RETRY_MODE", retries["mode"])
@@ -149,6 +150,11 @@ def _filesystem(scheme: str, env: tuple, pid: int) -> Any:
     except ImportError as err:
         package = {"gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}.get(scheme, err.name)
         raise StorageError(f"{scheme}:// URLs need the {package} package (pip install {package})") from None
+
+
+def _endpoint(env: dict[str, str]) -> str | None:
+    """An S3-compatible server named in the environment (None: AWS itself)."""
+    return env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
 
 
 @contextmanager
@@ -400,18 +406,30 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
 
 
 def read_parquet(loc: Location, columns: list[str] | None = None) -> "pl.DataFrame":
+    """A Parquet file as a table; of an S3 URL with `columns`, only those columns' byte ranges are read."""
     import polars as pl
 
     if not is_remote(loc):
         return pl.read_parquet(loc, columns=columns)
+    if columns is not None and loc.startswith("s3://"):
+        try:
+            return pl.read_parquet(loc, columns=columns, storage_options=_polars_s3())
+        except Exception:  # what Polars' client does not retry (an HTTP 400 throttle) or gives up on: ours retries
+            pass
     return pl.read_parquet(read_bytes(loc), columns=columns)
 
 
+def _polars_s3() -> dict[str, Any]:
+    """Polars' own S3 client options: the endpoint as for s3fs; credentials it finds as botocore does (the
+    environment, the provider's files), never passed through Sluice."""
+    endpoint = _endpoint(dict(os.environ))
+    return {"aws_endpoint_url": endpoint, "aws_allow_http": "true"} if endpoint else {}
+
+
 def scan_parquet(loc: Location) -> "pl.LazyFrame":
-    """A lazy scan; of a URL, one whole-object GET when collected (through our filesystem: same credentials
-    and retries as every other read; Polars' own object-store client caches its endpoint per process), the
-    schema from the footer when asked for. A range read per column chunk, as a dataset reader does, costs a
-    request each: on an object store that is what a read of a shard-sized file waits for."""
+    """A lazy scan; of a URL, read when collected with the query's columns only (`read_parquet`), the schema
+    from the footer when asked for. Queries here need one or two columns of a shard (ids, reasons, scores) or
+    all of it: a ranged read per wanted column chunk, or one whole-object GET."""
     import polars as pl
 
     if not is_remote(loc):
@@ -427,33 +445,39 @@ def scan_parquet(loc: Location) -> "pl.LazyFrame":
 
 
 def parquet_schema(loc: Location) -> "pl.Schema":
-    """The columns of a Parquet file, from its footer (of a URL: one ranged GET of the object's tail, two
-    when the footer is bigger than the first guess)."""
-    import io
-
+    """The columns of a Parquet file, from its footer."""
     import polars as pl
 
-    if not is_remote(loc):
-        return pl.Schema(pl.read_parquet_schema(loc))
-    fs, path = filesystem(loc)
-    with _errors(loc, "read its Parquet footer"):
-        tail = fs.cat_file(path, start=-FOOTER_GUESS)
-        if (need := int.from_bytes(tail[-8:-4], "little") + 8) > len(tail):
-            tail = fs.cat_file(path, start=-need)
-        return pl.Schema(pl.read_parquet_schema(io.BytesIO(tail)))
-
-
-FOOTER_GUESS = 64 << 10  # bytes: a shard's footer with a few dozen columns fits
+    with _footer(loc) as footer:
+        return pl.Schema(pl.read_parquet_schema(footer))
 
 
 def parquet_rows(loc: Location) -> int:
     """Rows in a Parquet file, from its footer."""
     import pyarrow.parquet as pq
 
+    with _footer(loc) as footer:
+        return pq.read_metadata(footer).num_rows
+
+
+@contextmanager
+def _footer(loc: Location) -> Iterator[Any]:
+    """Something a Parquet footer reader takes: a local path, or the tail of a URL's object (one ranged GET,
+    two when the footer is bigger than the first guess); errors name the location."""
+    import io
+
     if not is_remote(loc):
-        return pq.read_metadata(loc).num_rows
-    with open_file(loc) as fh, _errors(loc, "read its Parquet footer"):
-        return pq.ParquetFile(fh).metadata.num_rows
+        yield loc
+        return
+    fs, path = filesystem(loc)
+    with _errors(loc, "read its Parquet footer"):
+        tail = fs.cat_file(path, start=-FOOTER_GUESS)
+        if (need := int.from_bytes(tail[-8:-4], "little") + 8) > len(tail):
+            tail = fs.cat_file(path, start=-need)
+        yield io.BytesIO(tail)
+
+
+FOOTER_GUESS = 64 << 10  # bytes: a shard's footer with a few dozen columns fits
 
 
 def write_parquet(frame: "pl.DataFrame", loc: Location, **options: Any) -> None:
