@@ -369,6 +369,31 @@ def test_kcenter_in_many_tasks_spreads_as_well_as_in_one(pool):
     assert nearest_neighbour_sim(many) < rnd - 0.1 and nearest_neighbour_sim(many) < nearest_neighbour_sim(one) + 0.06
 
 
+def test_kcenter_details_in_many_tasks_name_a_kept_row(pool):
+    """With many tasks the driver keeps only some of the tasks' candidates: a row that was never a candidate
+    names the kept row its nearest candidate had (itself, or the one the driver kept instead, with a bound on
+    the distance); before, it could name a candidate the driver had dropped. English, Chinese, Russian rows."""
+    frame = pl.concat([pl.DataFrame({"text": (SHARED / "langid" / "lingua" / "sentences" / f"{lang}.txt")
+                                     .read_text(encoding="utf-8").splitlines()[:600]})
+                       .with_columns(pl.format(f"{lang}-{{}}", pl.int_range(pl.len())).alias("id"))
+                       for lang in ("en", "zh", "ru")])
+    op = few_rows_per_task(KCenterSample(budget=150, dims=32, n_features=1 << 14), 400)  # 5 tasks
+    kept, drops = run(op, frame)
+    assert len(kept) == 150 and len(drops) == len(frame) - 150
+    named = drops["detail"].str.extract_groups(r"^nearest=(?<nearest>\S+) distance(?<op><?=)(?<distance>[\d.]+)$") \
+        .struct.unnest().with_columns(drops["id"], pl.col("distance").cast(pl.Float64))
+    assert named["nearest"].is_in(kept["id"].implode()).all()
+    bounded = named.filter(pl.col("op") == "<=")
+    assert 0 < len(bounded) < len(named)
+    index = op.index(frame).sort("id")
+    z = vectors(op, index)
+    at = {rid: i for i, rid in enumerate(index["id"])}
+    true = np.array([1 - z[at[a]] @ z[at[b]] for a, b in named.select("id", "nearest").iter_rows()])
+    exact = (named["op"] == "=").to_numpy()
+    assert np.abs(true[exact] - named["distance"].to_numpy()[exact]).max() < 2e-3
+    assert (true[~exact] <= named["distance"].to_numpy()[~exact] + 2e-3).all()
+
+
 def test_chinese_rows_get_character_features_and_sample_across_tasks():
     """Chinese has no spaces: each character is a word, so two sentences sharing words share features."""
     counts = ft.ngram_counts(pl.Series(["今天天气很好", "今天天气不好", "股票市场下跌"]), 1 << 14)

@@ -432,19 +432,35 @@ class KCenterSample(Sampler):
 
     def choose(self, rows):
         """k-center greedy over the candidates, from the row with the highest draw (the same first row as
-        over every row); a dropped candidate names its nearest kept one."""
+        over every row). A dropped candidate names its nearest kept one; another row names the kept row its
+        task's nearest candidate has (itself, or the one the driver kept instead: then `distance<=` gives a
+        bound through that candidate, as its own vector stayed in the task)."""
         pos = np.flatnonzero(rows["vector"].is_not_null().to_numpy())
         z = rows["vector"].gather(pos).to_numpy()
         picked, nearest, dist = k_center(z, int(np.argmax(rows["u"].to_numpy()[pos])), self.params.budget)
         keep = np.zeros(len(rows), dtype=bool)
         keep[pos[picked]] = True
-        columns = rows.select(rows["nearest"].scatter(pos, rows["id"].gather(pos[nearest])),
-                              rows["distance"].scatter(pos, np.round(dist, 4)))
+        candidates = rows["id"].gather(pos)
+        relay = pl.DataFrame({"nearest": candidates, "kept": candidates.gather(nearest), "hop": dist, "bound": ~picked})
+        columns = rows.select("nearest", "distance").join(relay, on="nearest", how="left", maintain_order="left")
+        bound, own = columns["bound"].to_numpy(), columns["distance"].to_numpy()
+        distance = np.where(bound, through(own, columns["hop"].to_numpy()), own)
+        columns = columns.select(nearest=columns["kept"].scatter(pos, candidates.gather(nearest)),
+                                 distance=pl.Series(np.round(distance, 4)).scatter(pos, np.round(dist, 4)),
+                                 bound=columns["bound"].scatter(pos, False))
         short = min(self.params.budget, len(rows)) - int(keep.sum())
         if short > 0:  # the tasks offered too few candidates: the rows farthest from their nearest candidate
             far = np.argsort(-columns["distance"].to_numpy(), kind="stable")
             keep[far[~keep[far]][:short]] = True
-        return Selection(keep, pl.format("nearest={} distance={}", "nearest", "distance"), columns)
+        detail = pl.format("nearest={} distance{}{}", "nearest", pl.when("bound").then(pl.lit("<=")).otherwise(
+            pl.lit("=")), "distance")
+        return Selection(keep, detail, columns)
+
+
+def through(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """A bound on the cosine distance from a to c given a-b (`first`) and b-c (`second`): the angles add up."""
+    angle = np.arccos(np.clip(1 - first, -1, 1)) + np.arccos(np.clip(1 - second, -1, 1))
+    return 1 - np.cos(np.minimum(angle, np.pi))
 
 
 def k_center(z: np.ndarray, first: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
