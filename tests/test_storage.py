@@ -201,3 +201,16 @@ def test_threads_asking_for_the_same_copy_share_one_download(s3, tmp_path, monke
         copies = list(pool.map(lambda _: storage.local_copy(url), range(4)))
     assert len(set(copies)) == 1 and copies[0].read_bytes() == data
     assert len(calls) == 1
+
+
+def test_botocore_checksums_only_when_required_unless_the_environment_asks(s3, monkeypatch):
+    """No CRC32 of every body by default (the Content-Length checks and TLS cover truncation and corruption:
+    test_transient_faults_are_retried cuts bodies); AWS_REQUEST_CHECKSUM_CALCULATION set by the user wins."""
+    def config() -> object:
+        fs, _ = storage.filesystem(s3.url("x"))
+        fs.connect()  # builds the client
+        return fs.s3.meta.config
+
+    assert (config().request_checksum_calculation, config().response_checksum_validation) == ("when_required",) * 2
+    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_supported")
+    assert config().request_checksum_calculation == "when_supported"
