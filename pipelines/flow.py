@@ -25,6 +25,7 @@ from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
 from pipelines.engine import MapFn, Outcome, execute
 from pipelines.executors import executor_for, prefect_map
+from pipelines.readers import input_sha256
 from pipelines.release import (DEFAULT_ROOT, code_version, dataset_lock, next_version, publish, read_manifest,
                                versions)
 from pipelines.generation import LLMRun, llm_run, release_usage
@@ -176,7 +177,7 @@ def unchanged_version(pipeline: Pipeline, dataset_dir: storage.Location) -> stor
             and manifest.get("fingerprints") == {s.name: s.operator.fingerprint for s in pipeline.stages}
             and manifest.get("code_version") == code_version()
             and [(i["path"], i["sha256"]) for i in manifest.get("inputs", [])]
-            == [(storage.display(src.path), storage.sha256(storage.local_copy(src.path)))
+            == [(storage.display(src.path), input_sha256(src.path))
                for src in pipeline.sources])
     return storage.join(dataset_dir, published[-1]) if same else None
 

@@ -556,6 +556,12 @@ def _parquet_batches(path: Path, name: str, shard_rows: int, span: Span) -> Iter
         yield _Batch(frame=frame, wheres=wheres, record=lambda i, f=frame: f.row(i, named=True))
 
 
+def input_sha256(path: Path | str, version: str | None = None) -> str:
+    """The sha256 of an input's bytes (of a URL: of its local copy, of the object `version` when given), as
+    the read's cache keys and the release manifest name it."""
+    return storage.sha256(storage.local_copy(path, version))
+
+
 def parquet_rows(path: Path, name: str | None = None) -> int:
     """storage.parquet_rows of an input, whose unreadable footer is the user's mistake: an InputError."""
     try:

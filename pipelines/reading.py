@@ -30,7 +30,7 @@ from pipelines.accounting import Ledger
 from pipelines.cache import ShardCache, _write, derive
 from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, map_local
 from pipelines.readers import (REJECT_SCHEMA, RowError, Shard, Source, Span, WHOLE, _advice, check_read_loss, gzipped,
-                               parquet_rows, read_shards)
+                               input_sha256, parquet_rows, read_shards)
 
 READER = "read-2"  # part of every read key: a new way of reading makes new keys
 
@@ -103,7 +103,7 @@ def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str]:
         spans = [Span(start, stop, line) for (start, line), stop in zip(starts, stops)]
         rows = [shard_rows] * (len(spans) - 1) + [max(0, lines - (len(spans) - 1) * shard_rows)]
     else:
-        sha, spans, rows = storage.sha256(copy), [WHOLE], [0]
+        sha, spans, rows = input_sha256(src.path, version), [WHOLE], [0]
         if src.format == "parquet":
             total = parquet_rows(copy, storage.display(src.path))
             spans = [Span(start, min(start + shard_rows, total)) for start in range(0, total, shard_rows)] or [WHOLE]

@@ -4,6 +4,7 @@ for what they reject, ids made unique across inputs in one step, read results ca
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 
@@ -150,6 +151,24 @@ def test_an_input_at_a_url_overwritten_after_planning_stops_the_read_naming_the_
 
     with pytest.raises(SluiceError, match=f"^{url}: the object changed while the run was reading it"):
         read_inputs([src], 7, map_fn=overwritten_first)
+
+
+def test_the_planner_and_the_unchanged_check_name_an_input_by_the_same_sha256(s3, tmp_path):
+    """`sluice run` skips a run whose inputs' sha256 equal the last release's: the planner's (the manifest's,
+    computed while finding the spans of a JSONL file) and the check's (readers.input_sha256) must agree, for
+    every way of planning, local and at a URL."""
+    jsonl = b"".join(UDHR.read_bytes().splitlines(keepends=True)[:300])
+    files = {"udhr.jsonl": jsonl, "udhr.jsonl.gz": gzip.compress(jsonl)}
+    pl.read_ndjson(jsonl).write_parquet(tmp_path / "udhr.parquet")
+    files["udhr.parquet"] = (tmp_path / "udhr.parquet").read_bytes()
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        storage.write_bytes(s3.url(name), data)
+        for path in (tmp_path / name, s3.url(name)):
+            src = Source(path, "parquet" if name.endswith("parquet") else "jsonl", {"text": "text"})
+            tasks, sha = plan(src, 100)
+            assert sha == readers.input_sha256(path) == hashlib.sha256(data).hexdigest(), path
+            assert len(tasks) > 1 or name.endswith(".gz")  # spans: the JSONL and Parquet planners ran
 
 
 def test_a_gzipped_input_is_gzip_to_the_planner_the_reader_and_the_config_check_alike(tmp_path):
