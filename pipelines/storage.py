@@ -441,12 +441,15 @@ def scan_parquet(loc: Location) -> "pl.LazyFrame":
         return pl.scan_parquet(loc)
     from polars.io.plugins import register_io_source
 
+    schema = functools.cache(lambda: parquet_schema(loc))
+
     def source(columns: list[str] | None, predicate: Any, n_rows: int | None, _batch: int | None) -> Iterator[pl.DataFrame]:
-        frame = read_parquet(loc, columns=columns)
+        narrow = columns is not None and len(columns) < len(schema())  # else one GET of the whole object
+        frame = read_parquet(loc, columns=columns if narrow else None).select(columns or pl.all())
         frame = frame if predicate is None else frame.filter(predicate)
         yield frame if n_rows is None else frame.head(n_rows)
 
-    return register_io_source(source, schema=lambda: parquet_schema(loc))
+    return register_io_source(source, schema=schema)
 
 
 def parquet_schema(loc: Location) -> "pl.Schema":

@@ -101,6 +101,10 @@ def test_a_narrow_read_on_s3_fetches_its_columns_only_and_survives_every_fault(s
         patch.setattr(storage, "read_bytes", lambda loc: pytest.fail(f"whole-object read of {loc}"))
         assert storage.read_parquet(url, columns=["label", "chars"]).equals(expected)
         assert storage.scan_parquet(url).select("chars").collect().equals(expected.select("chars"))
+    asked, read = [], storage.read_parquet
+    monkeypatch.setattr(storage, "read_parquet", lambda loc, columns=None: asked.append(columns) or read(loc, columns))
+    everything = storage.scan_parquet(url).select("chars", "text", "label").collect()  # all columns: one whole GET
+    assert everything.equals(rows.select("chars", "text", "label")) and asked == [None]
     for kinds in (("throttle",), ("500", "503", "throttle", "drop", "lost", "cut")):
         with s3.faults(every=1 if kinds == ("throttle",) else 2, kinds=kinds, limit=4 if kinds == ("throttle",) else 12) as proxy:
             for _ in range(8):
