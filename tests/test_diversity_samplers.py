@@ -369,29 +369,36 @@ def test_kcenter_in_many_tasks_spreads_as_well_as_in_one(pool):
     assert nearest_neighbour_sim(many) < rnd - 0.1 and nearest_neighbour_sim(many) < nearest_neighbour_sim(one) + 0.06
 
 
-def test_kcenter_details_in_many_tasks_name_a_kept_row(pool):
-    """With many tasks the driver keeps only some of the tasks' candidates: a row that was never a candidate
-    names the kept row its nearest candidate had (itself, or the one the driver kept instead, with a bound on
-    the distance); before, it could name a candidate the driver had dropped. English, Chinese, Russian rows."""
+@pytest.mark.parametrize("method", ["kcenter", "deita"])
+def test_greedy_details_in_many_tasks_name_a_kept_row(method):
+    """With many tasks the driver keeps only some of the tasks' candidates; a row that was never a candidate
+    got its detail in its task and could name a candidate the driver dropped. Now k-center names the kept row
+    its nearest candidate was or gave way to (`distance<=`: a bound through that candidate); Deita names a
+    kept blocker or says `not_a_candidate`. English, Chinese and Russian rows, 5 tasks."""
     frame = pl.concat([pl.DataFrame({"text": (SHARED / "langid" / "lingua" / "sentences" / f"{lang}.txt")
                                      .read_text(encoding="utf-8").splitlines()[:600]})
                        .with_columns(pl.format(f"{lang}-{{}}", pl.int_range(pl.len())).alias("id"))
                        for lang in ("en", "zh", "ru")])
-    op = few_rows_per_task(KCenterSample(budget=150, dims=32, n_features=1 << 14), 400)  # 5 tasks
+    kcenter = method == "kcenter"
+    cls, key, value = (KCenterSample, "nearest", "distance") if kcenter else (DeitaSample, "similar_to", "cosine")
+    op = few_rows_per_task(cls(budget=150, dims=32, n_features=1 << 14), 400)
     kept, drops = run(op, frame)
     assert len(kept) == 150 and len(drops) == len(frame) - 150
-    named = drops["detail"].str.extract_groups(r"^nearest=(?<nearest>\S+) distance(?<op><?=)(?<distance>[\d.]+)$") \
-        .struct.unnest().with_columns(drops["id"], pl.col("distance").cast(pl.Float64))
-    assert named["nearest"].is_in(kept["id"].implode()).all()
-    bounded = named.filter(pl.col("op") == "<=")
-    assert 0 < len(bounded) < len(named)
+    named = drops["detail"].str.extract_groups(rf"^{key}=(?<named>\S+) {value}(?<op><?=)(?<value>[\d.]+)$") \
+        .struct.unnest().with_columns(drops["id"], pl.col("value").cast(pl.Float64)).drop_nulls("named")
+    assert len(named) == drops["detail"].str.starts_with(f"{key}=").sum() > 100
+    assert named["named"].is_in(kept["id"].implode()).all()
     index = op.index(frame).sort("id")
     z = vectors(op, index)
     at = {rid: i for i, rid in enumerate(index["id"])}
-    true = np.array([1 - z[at[a]] @ z[at[b]] for a, b in named.select("id", "nearest").iter_rows()])
-    exact = (named["op"] == "=").to_numpy()
-    assert np.abs(true[exact] - named["distance"].to_numpy()[exact]).max() < 2e-3
-    assert (true[~exact] <= named["distance"].to_numpy()[~exact] + 2e-3).all()
+    cosine = np.array([z[at[a]] @ z[at[b]] for a, b in named.select("id", "named").iter_rows()])
+    true, said, exact = 1 - cosine if kcenter else cosine, named["value"].to_numpy(), (named["op"] == "=").to_numpy()
+    assert np.abs(true[exact] - said[exact]).max() < 2e-3
+    if kcenter:  # 1,006 of the 1,650 rows' nearest candidates were dropped by the driver
+        assert (~exact).sum() > 500 and (true[~exact] <= said[~exact] + 2e-3).all()
+    else:  # 271 rows' blockers were dropped by the driver
+        assert exact.all() and (said >= op.params.threshold - 1e-3).all()  # (rounded to 3 places)
+        assert drops["detail"].str.starts_with("not_a_candidate score=").sum() > 100
 
 
 def test_chinese_rows_get_character_features_and_sample_across_tasks():

@@ -514,7 +514,10 @@ class DeitaSample(Sampler):
 
     def choose(self, rows):
         """The greedy over the candidates, best first; when the threshold leaves too few, the budget is
-        filled with the best of the other rows (as over every row)."""
+        filled with the best of the other rows (as over every row). A skipped row names the kept row it is
+        too similar to (a candidate: the one the driver found; another row: the one its task found); when the
+        driver did not keep that one, the row is `not_a_candidate` instead (a bound through the row the driver
+        kept in its place is too weak to pass the threshold: two hops of cosine 0.6 bound it at -0.28)."""
         pos = np.flatnonzero(rows["vector"].is_not_null().to_numpy())
         candidates = rows[pos]
         chosen, blocker, best_sim = self.greedy(candidates["vector"].to_numpy(), best_first(candidates),
@@ -526,10 +529,15 @@ class DeitaSample(Sampler):
             order = best_first(rows)
             keep[order[~keep[order]][:short]] = True
         hit = blocker >= 0
-        columns = rows.select(rows["blocker"].scatter(pos[hit], candidates["id"].gather(blocker[hit])),
-                              rows["cosine"].scatter(pos[hit], np.round(best_sim[hit], 3)), "score")
+        dropped = candidates["id"].filter(~pl.Series(keep[pos])).implode()
+        lost = rows["blocker"].is_in(dropped).fill_null(False)  # skipped in its task for a row the driver did not keep
+        columns = pl.DataFrame({"blocker": rows["blocker"].set(lost, None)
+                                .scatter(pos[hit], candidates["id"].gather(blocker[hit])),
+                                "cosine": rows["cosine"].scatter(pos[hit], np.round(best_sim[hit], 3)),
+                                "lost": lost, "score": rows["score"]})
         detail = (pl.when(pl.col("blocker").is_not_null())
                   .then(pl.format("similar_to={} cosine={}", "blocker", "cosine"))
+                  .when("lost").then(pl.format("not_a_candidate score={}", "score"))
                   .otherwise(pl.format("budget_reached score={}", "score")))
         return Selection(keep, detail, columns)
 
