@@ -395,16 +395,26 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
         _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
         atexit.register(shutil.rmtree, _fetched[0], True)
     now = object_version(loc)
-    if expected is not None and now != expected:
-        raise StorageError(f"{display(loc)}: the object changed while the run was reading it (version {expected} "
-                           f"when the read was planned, {now} now); run again once it no longer changes")
+    _unchanged(loc, expected, now)
     copy = Path(_fetched[0]) / hashlib.sha256(repr([str(loc), now]).encode()).hexdigest()[:16] / name(loc)
     with _fetching_guard:
         lock = _fetching.setdefault(copy, threading.Lock())
     with lock:
         if not copy.is_file():  # downloaded beside, then renamed: a failed download leaves no copy to reuse
-            os.replace(download(loc, copy.with_name(copy.name + ".part")), copy)
+            part = download(loc, copy.with_name(copy.name + ".part"))
+            try:  # the object may have changed between the look-up and the download: then the copy is not `now`
+                _unchanged(loc, now, object_version(loc))
+            except StorageError:
+                part.unlink()
+                raise
+            os.replace(part, copy)
     return copy
+
+
+def _unchanged(loc: Location, planned: str | None, now: str | None) -> None:
+    if planned is not None and now != planned:
+        raise StorageError(f"{display(loc)}: the object changed while the run was reading it (version {planned} "
+                           f"when the read was planned, {now} now); run again once it no longer changes")
 
 
 # --- Parquet at a location ---------------------------------------------------------------------------

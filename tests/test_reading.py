@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import shutil
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -17,7 +18,7 @@ from pipelines import readers, storage
 from pipelines.cache import ShardCache
 from pipelines.readers import IdRegistry, Source, read_shards
 from pipelines.engine import map_local
-from pipelines.reading import plan, read_inputs
+from pipelines.reading import plan, read_inputs, read_task
 
 UDHR = SHARED / "langid" / "udhr" / "udhr.jsonl"
 WEB = sorted((DCLM.parents[1]).rglob("*.jsonl"))  # DCLM, Dolma and Data-Juicer samples: nested fields, numbers
@@ -131,7 +132,7 @@ def test_an_input_at_a_url_is_named_by_its_url_and_its_rejects_are_the_same_in_e
     assert rejects.equals(rejects_again)  # the same reject ids and details
 
 
-def test_an_input_at_a_url_overwritten_after_planning_stops_the_read_naming_the_url(s3):
+def test_an_input_at_a_url_overwritten_after_planning_stops_the_read_naming_the_url(s3, monkeypatch):
     """The driver plans a URL input's spans on its own copy; a worker reads its own copy. If the object is
     overwritten in between, a worker must not read the new object at the old spans (rows cut in the middle,
     rows lost or read twice, and cached under the planned sha256): its task carries the planned version."""
@@ -151,6 +152,20 @@ def test_an_input_at_a_url_overwritten_after_planning_stops_the_read_naming_the_
 
     with pytest.raises(SluiceError, match=f"^{url}: the object changed while the run was reading it"):
         read_inputs([src], 7, map_fn=overwritten_first)
+
+    # overwritten between a worker's look-up of the object and its download (a new process: no copy yet)
+    tasks, _ = plan(src, 7)
+    download = storage.download
+
+    def overwritten_then_downloaded(loc, local):
+        storage.write_bytes(url, ("\n".join(lines[:-1]) + "\n").encode())
+        return download(loc, local)
+
+    monkeypatch.setattr(storage, "_fetched", [])
+    monkeypatch.setattr(storage, "download", overwritten_then_downloaded)
+    with pytest.raises(SluiceError, match=f"^{url}: the object changed while the run was reading it"):
+        read_task(tasks[1], None, 7)
+    assert not list(Path(storage._fetched[0]).rglob("*.*"))  # no copy (nor part of one) left to be reused
 
 
 def test_the_planner_and_the_unchanged_check_name_an_input_by_the_same_sha256(s3, tmp_path):
