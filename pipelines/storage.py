@@ -15,8 +15,8 @@ checked for its size, then the marker file (a release's manifest.json, a cache e
 with a conditional create (If-None-Match), which fails if it exists: a version is never overwritten, and a
 reader that trusts only folders whose marker exists never sees half of one. Transient faults (HTTP 500/503
 SlowDown, throttling, dropped connections, truncated responses) are retried by botocore and s3fs
-(AWS_MAX_ATTEMPTS / AWS_RETRY_MODE override the defaults below). Reads of some columns of a Parquet object
-on S3 (the books' ids, reasons, scores) go through Polars' own client, which fetches only those columns'
+(AWS_MAX_ATTEMPTS / AWS_RETRY_MODE override the defaults below). A scan of a few columns of a big Parquet
+object on S3 (a shard's ids or scores) goes through Polars' own client, which fetches only those columns'
 byte ranges; what it does not retry (an HTTP 400 throttle) is read again whole through s3fs.
 """
 
@@ -421,17 +421,23 @@ def _unchanged(loc: Location, planned: str | None, now: str | None) -> None:
 
 
 def read_parquet(loc: Location, columns: list[str] | None = None) -> "pl.DataFrame":
-    """A Parquet file as a table; of an S3 URL with `columns`, only those columns' byte ranges are read."""
+    """A Parquet file as a table (of a URL: one GET of the whole object)."""
     import polars as pl
 
     if not is_remote(loc):
         return pl.read_parquet(loc, columns=columns)
-    if columns is not None and loc.startswith("s3://"):
-        try:
-            return pl.read_parquet(loc, columns=columns, storage_options=_polars_s3())
-        except Exception:  # what Polars' client does not retry (an HTTP 400 throttle) or gives up on: ours retries
-            pass
     return pl.read_parquet(read_bytes(loc), columns=columns)
+
+
+def _read_ranges(loc: str, columns: list[str]) -> "pl.DataFrame":
+    """Some columns of a Parquet object on S3, reading only their byte ranges (and the footer) with Polars'
+    own client; what it does not retry (an HTTP 400 throttle) or gives up on is read again whole through s3fs."""
+    import polars as pl
+
+    try:
+        return pl.read_parquet(loc, columns=columns, storage_options=_polars_s3())
+    except Exception:  # noqa: BLE001 (any failure: the whole-object read retries, or raises a clear StorageError)
+        return read_parquet(loc, columns=columns)
 
 
 def _polars_s3() -> dict[str, Any]:
@@ -441,33 +447,55 @@ def _polars_s3() -> dict[str, Any]:
     return {"aws_endpoint_url": endpoint, "aws_allow_http": "true"} if endpoint else {}
 
 
+RANGES_PAY = 4 << 20  # bytes a scan must skip for ranged reads (2 more requests than one GET) to pay, on
+# loopback moto (a request ~5 ms of server CPU, a MB ~2.5 ms of client and server CPU) as over a network
+# (a request ~20-50 ms of latency, a MB ~10 ms at 100 MB/s): bench/cluster/s3_bytes.py
+
+
 def scan_parquet(loc: Location) -> "pl.LazyFrame":
-    """A lazy scan; of a URL, read when collected with the query's columns only (`read_parquet`), the schema
-    from the footer when asked for. Queries here need one or two columns of a shard (ids, reasons, scores) or
-    all of it: a ranged read per wanted column chunk, or one whole-object GET."""
+    """A lazy scan; of a URL, read when collected: the columns the query wants by ranged reads when that
+    skips more than RANGES_PAY bytes (a shard's ids or scores), else the whole object in one GET. The
+    footer, read once per scan, gives the schema and each column's bytes."""
     import polars as pl
 
     if not is_remote(loc):
         return pl.scan_parquet(loc)
     from polars.io.plugins import register_io_source
 
-    schema = functools.cache(lambda: parquet_schema(loc))
+    footer = functools.cache(lambda: _parquet_footer(loc))
 
     def source(columns: list[str] | None, predicate: Any, n_rows: int | None, _batch: int | None) -> Iterator[pl.DataFrame]:
-        narrow = columns is not None and len(columns) < len(schema())  # else one GET of the whole object
-        frame = read_parquet(loc, columns=columns if narrow else None).select(columns or pl.all())
+        sizes = footer()[1]
+        skipped = sum(sizes.values()) - sum(sizes.get(c, 0) for c in columns or sizes)
+        frame = _read_ranges(loc, columns) if columns is not None and skipped > RANGES_PAY else \
+            read_parquet(loc, columns=columns)
         frame = frame if predicate is None else frame.filter(predicate)
         yield frame if n_rows is None else frame.head(n_rows)
 
-    return register_io_source(source, schema=schema)
+    return register_io_source(source, schema=lambda: footer()[0])
+
+
+def _parquet_footer(loc: Location) -> tuple["pl.Schema", dict[str, int]]:
+    """A Parquet file's schema and the compressed bytes of each column, from its footer."""
+    import polars as pl
+    import pyarrow.parquet as pq
+
+    sizes: dict[str, int] = {}
+    with _footer(loc) as footer:
+        schema = pl.Schema(pl.read_parquet_schema(footer))
+        if hasattr(footer, "seek"):
+            footer.seek(0)
+        meta = pq.read_metadata(footer)
+    for group in range(meta.num_row_groups):
+        for chunk in map(meta.row_group(group).column, range(meta.num_columns)):
+            top = chunk.path_in_schema.split(".")[0]
+            sizes[top] = sizes.get(top, 0) + chunk.total_compressed_size
+    return schema, sizes
 
 
 def parquet_schema(loc: Location) -> "pl.Schema":
     """The columns of a Parquet file, from its footer."""
-    import polars as pl
-
-    with _footer(loc) as footer:
-        return pl.Schema(pl.read_parquet_schema(footer))
+    return _parquet_footer(loc)[0]
 
 
 def parquet_rows(loc: Location) -> int:

@@ -86,29 +86,29 @@ def test_a_lazy_scan_of_parquet_on_s3_gives_what_a_local_scan_gives(s3, tmp_path
         storage.parquet_schema(s3.url("cache", "rows-missing.parquet"))
 
 
-def test_a_narrow_read_on_s3_fetches_its_columns_only_and_survives_every_fault(s3, tmp_path, monkeypatch):
-    """`read_parquet(url, columns)` (what a scan asks for) reads the columns' byte ranges with Polars' client,
-    never the whole object; under every fault kind, including the HTTP 400 throttle Polars' client does not
-    retry, it still gives the local file's columns (read again through s3fs, which retries)."""
+def test_a_narrow_scan_on_s3_reads_its_columns_only_when_that_pays_and_survives_every_fault(s3, tmp_path, monkeypatch):
+    """A scan wanting some columns of an object reads only their byte ranges (Polars' client) when that skips
+    more than RANGES_PAY bytes, else the whole object in one GET, as it does for all columns; under every
+    fault kind, including the HTTP 400 throttle Polars' client does not retry, it gives the local file's rows
+    (read again whole through s3fs, which retries)."""
     import polars as pl
 
     rows = pl.read_ndjson(DCLM).select("text", "label", pl.col("text").str.len_chars().alias("chars"))
     local, url = tmp_path / "rows.parquet", s3.url("narrow", "rows.parquet")
     rows.write_parquet(local)
     storage.upload(local, url)
-    expected = pl.read_parquet(local, columns=["label", "chars"])
-    with monkeypatch.context() as patch:
-        patch.setattr(storage, "read_bytes", lambda loc: pytest.fail(f"whole-object read of {loc}"))
-        assert storage.read_parquet(url, columns=["label", "chars"]).equals(expected)
-        assert storage.scan_parquet(url).select("chars").collect().equals(expected.select("chars"))
-    asked, read = [], storage.read_parquet
-    monkeypatch.setattr(storage, "read_parquet", lambda loc, columns=None: asked.append(columns) or read(loc, columns))
-    everything = storage.scan_parquet(url).select("chars", "text", "label").collect()  # all columns: one whole GET
-    assert everything.equals(rows.select("chars", "text", "label")) and asked == [None]
+    expected = rows.select("label", "chars")
+    whole, read = [], storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda loc: whole.append(loc) or read(loc))
+    assert storage.scan_parquet(url).select("label", "chars").collect().equals(expected) and whole == [url]  # small
+    monkeypatch.setattr(storage, "RANGES_PAY", 0)
+    assert storage.scan_parquet(url).select("label", "chars").collect().equals(expected) and whole == [url]
+    everything = storage.scan_parquet(url).select("chars", "text", "label").collect()  # nothing skipped: one GET
+    assert everything.equals(rows.select("chars", "text", "label")) and whole == [url, url]
     for kinds in (("throttle",), ("500", "503", "throttle", "drop", "lost", "cut")):
         with s3.faults(every=1 if kinds == ("throttle",) else 2, kinds=kinds, limit=4 if kinds == ("throttle",) else 12) as proxy:
             for _ in range(8):
-                assert storage.read_parquet(url, columns=["label", "chars"]).equals(expected)
+                assert storage.scan_parquet(url).select("label", "chars").collect().equals(expected)
         assert set(proxy.injected) == set(kinds), proxy.injected
     assert storage.parquet_rows(url) == storage.parquet_rows(local) == rows.height > 0
 
