@@ -8,11 +8,17 @@ Prefect on Dask). Either way finished shard results go to the dataset's cache fo
 
 from __future__ import annotations
 
+import atexit
 import ctypes
-import functools
+import importlib.util
 import os
+import random
 import signal
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -51,19 +57,22 @@ def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_p
     If the latest version was made from the same resolved config, input files and code, nothing runs and
     nothing is published: the result is (that version, None). `force` publishes a new version anyway."""
     root = root or pipeline.release_dir or DEFAULT_ROOT
-    if not force and (held := unchanged_version(pipeline, storage.join(root, pipeline.config.dataset))):
-        return held, None
+    dataset = pipeline.config.dataset
     executor = executor_for(use_prefect, runner, dask_address)
+    server = None
+    if executor.prefect:  # the API server starts first: it answers ~10 s later, meanwhile the run gets ready
+        quiet_prefect()
+        local = local_dir(root, dataset)
+        local.mkdir(parents=True, exist_ok=True)
+        server = start_api_server(local / PREFECT_LOG)
+    if not force and (held := unchanged_version(pipeline, storage.join(root, dataset))):
+        return held, None
     if not executor.prefect:
         return _run(pipeline, root, executor.map)
-    quiet_prefect()
     from prefect import flow
 
-    dataset = pipeline.config.dataset
-    local = local_dir(root, dataset)
-    local.mkdir(parents=True, exist_ok=True)
-    with prefect_log_to_file(local / PREFECT_LOG), executor.session():
-        _start_api_server(local / PREFECT_LOG)  # meanwhile a cluster's workers import what their tasks need (PrefectDask.session)
+    with prefect_log_to_file(local / PREFECT_LOG), executor.session():  # a cluster's workers warm up meanwhile
+        use_api_server(server)
         version = next_version(storage.join(root, dataset))
         run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{version}",
                    validate_parameters=False, task_runner=executor.task_runner())
@@ -105,33 +114,153 @@ def prefect_log_to_file(path: Path) -> Iterator[None]:
         file.close()
 
 
-def _start_api_server(log: Path) -> None:
-    """Start Prefect's temporary API server (unless PREFECT_API_URL names one) in a session of its own, its
-    error output appended to `log` (the run's Prefect log): a request the run's death cuts short is not a
-    traceback on the user's terminal.
+class ApiServer:
+    """Prefect's temporary API server for this process's runs, started by Sluice itself: the command, app factory
+    and settings Prefect's own temporary server uses (prefect.server.api.server.SubprocessASGIServer), but
+    started without importing Prefect's server code here (~7 s) and without waiting for it, so its start-up
+    (~8 s) overlaps the run's own (input hashing, imports, the Dask connection); `use_api_server` waits for it.
 
-    Ctrl-C in a terminal signals the whole foreground process group; a server in that group would die at
-    once, and Prefect's client would then retry it for a minute and a half, printing kilobytes of connection
-    errors. In its own session the server outlives the interrupt long enough for the run to record it; Prefect
-    stops it at exit (and `interrupts` on a forced exit). Outside the run's process group nothing else would
-    stop it if the run itself were killed (SIGKILL, the OOM killer), so on Linux the kernel sends it SIGTERM
-    when the run dies. Prefect offers no option for either, so its Popen gets them for the duration of the start."""
-    from prefect.server.api import server as api
+    Its error output is appended to `log` (the run's Prefect log): a request the run's death cuts short is not a
+    traceback on the user's terminal. It runs in a session of its own: Ctrl-C in a terminal signals the whole
+    foreground process group, a server in that group would die at once, and Prefect's client would then retry
+    it for a minute and a half, printing kilobytes of connection errors; in its own session it outlives the
+    interrupt long enough for the run to record it. It is stopped when the process exits (atexit) and before a
+    forced exit (`interrupts`); outside the run's process group nothing else would stop it if the run itself
+    were killed (SIGKILL, the OOM killer), so on Linux the kernel sends it SIGTERM when the run dies."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.port = _free_port()
+        self.process = self._spawn()
+        atexit.register(self.stop)
+        interrupts.on_hard_exit(self.terminate)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def _spawn(self) -> subprocess.Popen:
+        prefect = importlib.util.find_spec("prefect")
+        assert prefect is not None and prefect.submodule_search_locations, "Prefect is not installed"
+        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        if "prefect" in sys.modules:  # settings this process was given in code (e.g. temporary_settings)
+            from prefect.settings import get_current_settings
+
+            env |= get_current_settings().to_environment_variables(exclude_unset=True)
+        with open(self.log, "ab") as errors:  # the server holds its own copy of the descriptor
+            return subprocess.Popen(
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.submodule_search_locations[0]).parent),
+                 "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--log-level", "error", "--lifespan", "on"],
+                env=env, stderr=errors, start_new_session=True, preexec_fn=_dies_with(os.getpid()))
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout: float) -> None:
+        """Return once the server answers; a clear error if it exits or does not answer within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            code = self.process.poll()
+            if code == 3 and not _port_free(self.port):  # another process took the port first: another one
+                self.port = _free_port()
+                self.process = self._spawn()
+                continue
+            if code is not None:
+                raise SluiceError(f"Prefect's temporary API server exited at start (code {code}); its errors are in "
+                                  f"{self.log}. Run with --no-prefect, or set PREFECT_API_URL to a running server")
+            try:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=10) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:  # not listening yet
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise SluiceError(f"Prefect's temporary API server did not answer within {timeout:.0f} s (its errors "
+                                  f"are in {self.log}); raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, run "
+                                  "with --no-prefect, or set PREFECT_API_URL to a running server")
+            time.sleep(0.1)
+
+    def terminate(self) -> None:
+        if self.alive():
+            self.process.terminate()
+
+    def stop(self) -> None:
+        """Stop the server (as Prefect stops its own: SIGTERM, SIGKILL after 5 s) and stop pointing Prefect at it."""
+        self.terminate()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if os.environ.get("PREFECT_API_URL") == self.url:
+            del os.environ["PREFECT_API_URL"]
+            _refresh_prefect_settings()
+
+
+_server: ApiServer | None = None  # this process's temporary server, used by its later runs while it lives
+
+
+def start_api_server(log: Path) -> ApiServer | None:
+    """Start Prefect's temporary API server for this run (see ApiServer), unless PREFECT_API_URL names one (in the
+    environment, or, when Prefect is loaded, in its settings) or this process's server is still running."""
+    global _server
+    if _server is not None and _server.alive():
+        return _server
+    if os.environ.get("PREFECT_API_URL") or ("prefect" in sys.modules and _configured_api_url()):
+        return None
+    _server = ApiServer(log)
+    return _server
+
+
+def use_api_server(server: ApiServer | None) -> None:
+    """Wait until `server` answers and point this process's Prefect at it. A PREFECT_API_URL that Prefect's
+    settings take from elsewhere (a profile, prefect.toml, .env) is the user's server: ours is stopped."""
+    if server is None:
+        return
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    if os.environ.get("PREFECT_API_URL") != server.url and _configured_api_url():
+        server.stop()
+        return
+    server.wait(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    os.environ["PREFECT_API_URL"] = server.url
+    _refresh_prefect_settings()
+
+
+def _configured_api_url() -> str | None:
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
-        return
-    ephemeral = api.SubprocessASGIServer()  # the instance Prefect's own client uses
-    interrupts.on_hard_exit(lambda: ephemeral.server_process and ephemeral.server_process.terminate())
-    if not ephemeral.running:
-        popen = api.subprocess.Popen
-        with open(log, "ab") as errors:  # the server holds its own copy of the descriptor
-            api.subprocess.Popen = functools.partial(popen, start_new_session=True, stderr=errors,
-                                                     preexec_fn=_dies_with(os.getpid()))
-            try:
-                ephemeral.start()
-            finally:
-                api.subprocess.Popen = popen
+    return PREFECT_API_URL.value()
+
+
+def _refresh_prefect_settings() -> None:
+    """Make a changed PREFECT_API_URL Prefect's setting in every thread, including those started without this
+    thread's context (Prefect reads its global settings once, at import)."""
+    if "prefect.context" in sys.modules:
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
+
+
+def _free_port() -> int:
+    """A free port on the loopback, from the range Prefect's temporary server uses (outside the kernel's
+    range for outgoing connections, which could take the port before the server binds it)."""
+    for port in random.sample(range(8000, 9000), 1000):
+        if _port_free(port):
+            return port
+    raise SluiceError("no free port in 8000-8999 on 127.0.0.1 for Prefect's temporary API server; "
+                      "set PREFECT_API_URL to a running server or run with --no-prefect")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _dies_with(parent: int) -> Callable[[], None] | None:

@@ -1,0 +1,68 @@
+"""Prefect's temporary API server as `sluice run` starts it (flow.ApiServer): in the background, in a session of
+its own, pointed at by PREFECT_API_URL once it answers, stopped with the run; a user's server is used instead;
+a server that cannot start is one clear error. (Signals and kills of a real run: test_no_silent_loss.py.)"""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+
+import pytest
+
+from operators.errors import SluiceError
+from pipelines import flow
+
+
+@pytest.fixture
+def no_api_url(monkeypatch):
+    """No Prefect server configured, Prefect loaded (as in a run, once it waits for the server)."""
+    for key, value in flow.PREFECT_DEFAULTS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    import prefect  # noqa: F401  (loaded before the test changes its environment)
+
+    flow._refresh_prefect_settings()
+    assert not flow._configured_api_url()
+    yield
+    if flow._server is not None:
+        flow._server.stop()
+    flow._server = None
+
+
+def test_the_run_starts_a_server_and_points_prefect_at_it_until_it_stops(no_api_url, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    server = flow.start_api_server(tmp_path / "prefect.log")
+    assert server is not None and os.getsid(server.process.pid) == server.process.pid  # its own session: Ctrl-C spares it
+    assert "PREFECT_API_URL" not in os.environ  # not yet: it may still be starting
+    assert flow.start_api_server(tmp_path / "prefect.log") is server  # one per process
+
+    flow.use_api_server(server)
+    assert os.environ["PREFECT_API_URL"] == server.url == PREFECT_API_URL.value()
+    with urllib.request.urlopen(f"{server.url}/health", timeout=30) as answer:
+        assert answer.status == 200
+
+    server.stop()
+    assert server.process.poll() is not None and not flow._configured_api_url()
+    assert "PREFECT_API_URL" not in os.environ
+
+
+def test_a_configured_server_is_used_and_none_is_started(no_api_url, tmp_path, monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # a profile's, or prefect.toml's
+        assert flow.start_api_server(tmp_path / "prefect.log") is None
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    assert flow.start_api_server(tmp_path / "prefect.log") is None
+    assert not list(tmp_path.iterdir())  # no server, so no log either
+
+
+def test_a_server_that_cannot_start_is_one_clear_error(no_api_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_REQUEST_TIMEOUT", "soon")  # a bad Prefect setting: the server's import fails
+    log = tmp_path / "prefect.log"
+    server = flow.start_api_server(log)
+    with pytest.raises(SluiceError, match="exited at start") as err:
+        flow.use_api_server(server)
+    assert str(log) in str(err.value) and "--no-prefect" in str(err.value)
+    assert "request_timeout" in log.read_text()  # what went wrong is in the run's Prefect log
+    assert "PREFECT_API_URL" not in os.environ
