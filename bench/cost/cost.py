@@ -9,15 +9,17 @@ local map, an empty shard cache, one fresh process per size) with every phase me
 - a phase is each `map_fn` call of the engine (the per-shard tasks of a stage: `normalize+length_filter`,
   `exact_dedup.index`, `minhash_dedup.apply`, ...), each `decide` (the driver's part of a global stage), the
   read of the inputs and the release writer; what a stage does outside those (its books, summaries) is
-  `<stage> (books)`;
+  `<stage> (books)`; the release's data and rejects files are tasks (`release.data`, `release.rejects`),
+  the rest of the release (card, report, side tables, manifest) is `release (driver)`;
 - CPU seconds of the process (all threads), wall seconds, peak RSS during the phase (the kernel's high-water
   mark, reset at the phase start via /proc/self/clear_refs) and the RSS at its start;
 - bytes read: the Parquet files of the shards a phase's tasks read (the input file for the read); bytes
   written: what the phase added to the shard cache (and the release folder, for the release). These are the
-  bytes a cluster moves through its object store.
+  bytes a cluster moves through its object store. (Not counted as read: what `release (driver)` scans for
+  the report and the side tables.)
 `model` fits cost = a + b * rows per phase and metric through the `--fit` sizes, prints the table per million
 rows, the `--check` size's prediction against its measurement, and projections to 100M and 1B rows on N
-workers (tasks spread over the workers; read, decide, books and release stay in the driver).
+workers (tasks spread over the workers; read, decide, books and the release's driver part stay in the driver).
 
 Input: synthetic documents of 20-60 words drawn from the word frequencies of Alpaca's outputs (../shared/data,
 CC BY-NC: generated under /tmp, never committed), 10% of them near-copies (1-3 words changed) of a recent
@@ -143,6 +145,8 @@ class Meter:
 
 
 def _part_bytes(part: Any) -> int:
+    if pieces := getattr(part, "pieces", None):  # a release file's task: its share of each part it copies
+        return sum(_part_bytes(piece) * rows // max(piece.rows, 1) for piece, _, rows in pieces)
     path = getattr(part, "path", None)
     if path is not None:
         try:
@@ -186,8 +190,7 @@ def measure_run(data: Path, work: Path) -> dict[str, Any]:
     wrap(engine, "decide", lambda *a, **k: f"{k.get('stage', a[1] if len(a) > 1 else None).name}.decide (driver)", "driver")
     wrap(engine, "run_stage", lambda stage, *a, **k: f"{stage.name} (books)", "driver")
     wrap(engine, "run_fused", lambda group, *a, **k: f"{'+'.join(s.name for s in group)} (books)", "driver")
-    wrap(flow, "publish", lambda *a, **k: "release", "driver",
-         lambda root, dataset, outcome, *a, **k: sum(_part_bytes(p) for p in outcome.parts + outcome.rejected))
+    wrap(flow, "publish", lambda *a, **k: "release (driver)", "driver")  # its files are tasks (release.data, ...)
     wall, cpu = time.perf_counter(), time.process_time()
     folder, outcome = flow._run(pipeline, root, measured_map)
     total = {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall,
