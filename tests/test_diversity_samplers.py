@@ -443,13 +443,15 @@ def test_a_fitted_space_is_shared_while_tasks_hold_it_and_goes_with_the_last(poo
 def test_decide_tasks_on_a_bucket_index_are_told_the_rows_and_none_is_idle(pool, s3):
     """The driver knows the index's rows (its shards'): each sampler and mix decide task is told them instead
     of counting them with a scan, and only tasks that get rows are made. On an object store each scan of the
-    index GETs every whole object, so before this 64 sampler tasks (8 for mix) each pulled it at least once."""
+    index GETs every whole object, so before this 64 sampler tasks (8 for mix) each pulled it at least once.
+    A sampler that fits a feature space reads its rows and the sample in one scan."""
     from pipelines import storage
 
     frame = pool.with_columns(pl.when(pl.int_range(pl.len()) < 2000).then(pl.lit("big")).otherwise(pl.lit("small"))
                               .alias("source"))
     for op, tasks in [(RandomSample(budget=200, fields=FIELDS), 1), (few_rows_per_task(RandomSample(budget=200,
-                      fields=FIELDS), 1000), 3), (Mix(ratios={"big": 1, "small": 1}), 1)]:
+                      fields=FIELDS), 1000), 3), (Mix(ratios={"big": 1, "small": 1}), 1),
+                      (few_rows_per_task(ClusterSample(budget=200, **SMALL), 1000), 3)]:
         index = []
         for k, shard in enumerate(frame.iter_slices(1000)):
             url = s3.url(op.name, f"index{tasks}-{k}.parquet")
@@ -467,4 +469,6 @@ def test_decide_tasks_on_a_bucket_index_are_told_the_rows_and_none_is_idle(pool,
         # at most 3 scans per task and one in the driver (mix's sizes per source), each at most 3 requests per
         # object (a footer and column ranges, or one GET): 6, 15 and 24 here; 390, 399 and 102 before
         assert proxy.requests <= (3 * tasks + 1) * 3 * len(index), (op.name, proxy.requests)
-        assert len(decision.drops) == (2800 if op.name == "random_sample" else 1000), op.name
+        if op.name == "cluster_sample":  # its rows and the sample it fits on in one read: a footer and a GET per object
+            assert proxy.requests <= tasks * 2 * len(index), proxy.requests  # 18 (24 in two reads)
+        assert len(decision.drops) == (1000 if op.name == "mix" else 2800), op.name

@@ -26,6 +26,7 @@ class DsirSample(Sampler):
     Gumbel noise plus top-k samples `budget` rows without replacement in proportion to the weights."""
 
     name = "dsir_sample"
+    fits = False
 
     class Params(SamplerParams):
         target: str = Field(description="file of target-like text: JSONL(.gz), JSON array, Parquet or CSV")
@@ -43,7 +44,7 @@ class DsirSample(Sampler):
     def data_files(self) -> list[Path]:
         return [Path(self.params.target)]
 
-    def choose_part(self, index, rows, total, parts):
+    def choose_part(self, sample, rows, parts):
         """Each row's log weight against this part's rows as the raw distribution (a uniform share of every
         row, dealt by id hash), and its Gumbel key."""
         counts = self.counts(rows)

@@ -66,6 +66,7 @@ class Selection(NamedTuple):
     labels: pl.DataFrame | None = None
 
 
+MINE = "__mine"  # a task's read: is the row its own (else only in the sample)
 _FITTING = threading.Lock()
 # the feature spaces tasks of this process are using, by a digest of their sample (see `Sampler.space`); weak,
 # so a space (~134 MB at the defaults) goes with the last task using it, not with a long-lived worker process
@@ -88,6 +89,7 @@ class Sampler(GlobalOperator):
     labels_all: ClassVar[bool] = False  # label the kept rows even when the budget keeps them all (stable schema)
     part_rows: int = 1_000_000  # rows one decide task selects from (a smaller value makes more tasks)
     any_deal: ClassVar[bool] = False  # the choice is the same whichever task gets which row (tasks read slices)
+    fits: ClassVar[bool] = True  # fits a feature space on the keyed sample (`in_sample`), which its tasks read
 
     @property
     def score_col(self) -> str | None:
@@ -123,16 +125,25 @@ class Sampler(GlobalOperator):
         if rows <= self.params.budget and not self.labels_all:
             return pl.DataFrame()
         parts = self.partitions(rows)
-        mine = self.rows_of(index, part, parts, rows).collect().sort("id")
-        return self.choose_part(index, mine, rows, parts) if len(mine) else pl.DataFrame()
+        mine, sample = self.read_part(index, part, parts, rows)
+        return self.choose_part(sample, mine, parts) if len(mine) else pl.DataFrame()
 
-    def rows_of(self, index: pl.LazyFrame, part: int, parts: int, rows: int) -> pl.LazyFrame:
-        """This part's rows: those whose key is `part` modulo `parts` (the same rows in any shard order), or,
-        when the choice does not depend on the deal (`any_deal`), a slice of the scan (read alone)."""
-        if self.any_deal:
+    def read_part(self, index: pl.LazyFrame, part: int, parts: int, rows: int) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+        """This part's rows and, for a sampler that `fits` a feature space, the keyed sample, each by id, from
+        one read of the index (decoding every row's features is most of a task's reading). The part's rows
+        are those whose key is `part` modulo `parts` (the same rows in any shard order), or, when the choice
+        does not depend on the deal and nothing is fitted (random), a slice of the scan (read alone)."""
+        if self.any_deal and not self.fits:
             start = rows * part // parts
-            return index.slice(start, rows * (part + 1) // parts - start)
-        return index.filter(pl.col("key") % parts == part)
+            return index.slice(start, rows * (part + 1) // parts - start).collect().sort("id"), None
+        mine = pl.col("key") % parts == part
+        if not self.fits:
+            return index.filter(mine).collect().sort("id"), None
+        fit = self.in_sample(index, rows)
+        table = index.filter(mine | fit).with_columns(mine.alias(MINE)).collect() \
+            .sort(MINE, "id", descending=[True, False])  # this part's rows first: a slice, not a copy
+        sample = table.filter(fit).drop(MINE).sort("id")
+        return table.slice(0, int(table[MINE].sum())).drop(MINE), sample
 
     def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> Decision:
         """The choice over every part's rows (in id order): the rows not kept as `not_selected` drops."""
@@ -154,9 +165,9 @@ class Sampler(GlobalOperator):
             labels = labels.with_columns(ids).select("id", *labels.columns).filter(keep)
         return Decision(drops, labels=labels)
 
-    def choose_part(self, index: pl.LazyFrame, rows: pl.DataFrame, total: int, parts: int) -> pl.DataFrame:
-        """Task: what the driver needs to choose among `rows` (this part's index rows, by id), `total` rows
-        in all (`index` scans them all, e.g. for the shared `sample`)."""
+    def choose_part(self, sample: pl.DataFrame | None, rows: pl.DataFrame, parts: int) -> pl.DataFrame:
+        """Task: what the driver needs to choose among `rows` (this part's index rows, by id), one of `parts`
+        tasks; `sample`: the index rows every task fits the feature space on (None if it `fits` none)."""
         raise NotImplementedError
 
     def choose(self, rows: pl.DataFrame) -> Selection:
@@ -189,14 +200,21 @@ class Sampler(GlobalOperator):
     def counts(self, index: pl.DataFrame):
         return ft.from_lists(index["feat_idx"], index["feat_val"], self.n_features)
 
-    def sample(self, index: pl.LazyFrame, total: int, at_least: int = 0) -> pl.DataFrame:
-        """The rows every task fits the feature space and the centroids on: the max(FIT_ROWS, at_least) rows
-        with the smallest keys (all rows when there are no more), by id."""
-        n = max(ft.FIT_ROWS, at_least)
-        if total > n:
-            keys = index.select("key").collect()["key"].to_numpy()
-            index = index.filter(pl.col("key") <= np.partition(keys, n - 1)[n - 1])
-        return index.collect().sort("id")
+    @property
+    def fit_rows(self) -> int:
+        return ft.FIT_ROWS
+
+    def in_sample(self, index: pl.LazyFrame, total: int) -> pl.Expr:
+        """Is a row one of those every task fits the feature space and the centroids on: the `fit_rows` rows
+        with the smallest keys (all rows when there are no more; finding them reads the key column only)."""
+        if total <= self.fit_rows:
+            return pl.lit(True)
+        keys = index.select("key").collect()["key"].to_numpy()
+        return pl.col("key") <= np.partition(keys, self.fit_rows - 1)[self.fit_rows - 1]
+
+    def sample(self, index: pl.LazyFrame, total: int) -> pl.DataFrame:
+        """The rows `in_sample`, by id."""
+        return index.filter(self.in_sample(index, total)).collect().sort("id")
 
     def space(self, sample: pl.DataFrame) -> ft.TextSpace | None:
         """The TF-IDF weights and SVD basis of the sample (None with sentence embeddings: nothing to fit).
@@ -275,8 +293,9 @@ class RandomSample(Sampler):
 
     name = "random_sample"
     any_deal = True
+    fits = False
 
-    def choose_part(self, index, rows, total, parts):
+    def choose_part(self, sample, rows, parts):
         return rows.select("id", u=self.random_order(rows["id"]))
 
     def choose(self, rows):
@@ -319,14 +338,16 @@ class ClusterSample(Sampler):
         p = self.params
         return p.clusters or min(max(p.budget // 5, 2), 2000)  # many small clusters: better coverage (bench/diversity)
 
-    def choose_part(self, index, rows, total, parts):
+    @property
+    def fit_rows(self) -> int:
+        return max(ft.FIT_ROWS, self.k)
+
+    def choose_part(self, sample, rows, parts):
         """Each row's cluster (the label of its nearest centroid; every task fits the same centroids on the
         same sample), its random draw and its score."""
-        sample = self.sample(index, total, at_least=self.k)
         space = self.space(sample)
         centroids, _ = ft.keyed_centroids(self.embedding(sample, space), self.k, sample["key"].to_numpy(),
                                           iters=self.params.iterations)
-        del sample
         labels = ft.assign(self.embedding(rows, space), centroids)
         return rows.select("id", *(["score"] if self.score_col else []), u=self.random_order(rows["id"]),
                            label=pl.Series(labels, dtype=pl.Int32))
@@ -421,10 +442,10 @@ class KCenterSample(Sampler):
     class Params(EmbeddingParams):
         pass
 
-    def choose_part(self, index, rows, total, parts):
+    def choose_part(self, sample, rows, parts):
         """k-center greedy over this part's rows, stopped at its share of candidates (`candidates`), which
         carry their vectors; every other row carries its nearest candidate and the distance."""
-        z = self.embedding(rows, self.space(self.sample(index, total)))
+        z = self.embedding(rows, self.space(sample))
         u = self.random_order(rows["id"])
         keep, nearest, dist = k_center(z, int(np.argmax(u)), self.candidates(len(rows), parts))
         table = rows.select("id", u=u, nearest=rows["id"].gather(nearest), distance=np.round(dist, 4))
@@ -502,10 +523,10 @@ class DeitaSample(Sampler):
         words = joined_text(batch, self.params.fields).str.count_matches(r"\S+").cast(pl.Float64)
         return index.with_columns(words.alias("score"))
 
-    def choose_part(self, index, rows, total, parts):
+    def choose_part(self, sample, rows, parts):
         """The greedy over this part's rows, stopped at its share of candidates (`candidates`), which carry
         their vectors; every other row carries the candidate it is too similar to, if any, and its score."""
-        z = self.embedding(rows, self.space(self.sample(index, total)))
+        z = self.embedding(rows, self.space(sample))
         table = rows.select("id", "score", u=self.random_order(rows["id"]))
         chosen, blocker, best_sim = self.greedy(z, best_first(table), self.candidates(len(rows), parts))
         table = table.with_columns(blocker=rows["id"].gather(np.maximum(blocker, 0)).set(pl.Series(blocker < 0), None),
