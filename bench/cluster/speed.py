@@ -72,10 +72,12 @@ class S3Process:
         return _cpu([self.process.pid])
 
     def __exit__(self, *exc: object) -> None:
-        self.faults = ""
+        self.faults, self.hung_up = "", 0
         try:
             self.process.stdin.close()
-            self.faults = self.process.stderr.read().strip()
+            lines = self.process.stderr.read().strip().splitlines()
+            self.faults = lines[-1] if lines else ""  # the proxy's counts (before them: tracebacks of clients
+            self.hung_up = sum("Exception occurred" in line for line in lines)  # that hung up mid-answer)
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
@@ -164,6 +166,7 @@ def main() -> None:
                         result["cluster_cpu_s"] = round(_cpu(cluster.pids()), 1)
                     result["s3_cpu_s"] = round(s3.cpu(), 1)
                 result["faults"] = s3.faults
+                result["answers_cut_by_clients"] = s3.hung_up
             print(json.dumps(result), flush=True)
 
 
