@@ -32,7 +32,7 @@ from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, map_loca
 from pipelines.readers import (REJECT_SCHEMA, RowError, Shard, Source, Span, WHOLE, _advice, check_read_loss, gzipped,
                                input_sha256, parquet_rows, read_shards)
 
-READER = "read-2"  # part of every read key: a new way of reading makes new keys
+READER = "read-3"  # part of every read key: a new way of reading (or of its cache entries) makes new keys
 
 
 @dataclass(frozen=True)
@@ -119,11 +119,10 @@ def task_key(task: ReadTask, shard_rows: int) -> str:
 
 
 def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tuple[list[ShardRead], bool]:
-    """The shards of one read task, and whether they came from the cache. With a cache, each shard goes to
-    disk as soon as it is read, and the task's shards are kept as one cache entry."""
+    """The shards of one read task (whose result the cache does not hold: `read_inputs` looked), and False
+    (not from the cache). With a cache, each shard goes to disk as soon as it is read, and the task's shards
+    are kept as one cache entry, with the rows of its files in its books (so no file is read to count them)."""
     key = task_key(task, shard_rows)
-    if store is not None and (files := store.files(key)) is not None:
-        return _cached(files, key), True
     if store is None:
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
                   for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version))]
@@ -136,16 +135,17 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     books, paths = [], []
     try:
         for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version)):
-            books.append({"rows_read": shard.rows_read, "errors": json.dumps(dict(shard.errors))})
+            books.append({"rows_read": shard.rows_read, "errors": json.dumps(dict(shard.errors)),
+                          "frames": [len(frame) for frame in _frames(shard)]})
             for j, frame in enumerate(_frames(shard)):
                 paths.append(scratch / f"{i}-{j}.parquet")
                 _write(frame, paths[-1])
-        index = pl.DataFrame(books, schema={"rows_read": pl.Int64, "errors": pl.String})
+        index = pl.DataFrame(books, schema={"rows_read": pl.Int64, "errors": pl.String, "frames": pl.List(pl.Int64)})
         files = store.put(key, (index,), links=paths)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     failpoints.hit("read.shard")
-    return _cached(files, key), False
+    return _entry(books, files[1:], key), False
 
 
 def _frames(shard: Shard) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -153,9 +153,14 @@ def _frames(shard: Shard) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 
 
 def _cached(files: list[storage.Location], key: str) -> list[ShardRead]:
-    books = storage.read_parquet(files[0]).to_dicts()
-    parts = [Part(storage.parquet_rows(f), path=f) for f in files[1:]]
-    return [_shard_read(key, i, b["rows_read"], json.loads(b["errors"]), parts[3 * i: 3 * i + 3])
+    return _entry(storage.read_parquet(files[0]).to_dicts(), files[1:], key)
+
+
+def _entry(books: list[dict], files: list[storage.Location], key: str) -> list[ShardRead]:
+    """The shards of a read task's cache entry: each shard's books (rows read, errors, the rows of its three
+    files: rows, rejects, ids) and its files."""
+    return [_shard_read(key, i, b["rows_read"], json.loads(b["errors"]),
+                        [Part(n, path=f) for n, f in zip(b["frames"], files[3 * i: 3 * i + 3], strict=True)])
             for i, b in enumerate(books)]
 
 
