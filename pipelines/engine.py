@@ -93,10 +93,27 @@ class LLM(Protocol):
         """A client for one task: same endpoint, cache and limits; `usage_frame()` tallies its requests."""
 
 
-def call_cached(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any) -> tuple[Any, bool]:
+class Ahead(NamedTuple):
+    """The global stage that comes next, for the tasks whose kept rows are its input: each such task also
+    computes that stage's index of its kept rows and caches it under the key the index step looks up
+    (`index_key`), so the index step finds every shard's index in the cache instead of reading every shard
+    again (on an object store: a GET and a decode of the whole shard each)."""
+
+    stage: Stage
+    fingerprint: str  # stage_fingerprint(stage), computed once in the driver
+
+
+def index_key(key: str, fingerprint: str) -> str:
+    """The cache key of a global stage's index of the rows cached under `key`."""
+    return derive(key, fingerprint, "index")
+
+
+def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead | None = None,
+                **kwargs: Any) -> tuple[Any, bool]:
     """fn(the job's rows, **kwargs), or its cached result. A Split comes back as a ShardResult whose parts
     are the cache's files (in memory without a cache); a single frame (a global stage's index or decision
-    part) comes back as the frame without a cache, as a Part naming the cache's file with one."""
+    part) comes back as the frame without a cache, as a Part naming the cache's file with one. `ahead`: a
+    Split's kept rows are also indexed for the next global stage, into the cache (see Ahead)."""
     if cache is None:
         result = fn(job.part.load(), **kwargs)
         return (_in_memory(result) if isinstance(result, Split | Produced) else result), False
@@ -109,17 +126,21 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any)
     files = cache.put(job.key, tuple(result)[:3] if split else (result,))
     if not split:
         return Part(len(result), path=files[0]), False
+    if ahead is not None:  # after the rows' own entry: a task killed between the two leaves a resumable state
+        cache.put(index_key(job.key, ahead.fingerprint), (index_rows(result.kept, ahead.stage),))
     return ShardResult(Part(len(result.kept), path=files[0]), Part(len(result.rejected), path=files[1]),
                        _reason_counts(result.rejected), getattr(result, "side", None)), False
 
 
 def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None,
-               inline: bool = False, **kwargs: Any) -> list:
+               inline: bool = False, ahead: Ahead | None = None, **kwargs: Any) -> list:
     """map_fn over the jobs whose results the cache does not hold; those it holds are answered here (a look-up
     and Parquet footers each), so a resume does not pay a task's start-up for every finished shard (a Prefect
-    task run costs ~0.09 CPU s: 609 cached ones were 53 of a 1M-row resume's 60 CPU s)."""
+    task run costs ~0.09 CPU s: 609 cached ones were 53 of a 1M-row resume's 60 CPU s). `ahead`: see Ahead."""
     if cache is None:
         return map_fn(fn, jobs, label, cache, inline=inline, **kwargs)
+    if ahead is not None:
+        kwargs["ahead"] = ahead  # for call_cached
     found = cache.lookup([job.key for job in jobs])
     hits = [i for i, files in enumerate(found) if files is not None]
     todo = [i for i, files in enumerate(found) if files is None]
@@ -174,6 +195,7 @@ class Outcome:
     usage: list[tuple[pl.DataFrame, bool]] = field(default_factory=list)  # generator tasks' tallies, reused?
     reused: int = 0
     computed: int = 0
+    indexed: set[str] = field(default_factory=set)  # index keys this run's tasks cached ahead (see Ahead)
 
     @property
     def shards(self) -> list[pl.DataFrame]:
@@ -201,12 +223,14 @@ def run_stages(sources: list[Source], stages: list[Stage], shard_rows: int, map_
     with _clock() as took:
         outcome = read_inputs(sources, shard_rows, cache, map_fn)
     outcome.ledger.stages[0].timed(*took())
-    for group in stage_groups(stages):
+    groups = stage_groups(stages)
+    for group, after in zip(groups, [*groups[1:], None]):
+        ahead = _ahead(after) if cache is not None else None
         with _clock() as took:
             if len(group) == 1:
-                run_stage(group[0], outcome, map_fn, cache, llm)
+                run_stage(group[0], outcome, map_fn, cache, llm, ahead)
             else:
-                run_fused(group, outcome, map_fn, cache)
+                run_fused(group, outcome, map_fn, cache, ahead)
         outcome.ledger.stages[-1].timed(*took())
         for _ in group:
             failpoints.hit("stage.done")
@@ -221,6 +245,13 @@ def _clock() -> Iterator[Callable[[], tuple[float, float]]]:
     end: list[float] = []
     yield lambda: (end[0] - wall, end[1] - cpu)
     end += [time.perf_counter(), time.process_time()]
+
+
+def _ahead(group: list[Stage] | None) -> Ahead | None:
+    """An Ahead when `group` is a global stage (whose index the tasks before it can compute)."""
+    if group is None or not isinstance(group[0].operator, GlobalOperator):
+        return None
+    return Ahead(group[0], stage_fingerprint(group[0]))
 
 
 def stage_groups(stages: list[Stage]) -> list[list[Stage]]:
@@ -258,18 +289,21 @@ def stage_fingerprint(stage: Stage) -> str:
     return fingerprint if stage.languages is None else derive(fingerprint, *stage.languages)
 
 
-def run_fused(group: list[Stage], outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None) -> None:
+def run_fused(group: list[Stage], outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None,
+              ahead: Ahead | None = None) -> None:
     """Run consecutive row-local stages as one task per shard, in place; each stage keeps its own books
-    (rows in, out, dropped by reason, rows per language, its summary) and rejects, as if it had run alone."""
+    (rows in, out, dropped by reason, rows per language, its summary) and rejects, as if it had run alone.
+    `ahead`: the global stage after the group, whose index the tasks compute too."""
     fingerprints = [stage_fingerprint(s) for s in group]  # once per stage, not per shard (each hashes modules)
     keys = [derive(k, *fingerprints) for k in outcome.keys]
-    results = map_cached(map_fn, split_fused, outcome.jobs(keys), "+".join(s.name for s in group), cache, stages=group)
+    results = map_cached(map_fn, split_fused, outcome.jobs(keys), "+".join(s.name for s in group), cache,
+                         ahead=ahead, stages=group)
     level = sum(p.rows for p in outcome.parts)
     reasons: Counter = Counter()
     for result, _ in results:
         reasons.update(result.reasons)
     sides = pl.concat([r.side for r, _ in results if r.side is not None], how="vertical_relaxed")
-    _tally(outcome, results)
+    _tally(outcome, results, ahead, keys)
     outcome.parts = [result.kept for result, _ in results]
     rejected = [result.rejected for result, _ in results if result.rejected.rows]
     outcome.rejected += rejected
@@ -340,24 +374,25 @@ def _not_in_languages(count: Any, stage: Stage) -> None:
 
 
 def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: ShardCache | None = None,
-              llm: LLM | None = None) -> None:
-    """Run one stage over every shard of `outcome`, in place, and record its counts."""
+              llm: LLM | None = None, ahead: Ahead | None = None) -> None:
+    """Run one stage over every shard of `outcome`, in place, and record its counts. `ahead`: the global
+    stage after this one, whose index the row or apply tasks compute too."""
     op, fingerprint = stage.operator, stage_fingerprint(stage)
     added = consumed = 0
     decided: dict[str, Any] = {}  # a global stage's Decision.stats
     names = outcome.names
     if isinstance(op, RowOperator):
         keys = [derive(k, fingerprint) for k in outcome.keys]
-        results = map_cached(map_fn, split_rows, outcome.jobs(keys), stage.name, cache, stage=stage)
+        results = map_cached(map_fn, split_rows, outcome.jobs(keys), stage.name, cache, ahead=ahead, stage=stage)
     elif isinstance(op, GlobalOperator):
-        index_keys = [derive(k, fingerprint, "index") for k in outcome.keys]
+        index_keys = [index_key(k, fingerprint) for k in outcome.keys]
         indexed = map_cached(map_fn, index_rows, outcome.jobs(index_keys), f"{stage.name}.index", cache, stage=stage)
-        _tally(outcome, indexed)
+        _tally(outcome, [(r, hit and key not in outcome.indexed) for (r, hit), key in zip(indexed, index_keys)])
         decision_key = derive(fingerprint, *outcome.keys)
         decision = decide([as_part(r) for r, _ in indexed], stage, map_fn, cache, decision_key, outcome)
         keys = [derive(k, decision_key) for k in outcome.keys]
-        results = map_cached(map_fn, apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, stage=stage,
-                         decision=decision._replace(tables={}))  # tables go to the release, not to every task
+        results = map_cached(map_fn, apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, ahead=ahead,
+                             stage=stage, decision=decision._replace(tables={}))  # tables go to the release only
         outcome.tables.update({f"{stage.name}.{name}": table for name, table in decision.tables.items()})
         added, decided = copies_added(decision), decision.stats
     elif isinstance(op, Generator):
@@ -376,7 +411,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     count.rows_in = sum(p.rows for p in outcome.parts)
     for result, _ in results:
         count.add(0, result.kept.rows, result.reasons)
-    _tally(outcome, results)
+    _tally(outcome, results, ahead if not isinstance(op, Generator) else None, keys)
     outcome.parts = [result.kept for result, _ in results]
     rejected = [result.rejected for result, _ in results if result.rejected.rows]
     outcome.rejected += rejected
@@ -427,10 +462,15 @@ def _empty_rejects() -> pl.DataFrame:
     return pl.DataFrame(schema={"id": pl.String, REASON: pl.String, DETAIL: pl.String})
 
 
-def _tally(outcome: Outcome, results: list[tuple[Any, bool]]) -> None:
+def _tally(outcome: Outcome, results: list[tuple[Any, bool]], ahead: Ahead | None = None,
+           keys: list[str] = ()) -> None:
+    """Count results reused from the cache and computed; with `ahead`, note the index entries the computed
+    ones cached (an index step that finds them reuses nothing from an earlier run)."""
     reused = sum(hit for _, hit in results)
     outcome.reused += reused
     outcome.computed += len(results) - reused
+    if ahead is not None:
+        outcome.indexed |= {index_key(key, ahead.fingerprint) for key, (_, hit) in zip(keys, results) if not hit}
 
 
 def split_rows(batch: pl.DataFrame, stage: Stage) -> Split:

@@ -3,6 +3,9 @@ stage's books and rejects exactly as when each stage runs alone."""
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import polars as pl
 
 from conftest import GSM8K
@@ -55,3 +58,69 @@ def test_fused_stages_keep_each_stages_books_and_rejects(tmp_path):
     assert by_id(fused.rejected).equals(by_id(alone.rejected))
     again = run_stages(pipeline.sources, pipeline.stages, 300, cache=cache)
     assert again.computed == 0 and books(again) == books(fused)
+
+
+UDHR = GSM8K.parents[2] / "langid" / "udhr" / "udhr.jsonl"
+
+
+def test_a_global_stages_index_is_cached_by_the_tasks_before_it(tmp_path, monkeypatch):
+    """The fused row stages before a global stage, and a global stage's apply before another, also index their
+    kept rows for it: no index task runs, and the cache ends up holding the very entries (keys and frames) of a
+    run that indexes in tasks of its own, with the same books. A task killed after caching its rows but
+    before their index costs a re-run that one shard's index task, nothing else."""
+    from pipelines import engine
+    from pipelines.engine import map_local
+
+    rows = [{"text": line} for record in map(json.loads, UDHR.read_text().splitlines())
+            if record["lang"] in ("en", "zh", "ru", "ar", "hi") for line in record["text"].splitlines()]
+    rows += [{"text": json.loads(line)["question"]} for line in GSM8K.read_text().splitlines()[:800]]
+    rows += rows[::9]  # exact copies, beside the Chinese versions' shared lines
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"dataset: f\ninputs: [{{path: {data}}}]\nshard_rows: 300\nstages:\n"
+                   "  - {op: normalize}\n  - {op: length_filter, min_words: 3}\n"
+                   "  - {op: exact_dedup}\n  - {op: minhash_dedup}\n")
+    pipeline = config.load(cfg)
+    labels: list[str] = []
+
+    def recording(fn, jobs, label, cache=None, inline=False, **kwargs):
+        labels.extend(label for _ in jobs)
+        return map_local(fn, jobs, label, cache, inline, **kwargs)
+
+    def run(folder: str):
+        return run_stages(pipeline.sources, pipeline.stages, 300, recording, ShardCache(tmp_path / folder))
+
+    ahead = run("ahead")
+    assert labels and not [label for label in labels if label.endswith(".index")]
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "_ahead", lambda group: None)
+        labels.clear()
+        apart = run("apart")
+    shards = len(apart.parts)
+    assert shards >= 6 and labels.count("exact_dedup.index") == labels.count("minhash_dedup.index") == shards
+    assert entries(tmp_path / "ahead") == entries(tmp_path / "apart")
+    assert books(ahead) == books(apart) and (ahead.computed, ahead.reused) == (apart.computed, 0)
+    assert all(s["dropped"] for s in books(ahead)[2:])  # both dedups found duplicates
+    assert pl.concat(ahead.shards).equals(pl.concat(apart.shards))
+
+    exact_index = [name for name, frames in entries(tmp_path / "ahead").items() if frames[0].columns == ["id", "key"]]
+    assert len(exact_index) == shards
+    for name in exact_index[:2]:  # as if their tasks had died between the rows' entry and the index's
+        shutil.rmtree(tmp_path / "ahead" / name)
+    labels.clear()
+    again = run("ahead")
+    assert labels == ["exact_dedup.index"] * 2
+    assert again.computed == 2 and books(again) == books(ahead)
+    assert entries(tmp_path / "ahead") == entries(tmp_path / "apart")
+
+
+def entries(folder) -> dict[str, list[pl.DataFrame]]:
+    """A shard cache's entries: name -> frames (comparable with ==)."""
+    return {entry.name: Frames(pl.read_parquet(f) for f in sorted(entry.glob("*.parquet")))
+            for entry in sorted(folder.iterdir()) if not entry.name.startswith(".")}
+
+
+class Frames(list):
+    def __eq__(self, other: object) -> bool:
+        return len(self) == len(other) and all(a.equals(b) for a, b in zip(self, other))
