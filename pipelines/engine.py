@@ -398,6 +398,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     elif isinstance(op, Generator):
         if llm is None:
             raise SluiceError(f"stage {stage.name!r}: the generator {op.name!r} needs an LLM endpoint")
+        ahead = None  # its rows are made in this process, not in tasks of the shards: the index step reads them
         jobs = generator_jobs(stage, fingerprint, outcome, llm)
         keys, names = [j.key for j in jobs], [j.name for j in jobs]
         results = map_cached(map_fn, generate_rows, jobs, stage.name, cache, inline=True, stage=stage, llm=llm)
@@ -411,7 +412,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     count.rows_in = sum(p.rows for p in outcome.parts)
     for result, _ in results:
         count.add(0, result.kept.rows, result.reasons)
-    _tally(outcome, results, ahead if not isinstance(op, Generator) else None, keys)
+    _tally(outcome, results, ahead, keys)
     outcome.parts = [result.kept for result, _ in results]
     rejected = [result.rejected for result, _ in results if result.rejected.rows]
     outcome.rejected += rejected
