@@ -119,10 +119,13 @@ def task_key(task: ReadTask, shard_rows: int) -> str:
 
 
 def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tuple[list[ShardRead], bool]:
-    """The shards of one read task (whose result the cache does not hold: `read_inputs` looked), and False
-    (not from the cache). With a cache, each shard goes to disk as soon as it is read, and the task's shards
-    are kept as one cache entry, with the rows of its files in its books (so no file is read to count them)."""
+    """The shards of one read task, and whether they came from the cache (`read_inputs` found no entry, but
+    a task run again after its worker died may: the dead worker's). With a cache, each shard goes to disk as
+    soon as it is read, and the task's shards are kept as one cache entry, with the rows of its files in its
+    books (so no file is read to count them)."""
     key = task_key(task, shard_rows)
+    if store is not None and (files := store.files(key)) is not None:
+        return _cached(files, key), True
     if store is None:
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
                   for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version))]
