@@ -116,8 +116,9 @@ def _folder_bytes(folder: Path) -> int:
 
 
 class Meter:
-    """Phases of one run, each with its CPU, wall, bytes and peak memory; nested phases give their peak to
-    the enclosing one."""
+    """Phases of one run, each with its CPU, wall, bytes and peak memory. A phase's own peak (`own_peak`) is
+    its high-water mark outside its nested phases: the mark is read before a nested phase resets it and reset
+    again when that one ends; its `peak_rss` is the larger of its own and its nested phases' peaks."""
 
     def __init__(self, watched: list[Path]) -> None:
         self.watched = watched  # folders whose growth is a phase's bytes written (cache, release)
@@ -126,7 +127,9 @@ class Meter:
 
     @contextmanager
     def phase(self, name: str, kind: str, read_bytes: int = 0) -> Iterator[None]:
-        record = {"phase": name, "kind": kind, "depth": len(self.stack), "read_bytes": read_bytes}
+        record = {"phase": name, "kind": kind, "depth": len(self.stack), "read_bytes": read_bytes, "own_peak": 0}
+        if self.stack:  # the enclosing phase's own peak so far, before this one resets the mark
+            self.stack[-1]["own_peak"] = max(self.stack[-1]["own_peak"], _status("VmHWM"))
         self.stack.append(record)
         written = sum(_folder_bytes(f) for f in self.watched)
         start_rss = _status("VmRSS")
@@ -135,12 +138,14 @@ class Meter:
         try:
             yield
         finally:
-            record.update(cpu_s=time.process_time() - cpu, wall_s=time.perf_counter() - wall,
-                          peak_rss=max(_status("VmHWM"), record.get("peak_rss", 0)), start_rss=start_rss,
+            own_peak = max(record["own_peak"], _status("VmHWM"))
+            record.update(cpu_s=time.process_time() - cpu, wall_s=time.perf_counter() - wall, own_peak=own_peak,
+                          peak_rss=max(own_peak, record.get("peak_rss", 0)), start_rss=start_rss,
                           written_bytes=sum(_folder_bytes(f) for f in self.watched) - written)
             self.stack.pop()
             if self.stack:
                 self.stack[-1]["peak_rss"] = max(self.stack[-1].get("peak_rss", 0), record["peak_rss"])
+                _reset_peak()  # the enclosing phase's own peak starts again
             self.phases.append(record)
 
 
@@ -213,8 +218,7 @@ def _self_costs(phases: list[dict[str, Any]]) -> list[dict[str, Any]]:
         own = dict(phase)
         for metric in ("cpu_s", "wall_s", "written_bytes"):
             own[metric] = phase[metric] - sum(c[metric] for c in children)
-        if children:
-            own["peak_rss"] = phase["start_rss"]  # its own peak is unknown beside the children's: not counted
+        own["peak_rss"] = phase["own_peak"]  # outside its nested phases (their peaks are theirs)
         out.append(own)
     return out
 
