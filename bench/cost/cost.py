@@ -281,6 +281,8 @@ def project(model: dict, rows: float, workers: int, cores: int = 2) -> dict[str,
 
 
 def report(results: Path, fit_rows: list[int], check: int | None) -> None:
+    import numpy as np
+
     runs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
     by_rows = {r["target_rows"]: r for r in runs}
     model = fit([by_rows[n] for n in fit_rows])
@@ -307,6 +309,11 @@ def report(results: Path, fit_rows: list[int], check: int | None) -> None:
         tw, tg = totals(want), totals(got)
         for m in ("cpu_s", "read_bytes", "written_bytes", "peak_rss"):
             print(f"total {m}: predicted {tw[m]:.4g}, measured {tg[m]:.4g}, error {100 * (tw[m] - tg[m]) / tg[m]:+.1f}%")
+        fitted = [by_rows[n] for n in fit_rows]  # the process's peak, fitted on its own
+        b, a = np.polyfit([r["rows"] for r in fitted], [r["total"]["peak_rss"] for r in fitted], 1)
+        peak, measured = a + b * by_rows[check]["rows"], by_rows[check]["total"]["peak_rss"]
+        print(f"process peak RSS: predicted {peak / 2**30:.2f} GiB, measured {measured / 2**30:.2f} GiB, "
+              f"error {100 * (peak - measured) / measured:+.1f}%")
         print(f"measured run total: {by_rows[check]['total']}")
     print("\n| rows | workers | wall (h) | driver CPU s | task CPU s | driver peak GiB | worker peak GiB | object store TB moved |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
