@@ -41,9 +41,15 @@ class Part:
     rows: int
     frame: pl.DataFrame | None = None
     path: Location | None = None  # a local path or a URL (a shard cache on an object store)
+    schema: pl.Schema | None = None  # the file's columns, when the task that wrote it said (see `columns`)
 
     def load(self) -> pl.DataFrame:
         return self.frame if self.frame is not None else storage.read_parquet(self.path)
+
+    @property
+    def columns(self) -> pl.Schema | None:
+        """The part's columns if known without reading its file."""
+        return self.frame.schema if self.frame is not None else self.schema
 
 
 @dataclass(frozen=True)
@@ -125,10 +131,11 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     split = isinstance(result, Split | Produced)
     files = cache.put(job.key, tuple(result)[:3] if split else (result,))
     if not split:
-        return Part(len(result), path=files[0]), False
+        return Part(len(result), path=files[0], schema=result.schema), False
     if ahead is not None:  # after the rows' own entry: a task killed between the two leaves a resumable state
         cache.put(index_key(job.key, ahead.fingerprint), (index_rows(result.kept, ahead.stage),))
-    return ShardResult(Part(len(result.kept), path=files[0]), Part(len(result.rejected), path=files[1]),
+    return ShardResult(Part(len(result.kept), path=files[0], schema=result.kept.schema),
+                       Part(len(result.rejected), path=files[1], schema=result.rejected.schema),
                        _reason_counts(result.rejected), getattr(result, "side", None)), False
 
 
@@ -421,7 +428,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         count.stats = op.stats(scan(outcome.parts), _own_reasons(scan(rejected), stage))
     if decided:
         count.stats = {**count.stats, **decided}
-    count.languages = rows_by_language(scan(outcome.parts), scan(rejected))
+    count.languages = rows_by_language(scan(outcome.parts), scan(rejected)) if LANG in columns(outcome.parts) else {}
     _not_in_languages(count, stage)
 
 
@@ -559,6 +566,14 @@ def concat_frames(frames: list[pl.DataFrame]) -> pl.DataFrame:
     """One table from shards whose columns may differ (inputs with different extra fields)."""
     frames = [f for f in frames if f.width]
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame(schema={"id": pl.String})
+
+
+def columns(parts: list[Part]) -> pl.Schema:
+    """`scan(parts).collect_schema()`, from the columns the tasks that wrote the parts gave where they did: a
+    footer read per part saved (on an object store, a request each) for the books and the release."""
+    if not parts or any(p.columns is None for p in parts):
+        return scan(parts).collect_schema()
+    return pl.concat([pl.LazyFrame(schema=p.columns) for p in parts], how="diagonal_relaxed").collect_schema()
 
 
 def scan(parts: list[Part]) -> pl.LazyFrame:

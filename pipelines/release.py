@@ -47,7 +47,7 @@ from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
 from pipelines.card import dataset_card
 from pipelines.report import render_report
-from pipelines.engine import Job, MapFn, Outcome, Part, map_local, scan
+from pipelines.engine import Job, MapFn, Outcome, Part, columns, map_local
 from pipelines.storage import Location
 
 DEFAULT_ROOT = Path("data/releases")
@@ -311,7 +311,7 @@ def _arrow(frame: pl.DataFrame):
 def unified_schema(parts: list[Part]) -> pl.Schema:
     """The columns of all parts together, each with a type that holds every part's values."""
     try:
-        return scan(parts).collect_schema()
+        return columns(parts)
     except pl.exceptions.PolarsError as err:
         raise ReleaseError(f"the shards' columns cannot be combined into one table: {str(err).splitlines()[0]}; "
                            "map or drop the column whose type differs between inputs (`fields:`)") from None

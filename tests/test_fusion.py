@@ -7,6 +7,7 @@ import json
 import shutil
 
 import polars as pl
+import pytest
 
 from conftest import GSM8K
 from operators.dedup import ExactDedup
@@ -71,17 +72,8 @@ def test_a_global_stages_index_is_cached_by_the_tasks_before_it(tmp_path, monkey
     from pipelines import engine
     from pipelines.engine import map_local
 
-    rows = [{"text": line} for record in map(json.loads, UDHR.read_text().splitlines())
-            if record["lang"] in ("en", "zh", "ru", "ar", "hi") for line in record["text"].splitlines()]
-    rows += [{"text": json.loads(line)["question"]} for line in GSM8K.read_text().splitlines()[:800]]
-    rows += rows[::9]  # exact copies, beside the Chinese versions' shared lines
-    data = tmp_path / "rows.jsonl"
-    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"dataset: f\ninputs: [{{path: {data}}}]\nshard_rows: 300\nstages:\n"
-                   "  - {op: normalize}\n  - {op: length_filter, min_words: 3}\n"
-                   "  - {op: exact_dedup}\n  - {op: minhash_dedup}\n")
-    pipeline = config.load(cfg)
+    pipeline = udhr_pipeline(tmp_path, "  - {op: normalize}\n  - {op: length_filter, min_words: 3}\n"
+                                       "  - {op: exact_dedup}\n  - {op: minhash_dedup}\n")
     labels: list[str] = []
 
     def recording(fn, jobs, label, cache=None, inline=False, **kwargs):
@@ -113,6 +105,41 @@ def test_a_global_stages_index_is_cached_by_the_tasks_before_it(tmp_path, monkey
     assert labels == ["exact_dedup.index"] * 2
     assert again.computed == 2 and books(again) == books(ahead)
     assert entries(tmp_path / "ahead") == entries(tmp_path / "apart")
+
+
+def test_results_of_tasks_carry_their_columns_so_the_books_and_release_read_no_footers(tmp_path, monkeypatch):
+    """A part a task wrote carries the columns it wrote (its file's footer says the same), so the release's
+    unified schema and the books' language check need no read of every part's footer (on an object store a
+    request each); parts found in the cache (a resume) are asked their footers, with the same answer."""
+    from pipelines import engine, release, storage
+
+    pipeline = udhr_pipeline(tmp_path, "  - {op: normalize}\n  - {op: langid, languages: null}\n  - {op: exact_dedup}\n")
+    cache = ShardCache(tmp_path / "cache")
+    fresh = run_stages(pipeline.sources, pipeline.stages, 300, cache=cache)
+    parts = fresh.parts + fresh.rejected
+    assert len(fresh.parts) >= 6 and all(p.schema == storage.parquet_schema(p.path) for p in parts)
+    resumed = run_stages(pipeline.sources, pipeline.stages, 300, cache=cache)
+    assert resumed.computed == 0 and not any(p.schema for p in resumed.parts)
+    schemas = [release.unified_schema(resumed.parts), release.unified_schema(resumed.rejected)]
+    assert "lang" in schemas[0] and schemas[0] != schemas[1]
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "scan", lambda parts: pytest.fail("a footer read"))
+        assert [release.unified_schema(fresh.parts), release.unified_schema(fresh.rejected)] == schemas
+    assert books(fresh) == books(resumed) and fresh.ledger.stages[-1].languages.keys() >= {"en", "zh", "ru"}
+
+
+def udhr_pipeline(tmp_path, stages: str):
+    """A pipeline over UDHR lines in English, Chinese (six versions, which share lines), Russian, Arabic and
+    Hindi, GSM8K questions, and every ninth row again."""
+    rows = [{"text": line} for record in map(json.loads, UDHR.read_text().splitlines())
+            if record["lang"] in ("en", "zh", "ru", "ar", "hi") for line in record["text"].splitlines()]
+    rows += [{"text": json.loads(line)["question"]} for line in GSM8K.read_text().splitlines()[:800]]
+    rows += rows[::9]  # exact copies, beside the Chinese versions' shared lines
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"dataset: f\ninputs: [{{path: {data}}}]\nshard_rows: 300\nstages:\n{stages}")
+    return config.load(cfg)
 
 
 def entries(folder) -> dict[str, list[pl.DataFrame]]:
