@@ -47,10 +47,6 @@ _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 WRITABLE = ("s3", "gs", "gcs", "az", "abfs", "abfss", "memory")
 READABLE = WRITABLE + ("hf", "http", "https")
 RETRIES = {"mode": "standard", "total_max_attempts": 10}  # botocore's standard mode: 5xx, SlowDown, throttles, resets
-# botocore computes a CRC32 of every body it sends and checks one on every body it gets when the server has
-# it (since 1.36): CPU per byte that TLS (and SigV4's payload hash over plain HTTP) and the Content-Length
-# checks already pay for; a body cut short is still an error and retried. AWS_<NAME>=when_supported restores it.
-CHECKSUMS = ("REQUEST_CHECKSUM_CALCULATION", "RESPONSE_CHECKSUM_VALIDATION")
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|CREDENTIAL|SAS|ACCOUNT_KEY|API_KEY|PRIVATE", re.I)
 
 
@@ -148,8 +144,7 @@ def _filesystem(scheme: str, env: tuple, pid: int) -> Any:
         retries = dict(RETRIES)
         retries["mode"] = settings.get("AWS_RETRY_MODE", retries["mode"])
         retries["total_max_attempts"] = int(settings.get("AWS_MAX_ATTEMPTS", retries["total_max_attempts"]))
-        options["config_kwargs"] = {"retries": retries, "connect_timeout": 10, "read_timeout": 60} | {
-            key.lower(): settings.get(f"AWS_{key}", "when_required") for key in CHECKSUMS}
+        options["config_kwargs"] = {"retries": retries, "connect_timeout": 10, "read_timeout": 60}
     try:
         return fsspec.filesystem(scheme, **options)
     except ImportError as err:
@@ -444,7 +439,7 @@ def _polars_s3() -> dict[str, Any]:
     """Polars' own S3 client options: the endpoint as for s3fs; credentials it finds as botocore does (the
     environment, the provider's files), never passed through Sluice."""
     endpoint = _endpoint(dict(os.environ))
-    return {"aws_endpoint_url": endpoint, "aws_allow_http": "true"} if endpoint else {}
+    return {"aws_endpoint_url": endpoint, "allow_http": "true"} if endpoint else {}
 
 
 RANGES_PAY = 4 << 20  # bytes a scan must skip for ranged reads (2 more requests than one GET) to pay, on

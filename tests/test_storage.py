@@ -10,6 +10,7 @@ import pytest
 from pipelines import storage
 from pipelines.storage import StorageError
 from conftest import DCLM
+from s3server import FAKE_KEYS
 
 
 def test_location_parses_paths_and_urls_and_refuses_credentials_in_urls():
@@ -113,6 +114,30 @@ def test_a_narrow_scan_on_s3_reads_its_columns_only_when_that_pays_and_survives_
     assert storage.parquet_rows(url) == storage.parquet_rows(local) == rows.height > 0
 
 
+def test_a_narrow_scan_signs_with_keys_from_the_provider_files_too(s3, tmp_path, monkeypatch):
+    """Polars' client finds credentials as botocore does: keys only in ~/.aws/credentials (here a file named by
+    AWS_SHARED_CREDENTIALS_FILE) still give a ranged read, not a silent fall back to a whole-object GET (an
+    option Polars did not know, `aws_allow_http`, turned its credential provider off)."""
+    import polars as pl
+
+    rows = pl.read_ndjson(DCLM).select("text", "label")
+    local, url = tmp_path / "rows.parquet", s3.url("files", "rows.parquet")
+    rows.write_parquet(local)
+    storage.upload(local, url)
+    keys = tmp_path / "credentials"
+    keys.write_text(f"[default]\naws_access_key_id = {FAKE_KEYS['AWS_ACCESS_KEY_ID']}\n"
+                    f"aws_secret_access_key = {FAKE_KEYS['AWS_SECRET_ACCESS_KEY']}\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(keys))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setattr(storage, "RANGES_PAY", 0)
+    whole, read = [], storage.read_bytes
+    monkeypatch.setattr(storage, "read_bytes", lambda loc: whole.append(loc) or read(loc))
+    assert storage.scan_parquet(url).select("label").collect().equals(rows.select("label"))
+    assert whole == []
+
+
 def test_a_missing_object_is_a_clear_error_without_secrets(s3):
     with pytest.raises(StorageError, match=r"s3://.*/nothing/here: not found") as caught:
         storage.read_bytes(s3.url("nothing", "here"))
@@ -205,16 +230,3 @@ def test_threads_asking_for_the_same_copy_share_one_download(s3, tmp_path, monke
         copies = list(pool.map(lambda _: storage.local_copy(url), range(4)))
     assert len(set(copies)) == 1 and copies[0].read_bytes() == data
     assert len(calls) == 1
-
-
-def test_botocore_checksums_only_when_required_unless_the_environment_asks(s3, monkeypatch):
-    """No CRC32 of every body by default (the Content-Length checks and TLS cover truncation and corruption:
-    test_transient_faults_are_retried cuts bodies); AWS_REQUEST_CHECKSUM_CALCULATION set by the user wins."""
-    def config() -> object:
-        fs, _ = storage.filesystem(s3.url("x"))
-        fs.connect()  # builds the client
-        return fs.s3.meta.config
-
-    assert (config().request_checksum_calculation, config().response_checksum_validation) == ("when_required",) * 2
-    monkeypatch.setenv("AWS_REQUEST_CHECKSUM_CALCULATION", "when_supported")
-    assert config().request_checksum_calculation == "when_supported"
