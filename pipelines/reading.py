@@ -43,7 +43,7 @@ class ReadTask:
     span: Span
     sha256: str
     rows: int  # input rows it covers, as far as planning knows (progress)
-    version: str | None = None  # of an input at a URL: the object's version planned on (a worker reads no other)
+    version: str | None = None  # the input's version planned on (size + ETag, or mtime): a worker reads no other
 
     def load(self) -> ReadTask:  # map_fn hands `job.part.load()` to the task
         return self

@@ -367,15 +367,23 @@ _fetching: dict[Path, threading.Lock] = {}  # one download per copy, whichever t
 _fetching_guard = threading.Lock()
 
 
-def object_version(loc: Location) -> str | None:
-    """The object's version as its metadata says (one HEAD): its size and ETag (or modification time);
-    None for a local path."""
-    if not is_remote(loc):
-        return None
-    fs, path = filesystem(loc)
+# what a filesystem's `info` calls an object's version, most precise first: S3's ETag, Azure's etag, GCS's
+# generation, the Hub's blob id, else a modification or creation time
+VERSION_FIELDS = ("ETag", "etag", "generation", "blob_id", "LastModified", "last_modified", "updated", "mtime",
+                  "created")
+
+
+def object_version(loc: Location) -> str:
+    """The object's version as the server says now (one HEAD, never an earlier listing's answer): its size
+    and the first of VERSION_FIELDS it has; of a local file, its size and modification time."""
     with _errors(loc, "look it up"):
+        if not is_remote(loc):
+            stat = Path(loc).stat()
+            return f"{stat.st_size} {stat.st_mtime_ns}"
+        fs, path = filesystem(loc)
+        fs.invalidate_cache(path)  # a folder or glob input was listed at the config's load: that listing is old
         info = fs.info(path)
-    return f"{info.get('size')} {info.get('ETag') or info.get('LastModified') or info.get('mtime')}"
+    return f"{info.get('size')} {next((info[k] for k in VERSION_FIELDS if info.get(k)), None)}"
 
 
 def local_copy(loc: Location, expected: str | None = None) -> Path:
@@ -385,6 +393,8 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
     version a run planned its reads on), an object that has changed since is a StorageError naming it.
     Safe from threads: span tasks of one input on a multi-threaded worker wait for one download."""
     if not is_remote(loc):
+        if expected is not None:
+            _unchanged(loc, expected, object_version(loc))
         return Path(loc)
     if not _fetched:
         _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))

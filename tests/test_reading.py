@@ -218,3 +218,26 @@ def test_a_gzipped_input_is_gzip_to_the_planner_the_reader_and_the_config_check_
     assert rows_of(read_inputs([src], 300)).equals(rows_of(read_inputs([Source(GSM8K, "jsonl", {"text": "question"})], 300)))
     assert checks._file_columns(src) == {"question", "answer"}
     assert readers.detect_format(path) == "jsonl"
+
+
+def test_a_listed_input_overwritten_is_seen_by_its_version_and_a_local_one_too(s3, tmp_path):
+    """The version a read is planned on is the server's answer now, not a listing made earlier (a folder or
+    glob input is listed when the config loads; s3fs answers later look-ups from that listing): else the
+    driver plans new bytes under the old version and workers fail, or a change goes unseen. A local input
+    rewritten after planning stops the read as a URL's does."""
+    url = s3.url("listed", "part-0.jsonl")
+    storage.write_bytes(url, b'{"text": "first"}\n')
+    assert storage.glob(s3.url("listed", "*.jsonl")) == [url]  # the listing, as a glob input's load makes it
+    before = storage.object_version(url)
+    fs, path = storage.filesystem(url)
+    another_writer = type(fs)(skip_instance_cache=True, **fs.storage_options)  # not this process's client
+    another_writer.pipe_file(path, b'{"text": "second, longer"}\n')
+    assert storage.object_version(url) != before
+
+    local = tmp_path / "rows.jsonl"
+    local.write_text('{"text": "first"}\n{"text": "second"}\n')
+    src = Source(local, "jsonl", {"text": "text"})
+    tasks, _ = plan(src, 1)
+    local.write_text('{"text": "another first"}\n{"text": "second"}\n')
+    with pytest.raises(SluiceError, match=f"^{local}: the object changed while the run was reading it"):
+        read_task(tasks[1], None, 1)
