@@ -145,14 +145,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         data = make_input(folder, args.rows)
-        for run in args.runs.split(","):
+        for i, run in enumerate(args.runs.split(",")):  # a run named twice runs twice, each from an empty cache
             load = os.getloadavg()[0]
             result: dict = {"run": run, "rows": args.rows, "load": round(load, 1)}
             if run in ("local", "plain"):
-                config = write_config(folder / f"{run}.yaml", str(data), str(folder / "releases"), stages)
+                config = write_config(folder / f"{run}-{i}.yaml", str(data), str(folder / f"releases-{i}"), stages)
                 result |= sluice(config, ["--no-prefect"] if run == "plain" else [], {})
             elif run == "dask-local":
-                config = write_config(folder / f"{run}.yaml", str(data), str(folder / "releases"), stages)
+                config = write_config(folder / f"{run}-{i}.yaml", str(data), str(folder / f"releases-{i}"), stages)
                 with Cluster(workers=2) as cluster:
                     result |= sluice(config, ["--runner", "dask", "--dask-address", cluster.address], {})
                     result["cluster_cpu_s"] = round(_cpu(cluster.pids()), 1)
@@ -160,7 +160,7 @@ def main() -> None:
                 with S3Process(args.every if run.endswith("faults") else 0) as s3:
                     url = f"s3://sluice/{run}"
                     upload(s3.env, data, f"{url}/input.parquet")
-                    config = write_config(folder / f"{run}.yaml", f"{url}/input.parquet", f"{url}/releases", stages)
+                    config = write_config(folder / f"{run}-{i}.yaml", f"{url}/input.parquet", f"{url}/releases", stages)
                     with Cluster(workers=2, env=s3.env) as cluster:
                         result |= sluice(config, ["--runner", "dask", "--dask-address", cluster.address], s3.env)
                         result["cluster_cpu_s"] = round(_cpu(cluster.pids()), 1)
