@@ -171,7 +171,7 @@ class ApiServer:
                                   f"{self.log}. Run with --no-prefect, or set PREFECT_API_URL to a running server")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=10) as answer:
-                    if answer.status == 200:
+                    if answer.status == 200 and self.alive():  # not another server that took the port first
                         return
             except OSError:  # not listening yet
                 pass
@@ -208,6 +208,9 @@ def start_api_server(log: Path) -> ApiServer | None:
     global _server
     if _server is not None and _server.alive():
         return _server
+    if _server is not None and os.environ.get("PREFECT_API_URL") == _server.url:  # ours, died since (killed, OOM)
+        del os.environ["PREFECT_API_URL"]
+        _refresh_prefect_settings()
     if os.environ.get("PREFECT_API_URL") or ("prefect" in sys.modules and _configured_api_url()):
         return None
     _server = ApiServer(log)
@@ -268,8 +271,10 @@ def _dies_with(parent: int) -> Callable[[], None] | None:
     if sys.platform != "linux":
         return None
 
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: no dlopen in a child forked from threads
+
     def set_death_signal() -> None:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the parent died before the request took effect
             os.kill(os.getpid(), signal.SIGTERM)
 

@@ -15,10 +15,13 @@ from pipelines import flow
 
 @pytest.fixture
 def no_api_url(monkeypatch):
-    """No Prefect server configured, Prefect loaded (as in a run, once it waits for the server)."""
+    """No Prefect server configured, Prefect loaded (as in a run, once it waits for the server), and no server of
+    this process yet: the session's (an earlier in-process `sluice run`'s) is set aside, not reused nor stopped,
+    and pointed at again afterwards."""
     for key, value in flow.PREFECT_DEFAULTS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setattr(flow, "_server", None)
     import prefect  # noqa: F401  (loaded before the test changes its environment)
 
     flow._refresh_prefect_settings()
@@ -26,7 +29,8 @@ def no_api_url(monkeypatch):
     yield
     if flow._server is not None:
         flow._server.stop()
-    flow._server = None
+    monkeypatch.undo()  # the environment as before, then Prefect's settings from it
+    flow._refresh_prefect_settings()
 
 
 def test_the_run_starts_a_server_and_points_prefect_at_it_until_it_stops(no_api_url, tmp_path):
@@ -66,3 +70,18 @@ def test_a_server_that_cannot_start_is_one_clear_error(no_api_url, tmp_path, mon
     assert str(log) in str(err.value) and "--no-prefect" in str(err.value)
     assert "request_timeout" in log.read_text()  # what went wrong is in the run's Prefect log
     assert "PREFECT_API_URL" not in os.environ
+
+
+def test_a_dead_server_of_ours_is_replaced_not_pointed_at(no_api_url, tmp_path):
+    """Our server killed between two runs of one process (the OOM killer, a stray kill): the next run starts
+    another instead of taking the dead one's PREFECT_API_URL for a user's server (Prefect would retry it for
+    a minute and a half)."""
+    first = flow.start_api_server(tmp_path / "prefect.log")
+    flow.use_api_server(first)
+    first.process.kill()
+    first.process.wait()
+    second = flow.start_api_server(tmp_path / "prefect.log")
+    assert second is not None and second is not first and second.alive()
+    assert "PREFECT_API_URL" not in os.environ and not flow._configured_api_url()
+    flow.use_api_server(second)
+    assert os.environ["PREFECT_API_URL"] == second.url
