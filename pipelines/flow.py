@@ -12,7 +12,6 @@ import atexit
 import ctypes
 import importlib.util
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -130,8 +129,7 @@ class ApiServer:
 
     def __init__(self, log: Path) -> None:
         self.log = log
-        self.port = _free_port()
-        self.process = self._spawn()
+        self.process, self.port = self._spawn()
         atexit.register(self.stop)
         interrupts.on_hard_exit(self.terminate)
 
@@ -139,7 +137,9 @@ class ApiServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
-    def _spawn(self) -> subprocess.Popen:
+    def _spawn(self) -> tuple[subprocess.Popen, int]:
+        """The server's process and port: a socket bound here and handed to uvicorn (`--fd`), so no other
+        process can take the port while the server imports Prefect (8-30 s)."""
         prefect = importlib.util.find_spec("prefect")
         assert prefect is not None and prefect.submodule_search_locations, "Prefect is not installed"
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
@@ -147,12 +147,16 @@ class ApiServer:
             from prefect.settings import get_current_settings
 
             env |= get_current_settings().to_environment_variables(exclude_unset=True)
-        with open(self.log, "ab") as errors:  # the server holds its own copy of the descriptor
-            return subprocess.Popen(
+        # the server holds its own copies of the log's and the socket's descriptors
+        with open(self.log, "ab") as errors, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            process = subprocess.Popen(
                 [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.submodule_search_locations[0]).parent),
-                 "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(self.port),
+                 "--factory", "prefect.server.api.server:create_app", "--fd", str(sock.fileno()),
                  "--log-level", "error", "--lifespan", "on"],
-                env=env, stderr=errors, start_new_session=True, preexec_fn=_dies_with(os.getpid()))
+                env=env, stderr=errors, pass_fds=(sock.fileno(),), start_new_session=True,
+                preexec_fn=_dies_with(os.getpid()))
+            return process, sock.getsockname()[1]
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -162,16 +166,12 @@ class ApiServer:
         deadline = time.monotonic() + timeout
         while True:
             code = self.process.poll()
-            if code == 3 and not _port_free(self.port):  # another process took the port first: another one
-                self.port = _free_port()
-                self.process = self._spawn()
-                continue
             if code is not None:
                 raise SluiceError(f"Prefect's temporary API server exited at start (code {code}); its errors are in "
                                   f"{self.log}. Run with --no-prefect, or set PREFECT_API_URL to a running server")
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=10) as answer:
-                    if answer.status == 200 and self.alive():  # not another server that took the port first
+                    if answer.status == 200:
                         return
             except OSError:  # not listening yet
                 pass
@@ -245,25 +245,6 @@ def _refresh_prefect_settings() -> None:
         from prefect.context import refresh_global_settings_context
 
         refresh_global_settings_context()
-
-
-def _free_port() -> int:
-    """A free port on the loopback, from the range Prefect's temporary server uses (outside the kernel's
-    range for outgoing connections, which could take the port before the server binds it)."""
-    for port in random.sample(range(8000, 9000), 1000):
-        if _port_free(port):
-            return port
-    raise SluiceError("no free port in 8000-8999 on 127.0.0.1 for Prefect's temporary API server; "
-                      "set PREFECT_API_URL to a running server or run with --no-prefect")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _dies_with(parent: int) -> Callable[[], None] | None:

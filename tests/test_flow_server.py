@@ -5,6 +5,7 @@ a server that cannot start is one clear error. (Signals and kills of a real run:
 from __future__ import annotations
 
 import os
+import socket
 import urllib.request
 
 import pytest
@@ -39,6 +40,8 @@ def test_the_run_starts_a_server_and_points_prefect_at_it_until_it_stops(no_api_
     server = flow.start_api_server(tmp_path / "prefect.log")
     assert server is not None and os.getsid(server.process.pid) == server.process.pid  # its own session: Ctrl-C spares it
     assert "PREFECT_API_URL" not in os.environ  # not yet: it may still be starting
+    with socket.socket() as other, pytest.raises(OSError):  # its port is held from the start: no one can take it
+        other.bind(("127.0.0.1", server.port))
     assert flow.start_api_server(tmp_path / "prefect.log") is server  # one per process
 
     flow.use_api_server(server)
