@@ -25,7 +25,7 @@ import numpy as np
 import polars as pl
 
 from operators.base import DETAIL, REASON
-from operators.errors import InputError
+from operators.errors import InputError, SluiceError
 from pipelines import storage
 
 Format = Literal["jsonl", "json", "parquet", "csv", "warc", "html", "text", "text_lines", "pdf", "pdf_pages"]
@@ -143,12 +143,23 @@ def read_shards(src: Source, shard_rows: int, ids: IdRegistry | None, span: Span
     if not storage.is_remote(src.path) and not Path(src.path).is_file():  # at a URL: storage.local_copy says so
         raise InputError(f"{storage.display(src.path)}: input file not found")
     index = 0
-    for batch in _batches(src, shard_rows, span, version):
-        yield _shard(src, index, batch, ids)
-        index += 1
+    try:
+        for batch in _batches(src, shard_rows, span, version):
+            yield _shard(src, index, batch, ids)
+            index += 1
+    except SluiceError:
+        _unchanged(src, version)  # a local file rewritten while read: that is the error, not a row it cut
+        raise
+    _unchanged(src, version)
     if index == 0 and span == WHOLE:
         raise InputError(f"{storage.display(src.path)}: the input has no rows (empty file); remove it from "
                          "`inputs` or fill it")
+
+
+def _unchanged(src: Source, version: str | None) -> None:
+    """A local input still has the `version` its read was planned on (a URL's is read from a snapshot)."""
+    if version is not None and not storage.is_remote(src.path):
+        storage.local_copy(src.path, version)
 
 
 def check_read_loss(src: Source, rows_read: int, reasons: Counter, example: str | None) -> None:

@@ -16,7 +16,7 @@ from conftest import DCLM, GSM8K, SHARED
 from operators.errors import InputError, SluiceError
 from pipelines import readers, storage
 from pipelines.cache import ShardCache
-from pipelines.readers import IdRegistry, Source, read_shards
+from pipelines.readers import WHOLE, IdRegistry, Source, read_shards
 from pipelines.engine import map_local
 from pipelines.reading import plan, read_inputs, read_task
 
@@ -241,3 +241,17 @@ def test_a_listed_input_overwritten_is_seen_by_its_version_and_a_local_one_too(s
     local.write_text('{"text": "another first"}\n{"text": "second"}\n')
     with pytest.raises(SluiceError, match=f"^{local}: the object changed while the run was reading it"):
         read_task(tasks[1], None, 1)
+
+
+
+def test_a_local_input_rewritten_while_its_task_reads_it_is_not_cached(tmp_path):
+    """A task reading a local file in several shards checks the file's version again when it has read them:
+    rows of two versions of the file must not be cached under the sha256 planned on the first."""
+    local = tmp_path / "rows.jsonl"
+    local.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(30)))
+    version = storage.object_version(local)
+    shards = read_shards(Source(local, "jsonl", {"text": "text"}), 10, None, WHOLE, version)
+    assert next(shards).rows_read == 10
+    local.write_text("".join(json.dumps({"text": f"new row {i}"}) + "\n" for i in range(30)))
+    with pytest.raises(SluiceError, match=f"^{local}: the object changed while the run was reading it"):
+        list(shards)
