@@ -254,24 +254,16 @@ def _one_get(loc: str) -> dict[str, Any]:
     return {"max_concurrency": 1} if loc.startswith("s3://") else {}
 
 
-def read_many(locs: list[Location]) -> dict[Location, bytes]:
-    """The bytes of every location that can be read ({} for none); the objects of URLs are fetched
-    concurrently. What is missing, or cannot be read after retries, is left out."""
-    found = {}
-    for loc in locs:
-        if not is_remote(loc):
-            try:
-                found[loc] = Path(loc).read_bytes()
-            except OSError:
-                pass
-    remote = [loc for loc in locs if is_remote(loc)]
-    if remote:
-        fs, _ = filesystem(remote[0])
-        paths = {filesystem(loc)[1]: loc for loc in remote}
-        with _errors(remote[0], "read it"):
-            fetched = fs.cat(list(paths), on_error="omit", **_one_get(remote[0]))
-        found |= {paths[path]: data for path, data in fetched.items() if path in paths}
-    return found
+def read_many(urls: list[str]) -> dict[str, bytes]:
+    """The bytes of every object of `urls` (one store) that can be read, fetched concurrently; what is missing,
+    or cannot be read after retries, is left out."""
+    if not urls:
+        return {}
+    fs, _ = filesystem(urls[0])
+    paths = {filesystem(url)[1]: url for url in urls}
+    with _errors(urls[0], "read it"):
+        fetched = fs.cat(list(paths), on_error="omit", **_one_get(urls[0]))
+    return {paths[path]: data for path, data in fetched.items() if path in paths}
 
 
 def read_text(loc: Location) -> str:

@@ -6,7 +6,7 @@ A shard of bench/orchestration's input (Alpaca outputs with a per-copy suffix, p
 row stage caches) against tests/s3server.py's moto server in its own process (speed.py's S3Process). CPU is
 this process's (the client: s3fs/botocore threads included) and the server's, per operation, in ms. Sections:
 - codec: the shard cache's Parquet codec (lz4 today) against zstd level 1 and none: bytes and CPU each way;
-- checksums: botocore's CRC32 of every body (when_supported, its default) against when_required (Sluice's);
+- checksums: botocore's CRC32 of every body (when_supported, its default) against when_required (tried in e8df5b0, reverted in 47e2ea3: botocore's default stands);
 - narrow: one column of the shard through `storage.scan_parquet`: footer + that column's ranges with Polars'
   client (what it does when that skips more than RANGES_PAY bytes) against footer + the whole object through
   s3fs (what it did before; what it does for small objects), and fsspec's parquet ranges through s3fs.

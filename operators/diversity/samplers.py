@@ -3,9 +3,10 @@
 Each is a GlobalOperator: `index` turns a shard into features (hashed n-gram counts, or sentence
 embeddings when asked), a key hashed from the id and the score column when one is used. The decision runs
 in two levels so the driver never holds the features: tasks (`decide_part`, one per 1M rows) each take
-the rows whose key falls to them (or a slice of the rows, where the deal makes no difference), fit the same feature space and centroids on the same keyed sample of
-every row, and return one small row per row (its cluster, draw, weight...; for the greedy k-center and
-Deita, the vectors of their best candidates too); the driver (`combine`) chooses from those. Rows are
+the rows whose key falls to them (or a slice of the rows, where the deal makes no difference), fit the
+same feature space and centroids on the same keyed sample of every row, and return one small row per
+row (its cluster, draw, weight...; for the greedy k-center and Deita, the vectors of their best
+candidates too); the driver (`combine`) chooses from those. Rows are
 ordered by id throughout, so the choice depends on the seed and never on the shard order or the workers.
 Random and cluster choose exactly as over every row at once with any number of tasks; DSIR, k-center and
 Deita do with one task and approximate it with more (DSIR takes each task's rows as the raw distribution,
