@@ -44,6 +44,10 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
 }
+# Our temporary server registers no block types at start: that step first imports every installed Prefect
+# integration (prefect-dask, hence Dask: ~1 CPU s of the server's ~7 s start, which is on the run's critical
+# path). A run uses no blocks; a user's own server (or one set in the environment) still registers them.
+SERVER_DEFAULTS = {"PREFECT_API_BLOCKS_REGISTER_ON_START": "false", "PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION": "false"}
 PREFECT_LOG = ".prefect.log"  # in the dataset's folder: Prefect's own log lines of `sluice run`
 
 
@@ -142,7 +146,8 @@ class ApiServer:
         process can take the port while the server imports Prefect (8-30 s)."""
         prefect = importlib.util.find_spec("prefect")
         assert prefect is not None and prefect.submodule_search_locations, "Prefect is not installed"
-        env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1"}
+        env = {**SERVER_DEFAULTS, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
+               "PREFECT__SERVER_FINAL": "1"}
         if "prefect" in sys.modules:  # settings this process was given in code (e.g. temporary_settings)
             from prefect.settings import get_current_settings
 

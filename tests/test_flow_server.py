@@ -34,9 +34,11 @@ def no_api_url(monkeypatch):
     flow._refresh_prefect_settings()
 
 
-def test_the_run_starts_a_server_and_points_prefect_at_it_until_it_stops(no_api_url, tmp_path):
+def test_the_run_starts_a_server_and_points_prefect_at_it_until_it_stops(no_api_url, tmp_path, monkeypatch):
     from prefect.settings import PREFECT_API_URL
 
+    memo = tmp_path / "memo_store.toml"  # where a server that registers Prefect's block types notes that it did
+    monkeypatch.setenv("PREFECT_MEMO_STORE_PATH", str(memo))
     server = flow.start_api_server(tmp_path / "prefect.log")
     assert server is not None and os.getsid(server.process.pid) == server.process.pid  # its own session: Ctrl-C spares it
     assert "PREFECT_API_URL" not in os.environ  # not yet: it may still be starting
@@ -48,6 +50,7 @@ def test_the_run_starts_a_server_and_points_prefect_at_it_until_it_stops(no_api_
     assert os.environ["PREFECT_API_URL"] == server.url == PREFECT_API_URL.value()
     with urllib.request.urlopen(f"{server.url}/health", timeout=30) as answer:
         assert answer.status == 200
+    assert not memo.exists()  # it started without importing every Prefect integration to register block types
 
     server.stop()
     assert server.process.poll() is not None and not flow._configured_api_url()
