@@ -100,8 +100,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from pipelines import config
-    from pipelines.flow import run_pipeline
+    from pipelines.flow import run_pipeline, start_before_load
 
+    if not args.no_prefect:
+        start_before_load(args.config, args.releases)
     pipeline = config.load(args.config, on_error=args.on_error)
     if args.no_prefect and (args.runner != "local" or args.dask_address):
         raise ConfigError("--runner dask runs Prefect tasks on Dask; it cannot be combined with --no-prefect")

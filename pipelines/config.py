@@ -155,14 +155,14 @@ def _build(path: Path, node: yaml.Node, data: dict) -> Pipeline:
         check_stages(config, sources, stages, problems)
     problems.raise_if_any()
     try:
-        release_dir = _location(base, config.release.dir) if config.release.dir else None
+        release_dir = location(base, config.release.dir) if config.release.dir else None
         storage.check_writable(release_dir)
     except StorageError as err:
         raise ConfigError(f"{path}: release.dir: {err}") from None
     return Pipeline(path, config, sources, stages, release_dir)
 
 
-def _location(base: Path, value: str) -> Location:
+def location(base: Path, value: str) -> Location:
     """A path relative to the config's folder, or a URL as it is."""
     where = storage.location(value)
     return where if storage.is_remote(where) else Path(os.path.normpath(base / where))
@@ -170,7 +170,7 @@ def _location(base: Path, value: str) -> Location:
 
 def build_sources(inp: InputConfig, i: int, base: Path, problems: Problems) -> list[Source]:
     try:
-        pattern = _location(base, inp.path)
+        pattern = location(base, inp.path)
         paths = storage.glob(pattern) if storage.is_remote(pattern) else []  # a URL: a file, a folder or a pattern
     except StorageError as err:
         problems.add(("inputs", i, "path"), str(err), storage.display(inp.path))

@@ -24,6 +24,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from operators.errors import ConfigError, SluiceError
 from pipelines import config, interrupts, storage
 from pipelines.cache import ShardCache
@@ -63,11 +65,9 @@ def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_p
     dataset = pipeline.config.dataset
     executor = executor_for(use_prefect, runner, dask_address)
     server = None
-    if executor.prefect:  # the API server starts first: it answers ~10 s later, meanwhile the run gets ready
-        quiet_prefect()
+    if executor.prefect:  # the API server starts first: it answers ~7 s later, meanwhile the run gets ready
         local = local_dir(root, dataset)
-        local.mkdir(parents=True, exist_ok=True)
-        server = start_api_server(local / PREFECT_LOG)
+        server = _start_for(local)
     if not force and (held := unchanged_version(pipeline, storage.join(root, dataset))):
         return held, None
     if not executor.prefect:
@@ -80,6 +80,26 @@ def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_p
         run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{version}",
                    validate_parameters=False, task_runner=executor.task_runner())
         return run(pipeline, root, executor.map)
+
+
+def start_before_load(config_path: Path, releases: storage.Location | None = None) -> None:
+    """`sluice run` with Prefect, before config.load: start the run's temporary API server already (see ApiServer),
+    so that its start overlaps the config's checks too (on an object store they list the inputs and probe the
+    release folder: ~1 s). Only the YAML's fields are validated here, for the dataset's folder (the server's log
+    goes there); a config that fails that starts nothing now, and config.load says what is wrong."""
+    try:
+        fields = config.PipelineConfig.model_validate(yaml.safe_load(config_path.read_text(encoding="utf-8")))
+        root = releases or (config.location(config_path.parent, fields.release.dir) if fields.release.dir
+                            else DEFAULT_ROOT)
+    except (OSError, ValueError, yaml.YAMLError):  # pydantic's ValidationError is a ValueError
+        return
+    _start_for(local_dir(root, fields.dataset))
+
+
+def _start_for(local: Path) -> ApiServer | None:
+    quiet_prefect()
+    local.mkdir(parents=True, exist_ok=True)
+    return start_api_server(local / PREFECT_LOG)
 
 
 def local_dir(root: storage.Location, dataset: str) -> Path:
