@@ -42,9 +42,19 @@ class Part:
     frame: pl.DataFrame | None = None
     path: Location | None = None  # a local path or a URL (a shard cache on an object store)
     schema: pl.Schema | None = None  # the file's columns, when the task that wrote it said (see `columns`)
+    dropped: pl.Series | None = None  # ids of the file's rows that are not the part's (see `less`)
 
     def load(self) -> pl.DataFrame:
-        return self.frame if self.frame is not None else storage.read_parquet(self.path)
+        if self.frame is not None:
+            return self.frame
+        frame = storage.read_parquet(self.path)
+        return frame if self.dropped is None else frame.filter(~pl.col("id").is_in(self.dropped.implode()))
+
+    def scan(self) -> pl.LazyFrame:
+        if self.frame is not None:
+            return self.frame.lazy()
+        frame = storage.scan_parquet(self.path)
+        return frame if self.dropped is None else frame.filter(~pl.col("id").is_in(self.dropped.implode()))
 
     @property
     def columns(self) -> pl.Schema | None:
@@ -115,45 +125,62 @@ def index_key(key: str, fingerprint: str) -> str:
 
 
 def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead | None = None,
-                **kwargs: Any) -> tuple[Any, bool]:
+                drops_only: bool = False, **kwargs: Any) -> tuple[Any, bool]:
     """fn(the job's rows, **kwargs), or its cached result. A Split comes back as a ShardResult whose parts
     are the cache's files (in memory without a cache); a single frame (a global stage's index or decision
     part) comes back as the frame without a cache, as a Part naming the cache's file with one. `ahead`: a
-    Split's kept rows are also indexed for the next global stage, into the cache (see Ahead)."""
+    Split's kept rows are also indexed for the next global stage, into the cache (see Ahead). `drops_only`:
+    the Split's kept rows are the job's rows less its rejects (a drop-only decision), so only the rejects are
+    cached and the kept part is the job's file with their ids left out (`less`): no copy of the shard written."""
     if cache is None:
         result = fn(job.part.load(), **kwargs)
         return (_in_memory(result) if isinstance(result, Split | Produced) else result), False
     if (files := cache.files(job.key)) is not None:
-        return _from_files(files), True
+        return _from_files(files, job.part if drops_only else None), True
     result = fn(job.part.load(), **kwargs)
     if isinstance(result, Produced) and not result.final:
         return _in_memory(result), False
     split = isinstance(result, Split | Produced)
-    files = cache.put(job.key, tuple(result)[:3] if split else (result,))
+    files = cache.put(job.key, (result.rejected,) if drops_only else tuple(result)[:3] if split else (result,))
     if not split:
         return Part(len(result), path=files[0], schema=result.schema), False
     if ahead is not None:  # after the rows' own entry: a task killed between the two leaves a resumable state
         cache.put(index_key(job.key, ahead.fingerprint), (index_rows(result.kept, ahead.stage),))
-    return ShardResult(Part(len(result.kept), path=files[0], schema=result.kept.schema),
-                       Part(len(result.rejected), path=files[1], schema=result.rejected.schema),
+    kept = less(job.part, result.rejected["id"]) if drops_only else \
+        Part(len(result.kept), path=files[0], schema=result.kept.schema)
+    return ShardResult(kept, Part(len(result.rejected), path=files[-1 if drops_only else 1],
+                                  schema=result.rejected.schema),
                        _reason_counts(result.rejected), getattr(result, "side", None)), False
 
 
+def less(part: Part, ids: pl.Series) -> Part:
+    """`part` without its rows whose ids are `ids`, as a Part of the same file (a drop-only stage's kept rows,
+    read through a filter on `id`). Each id stands for one row: the rejects' ids of that stage."""
+    if not len(ids):
+        return part
+    dropped = ids if part.dropped is None else pl.concat([part.dropped, ids])
+    return Part(part.rows - len(ids), path=part.path, schema=part.schema, dropped=dropped.rename("id"))
+
+
 def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None,
-               inline: bool = False, ahead: Ahead | None = None, **kwargs: Any) -> list:
+               inline: bool = False, ahead: Ahead | None = None, drops_only: bool = False, **kwargs: Any) -> list:
     """map_fn over the jobs whose results the cache does not hold; those it holds are answered here (a look-up
     and Parquet footers each), so a resume does not pay a task's start-up for every finished shard (a Prefect
-    task run costs ~0.09 CPU s: 609 cached ones were 53 of a 1M-row resume's 60 CPU s). `ahead`: see Ahead."""
+    task run costs ~0.09 CPU s: 609 cached ones were 53 of a 1M-row resume's 60 CPU s). `ahead`, `drops_only`:
+    see call_cached."""
     if cache is None:
         return map_fn(fn, jobs, label, cache, inline=inline, **kwargs)
     if ahead is not None:
         kwargs["ahead"] = ahead  # for call_cached
+    if drops_only:
+        kwargs["drops_only"] = True
     found = cache.lookup([job.key for job in jobs])
     hits = [i for i, files in enumerate(found) if files is not None]
     todo = [i for i, files in enumerate(found) if files is None]
     results: list = [None] * len(jobs)
     with ThreadPoolExecutor(16 if cache.remote else 1) as pool:  # on an object store: footers read concurrently
-        for i, part in zip(hits, pool.map(_from_files, [found[i] for i in hits])):
+        answers = pool.map(_from_files, [found[i] for i in hits], [jobs[i].part if drops_only else None for i in hits])
+        for i, part in zip(hits, answers):
             results[i] = (part, True)
     if todo:
         done = map_fn(fn, [jobs[i] for i in todo], label, cache, inline=inline, **kwargs)
@@ -167,7 +194,11 @@ def _in_memory(split: Split | Produced) -> ShardResult:
                        _reason_counts(split.rejected), getattr(split, "side", None))
 
 
-def _from_files(files: list[Location]) -> Part | ShardResult:
+def _from_files(files: list[Location], less_of: Part | None = None) -> Part | ShardResult:
+    """The result cached as `files`; `less_of`: a drop-only entry (its rejects only) of that part's rows."""
+    if less_of is not None:
+        rejected = storage.read_parquet(files[0], columns=["id", REASON])
+        return ShardResult(less(less_of, rejected["id"]), Part(len(rejected), path=files[0]), _reason_counts(rejected))
     if len(files) == 1:
         return Part(storage.parquet_rows(files[0]), path=files[0])
     kept, rejected = (storage.parquet_rows(f) for f in files[:2])
@@ -397,9 +428,11 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         _tally(outcome, [(r, hit and key not in outcome.indexed) for (r, hit), key in zip(indexed, index_keys)])
         decision_key = derive(fingerprint, *outcome.keys)
         decision = decide([as_part(r) for r, _ in indexed], stage, map_fn, cache, decision_key, outcome)
-        keys = [derive(k, decision_key) for k in outcome.keys]
+        drops_only = cache is not None and drops_only_decision(op, decision) and all(p.path for p in outcome.parts)
+        keys = [derive(k, decision_key, *(["drops"] if drops_only else [])) for k in outcome.keys]  # other entries
         results = map_cached(map_fn, apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, ahead=ahead,
-                             stage=stage, decision=decision._replace(tables={}))  # tables go to the release only
+                             drops_only=drops_only, stage=stage,
+                             decision=decision._replace(tables={}))  # tables go to the release only
         outcome.tables.update({f"{stage.name}.{name}": table for name, table in decision.tables.items()})
         added, decided = copies_added(decision), decision.stats
     elif isinstance(op, Generator):
@@ -554,6 +587,12 @@ def apply_decision(batch: pl.DataFrame, stage: Stage, decision: Decision) -> Spl
     return Split(kept, _prefix_reasons(rejected, stage))
 
 
+def drops_only_decision(op: GlobalOperator, decision: Decision) -> bool:
+    """True when applying `decision` keeps every row it does not drop as it is (the default `apply`, no labels
+    and no copies): then a shard's kept rows are its rows less the rejects' ids (see call_cached)."""
+    return type(op).apply is GlobalOperator.apply and decision.labels is None and decision.copies is None
+
+
 def copies_added(decision: Decision) -> int:
     """Rows the decision adds: every extra copy of a row it keeps."""
     if decision.copies is None or not len(decision.copies):
@@ -578,7 +617,7 @@ def columns(parts: list[Part]) -> pl.Schema:
 
 def scan(parts: list[Part]) -> pl.LazyFrame:
     """All rows of `parts` as one lazy table (columns that differ between parts are unified)."""
-    frames = [storage.scan_parquet(p.path) if p.frame is None else p.frame.lazy() for p in parts]
+    frames = [p.scan() for p in parts]
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.LazyFrame(schema={"id": pl.String})
 
 

@@ -128,6 +128,47 @@ def test_results_of_tasks_carry_their_columns_so_the_books_and_release_read_no_f
     assert books(fresh) == books(resumed) and fresh.ledger.stages[-1].languages.keys() >= {"en", "zh", "ru"}
 
 
+def test_a_drop_only_stage_caches_its_rejects_and_keeps_the_rows_it_read_in_their_file(tmp_path, monkeypatch):
+    """Exact and MinHash dedup only drop rows: their apply tasks cache the rejects alone, and a shard's kept rows
+    are the file the stage read less the rejects' ids (no second copy of the shard written: on an object store
+    an encode and a PUT of the whole shard saved). Every reader (load, scan, the books, the release) sees the
+    rows a copying apply keeps; a resume rebuilds the same parts from the rejects."""
+    from pipelines import engine
+    from pipelines.flow import run_pipeline
+
+    pipeline = udhr_pipeline(tmp_path, "  - {op: normalize}\n  - {op: length_filter, min_words: 3}\n"
+                                       "  - {op: exact_dedup}\n  - {op: minhash_dedup}\n")
+    cache = ShardCache(tmp_path / "cache")
+    views = run_stages(pipeline.sources, pipeline.stages, 300, cache=cache)
+    fused = {e.name: e for e in cache.folder.iterdir() if len(list(e.glob("*.parquet"))) == 3}  # rows, rejects, side
+    assert len(views.parts) >= 6 and len(fused) == len(views.parts)
+    assert all(p.path.parent.name in fused for p in views.parts)  # the row stages' files, read through a filter
+    assert sum(p.dropped is not None and len(p.dropped) > 0 for p in views.parts) >= 3
+    with monkeypatch.context() as patch:  # the same run with the kept rows written as before
+        patch.setattr(engine, "drops_only_decision", lambda op, decision: False)
+        copies = run_stages(pipeline.sources, pipeline.stages, 300, cache=ShardCache(tmp_path / "copies"))
+    assert all(p.path.parent.parent.name == "copies" and p.dropped is None for p in copies.parts)
+    assert books(views) == books(copies) and all(s["dropped"] for s in books(views)[2:])
+    assert pl.concat(views.shards).equals(pl.concat(copies.shards))
+    assert engine.scan(views.parts).collect().equals(pl.concat(copies.shards))
+    assert [p.rows for p in views.parts] == [len(f) for f in views.shards] == [p.rows for p in copies.parts]
+    by_id = lambda parts: pl.concat([p.load() for p in parts], how="diagonal").sort("id")  # noqa: E731
+    assert by_id(views.rejected).equals(by_id(copies.rejected))
+
+    resumed = run_stages(pipeline.sources, pipeline.stages, 300, cache=cache)
+    assert resumed.computed == 0 and books(resumed) == books(views)
+    assert [(p.path, p.rows) for p in resumed.parts] == [(p.path, p.rows) for p in views.parts]
+    assert pl.concat(resumed.shards).equals(pl.concat(views.shards))
+
+    ours, _ = run_pipeline(pipeline, tmp_path / "releases", use_prefect=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "drops_only_decision", lambda op, decision: False)
+        theirs, _ = run_pipeline(pipeline, tmp_path / "releases-copies", use_prefect=False)
+    for name in ("data", "rejects"):
+        assert [f.read_bytes() for f in sorted((ours / name).glob("*.parquet"))] == \
+            [f.read_bytes() for f in sorted((theirs / name).glob("*.parquet"))]
+
+
 def udhr_pipeline(tmp_path, stages: str):
     """A pipeline over UDHR lines in English, Chinese (six versions, which share lines), Russian, Arabic and
     Hindi, GSM8K questions, and every ninth row again."""
