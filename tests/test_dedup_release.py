@@ -39,6 +39,23 @@ def manifest(folder) -> dict:
     return json.loads((folder / "manifest.json").read_text())
 
 
+def test_exact_dedups_clusters_are_counted_from_its_rejects_alone(rows):
+    """Exact dedup's survivor is its key's first row, always kept: its summary reads only the rejects (the kept
+    rows' ids, in a run on an object store a read of every shard, are not needed) and equals the general one."""
+    from operators.base import Decision
+    from operators.dedup import ExactDedup
+    from operators.dedup.exact import cluster_stats
+
+    batch = pl.DataFrame(rows + [dict(r, id=f"x{i}", output=r["output"].upper() + "!") for i, r in enumerate(rows[:9])]
+                         + [dict(rows[0], id="y0")])
+    op = ExactDedup(fields=KEY)
+    kept, rejected = op.apply(batch, Decision(op.decide(op.index(batch))))
+    unread = pl.LazyFrame({"id": ["a0000"]}).map_batches(lambda _: pytest.fail("the kept rows were read"))
+    stats = op.stats(unread, rejected.lazy())
+    assert stats == cluster_stats(kept.lazy(), rejected.lazy(), "duplicate")
+    assert stats == {"clusters": 9, "rows_in_clusters": 19, "largest": 3, "sizes": {"2": 8, "3": 1}}
+
+
 def test_manifest_records_clusters_and_contamination(sluice, write_config, tmp_path, rows):
     exact = [dict(r, id=f"x{i}", output=r["output"].upper() + "!") for i, r in enumerate(rows[:20])]  # 20 pairs
     near = [near_copy(r, f"n{i}") for i, r in enumerate(rows[20:50])]  # 30 pairs

@@ -44,7 +44,7 @@ class ExactDedup(GlobalOperator):
         return pl.DataFrame({"id": batch["id"], "key": content_hash(keys)})
 
     def stats(self, kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict:
-        return cluster_stats(kept, rejected, "duplicate")
+        return cluster_stats(None, rejected, "duplicate")  # a survivor is its key's first row: one of the kept
 
     def partitions(self, rows: int) -> int:
         return tasks_for(rows, PART_ROWS, PARTITIONS)
@@ -62,17 +62,19 @@ class ExactDedup(GlobalOperator):
         return pl.concat(parts)
 
 
-def cluster_stats(kept: pl.LazyFrame, rejected: pl.LazyFrame, reason: str) -> dict:
+def cluster_stats(kept: pl.LazyFrame | None, rejected: pl.LazyFrame, reason: str) -> dict:
     """Duplicate clusters from a dedup stage's rejects (each names its survivor in `detail`): how many, how
     many rows they hold, the largest, a histogram of sizes (2, 3, 4-7, 8-15, ...), and how many rows were
-    duplicates of a survivor from an earlier release (one not among this run's rows)."""
+    duplicates of a survivor from an earlier release (one not among the `kept` rows; None: every survivor is
+    a kept row, so the kept rows' ids, on an object store a read of every shard's, need not be read)."""
     members = rejected.filter(pl.col(REASON) == reason).group_by(DETAIL).len().collect()
     sizes = members["len"] + 1
     low = pl.lit(2).pow(sizes.log(2).floor()).cast(pl.Int64)
     label = pl.when(sizes <= 3).then(sizes.cast(pl.String)).otherwise(pl.format("{}-{}", low, 2 * low - 1))
     histogram = (pl.DataFrame({"size": sizes}).with_columns(label.alias("bucket"))
                  .group_by("bucket").agg(pl.len(), pl.col("size").min()).sort("size"))
-    earlier = members.filter(~pl.col(DETAIL).is_in(kept.select("id").collect()["id"].implode()))
+    earlier = members.clear() if kept is None else \
+        members.filter(~pl.col(DETAIL).is_in(kept.select("id").collect()["id"].implode()))
     stats = {"clusters": len(members), "rows_in_clusters": int(sizes.sum() or 0), "largest": int(sizes.max() or 0),
              "sizes": dict(zip(histogram["bucket"], histogram["len"]))}
     if len(earlier):
