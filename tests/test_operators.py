@@ -98,6 +98,11 @@ def test_exact_dedup_matches_a_plain_python_count(alpaca):
             seen[key] = str(i)
     assert dict(zip(drops["id"], drops["detail"])) == expected
     assert len(expected) == 1159 and set(drops["reason"]) == {"duplicate"}  # Alpaca repeats some answers
+    assert drops["id"].to_list() == sorted(expected, key=int)  # in input order
+    index = op.index(batch).lazy()
+    assert op.partitions(3_000_000) == 3  # as the engine splits a bigger index: each part its keys, same drops
+    parts = [op.decide_part(index, k, 3_000_000) for k in range(3)]
+    assert all(len(p) for p in parts) and dict(zip(*pl.concat(parts).select("id", "detail"))) == expected
 
 
 def test_exact_dedup_normalisation_catches_more_and_only_true_matches(alpaca):

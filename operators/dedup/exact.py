@@ -52,10 +52,14 @@ class ExactDedup(GlobalOperator):
     def decide_part(self, index: pl.LazyFrame, part: int, rows: int) -> pl.DataFrame:
         """The duplicates among the rows whose key hash starts with this part's hex digits: the first row of
         each key (in input order) survives; the others name it in `detail`."""
-        digit = pl.col("key").str.slice(0, 1).str.to_integer(base=16)
-        mine = index.select("id", "key").filter(digit % self.partitions(rows) == part).collect()
-        survivor = pl.col("id").first().over("key")
-        dupes = mine.with_columns(survivor.alias("survivor")).filter(pl.col("id") != pl.col("survivor"))
+        mine = index.select("id", "key")
+        if (parts := self.partitions(rows)) > 1:
+            mine = mine.filter(pl.col("key").str.slice(0, 1).str.to_integer(base=16) % parts == part)
+        mine = mine.collect()
+        first = pl.col("key").is_first_distinct()  # one hash of every key; a window over them costs twice that
+        later = mine.filter(~first)
+        survivors = mine.filter(first & pl.col("key").is_in(later["key"].implode())).rename({"id": "survivor"})
+        dupes = later.join(survivors, on="key", how="left", maintain_order="left").filter(pl.col("id") != pl.col("survivor"))
         return self.drops(dupes, "duplicate", pl.col("survivor"))
 
     def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> pl.DataFrame:
