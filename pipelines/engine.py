@@ -65,12 +65,14 @@ class Part:
 @dataclass(frozen=True)
 class ShardResult:
     """A row stage's (or an apply step's) result for one shard: kept and rejected rows, rejects by reason,
-    and the small side table of a `Produced` result."""
+    the small side table of a `Produced` result, and the next global stage's index of the kept rows when the
+    task cached it (see Ahead)."""
 
     kept: Part
     rejected: Part
     reasons: dict[str, int]
     side: pl.DataFrame | None = None
+    index: Part | None = None
 
 
 class Produced(NamedTuple):
@@ -144,13 +146,15 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     files = cache.put(job.key, (result.rejected,) if drops_only else tuple(result)[:3] if split else (result,))
     if not split:
         return Part(len(result), path=files[0], schema=result.schema), False
+    index = None
     if ahead is not None:  # after the rows' own entry: a task killed between the two leaves a resumable state
-        cache.put(index_key(job.key, ahead.fingerprint), (index_rows(result.kept, ahead.stage),))
+        frame = index_rows(result.kept, ahead.stage)
+        index = Part(len(frame), path=cache.put(index_key(job.key, ahead.fingerprint), (frame,))[0], schema=frame.schema)
     kept = less(job.part, result.rejected["id"]) if drops_only else \
         Part(len(result.kept), path=files[0], schema=result.kept.schema)
     return ShardResult(kept, Part(len(result.rejected), path=files[-1 if drops_only else 1],
                                   schema=result.rejected.schema),
-                       _reason_counts(result.rejected), getattr(result, "side", None)), False
+                       _reason_counts(result.rejected), getattr(result, "side", None), index), False
 
 
 def less(part: Part, ids: pl.Series) -> Part:
@@ -233,7 +237,7 @@ class Outcome:
     usage: list[tuple[pl.DataFrame, bool]] = field(default_factory=list)  # generator tasks' tallies, reused?
     reused: int = 0
     computed: int = 0
-    indexed: set[str] = field(default_factory=set)  # index keys this run's tasks cached ahead (see Ahead)
+    indexed: dict[str, Part] = field(default_factory=dict)  # index key -> the index this run's tasks cached ahead
 
     @property
     def shards(self) -> list[pl.DataFrame]:
@@ -424,8 +428,8 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         results = map_cached(map_fn, split_rows, outcome.jobs(keys), stage.name, cache, ahead=ahead, stage=stage)
     elif isinstance(op, GlobalOperator):
         index_keys = [index_key(k, fingerprint) for k in outcome.keys]
-        indexed = map_cached(map_fn, index_rows, outcome.jobs(index_keys), f"{stage.name}.index", cache, stage=stage)
-        _tally(outcome, [(r, hit and key not in outcome.indexed) for (r, hit), key in zip(indexed, index_keys)])
+        indexed = index_parts(stage, outcome, index_keys, map_fn, cache)
+        _tally(outcome, indexed)
         decision_key = derive(fingerprint, *outcome.keys)
         decision = decide([as_part(r) for r, _ in indexed], stage, map_fn, cache, decision_key, outcome)
         drops_only = cache is not None and drops_only_decision(op, decision) and all(p.path for p in outcome.parts)
@@ -463,6 +467,15 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         count.stats = {**count.stats, **decided}
     count.languages = rows_by_language(scan(outcome.parts), scan(rejected)) if LANG in columns(outcome.parts) else {}
     _not_in_languages(count, stage)
+
+
+def index_parts(stage: Stage, outcome: Outcome, keys: list[str], map_fn: MapFn = map_local,
+                cache: ShardCache | None = None) -> list[tuple[Any, bool]]:
+    """Every shard's index for `stage` (cached under `keys`): what the tasks before it cached ahead (as computed
+    by this run: no look-up, no footer read), the rest from the cache or index tasks."""
+    jobs = [job for job in outcome.jobs(keys) if job.key not in outcome.indexed]
+    found = iter(map_cached(map_fn, index_rows, jobs, f"{stage.name}.index", cache, stage=stage))
+    return [(outcome.indexed[key], False) if key in outcome.indexed else next(found) for key in keys]
 
 
 def rows_by_language(kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict[str, dict[str, int]]:
@@ -511,7 +524,8 @@ def _tally(outcome: Outcome, results: list[tuple[Any, bool]], ahead: Ahead | Non
     outcome.reused += reused
     outcome.computed += len(results) - reused
     if ahead is not None:
-        outcome.indexed |= {index_key(key, ahead.fingerprint) for key, (_, hit) in zip(keys, results) if not hit}
+        outcome.indexed |= {index_key(key, ahead.fingerprint): result.index for key, (result, hit) in zip(keys, results)
+                            if not hit and result.index is not None}
 
 
 def split_rows(batch: pl.DataFrame, stage: Stage) -> Split:

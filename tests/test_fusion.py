@@ -83,8 +83,12 @@ def test_a_global_stages_index_is_cached_by_the_tasks_before_it(tmp_path, monkey
     def run(folder: str):
         return run_stages(pipeline.sources, pipeline.stages, 300, recording, ShardCache(tmp_path / folder))
 
+    looked_up: list[str] = []
+    lookup = ShardCache.lookup
+    monkeypatch.setattr(ShardCache, "lookup", lambda cache, keys: looked_up.extend(keys) or lookup(cache, keys))
     ahead = run("ahead")
     assert labels and not [label for label in labels if label.endswith(".index")]
+    assert ahead.indexed and not set(ahead.indexed) & set(looked_up)  # the tasks said where: no look-up, no footer
     with monkeypatch.context() as patch:
         patch.setattr(engine, "_ahead", lambda group: None)
         labels.clear()
