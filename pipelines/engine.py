@@ -632,6 +632,10 @@ def columns(parts: list[Part]) -> pl.Schema:
 def scan(parts: list[Part]) -> pl.LazyFrame:
     """All rows of `parts` as one lazy table (columns that differ between parts are unified)."""
     frames = [p.scan() for p in parts]
+    remote = [f for f, p in zip(frames, parts) if p.frame is None and storage.is_remote(p.path)]
+    if len(remote) > 1:  # on an object store each file's footer (its schema) is a request: ask them all at once
+        with ThreadPoolExecutor(min(16, len(remote))) as pool:
+            list(pool.map(pl.LazyFrame.collect_schema, remote))
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.LazyFrame(schema={"id": pl.String})
 
 

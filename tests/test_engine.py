@@ -239,3 +239,29 @@ def test_an_executor_is_a_class_registered_by_name(write_config, monkeypatch):
     # the dedup's decide part; and the release's files (data and rejects, one task each)
     assert Reversed.calls == 5 * 3 + 1 + len(manifests[0]["shards"] + manifests[0]["rejects"])
     assert [s["sha256"] for s in manifests[0]["shards"]] == [s["sha256"] for s in manifests[1]["shards"]]
+
+
+def test_a_scan_of_parts_on_an_object_store_asks_for_their_footers_at_once(s3, monkeypatch):
+    """Each remote part's footer (its schema and column sizes) is a request: a scan of many parts asks for them
+    all at once, not one after another, and for each only once; the rows are the parts'."""
+    import threading
+    import time
+
+    from pipelines import engine, storage
+
+    questions = pl.read_ndjson(GSM8K).select(pl.int_range(pl.len()).cast(pl.String).alias("id"), "question")
+    parts = []
+    for i, frame in enumerate(questions.head(600).iter_slices(100)):
+        storage.write_parquet(frame, s3.url(f"parts/{i}.parquet"))
+        parts.append(engine.Part(len(frame), path=s3.url(f"parts/{i}.parquet")))
+    asked: list[int] = []
+    footer = storage._parquet_footer
+
+    def slow_footer(loc):
+        asked.append(threading.get_ident())
+        time.sleep(0.05)  # a request's round trip
+        return footer(loc)
+
+    monkeypatch.setattr(storage, "_parquet_footer", slow_footer)
+    rows = engine.scan(parts).collect()
+    assert rows.equals(questions.head(600)) and len(asked) == len(parts) and len(set(asked)) > 1
