@@ -462,7 +462,7 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     outcome.rejected += rejected
     outcome.keys, outcome.names = keys, names
     if type(op).stats is not Operator.stats:
-        count.stats = op.stats(scan(outcome.parts), _own_reasons(scan(rejected), stage))
+        count.stats = op.stats(scan(outcome.parts), _own_reasons(scan(rejected, read_now=True), stage))
     if decided:
         count.stats = {**count.stats, **decided}
     count.languages = rows_by_language(scan(outcome.parts), scan(rejected)) if LANG in columns(outcome.parts) else {}
@@ -591,7 +591,7 @@ def decide(index: list[Part] | pl.DataFrame, stage: Stage, map_fn: MapFn = map_l
 
 def decide_part(job: pl.DataFrame, stage: Stage, index: list[Part]) -> pl.DataFrame:
     """One part of a partitioned decision (`job` names the part), over a lazy scan of every shard's index."""
-    return stage.operator.decide_part(scan(index), job["part"][0], job["rows"][0])
+    return stage.operator.decide_part(scan(index, read_now=True), job["part"][0], job["rows"][0])
 
 
 def apply_decision(batch: pl.DataFrame, stage: Stage, decision: Decision) -> Split:
@@ -625,15 +625,17 @@ def columns(parts: list[Part]) -> pl.Schema:
     """`scan(parts).collect_schema()`, from the columns the tasks that wrote the parts gave where they did: a
     footer read per part saved (on an object store, a request each) for the books and the release."""
     if not parts or any(p.columns is None for p in parts):
-        return scan(parts).collect_schema()
+        return scan(parts, read_now=True).collect_schema()
     return pl.concat([pl.LazyFrame(schema=p.columns) for p in parts], how="diagonal_relaxed").collect_schema()
 
 
-def scan(parts: list[Part]) -> pl.LazyFrame:
-    """All rows of `parts` as one lazy table (columns that differ between parts are unified)."""
+def scan(parts: list[Part], read_now: bool = False) -> pl.LazyFrame:
+    """All rows of `parts` as one lazy table (columns that differ between parts are unified). `read_now`: the
+    caller reads it at once, so on an object store every file's footer (its schema and column sizes, a request
+    each, which Polars would ask for one after another) is asked for now, all at once."""
     frames = [p.scan() for p in parts]
     remote = [f for f, p in zip(frames, parts) if p.frame is None and storage.is_remote(p.path)]
-    if len(remote) > 1:  # on an object store each file's footer (its schema) is a request: ask them all at once
+    if read_now and len(remote) > 1:
         with ThreadPoolExecutor(min(16, len(remote))) as pool:
             list(pool.map(pl.LazyFrame.collect_schema, remote))
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.LazyFrame(schema={"id": pl.String})
