@@ -137,9 +137,12 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     if cache is None:
         result = fn(job.part.load(), **kwargs)
         return (_in_memory(result) if isinstance(result, Split | Produced) else result), False
-    if (files := cache.files(job.key)) is not None:
-        return _from_files(files, job.part if drops_only else None), True
-    result = fn(job.part.load(), **kwargs)
+    with ThreadPoolExecutor(1) as pool:  # the rows are read while the cache is asked (on an object store, a
+        rows = pool.submit(job.part.load)  # request: map_cached found no entry, but a task run again may)
+        if (files := cache.files(job.key)) is not None:
+            return _from_files(files, job.part if drops_only else None), True
+        batch = rows.result()
+    result = fn(batch, **kwargs)
     if isinstance(result, Produced) and not result.final:
         return _in_memory(result), False
     split = isinstance(result, Split | Produced)

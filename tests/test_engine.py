@@ -268,3 +268,32 @@ def test_a_scan_of_parts_on_an_object_store_read_at_once_asks_for_their_footers_
     assert not asked
     rows = engine.scan(parts, read_now=True).collect()
     assert rows.equals(questions.head(600)) and len(asked) == len(parts) and len(set(asked)) > 1
+
+
+def test_a_task_reads_its_rows_while_it_asks_the_cache_for_its_result(tmp_path, monkeypatch):
+    """map_cached asked the cache already, so a task's own look-up (for a task run again after its worker died
+    with the result stored) finds nothing nearly always: on an object store that request waits beside the
+    shard's read instead of before it. A stored result is still found and used."""
+    import threading
+
+    from pipelines.cache import ShardCache
+    from pipelines.engine import Job, Part, call_cached, split_rows
+
+    reading = threading.Event()
+    load = Part.load
+    monkeypatch.setattr(Part, "load", lambda part: reading.set() or load(part))
+
+    class Asking(ShardCache):
+        def files(self, key):
+            assert reading.wait(10), "the rows were not read while the cache was asked"
+            return super().files(key)
+
+    questions = pl.read_ndjson(GSM8K).head(50).select(pl.int_range(pl.len()).cast(pl.String).alias("id"), "question")
+    from operators.quality import LengthFilter
+
+    stage = Stage("length_filter", LengthFilter(field="question", min_words=40))
+    job = Job(Part(len(questions), questions), "key", "questions")
+    fresh, reused = call_cached(split_rows, job, Asking(tmp_path), stage=stage)
+    again, reused_again = call_cached(split_rows, job, Asking(tmp_path), stage=stage)
+    assert (reused, reused_again) == (False, True)
+    assert fresh.kept.rows == again.kept.rows and 0 < fresh.rejected.rows == again.rejected.rows
