@@ -162,11 +162,13 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
 
 def less(part: Part, ids: pl.Series) -> Part:
     """`part` without its rows whose ids are `ids`, as a Part of the same file (a drop-only stage's kept rows,
-    read through a filter on `id`). Each id stands for one row: the rejects' ids of that stage."""
+    read through a filter on `id`). Ids are unique within a part (reading rejects a repeated one), so each id of
+    `ids` is one row less, however often a decision named it (the books then fail the run, as they do when a
+    stage's rejects hold a row twice)."""
     if not len(ids):
         return part
     dropped = ids if part.dropped is None else pl.concat([part.dropped, ids])
-    return Part(part.rows - len(ids), path=part.path, schema=part.schema, dropped=dropped.rename("id"))
+    return Part(part.rows - ids.n_unique(), path=part.path, schema=part.schema, dropped=dropped.rename("id"))
 
 
 def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None,

@@ -297,3 +297,31 @@ def test_a_task_reads_its_rows_while_it_asks_the_cache_for_its_result(tmp_path, 
     again, reused_again = call_cached(split_rows, job, Asking(tmp_path), stage=stage)
     assert (reused, reused_again) == (False, True)
     assert fresh.kept.rows == again.kept.rows and 0 < fresh.rejected.rows == again.rejected.rows
+
+
+class DropsTwice(GlobalOperator):
+    """A buggy decision: names the rows ending in 0 twice among its drops."""
+
+    name = "drops_twice"
+
+    def index(self, batch: pl.DataFrame) -> pl.DataFrame:
+        return batch.select("id", "text")
+
+    def decide(self, index: pl.DataFrame) -> pl.DataFrame:
+        zeros = index.filter(pl.col("text").str.ends_with("0."))
+        return self.drops(pl.concat([zeros, zeros]), "zero")
+
+
+def test_a_decision_that_drops_a_row_twice_fails_the_books_with_a_cache_too(write_config, tmp_path):
+    """A drop-only stage keeps the rows it read less its rejects' ids (no copy written): a row named twice is
+    still one row less, so the books see two rejects for it and fail the run, as without a cache."""
+    from pipelines.cache import ShardCache
+    from pipelines.engine import run_stages
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(f'{{"text": "Row {i}."}}\n' for i in range(20)))
+    pipeline = config.load(write_config([{"path": str(path), "fields": {"text": "text"}}], shard_rows=6))
+    pipeline.stages.append(Stage("drops_twice", DropsTwice()))
+    for cache in (None, ShardCache(tmp_path / "cache")):
+        with pytest.raises(AccountingError, match="stage 'drops_twice': rows do not balance"):
+            run_stages(pipeline.sources, pipeline.stages, 6, cache=cache)
