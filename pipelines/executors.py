@@ -210,11 +210,14 @@ class PrefectDask(PrefectThreads):
 
 
 async def warm_up() -> None:
-    """Import what a shard task needs (the engine, every operator, storage), so that a worker's first task
-    does not wait for it: sent to the workers when the run connects, while the driver starts Prefect's API.
-    (A coroutine: Dask runs those without waiting for them.)"""
+    """Import what a shard task needs (the engine, every operator, storage) and, on a worker set up for S3, build
+    its S3 client, so that a worker's first task does not wait for them: sent to the workers when the run
+    connects, while the driver starts Prefect's API. (A coroutine: Dask runs those without waiting for them.)"""
     import operators  # noqa: F401  (registers every operator)
-    from pipelines import reading, release  # noqa: F401  (with them the engine, cache, storage and readers)
+    from pipelines import reading, release, storage  # noqa: F401  (with them the engine, cache and readers)
+
+    if any(name.startswith("AWS_") for name in os.environ):  # a worker set up for S3: its client too
+        storage.warm("s3")
 
 
 EXECUTORS: dict[str, Callable[..., Executor]] = {"local": lambda address=None: PrefectThreads(),

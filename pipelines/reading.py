@@ -3,8 +3,8 @@ each), run through the run's map_fn like every other stage, so Prefect or Dask r
 
 A task reads with Polars where it can (pipelines/readers.py) and gives its rows' ids as they come (the input's
 id, or a hash of the content); no task looks at another, so a task's result depends on its own file only and is
-cached under the file's sha256, its span and how it is read: a resume re-reads no finished task, a changed input
-re-reads only that file. Ids are then made unique across all inputs in one step (`unique_ids`), in input order:
+cached under the file's sha256 (or, at a URL, its version; see `plan`), its span and how it is read: a resume
+re-reads no finished task, a changed input re-reads only that file. Ids are then made unique across all inputs in one step (`unique_ids`), in input order:
 a repeated given id is a `read:duplicate_id` reject (or, under `on_error: fail`, an error naming both places),
 a repeated content id (identical rows) gets a suffix, `-2`, `-3`, ...
 """
@@ -17,6 +17,7 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,11 +38,11 @@ READER = "read-3"  # part of every read key: a new way of reading (or of its cac
 
 @dataclass(frozen=True)
 class ReadTask:
-    """One read task: a span of one input file, the file's sha256 and its position among the inputs."""
+    """One read task: a span of one input file and what names the file's bytes."""
 
     source: Source
     span: Span
-    sha256: str
+    identity: str  # what names the input's bytes in the task's cache key: their sha256, or a URL and its version
     rows: int  # input rows it covers, as far as planning knows (progress)
     version: str | None = None  # the input's version planned on (size + ETag, or mtime): a worker reads no other
 
@@ -66,17 +67,21 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     """Read every input as shards of at most `shard_rows` rows, one task per file or span, then make the
     ids unique across all inputs and keep the books."""
     tasks, meta = [], []
-    for src in sources:
-        planned, sha = plan(src, shard_rows)
-        tasks += planned
-        meta.append({"path": storage.display(src.path), "format": src.format, "source": src.source,
-                     "bytes": storage.size(src.path), "sha256": sha})
-    jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
-            for task in tasks]
-    found = cache.lookup([job.key for job in jobs]) if cache else [None] * len(jobs)
-    todo = [job for job, files in zip(jobs, found) if files is None]
-    computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
-    reads = [next(computed)[0] if files is None else (_cached(files, job.key), True) for job, files in zip(jobs, found)]
+    with ThreadPoolExecutor(1) as hashing:  # the sha256 of an input at a URL, for the manifest, while tasks read it
+        for src in sources:
+            planned, sha = plan(src, shard_rows, hashing)
+            tasks += planned
+            meta.append({"path": storage.display(src.path), "format": src.format, "source": src.source,
+                         "bytes": storage.version_size(planned[0].version), "sha256": sha})
+        jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
+                for task in tasks]
+        found = cache.lookup([job.key for job in jobs]) if cache else [None] * len(jobs)
+        todo = [job for job, files in zip(jobs, found) if files is None]
+        computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
+        reads = [next(computed)[0] if files is None else (_cached(files, job.key), True)
+                 for job, files in zip(jobs, found)]
+        for about in meta:
+            about["sha256"] = about["sha256"].result() if isinstance(about["sha256"], Future) else about["sha256"]
     owners = [task.source for task, (shards, _) in zip(tasks, reads) for _ in shards]
     shards = unique_ids([s for shards, _ in reads for s in shards], owners, cache)
     outcome = _books(sources, owners, shards, meta)
@@ -85,37 +90,55 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     return outcome
 
 
-def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str]:
+def plan(src: Source, shard_rows: int, hashing: Executor | None = None) -> tuple[list[ReadTask], str | Future[str]]:
     """The read tasks of one input: a task per `shard_rows` lines of an uncompressed JSONL file or rows of a
-    Parquet file, else one for the whole file; and the file's sha256. An input at a URL is planned on its
-    local copy (storage.local_copy: downloaded once per process), and each of its tasks reads its span from
-    the copy of the process it runs in, so a big input on a bucket is read by every worker side by side.
-    The tasks carry the object's version: a worker finding another one (the object was overwritten since)
-    stops with an error naming the URL instead of reading spans that do not match."""
-    if not storage.is_file(src.path):
-        raise InputError(f"{storage.display(src.path)}: input file not found")
-    version = storage.object_version(src.path)
-    copy = storage.local_copy(src.path, version)  # the file itself; of a URL, a copy downloaded once per process
+    Parquet file, else one for the whole file; and the file's sha256. Each task's cache key names the input's
+    bytes by their sha256 or, at a URL whose store gives every write a new version (an ETag, a generation),
+    by the URL and that version: then the planner reads no more than a Parquet footer, and the sha256 (for
+    the manifest) is computed on `hashing` while the tasks read (a Future; without `hashing`, here). An input
+    at a URL is read from local copies (storage.local_copy: downloaded once per process): a JSONL file's
+    spans are found on the planner's; each task reads its span from the copy of the process it runs in, so
+    a big input on a bucket is read by every worker side by side. The tasks carry the object's version: a
+    worker finding another one (the object was overwritten since) stops with an error naming the URL
+    instead of reading spans that do not match."""
+    version, names_content = _version(src)
     if src.format == "jsonl" and not gzipped(src.path):
-        sha, cuts, lines = _scan_lines(copy, shard_rows)
+        sha, cuts, lines = _scan_lines(storage.local_copy(src.path, version), shard_rows)
         starts = [(0, 1), *cuts]
         stops = [offset for offset, _ in cuts] + [None]
         spans = [Span(start, stop, line) for (start, line), stop in zip(starts, stops)]
         rows = [shard_rows] * (len(spans) - 1) + [max(0, lines - (len(spans) - 1) * shard_rows)]
+        identity = sha
     else:
-        sha, spans, rows = input_sha256(src.path, version), [WHOLE], [0]
-        if src.format == "parquet":
-            total = parquet_rows(copy, storage.display(src.path))
+        if names_content:
+            identity = f"{storage.display(src.path)} {version}"
+            sha = hashing.submit(input_sha256, src.path, version) if hashing else input_sha256(src.path, version)
+        else:
+            sha = identity = input_sha256(src.path, version)
+        spans, rows = [WHOLE], [0]
+        if src.format == "parquet":  # of a URL: its footer, or the footer of the copy hashed above
+            total = parquet_rows(src.path if names_content else storage.local_copy(src.path, version),
+                                 storage.display(src.path))
             spans = [Span(start, min(start + shard_rows, total)) for start in range(0, total, shard_rows)] or [WHOLE]
             rows = [span.stop - span.start if span.stop is not None else 0 for span in spans]
     if len(spans) == 1:
         spans = [WHOLE]  # one task reads the whole file (and says so when it is empty)
-    return [ReadTask(src, span, sha, n, version) for span, n in zip(spans, rows)], sha
+    return [ReadTask(src, span, identity, n, version) for span, n in zip(spans, rows)], sha
+
+
+def _version(src: Source) -> tuple[str, bool]:
+    """The input's version now (storage.stated_version: one look-up), or an InputError when there is no file."""
+    try:
+        if storage.is_remote(src.path) or Path(src.path).is_file():
+            return storage.stated_version(src.path)
+    except storage.Missing:
+        pass
+    raise InputError(f"{storage.display(src.path)}: input file not found")
 
 
 def task_key(task: ReadTask, shard_rows: int) -> str:
     how = json.dumps([asdict(task.source), asdict(task.span), shard_rows], default=str, sort_keys=True)
-    return derive(READER, task.sha256, how)
+    return derive(READER, task.identity, how)
 
 
 def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tuple[list[ShardRead], bool]:
@@ -180,15 +203,15 @@ def unique_ids(shards: list[ShardRead], owners: list[Source], cache: ShardCache 
     `on_error: fail`, stops the run; a later row with the same content id is renamed `<id>-2`, `-3`, ..."""
     if not shards:
         return shards
-    ids = pl.concat([_lazy(s.ids).select("id").with_row_index("row").with_columns(pl.lit(i, pl.Int64).alias("shard"))
-                     for i, s in enumerate(shards)])
-    repeated = ids.filter(pl.col("id").is_duplicated()).collect()
+    ids = pl.concat([frame.with_row_index("row").with_columns(pl.lit(i, pl.Int64).alias("shard"))
+                     for i, frame in enumerate(_ids(shards))])
+    repeated = ids.filter(pl.col("id").is_duplicated())
     if not len(repeated):
         return shards
     about = pl.concat([shards[i].ids.load().select("hashed", "where").with_row_index("row")
                        .with_columns(pl.lit(i, pl.Int64).alias("shard")) for i in repeated["shard"].unique()])
     repeated = repeated.join(about, on=["shard", "row"]).sort("shard", "row")
-    taken = set(ids.select("id").collect()["id"].to_list())
+    taken = set(ids["id"].to_list())
     first: dict[str, str] = {}
     fixes: dict[int, list[tuple[int, str | None, str, str]]] = {}  # shard -> (row, new id or None, where, detail)
     for rid, hashed, where, row, shard in repeated.select("id", "hashed", "where", "row", "shard").iter_rows():
@@ -234,8 +257,14 @@ def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
     return Part(len(frame), path=cache.spill(frame)) if cache is not None else Part(len(frame), frame)
 
 
-def _lazy(part: Part) -> pl.LazyFrame:
-    return storage.scan_parquet(part.path) if part.frame is None else part.frame.lazy()
+def _ids(shards: list[ShardRead]) -> list[pl.DataFrame]:
+    """Every shard's `id` column; the files read side by side (on an object store one GET each, so the
+    driver waits for the slowest, not for each in turn)."""
+    def read(part: Part) -> pl.DataFrame:
+        return part.frame.select("id") if part.frame is not None else storage.read_parquet(part.path, ["id"])
+
+    with ThreadPoolExecutor(16) as pool:
+        return list(pool.map(read, [s.ids for s in shards]))
 
 
 # --- books --------------------------------------------------------------------------------------------------

@@ -230,3 +230,17 @@ def test_threads_asking_for_the_same_copy_share_one_download(s3, tmp_path, monke
         copies = list(pool.map(lambda _: storage.local_copy(url), range(4)))
     assert len(set(copies)) == 1 and copies[0].read_bytes() == data
     assert len(calls) == 1
+
+
+def test_a_dask_worker_set_up_for_s3_builds_its_client_while_warming_up(s3):
+    """executors.warm_up (sent to every worker when a run connects) builds the process's S3 client, without a
+    request, so that a worker's first task does not wait ~0.7 s for botocore's imports and session."""
+    import asyncio
+
+    from pipelines.executors import warm_up
+
+    with s3.faults(every=10**9) as proxy:  # a new endpoint in the environment: a client not built yet
+        fs, _ = storage.filesystem(s3.url("x"))
+        assert fs._s3 is None
+        asyncio.run(warm_up())
+        assert fs._s3 is not None and proxy.requests == 0
