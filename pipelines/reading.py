@@ -17,8 +17,8 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ class ReadTask:
     identity: str  # what names the input's bytes in the task's cache key: their sha256, or a URL and its version
     rows: int  # input rows it covers, as far as planning knows (progress)
     version: str | None = None  # the input's version planned on (size + ETag, or mtime): a worker reads no other
+    hashes: bool = False  # also give the input's sha256 (of the worker's copy), which the planner did not compute
 
     def load(self) -> ReadTask:  # map_fn hands `job.part.load()` to the task
         return self
@@ -60,6 +61,7 @@ class ShardRead:
     rows_read: int
     errors: dict[str, int]  # rejects that are mistakes, by reason (not `counted` skips)
     key: str
+    input_sha256: str | None = None  # of the whole input, from a task that `hashes`
 
 
 def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None = None,
@@ -67,21 +69,19 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     """Read every input as shards of at most `shard_rows` rows, one task per file or span, then make the
     ids unique across all inputs and keep the books."""
     tasks, meta = [], []
-    with ThreadPoolExecutor(1) as hashing:  # the sha256 of an input at a URL, for the manifest, while tasks read it
-        for src in sources:
-            planned, sha = plan(src, shard_rows, hashing)
-            tasks += planned
-            meta.append({"path": storage.display(src.path), "format": src.format, "source": src.source,
-                         "bytes": storage.version_size(planned[0].version), "sha256": sha})
-        jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
-                for task in tasks]
-        found = cache.lookup([job.key for job in jobs]) if cache else [None] * len(jobs)
-        todo = [job for job, files in zip(jobs, found) if files is None]
-        computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
-        reads = [next(computed)[0] if files is None else (_cached(files, job.key), True)
-                 for job, files in zip(jobs, found)]
-        for about in meta:
-            about["sha256"] = about["sha256"].result() if isinstance(about["sha256"], Future) else about["sha256"]
+    for src in sources:
+        planned, sha = plan(src, shard_rows)
+        tasks += planned
+        meta.append({"path": storage.display(src.path), "format": src.format, "source": src.source,
+                     "bytes": storage.version_size(planned[0].version), "sha256": sha})
+    jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
+            for task in tasks]
+    found = cache.lookup([job.key for job in jobs]) if cache else [None] * len(jobs)
+    todo = [job for job, files in zip(jobs, found) if files is None]
+    computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
+    reads = [next(computed)[0] if files is None else (_cached(files, job.key), True) for job, files in zip(jobs, found)]
+    for src, about in zip(sources, meta):
+        about["sha256"] = about["sha256"] or _hashed(src, tasks, reads)
     owners = [task.source for task, (shards, _) in zip(tasks, reads) for _ in shards]
     shards = unique_ids([s for shards, _ in reads for s in shards], owners, cache)
     outcome = _books(sources, owners, shards, meta)
@@ -90,17 +90,17 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     return outcome
 
 
-def plan(src: Source, shard_rows: int, hashing: Executor | None = None) -> tuple[list[ReadTask], str | Future[str]]:
+def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str | None]:
     """The read tasks of one input: a task per `shard_rows` lines of an uncompressed JSONL file or rows of a
-    Parquet file, else one for the whole file; and the file's sha256. Each task's cache key names the input's
-    bytes by their sha256 or, at a URL whose store gives every write a new version (an ETag, a generation),
-    by the URL and that version: then the planner reads no more than a Parquet footer, and the sha256 (for
-    the manifest) is computed on `hashing` while the tasks read (a Future; without `hashing`, here). An input
-    at a URL is read from local copies (storage.local_copy: downloaded once per process): a JSONL file's
-    spans are found on the planner's; each task reads its span from the copy of the process it runs in, so
-    a big input on a bucket is read by every worker side by side. The tasks carry the object's version: a
-    worker finding another one (the object was overwritten since) stops with an error naming the URL
-    instead of reading spans that do not match."""
+    Parquet file, else one for the whole file; and the file's sha256, or None when a task gives it. Each
+    task's cache key names the input's bytes by their sha256 or, at a URL whose store gives every write a new
+    version (an ETag, a generation), by the URL and that version: then the planner reads no more than a
+    Parquet footer, and the first task also hashes its worker's copy (for the manifest). An input at a URL
+    is read from local copies (storage.local_copy: downloaded once per process): a JSONL file's spans are
+    found on the planner's; each task reads its span from the copy of the process it runs in, so a big
+    input on a bucket is read by every worker side by side. The tasks carry the object's version: a worker
+    finding another one (the object was overwritten since) stops with an error naming the URL instead of
+    reading spans that do not match."""
     version, names_content = _version(src)
     if src.format == "jsonl" and not gzipped(src.path):
         sha, cuts, lines = _scan_lines(storage.local_copy(src.path, version), shard_rows)
@@ -110,20 +110,27 @@ def plan(src: Source, shard_rows: int, hashing: Executor | None = None) -> tuple
         rows = [shard_rows] * (len(spans) - 1) + [max(0, lines - (len(spans) - 1) * shard_rows)]
         identity = sha
     else:
-        if names_content:
-            identity = f"{storage.display(src.path)} {version}"
-            sha = hashing.submit(input_sha256, src.path, version) if hashing else input_sha256(src.path, version)
-        else:
-            sha = identity = input_sha256(src.path, version)
+        sha = None if names_content else input_sha256(src.path, version)
+        identity = sha or f"{storage.display(src.path)} {version}"
         spans, rows = [WHOLE], [0]
-        if src.format == "parquet":  # of a URL: its footer, or the footer of the copy hashed above
-            total = parquet_rows(src.path if names_content else storage.local_copy(src.path, version),
-                                 storage.display(src.path))
+        if src.format == "parquet":  # of a URL: its footer
+            total = parquet_rows(src.path, storage.display(src.path))
             spans = [Span(start, min(start + shard_rows, total)) for start in range(0, total, shard_rows)] or [WHOLE]
             rows = [span.stop - span.start if span.stop is not None else 0 for span in spans]
     if len(spans) == 1:
         spans = [WHOLE]  # one task reads the whole file (and says so when it is empty)
-    return [ReadTask(src, span, identity, n, version) for span, n in zip(spans, rows)], sha
+    return [ReadTask(src, span, identity, n, version, hashes=sha is None and i == 0)
+            for i, (span, n) in enumerate(zip(spans, rows))], sha
+
+
+def _hashed(src: Source, tasks: list[ReadTask], reads: list[tuple[list[ShardRead], bool]]) -> str:
+    """The sha256 of `src` its hashing task gave (or, from a cache entry made before tasks gave it, this
+    process's own)."""
+    for task, (shards, _) in zip(tasks, reads):
+        if task.source is src and task.hashes:
+            return next((s.input_sha256 for s in shards if s.input_sha256), None) or \
+                input_sha256(src.path, task.version)
+    raise AssertionError(f"no hashing task for {storage.display(src.path)}")
 
 
 def _version(src: Source) -> tuple[str, bool]:
@@ -153,7 +160,7 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
                   for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version))]
         failpoints.hit("read.shard")
-        return shards, False
+        return _with_hash(task, shards), False
     # the shards wait next to the cache (hard-linked into the entry), or in a local folder for a remote cache
     scratch = Path(tempfile.mkdtemp(prefix="sluice-read-")) if store.remote else \
         store.folder / f".read-{uuid.uuid4().hex}"
@@ -166,12 +173,20 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
             for j, frame in enumerate(_frames(shard)):
                 paths.append(scratch / f"{i}-{j}.parquet")
                 _write(frame, paths[-1])
+        sha = input_sha256(task.source.path, task.version) if task.hashes else None
         index = pl.DataFrame(books, schema={"rows_read": pl.Int64, "errors": pl.String, "frames": pl.List(pl.Int64)})
+        index = index.with_columns(input_sha256=pl.lit(sha, pl.String))
         files = store.put(key, (index,), links=paths)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     failpoints.hit("read.shard")
-    return _entry(books, files[1:], key), False
+    return _entry(index.to_dicts(), files[1:], key), False
+
+
+def _with_hash(task: ReadTask, shards: list[ShardRead]) -> list[ShardRead]:
+    if not task.hashes or not shards:
+        return shards
+    return [replace(shards[0], input_sha256=input_sha256(task.source.path, task.version)), *shards[1:]]
 
 
 def _frames(shard: Shard) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -186,12 +201,14 @@ def _entry(books: list[dict], files: list[storage.Location], key: str) -> list[S
     """The shards of a read task's cache entry: each shard's books (rows read, errors, the rows of its three
     files: rows, rejects, ids) and its files."""
     return [_shard_read(key, i, b["rows_read"], json.loads(b["errors"]),
-                        [Part(n, path=f) for n, f in zip(b["frames"], files[3 * i: 3 * i + 3], strict=True)])
+                        [Part(n, path=f) for n, f in zip(b["frames"], files[3 * i: 3 * i + 3], strict=True)],
+                        b.get("input_sha256"))
             for i, b in enumerate(books)]
 
 
-def _shard_read(key: str, i: int, rows_read: int, errors: dict[str, int], parts: list[Part]) -> ShardRead:
-    return ShardRead(*parts, rows_read, dict(errors), derive(key, str(i)))
+def _shard_read(key: str, i: int, rows_read: int, errors: dict[str, int], parts: list[Part],
+                input_sha: str | None = None) -> ShardRead:
+    return ShardRead(*parts, rows_read, dict(errors), derive(key, str(i)), input_sha)
 
 
 # --- ids unique across all inputs -------------------------------------------------------------------------
@@ -205,6 +222,8 @@ def unique_ids(shards: list[ShardRead], owners: list[Source], cache: ShardCache 
         return shards
     ids = pl.concat([frame.with_row_index("row").with_columns(pl.lit(i, pl.Int64).alias("shard"))
                      for i, frame in enumerate(_ids(shards))])
+    if ids["id"].n_unique() == len(ids):  # the usual case, told ~6x faster than which ids repeat
+        return shards
     repeated = ids.filter(pl.col("id").is_duplicated())
     if not len(repeated):
         return shards

@@ -7,9 +7,7 @@ import gzip
 import hashlib
 import json
 import shutil
-from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import Any
 
 import polars as pl
 import pytest
@@ -183,7 +181,8 @@ def test_the_planner_and_the_unchanged_check_name_an_input_by_the_same_sha256(s3
         storage.write_bytes(s3.url(name), data)
         for path in (tmp_path / name, s3.url(name)):
             src = Source(path, "parquet" if name.endswith("parquet") else "jsonl", {"text": "text"})
-            tasks, sha = plan(src, 100)
+            tasks, _ = plan(src, 100)
+            sha = read_inputs([src], 100).inputs[0]["sha256"]  # the planner's, or the first task's
             assert sha == readers.input_sha256(path) == hashlib.sha256(data).hexdigest(), path
             assert len(tasks) > 1 or name.endswith(".gz")  # spans: the JSONL and Parquet planners ran
 
@@ -260,48 +259,34 @@ def test_a_local_input_rewritten_while_its_task_reads_it_is_not_cached(tmp_path)
         list(shards)
 
 
-class Deferred(Executor):
-    """An executor that runs what it is given only when told (`run`)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Future, Any, tuple]] = []
-
-    def submit(self, fn, /, *args, **kwargs) -> Future:
-        self.calls.append((Future(), fn, args))
-        return self.calls[-1][0]
-
-    def run(self) -> None:
-        for future, fn, args in self.calls:
-            future.set_result(fn(*args))
-
-
 def test_a_parquet_input_at_a_url_is_planned_from_its_footer_and_hashed_beside_its_tasks(s3, tmp_path):
     """The planner of a Parquet object looks it up once and reads its footer: no download before the tasks
     start. Their cache keys name the URL and the object's version, which S3 changes with every write (its
-    ETag); the sha256 the manifest names is computed while they read. A rewritten object is read again, the
-    same bytes written again are not."""
+    ETag); the sha256 the manifest names is the first task's, of its worker's copy. A rewritten object is
+    read again, the same bytes written again are not."""
     frame = pl.read_ndjson(b"".join(UDHR.read_bytes().splitlines(keepends=True)[:300]))
     frame.write_parquet(tmp_path / "udhr.parquet")
     data = (tmp_path / "udhr.parquet").read_bytes()
     url = s3.url("inputs", "udhr.parquet")
     storage.write_bytes(url, data)
     src = Source(url, "parquet", {"text": "text"})
-    hashing = Deferred()
     with s3.faults(every=10**9) as proxy:  # no fault: the proxy counts the requests
-        tasks, sha = plan(src, 100, hashing)
+        tasks, sha = plan(src, 100)
     assert proxy.requests == 2 and len(tasks) == 3  # a HEAD and the footer (were 5 HEADs and the whole object)
-    assert {t.identity for t in tasks} == {f"{url} {storage.object_version(url)}"} and not sha.done()
-    hashing.run()
-    assert sha.result() == hashlib.sha256(data).hexdigest() == readers.input_sha256(url)
-    local_tasks, local_sha = plan(Source(tmp_path / "udhr.parquet", "parquet", {"text": "text"}), 100, hashing)
-    assert local_sha == sha.result() and {t.identity for t in local_tasks} == {local_sha}  # a local file: its sha256
+    assert {t.identity for t in tasks} == {f"{url} {storage.object_version(url)}"}
+    assert sha is None and [t.hashes for t in tasks] == [True, False, False]
+    local_tasks, local_sha = plan(Source(tmp_path / "udhr.parquet", "parquet", {"text": "text"}), 100)
+    assert local_sha == hashlib.sha256(data).hexdigest() and {t.identity for t in local_tasks} == {local_sha}
+    assert not any(t.hashes for t in local_tasks)  # a local file: named by its sha256, hashed by the planner
 
     cache = ShardCache(s3.url("cache"))
-    first = read_inputs([src], 100, cache)
-    assert first.inputs[0]["sha256"] == hashlib.sha256(data).hexdigest() and first.inputs[0]["bytes"] == len(data)
-    assert rows_of(first)["text"].to_list() == frame["text"].to_list()
+    for store in (None, cache):
+        first = read_inputs([src], 100, store)
+        assert first.inputs[0]["sha256"] == local_sha and first.inputs[0]["bytes"] == len(data)
+        assert rows_of(first)["text"].to_list() == frame["text"].to_list()
     storage.write_bytes(url, data)  # the same bytes again: the same ETag
-    assert (read_inputs([src], 100, cache).reused, first.computed) == (3, 3)
+    again = read_inputs([src], 100, cache)
+    assert (again.reused, first.computed) == (3, 3) and again.inputs[0]["sha256"] == local_sha
     frame.reverse().write_parquet(tmp_path / "reversed.parquet")
     storage.write_bytes(url, (tmp_path / "reversed.parquet").read_bytes())
     changed = read_inputs([src], 100, cache)
