@@ -221,7 +221,7 @@ def unique_ids(shards: list[ShardRead], owners: list[Source], cache: ShardCache 
     if not shards:
         return shards
     ids = pl.concat([frame.with_row_index("row").with_columns(pl.lit(i, pl.Int64).alias("shard"))
-                     for i, frame in enumerate(_ids(shards))])
+                     for i, frame in enumerate(_ids(shards, cache is not None and cache.remote))])
     if ids["id"].n_unique() == len(ids):  # the usual case, told ~6x faster than which ids repeat
         return shards
     repeated = ids.filter(pl.col("id").is_duplicated())
@@ -276,13 +276,13 @@ def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
     return Part(len(frame), path=cache.spill(frame)) if cache is not None else Part(len(frame), frame)
 
 
-def _ids(shards: list[ShardRead]) -> list[pl.DataFrame]:
-    """Every shard's `id` column; the files read side by side (on an object store one GET each, so the
-    driver waits for the slowest, not for each in turn)."""
+def _ids(shards: list[ShardRead], remote: bool) -> list[pl.DataFrame]:
+    """Every shard's `id` column; on an object store the files read whole (one GET; a scan adds a footer's)
+    and side by side (the driver waits for the slowest, not for each in turn)."""
     def read(part: Part) -> pl.DataFrame:
-        return part.frame.select("id") if part.frame is not None else storage.read_parquet(part.path, ["id"])
+        return part.load().select("id") if remote else part.scan().select("id").collect()
 
-    with ThreadPoolExecutor(16) as pool:
+    with ThreadPoolExecutor(16 if remote else 1) as pool:
         return list(pool.map(read, [s.ids for s in shards]))
 
 

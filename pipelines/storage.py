@@ -375,12 +375,14 @@ VERSION_FIELDS = ("ETag", "etag", "generation", "blob_id", "LastModified", "last
                   "created")
 
 
-CONTENT_FIELDS = VERSION_FIELDS[:4]  # those a store gives a new value with every write of the object (not times)
+CONTENT_FIELDS, TIME_FIELDS = VERSION_FIELDS[:4], VERSION_FIELDS[4:]  # new with every write of the object; times
 
 
 def object_version(loc: Location) -> str:
-    """The object's version as the server says now (one HEAD, never an earlier listing's answer): its size
-    and the first of VERSION_FIELDS it has; of a local file, its size and modification time."""
+    """The object's version as the server says now (one HEAD, never an earlier listing's answer): its size,
+    the first of VERSION_FIELDS it has and, after one of CONTENT_FIELDS, its modification time too (some
+    S3-compatible gateways keep an ETag through a rewrite of the same size); of a local file, its size and
+    modification time."""
     return stated_version(loc)[0]
 
 
@@ -399,12 +401,15 @@ def stated_version(loc: Location) -> tuple[str, bool]:
             raise FileNotFoundError(path)
     field = next((k for k in VERSION_FIELDS if info.get(k)), None)
     value = info[field] if field else None
-    return f"{info.get('size')} {value}", field in CONTENT_FIELDS and not str(value).startswith("W/")
+    names_content = field in CONTENT_FIELDS and not str(value).startswith("W/")
+    when = [info[k] for k in TIME_FIELDS if info.get(k)][:1] if field in CONTENT_FIELDS else []
+    return " ".join(map(str, [info.get("size"), value, *when])), names_content
 
 
-def version_size(version: str) -> int:
-    """The bytes of the object an `object_version` was taken of."""
-    return int(version.split(" ", 1)[0])
+def version_size(version: str) -> int | None:
+    """The bytes of the object an `object_version` was taken of (None: its store did not say)."""
+    size = version.split(" ", 1)[0]
+    return int(size) if size.isdigit() else None
 
 
 def local_copy(loc: Location, expected: str | None = None) -> Path:

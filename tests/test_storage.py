@@ -244,3 +244,22 @@ def test_a_dask_worker_set_up_for_s3_builds_its_client_while_warming_up(s3):
         assert fs._s3 is None
         asyncio.run(warm_up())
         assert fs._s3 is not None and proxy.requests == 0
+
+
+def test_an_objects_version_is_its_size_etag_and_modification_time(s3, tmp_path):
+    """A version that names the content (an ETag) keys a URL input's read in the cache, so it also carries the
+    modification time: some S3-compatible gateways keep the ETag through a rewrite of the same size. A local
+    file's version is its size and mtime, which does not name its content."""
+    url = s3.url("v.bin")
+    storage.write_bytes(url, b"first")
+    fs, path = storage.filesystem(url)
+    info = fs.info(path)
+    version, names_content = storage.stated_version(url)
+    assert names_content and version == f"5 {info['ETag']} {info['LastModified']}" and storage.version_size(version) == 5
+    fs.info = lambda path, **kwargs: info | {"LastModified": "2031-01-01 00:00:00+00:00"}  # same size and ETag
+    try:
+        assert storage.stated_version(url) == (f"5 {info['ETag']} 2031-01-01 00:00:00+00:00", True)
+    finally:
+        del fs.info
+    (tmp_path / "f").write_bytes(b"first")
+    assert not storage.stated_version(tmp_path / "f")[1] and storage.version_size("None None") is None
