@@ -32,6 +32,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,6 +53,7 @@ from pipelines.storage import Location
 
 DEFAULT_ROOT = Path("data/releases")
 ROW_GROUP = 131_072  # rows per Parquet row group of a release file
+READ_AHEAD = 8  # parts a release file task reads at once
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
@@ -265,9 +267,9 @@ def _file_plan(parts: list[Part], rows_per_file: int) -> list[tuple[tuple[Part, 
 
 
 def write_file(task: FileTask, schema: pl.Schema, folder: Location) -> dict[str, Any]:
-    """Write one release file at `folder`/`task.rel` and return its manifest entry. Its parts are read one at
-    a time and appended in row groups of up to ROW_GROUP rows, so memory holds about one part and one row
-    group. To an object store the file is written locally first, then uploaded and its size checked."""
+    """Write one release file at `folder`/`task.rel` and return its manifest entry. Its parts are read a few at
+    a time (`_loaded`) and appended in row groups of up to ROW_GROUP rows, so memory holds about two row
+    groups' rows. To an object store the file is written locally first, then uploaded and its size checked."""
     if not storage.is_remote(folder):
         _write_rows(task, schema, Path(folder) / task.rel)
         return _describe(Path(folder), task.rel, storage.parquet_rows(Path(folder) / task.rel))
@@ -290,8 +292,8 @@ def _write_rows(task: FileTask, schema: pl.Schema, path: Path) -> None:
     pending: list[pl.DataFrame] = []  # rows of the current row group not yet written
     in_group = 0
     with pq.ParquetWriter(path, _arrow(empty).schema, compression="zstd") as writer:
-        for part, start, rows in task.pieces:
-            frame = pl.concat([empty, part.load()], how="diagonal_relaxed").slice(start, rows)  # the release's types
+        for (part, start, rows), loaded in _loaded(task.pieces):
+            frame = pl.concat([empty, loaded], how="diagonal_relaxed").slice(start, rows)  # the release's types
             while len(frame):
                 take = min(ROW_GROUP - in_group, len(frame))
                 pending.append(frame.head(take))
@@ -302,6 +304,20 @@ def _write_rows(task: FileTask, schema: pl.Schema, path: Path) -> None:
                     in_group = 0
         if pending:
             writer.write_table(_arrow(pl.concat(pending)))
+
+
+def _loaded(pieces: tuple[tuple[Part, int, int], ...]) -> Iterator[tuple[tuple[Part, int, int], pl.DataFrame]]:
+    """Each piece with its part's rows, in order. Parts are read a few at once (up to READ_AHEAD, and ROW_GROUP
+    rows, together): a rejects file gathers dozens of small parts, on an object store one GET each."""
+    with ThreadPoolExecutor(READ_AHEAD) as pool:
+        batch: list[tuple[Part, int, int]] = []
+        for piece in [*pieces, None]:
+            if batch and (piece is None or len(batch) == READ_AHEAD
+                          or sum(p.rows for p, _, _ in batch) + piece[0].rows > ROW_GROUP):
+                yield from zip(batch, pool.map(Part.load, [p for p, _, _ in batch]))
+                batch = []
+            if piece is not None:
+                batch.append(piece)
 
 
 def _arrow(frame: pl.DataFrame):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import html
 import json
+from concurrent.futures import ThreadPoolExecutor
 import math
 from typing import Any, NamedTuple
 
@@ -48,19 +49,20 @@ def render_report(folder: Location, manifest: dict[str, Any]) -> str:
     data = _scan(folder, manifest["shards"])
     rejects = _scan(folder, manifest.get("rejects", []))
     sections = [
-        _waterfall_section(manifest),
-        _length_section(data, manifest["rows"]),
-        _score_section(data, rejects, manifest),
-        _duplicate_section(rejects),
-        _contamination_section(data, rejects),
-        _category_section(data, "lang", "Languages", "share of released rows by detected language"),
-        _language_drops_section(manifest),
-        _category_section(data, "source", "Sources", "released rows by source"),
-        _diversity_section(manifest),
-        _generation_section(data, manifest),
-        _stages_section(manifest),
+        lambda: _waterfall_section(manifest),
+        lambda: _length_section(data, manifest["rows"]),
+        lambda: _score_section(data, rejects, manifest),
+        lambda: _duplicate_section(rejects),
+        lambda: _contamination_section(data, rejects),
+        lambda: _category_section(data, "lang", "Languages", "share of released rows by detected language"),
+        lambda: _language_drops_section(manifest),
+        lambda: _category_section(data, "source", "Sources", "released rows by source"),
+        lambda: _diversity_section(manifest),
+        lambda: _generation_section(data, manifest),
+        lambda: _stages_section(manifest),
     ]
-    return _page(manifest, "".join(s for s in sections if s))
+    with ThreadPoolExecutor(4) as pool:  # each section reads its columns (on an object store: requests in turn)
+        return _page(manifest, "".join(s for s in pool.map(lambda section: section(), sections) if s))
 
 
 # --- reading -----------------------------------------------------------------------------------------
