@@ -9,6 +9,7 @@ import importlib
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 from operators.errors import ConfigError, SluiceError
@@ -108,11 +109,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from pipelines import config
-    from pipelines.flow import run_pipeline, start_before_load
+    from pipelines.flow import run_pipeline, server_while_loading
 
-    if not args.no_prefect:
-        start_before_load(args.config, args.releases)
-    pipeline = config.load(args.config, on_error=args.on_error)
+    with server_while_loading(args.config, args.releases) if not args.no_prefect else nullcontext():
+        pipeline = config.load(args.config, on_error=args.on_error)
     if args.no_prefect and (args.runner != "local" or args.dask_address):
         raise ConfigError("--runner dask runs Prefect tasks on Dask; it cannot be combined with --no-prefect")
     folder, outcome = run_pipeline(pipeline, args.releases, use_prefect=not args.no_prefect,

@@ -20,7 +20,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -82,18 +82,35 @@ def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_p
         return run(pipeline, root, executor.map)
 
 
-def start_before_load(config_path: Path, releases: storage.Location | None = None) -> None:
-    """`sluice run` with Prefect, before config.load: start the run's temporary API server already (see ApiServer),
-    so that its start overlaps the config's checks too (on an object store they list the inputs and probe the
-    release folder: ~1 s). Only the YAML's fields are validated here, for the dataset's folder (the server's log
-    goes there); a config that fails that starts nothing now, and config.load says what is wrong."""
+@contextmanager
+def server_while_loading(config_path: Path, releases: storage.Location | None = None) -> Iterator[None]:
+    """`sluice run` with Prefect, around config.load: the run's temporary API server (see ApiServer) starts
+    before it, so that the server's start overlaps the config's checks too (on an object store they list the
+    inputs and probe the release folder: ~1 s). Only the YAML's fields are validated first, for the dataset's
+    folder (the server's log goes there); a config that fails that starts nothing. If config.load fails, the
+    server is stopped and the folders and log made for it are removed: a bad config leaves nothing behind."""
     try:
         fields = config.PipelineConfig.model_validate(yaml.safe_load(config_path.read_text(encoding="utf-8")))
         root = releases or (config.location(config_path.parent, fields.release.dir) if fields.release.dir
                             else DEFAULT_ROOT)
     except (OSError, ValueError, yaml.YAMLError):  # pydantic's ValidationError is a ValueError
+        yield
         return
-    _start_for(local_dir(root, fields.dataset))
+    local = local_dir(root, fields.dataset)
+    made = [folder for folder in [local, *local.parents] if not folder.exists()]
+    had_log, had_server = (local / PREFECT_LOG).exists(), _server is not None and _server.alive()
+    server = _start_for(local)
+    try:
+        yield
+    except BaseException:
+        if server is not None and not had_server:
+            server.stop()
+            if not had_log:
+                (local / PREFECT_LOG).unlink(missing_ok=True)
+        for folder in made:  # deepest first; only if empty
+            with suppress(OSError):
+                folder.rmdir()
+        raise
 
 
 def _start_for(local: Path) -> ApiServer | None:

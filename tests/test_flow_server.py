@@ -95,24 +95,23 @@ def test_a_dead_server_of_ours_is_replaced_not_pointed_at(no_api_url, tmp_path):
 
 def test_sluice_run_starts_the_server_before_the_config_checks_storage(no_api_url, tmp_path, monkeypatch):
     """config.load lists the inputs and probes the release folder (on an object store ~1 s): the server's ~7 s
-    start overlaps it. Its log is the run's (<release dir>/<dataset>/.prefect.log); a config whose fields do not
-    validate starts nothing before config.load has said what is wrong."""
+    start overlaps it. Its log is the run's (<release dir>/<dataset>/.prefect.log); when config.load fails the
+    server stops and its folder goes; a config whose fields do not validate starts nothing."""
     from operators.errors import ConfigError
     from pipelines import cli, config
 
     servers = []
 
     def load(path, on_error=None):  # stands for a config.load that fails after its storage checks
-        servers.append(flow._server)
+        servers.append(flow._server if flow._server is not None and flow._server.alive() else None)
         raise ConfigError(f"{path}: stop here")
 
     monkeypatch.setattr(config, "load", load)
     good = tmp_path / "early.yaml"
     good.write_text("dataset: early\ninputs: [{path: in.jsonl}]\nstages: []\nrelease: {dir: rel}\n")
     assert cli.main(["run", str(good)]) == 2
-    assert servers[0] is not None and servers[0].alive()
-    assert servers[0].log == tmp_path / "rel" / "early" / flow.PREFECT_LOG
-    servers[0].stop()
+    assert servers[0] is not None and servers[0].log == tmp_path / "rel" / "early" / flow.PREFECT_LOG
+    assert not servers[0].alive() and not (tmp_path / "rel").exists()  # the failed load left nothing behind
 
     monkeypatch.setattr(flow, "_server", None)
     bad = tmp_path / "bad.yaml"
