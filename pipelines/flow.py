@@ -20,7 +20,7 @@ import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,19 @@ def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_p
         version = next_version(storage.join(root, dataset))
         run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{version}",
                    validate_parameters=False, task_runner=executor.task_runner())
-        return run(pipeline, root, executor.map)
+        with _no_heartbeats(server):
+            return run(pipeline, root, executor.map)
+
+
+def _no_heartbeats(server: ApiServer | None) -> Any:
+    """Prefect's flow-run heartbeats let a lasting server mark a run that died as crashed; they run on a thread
+    that the flow's end waits for (up to 1 s, it sleeps in 1 s steps). Our temporary server ends with the
+    run, so a run on it sends none; a user's server gets them as Prefect sets them."""
+    if server is None or os.environ.get("PREFECT_API_URL") != server.url:
+        return nullcontext()
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
 @contextmanager

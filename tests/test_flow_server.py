@@ -118,3 +118,27 @@ def test_sluice_run_starts_the_server_before_the_config_checks_storage(no_api_ur
     bad.write_text("dataset: ../escape\ninputs: [{path: in.jsonl}]\nstages: []\n")
     assert cli.main(["run", str(bad)]) == 2 and servers[1] is None
     assert cli.main(["run", "--no-prefect", str(good)]) == 2 and servers[2] is None
+
+
+def test_a_run_on_our_server_sends_no_flow_heartbeats(no_api_url, tmp_path, monkeypatch, write_config, alpaca):
+    """Heartbeats tell a lasting server that a run died; ours ends with the run, and the flow's end waited up to
+    1 s for the heartbeat thread. A user's server (PREFECT_API_URL) keeps them (Prefect's default, 180 s)."""
+    import json
+
+    from prefect.settings import get_current_settings
+
+    from pipelines import config
+
+    frequencies = []
+    run = flow._run
+
+    def recording(*args):
+        frequencies.append(get_current_settings().flows.heartbeat_frequency)
+        return run(*args)
+
+    monkeypatch.setattr(flow, "_run", recording)
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"text": row["output"]}) + "\n" for row in alpaca[:200]))
+    pipeline = config.load(write_config([{"path": str(data), "fields": {"text": "text"}}], [{"op": "exact_dedup"}]))
+    folder, outcome = flow.run_pipeline(pipeline)
+    assert frequencies == [None] and outcome.ledger.stages[-1].rows_out > 0
