@@ -10,11 +10,12 @@ Prefect flow (pipelines/flow.py) runs each as a task. The functions here are the
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol
 
 import polars as pl
@@ -73,6 +74,7 @@ class ShardResult:
     reasons: dict[str, int]
     side: pl.DataFrame | None = None
     index: Part | None = None
+    final: bool = True  # False: a generator's result with failed requests, not cached (see Produced)
 
 
 class Produced(NamedTuple):
@@ -133,19 +135,24 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     part) comes back as the frame without a cache, as a Part naming the cache's file with one. `ahead`: a
     Split's kept rows are also indexed for the next global stage, into the cache (see Ahead). `drops_only`:
     the Split's kept rows are the job's rows less its rejects (a drop-only decision), so only the rejects are
-    cached and the kept part is the job's file with their ids left out (`less`): no copy of the shard written."""
+    cached and the kept part is the job's file with their ids left out (`less`): no copy of the shard written
+    (unless the rows do not allow it: see `_only_drops`)."""
     if cache is None:
         result = fn(job.part.load(), **kwargs)
         return (_in_memory(result) if isinstance(result, Split | Produced) else result), False
-    with ThreadPoolExecutor(1) as pool:  # the rows are read while the cache is asked (on an object store, a
-        rows = pool.submit(job.part.load)  # request: map_cached found no entry, but a task run again may)
+    pool = ThreadPoolExecutor(1)  # the rows are read while the cache is asked (on an object store, a request:
+    rows = pool.submit(job.part.load)  # map_cached found no entry, but a task run again may)
+    try:
         if (files := cache.files(job.key)) is not None:
             return _from_files(files, job.part if drops_only else None), True
         batch = rows.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)  # on a hit: the read is not waited for
     result = fn(batch, **kwargs)
     if isinstance(result, Produced) and not result.final:
-        return _in_memory(result), False
+        return replace(_in_memory(result), final=False), False
     split = isinstance(result, Split | Produced)
+    drops_only = drops_only and _only_drops(result, len(batch))
     files = cache.put(job.key, (result.rejected,) if drops_only else tuple(result)[:3] if split else (result,))
     if not split:
         return Part(len(result), path=files[0], schema=result.schema), False
@@ -153,22 +160,29 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     if ahead is not None:  # after the rows' own entry: a task killed between the two leaves a resumable state
         frame = index_rows(result.kept, ahead.stage)
         index = Part(len(frame), path=cache.put(index_key(job.key, ahead.fingerprint), (frame,))[0], schema=frame.schema)
-    kept = less(job.part, result.rejected["id"]) if drops_only else \
+    kept = less(job.part, result.rejected["id"], len(result.kept)) if drops_only else \
         Part(len(result.kept), path=files[0], schema=result.kept.schema)
     return ShardResult(kept, Part(len(result.rejected), path=files[-1 if drops_only else 1],
                                   schema=result.rejected.schema),
                        _reason_counts(result.rejected), getattr(result, "side", None), index), False
 
 
-def less(part: Part, ids: pl.Series) -> Part:
-    """`part` without its rows whose ids are `ids`, as a Part of the same file (a drop-only stage's kept rows,
-    read through a filter on `id`). Ids are unique within a part (reading rejects a repeated one), so each id of
-    `ids` is one row less, however often a decision named it (the books then fail the run, as they do when a
-    stage's rejects hold a row twice)."""
+def _only_drops(split: Split, rows: int) -> bool:
+    """True when `split`'s kept rows are exactly its batch's rows whose ids are not among its rejects' (each
+    rejected row one row of the batch, with an id of its own): only then can the kept part be the batch's file
+    read through that filter. Else (ids repeated in a shard, a decision naming a row twice) the kept rows are
+    written as by any stage, and the books see what the stage did."""
+    return len(split.kept) + len(split.rejected) == rows and split.rejected["id"].is_unique().all()
+
+
+def less(part: Part, ids: pl.Series, rows: int | None = None) -> Part:
+    """`part` without its rows whose ids are `ids` (`rows` of them left; by default one less per id), as a Part
+    of the same file: a drop-only stage's kept rows, read through a filter on `id` (see `_only_drops`)."""
     if not len(ids):
         return part
     dropped = ids if part.dropped is None else pl.concat([part.dropped, ids])
-    return Part(part.rows - ids.n_unique(), path=part.path, schema=part.schema, dropped=dropped.rename("id"))
+    return Part(part.rows - len(ids) if rows is None else rows, path=part.path, schema=part.schema,
+                dropped=dropped.rename("id"))
 
 
 def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None,
@@ -204,8 +218,9 @@ def _in_memory(split: Split | Produced) -> ShardResult:
 
 
 def _from_files(files: list[Location], less_of: Part | None = None) -> Part | ShardResult:
-    """The result cached as `files`; `less_of`: a drop-only entry (its rejects only) of that part's rows."""
-    if less_of is not None:
+    """The result cached as `files`; `less_of`: a drop-only entry (its rejects only) of that part's rows, or the
+    kept rows and rejects of a stage whose rows did not allow that (see `_only_drops`)."""
+    if less_of is not None and len(files) == 1:
         rejected = storage.read_parquet(files[0], columns=["id", REASON])
         return ShardResult(less(less_of, rejected["id"]), Part(len(rejected), path=files[0]), _reason_counts(rejected))
     if len(files) == 1:
@@ -451,6 +466,8 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         jobs = generator_jobs(stage, fingerprint, outcome, llm)
         keys, names = [j.key for j in jobs], [j.name for j in jobs]
         results = map_cached(map_fn, generate_rows, jobs, stage.name, cache, inline=True, stage=stage, llm=llm)
+        # rows of a result with failed requests differ from the next run's: stages after it get keys of their own
+        keys = [key if result.final else derive(key, "partial", uuid.uuid4().hex) for key, (result, _) in zip(keys, results)]
         outcome.usage += [(result.side, reused) for result, reused in results]
         consumed = sum(p.rows for p in outcome.parts)
         added = sum(r.kept.rows + r.rejected.rows for r, _ in results)

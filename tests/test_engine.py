@@ -313,8 +313,9 @@ class DropsTwice(GlobalOperator):
 
 
 def test_a_decision_that_drops_a_row_twice_fails_the_books_with_a_cache_too(write_config, tmp_path):
-    """A drop-only stage keeps the rows it read less its rejects' ids (no copy written): a row named twice is
-    still one row less, so the books see two rejects for it and fail the run, as without a cache."""
+    """A drop-only stage keeps the rows it read less its rejects' ids (no copy written) only when each reject is
+    one row of its own: a row named twice (or ids repeated in a shard) is written as by any stage, so the books
+    see what the stage did and fail the run, as without a cache."""
     from pipelines.cache import ShardCache
     from pipelines.engine import run_stages
 
@@ -325,3 +326,95 @@ def test_a_decision_that_drops_a_row_twice_fails_the_books_with_a_cache_too(writ
     for cache in (None, ShardCache(tmp_path / "cache")):
         with pytest.raises(AccountingError, match="stage 'drops_twice': rows do not balance"):
             run_stages(pipeline.sources, pipeline.stages, 6, cache=cache)
+
+
+def test_repeated_ids_in_a_shard_fail_the_books_of_a_drop_only_stage_and_no_row_is_cut(write_config, tmp_path):
+    """Ids repeated within a shard (a mapper's or a generator's own ids): exact dedup names a repeated id twice;
+    the stage's rows are written as by any stage and the books fail the run, never a part whose rows do not
+    match its count (the release cuts files by the count)."""
+    from pipelines.accounting import Ledger
+    from pipelines.cache import ShardCache
+    from pipelines.engine import Outcome, Part, run_stage
+
+    path = tmp_path / "shard.parquet"
+    pl.DataFrame({"id": ["a", "X", "X", "b"], "text": ["Same words.", "Same words.", "Same words.", "Other words."]}) \
+        .write_parquet(path)
+    ledger = Ledger()
+    ledger.stage("read", "read").add(4, 4, {})
+    outcome = Outcome([Part(4, path=path)], [], ledger, keys=["k0"], names=["s0"])
+    run_stage(Stage("exact_dedup", ExactDedup()), outcome, cache=ShardCache(tmp_path / "cache"))
+    assert [p.rows for p in outcome.parts] == [len(p.load()) for p in outcome.parts]
+    with pytest.raises(AccountingError, match="stage 'exact_dedup': rows do not balance"):
+        ledger.check()
+
+
+def test_a_generators_result_with_failed_requests_hands_no_reusable_key_to_the_stages_after_it(tmp_path):
+    """A generator's result with a failed request is not cached, and its rows differ from the next run's: the
+    global stage after it must not cache its index or decision under the key the complete result will have.
+    The next run (requests answered) dedups its own rows, as a clean run does."""
+    from operators.base import Generator
+    from pipelines.accounting import Ledger
+    from pipelines.cache import ShardCache
+    from pipelines.engine import Outcome, Part, run_stage
+
+    answered = {"all": False}
+
+    class Answers(Generator):
+        name = "answers"
+        per_seed_row = True
+
+        def generate(self, seeds, client):
+            client.unanswered = 0 if answered["all"] else 1
+            texts = ["Same answer.", "Same answer.", "New answer.", "New answer."]
+            rows = 4 if answered["all"] else 2
+            return pl.DataFrame({"id": [f"g{i}" for i in range(rows)], "text": texts[:rows]})
+
+    class Client:
+        unanswered = 0
+
+        def usage_frame(self):
+            return pl.DataFrame({"requests": [1]})
+
+    class LLM:
+        identity = "stub"
+
+        def task_client(self):
+            return Client()
+
+    seed = tmp_path / "seed.parquet"
+    pl.DataFrame({"id": ["s"], "text": ["A seed."]}).write_parquet(seed)
+
+    def run(cache):
+        ledger = Ledger()
+        ledger.stage("read", "read").add(1, 1, {})
+        outcome = Outcome([Part(1, path=seed)], [], ledger, keys=["k0"], names=["s0"])
+        run_stage(Stage("answers", Answers()), outcome, cache=cache, llm=LLM())
+        run_stage(Stage("exact_dedup", ExactDedup()), outcome, cache=cache)
+        ledger.check()
+        return sorted(pl.concat([p.load() for p in outcome.parts])["id"])
+
+    cache = ShardCache(tmp_path / "cache")
+    assert run(cache) == ["g0"]  # a request failed: two rows
+    answered["all"] = True
+    assert run(cache) == run(ShardCache(tmp_path / "clean")) == ["g0", "g2"]
+
+
+def test_a_task_that_finds_its_result_does_not_wait_for_the_rows_it_began_to_read(tmp_path, monkeypatch):
+    """A task run again finds its stored result: it returns it at once, not after the shard's read it started
+    beside its look-up (on an object store a GET and a decode of the whole shard)."""
+    import threading
+
+    from operators.quality import LengthFilter
+    from pipelines.cache import ShardCache
+    from pipelines.engine import Job, Part, call_cached, split_rows
+
+    questions = pl.read_ndjson(GSM8K).head(50).select(pl.int_range(pl.len()).cast(pl.String).alias("id"), "question")
+    stage = Stage("length_filter", LengthFilter(field="question", min_words=40))
+    cache, job = ShardCache(tmp_path), Job(Part(len(questions), questions), "key", "questions")
+    call_cached(split_rows, job, cache, stage=stage)
+    slow, read = threading.Event(), []
+    load = Part.load
+    monkeypatch.setattr(Part, "load", lambda part: slow.wait(10) or read.append(1) or load(part))
+    result, reused = call_cached(split_rows, job, cache, stage=stage)
+    assert reused and not read and result.kept.rows + result.rejected.rows == 50
+    slow.set()
