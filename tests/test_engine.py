@@ -328,10 +328,10 @@ def test_a_decision_that_drops_a_row_twice_fails_the_books_with_a_cache_too(writ
             run_stages(pipeline.sources, pipeline.stages, 6, cache=cache)
 
 
-def test_repeated_ids_in_a_shard_fail_the_books_of_a_drop_only_stage_and_no_row_is_cut(write_config, tmp_path):
-    """Ids repeated within a shard (a mapper's or a generator's own ids): exact dedup names a repeated id twice;
-    the stage's rows are written as by any stage and the books fail the run, never a part whose rows do not
-    match its count (the release cuts files by the count)."""
+def test_repeated_ids_in_a_shard_give_a_drop_only_stage_parts_whose_rows_match_their_count(write_config, tmp_path):
+    """Ids repeated within a shard (a mapper's or a generator's own ids): exact dedup drops both rows of the
+    repeated id (once each); the stage's rows are written as by any stage (its rejects share an id), never a
+    part whose rows do not match its count (the release cuts files by the count), and the books balance."""
     from pipelines.accounting import Ledger
     from pipelines.cache import ShardCache
     from pipelines.engine import Outcome, Part, run_stage
@@ -343,9 +343,10 @@ def test_repeated_ids_in_a_shard_fail_the_books_of_a_drop_only_stage_and_no_row_
     ledger.stage("read", "read").add(4, 4, {})
     outcome = Outcome([Part(4, path=path)], [], ledger, keys=["k0"], names=["s0"])
     run_stage(Stage("exact_dedup", ExactDedup()), outcome, cache=ShardCache(tmp_path / "cache"))
-    assert [p.rows for p in outcome.parts] == [len(p.load()) for p in outcome.parts]
-    with pytest.raises(AccountingError, match="stage 'exact_dedup': rows do not balance"):
-        ledger.check()
+    assert [p.rows for p in outcome.parts] == [len(p.load()) for p in outcome.parts] == [2]
+    assert outcome.parts[0].dropped is None and sorted(outcome.parts[0].load()["id"]) == ["a", "b"]
+    ledger.check()
+    assert ledger.stages[-1].dropped == {"exact_dedup:duplicate": 2}
 
 
 def test_a_generators_result_with_failed_requests_hands_no_reusable_key_to_the_stages_after_it(tmp_path):

@@ -60,6 +60,7 @@ class ExactDedup(GlobalOperator):
         later = mine.filter(~first)
         survivors = mine.filter(first & pl.col("key").is_in(later["key"].implode())).rename({"id": "survivor"})
         dupes = later.join(survivors, on="key", how="left", maintain_order="left").filter(pl.col("id") != pl.col("survivor"))
+        dupes = dupes.unique("id", keep="first", maintain_order=True)  # an id twice in the rows: dropped once
         return self.drops(dupes, "duplicate", pl.col("survivor"))
 
     def combine(self, index: pl.LazyFrame, parts: list[pl.DataFrame]) -> pl.DataFrame:
