@@ -111,7 +111,11 @@ def server_while_loading(config_path: Path, releases: storage.Location | None = 
     local = local_dir(root, fields.dataset)
     made = [folder for folder in [local, *local.parents] if not folder.exists()]
     had_log, had_server = (local / PREFECT_LOG).exists(), _server is not None and _server.alive()
-    server = _start_for(local)
+    try:
+        server = _start_for(local)
+    except OSError:  # the folder cannot be made (e.g. a file in its way): start nothing, config.load says why
+        yield
+        return
     try:
         yield
     except BaseException:

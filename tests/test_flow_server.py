@@ -120,6 +120,18 @@ def test_sluice_run_starts_the_server_before_the_config_checks_storage(no_api_ur
     assert cli.main(["run", "--no-prefect", str(good)]) == 2 and servers[2] is None
 
 
+
+def test_a_release_folder_that_cannot_be_made_leaves_the_config_errors_to_config_load(no_api_url, tmp_path, capsys):
+    """The server's log goes in the release folder; when a file stands where that folder would be, no server
+    starts and config.load reports the config's own problems (a missing input), as it does without Prefect."""
+    from pipelines import cli
+
+    (tmp_path / "afile").write_text("not a folder")
+    path = tmp_path / "blocked.yaml"
+    path.write_text("dataset: blocked\ninputs: [{path: missing.jsonl}]\nstages: []\nrelease: {dir: afile/rel}\n")
+    assert cli.main(["run", str(path)]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err and flow._server is None
+
 def test_a_run_on_our_server_sends_no_flow_heartbeats(no_api_url, tmp_path, monkeypatch, write_config, alpaca):
     """Heartbeats tell a lasting server that a run died; ours ends with the run, and the flow's end waited up to
     1 s for the heartbeat thread. A user's server (PREFECT_API_URL) keeps them (Prefect's default, 180 s)."""
