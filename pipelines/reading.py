@@ -80,8 +80,9 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     todo = [job for job, files in zip(jobs, found) if files is None]
     computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
     reads = [next(computed)[0] if files is None else (_cached(files, job.key), True) for job, files in zip(jobs, found)]
+    hashed = {id(task.source): _hashed(task, shards) for task, (shards, _) in zip(tasks, reads) if task.hashes}
     for src, about in zip(sources, meta):
-        about["sha256"] = about["sha256"] or _hashed(src, tasks, reads)
+        about["sha256"] = about["sha256"] or hashed[id(src)]
     owners = [task.source for task, (shards, _) in zip(tasks, reads) for _ in shards]
     shards = unique_ids([s for shards, _ in reads for s in shards], owners, cache)
     outcome = _books(sources, owners, shards, meta)
@@ -123,14 +124,11 @@ def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str | None]:
             for i, (span, n) in enumerate(zip(spans, rows))], sha
 
 
-def _hashed(src: Source, tasks: list[ReadTask], reads: list[tuple[list[ShardRead], bool]]) -> str:
-    """The sha256 of `src` its hashing task gave (or, from a cache entry made before tasks gave it, this
-    process's own)."""
-    for task, (shards, _) in zip(tasks, reads):
-        if task.source is src and task.hashes:
-            return next((s.input_sha256 for s in shards if s.input_sha256), None) or \
-                input_sha256(src.path, task.version)
-    raise AssertionError(f"no hashing task for {storage.display(src.path)}")
+def _hashed(task: ReadTask, shards: list[ShardRead]) -> str:
+    """The input's sha256 its hashing `task` gave with its `shards` (or, from a cache entry made before tasks
+    gave it, this process's own)."""
+    return next((s.input_sha256 for s in shards if s.input_sha256), None) or \
+        input_sha256(task.source.path, task.version)
 
 
 def _version(src: Source) -> tuple[str, bool]:
@@ -160,7 +158,8 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
                   for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version))]
         failpoints.hit("read.shard")
-        return _with_hash(task, shards), False
+        sha = _own_sha256(task)
+        return [replace(shard, input_sha256=sha) for shard in shards], False
     # the shards wait next to the cache (hard-linked into the entry), or in a local folder for a remote cache
     scratch = Path(tempfile.mkdtemp(prefix="sluice-read-")) if store.remote else \
         store.folder / f".read-{uuid.uuid4().hex}"
@@ -173,7 +172,7 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
             for j, frame in enumerate(_frames(shard)):
                 paths.append(scratch / f"{i}-{j}.parquet")
                 _write(frame, paths[-1])
-        sha = input_sha256(task.source.path, task.version) if task.hashes else None
+        sha = _own_sha256(task)
         index = pl.DataFrame(books, schema={"rows_read": pl.Int64, "errors": pl.String, "frames": pl.List(pl.Int64)})
         index = index.with_columns(input_sha256=pl.lit(sha, pl.String))
         files = store.put(key, (index,), links=paths)
@@ -183,10 +182,9 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     return _entry(index.to_dicts(), files[1:], key), False
 
 
-def _with_hash(task: ReadTask, shards: list[ShardRead]) -> list[ShardRead]:
-    if not task.hashes or not shards:
-        return shards
-    return [replace(shards[0], input_sha256=input_sha256(task.source.path, task.version)), *shards[1:]]
+def _own_sha256(task: ReadTask) -> str | None:
+    """The input's sha256 from this worker's copy, for the task that `hashes` (the planner did not compute it)."""
+    return input_sha256(task.source.path, task.version) if task.hashes else None
 
 
 def _frames(shard: Shard) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
