@@ -32,7 +32,7 @@ from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
 from pipelines.engine import MapFn, Outcome, execute
 from pipelines.executors import executor_for, prefect_map
-from pipelines.readers import input_sha256
+from pipelines.readers import same_input
 from pipelines.release import (DEFAULT_ROOT, code_version, dataset_lock, next_version, publish, read_manifest,
                                versions)
 from pipelines.generation import LLMRun, llm_run, release_usage
@@ -338,7 +338,7 @@ def scheduled_run(config_path: str, releases: str | None = None) -> str:
 
 def unchanged_version(pipeline: Pipeline, dataset_dir: storage.Location) -> storage.Location | None:
     """The latest version of the dataset if a run of `pipeline` would reproduce it: same resolved config,
-    same operator fingerprints, same input files (by sha256) and the same Sluice code."""
+    same operator fingerprints, same input files (readers.same_input) and the same Sluice code."""
     published = versions(dataset_dir)
     if not published:
         return None
@@ -349,9 +349,8 @@ def unchanged_version(pipeline: Pipeline, dataset_dir: storage.Location) -> stor
     same = (manifest.get("config_hash") == pipeline.config_hash
             and manifest.get("fingerprints") == {s.name: s.operator.fingerprint for s in pipeline.stages}
             and manifest.get("code_version") == code_version()
-            and [(i["path"], i["sha256"]) for i in manifest.get("inputs", [])]
-            == [(storage.display(src.path), input_sha256(src.path))
-               for src in pipeline.sources])
+            and [i["path"] for i in manifest.get("inputs", [])] == [storage.display(s.path) for s in pipeline.sources]
+            and all(same_input(src, i) for src, i in zip(pipeline.sources, manifest["inputs"])))
     return storage.join(dataset_dir, published[-1]) if same else None
 
 

@@ -573,6 +573,15 @@ def input_sha256(path: Path | str, version: str | None = None) -> str:
     return storage.sha256(storage.local_copy(path, version))
 
 
+def same_input(src: Source, recorded: dict) -> bool:
+    """Whether `src` still holds the bytes a manifest's `recorded` input names: for an input at a URL whose
+    version names its content (storage.stated_version; the manifest keeps it), one look-up of that version;
+    else its sha256 (of a URL: its bytes downloaded)."""
+    if recorded.get("version") and storage.is_remote(src.path):
+        return storage.stated_version(src.path) == (recorded["version"], True)
+    return input_sha256(src.path) == recorded.get("sha256")
+
+
 def parquet_rows(path: Path, name: str | None = None) -> int:
     """storage.parquet_rows of an input, whose unreadable footer is the user's mistake: an InputError."""
     try:

@@ -46,6 +46,7 @@ class ReadTask:
     rows: int  # input rows it covers, as far as planning knows (progress)
     version: str | None = None  # the input's version planned on (size + ETag, or mtime): a worker reads no other
     hashes: bool = False  # also give the input's sha256 (of the worker's copy), which the planner did not compute
+    stated: bool = False  # `version` names the input's content (storage.stated_version): the manifest keeps it
 
     def load(self) -> ReadTask:  # map_fn hands `job.part.load()` to the task
         return self
@@ -73,7 +74,8 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
         planned, sha = plan(src, shard_rows)
         tasks += planned
         meta.append({"path": storage.display(src.path), "format": src.format, "source": src.source,
-                     "bytes": storage.version_size(planned[0].version), "sha256": sha})
+                     "bytes": storage.version_size(planned[0].version), "sha256": sha,
+                     **({"version": planned[0].version} if planned[0].stated else {})})
     jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
             for task in tasks]
     found = cache.lookup([job.key for job in jobs]) if cache else [None] * len(jobs)
@@ -120,7 +122,7 @@ def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str | None]:
             rows = [span.stop - span.start if span.stop is not None else 0 for span in spans]
     if len(spans) == 1:
         spans = [WHOLE]  # one task reads the whole file (and says so when it is empty)
-    return [ReadTask(src, span, identity, n, version, hashes=sha is None and i == 0)
+    return [ReadTask(src, span, identity, n, version, hashes=sha is None and i == 0, stated=names_content)
             for i, (span, n) in enumerate(zip(spans, rows))], sha
 
 

@@ -155,3 +155,28 @@ def test_a_run_whose_retries_run_out_publishes_nothing_and_the_next_resumes_from
     folder, outcome = run_pipeline(pipeline, use_prefect=False)
     assert outcome.reused > 0 and release.verify(folder) == []
     assert _shards(release.read_manifest(folder)) == _shards(release.read_manifest(local_release))
+
+
+def test_an_unchanged_input_at_a_url_is_told_by_its_version_without_downloading_it(s3, tmp_path, monkeypatch):
+    """A re-run of an unchanged dataset publishes nothing; for an input on a bucket it asks the object's version
+    (kept in the manifest: S3's ETag and modification time), not for its bytes to hash. A rewrite is noticed."""
+    url = _upload_input(s3)
+    pipeline = config.load(_config(tmp_path, url, str(tmp_path / "releases")))
+    first, _ = run_pipeline(pipeline, use_prefect=False)
+    manifest = release.read_manifest(first)
+    assert manifest["inputs"][0]["version"] == storage.object_version(url)
+    monkeypatch.setattr(storage, "_fetched", [])  # a new process: no local copy of the input
+    def download(loc, local):
+        raise AssertionError(f"{loc} downloaded")
+
+    monkeypatch.setattr(storage, "download", download)
+    with s3.faults(every=10**9) as proxy:  # no fault: the proxy counts the requests
+        assert run_pipeline(pipeline, use_prefect=False) == (first, None)
+    assert proxy.requests == 1  # the input's HEAD (the release is local)
+    monkeypatch.undo()
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    storage.write_bytes(url, DCLM.read_bytes().replace(b"the", b"The", 1))
+    second, outcome = run_pipeline(pipeline, use_prefect=False)
+    assert second != first and outcome is not None
+    assert release.read_manifest(second)["inputs"][0]["sha256"] != manifest["inputs"][0]["sha256"]
