@@ -157,9 +157,9 @@ def test_an_input_at_a_url_overwritten_after_planning_stops_the_read_naming_the_
     tasks, _ = plan(src, 7)
     download = storage.download
 
-    def overwritten_then_downloaded(loc, local):
+    def overwritten_then_downloaded(loc, local, size=None):
         storage.write_bytes(url, ("\n".join(lines[:-1]) + "\n").encode())
-        return download(loc, local)
+        return download(loc, local, size)
 
     monkeypatch.setattr(storage, "_fetched", [])
     monkeypatch.setattr(storage, "download", overwritten_then_downloaded)

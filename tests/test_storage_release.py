@@ -166,7 +166,7 @@ def test_an_unchanged_input_at_a_url_is_told_by_its_version_without_downloading_
     manifest = release.read_manifest(first)
     assert manifest["inputs"][0]["version"] == storage.object_version(url)
     monkeypatch.setattr(storage, "_fetched", [])  # a new process: no local copy of the input
-    def download(loc, local):
+    def download(loc, local, size=None):
         raise AssertionError(f"{loc} downloaded")
 
     monkeypatch.setattr(storage, "download", download)
