@@ -21,10 +21,11 @@ To add one (say Ray): subclass `PrefectThreads` and pass `prefect_map` a `call` 
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -186,10 +187,18 @@ class PrefectDask(PrefectThreads):
             if not self.client.nthreads():
                 self.client.wait_for_workers(1, timeout=120)
             self.client.run(warm_up, wait=False)
+            threading.Thread(target=self._warm_scheduler, name="warm-scheduler", daemon=True).start()
             try:
                 yield
             finally:
                 self.client = None
+
+    def _warm_scheduler(self) -> None:
+        """Have the scheduler import the code a task graph names: it unpickles every graph it is sent, so its
+        first one (the read stage's) waited 1.5-2 s for those imports. Sent at the run's start, in a thread
+        of its own (the call waits for the answer), while the driver waits for Prefect's API."""
+        with suppress(Exception):  # only a head start: the first graph would import them anyway
+            self.client.run_on_scheduler(import_task_code)
 
     def _check_folder(self, cache: ShardCache | None) -> None:
         """Fail at once, and clearly, when the workers cannot see the run's local shard cache."""
@@ -207,6 +216,13 @@ class PrefectDask(PrefectThreads):
             raise SluiceError(f"the Dask workers {', '.join(blind)} cannot see the shard cache {folder}: put "
                               "release.dir on an object store (s3://...) or on a filesystem every worker mounts")
         self.checked.add(str(cache.folder))
+
+
+def import_task_code() -> None:
+    """Import the code that a shard task's pickled call names (the engine, every operator, the readers, the
+    release writer): on the scheduler, which unpickles each task graph it is sent."""
+    import operators  # noqa: F401  (registers every operator)
+    from pipelines import reading, release  # noqa: F401  (with them the engine, cache, readers and storage)
 
 
 async def warm_up() -> None:

@@ -117,3 +117,21 @@ def test_workers_that_cannot_see_a_local_cache_stop_the_run_at_once(tmp_path):
     with pytest.raises(SluiceError, match=r"workers tcp://far:2 cannot see the shard cache .*s3://"):
         executor._check_folder(cache)
     assert not list(cache.folder.iterdir())  # the probe is gone
+
+
+def test_the_scheduler_imports_the_task_code_when_the_run_connects():
+    """A Dask scheduler unpickles every task graph it is sent, so the first one (the read stage's) waited
+    1.5-2 s for the scheduler to import the code its calls name. The run has it imported when it connects,
+    while the driver waits for Prefect's API, before any graph is sent."""
+    from pipelines.executors import PrefectDask
+
+    def imported() -> bool:
+        return executor.client.run_on_scheduler(lambda: {"pipelines.reading", "operators"} <= set(__import__("sys").modules))
+
+    with Cluster(workers=1) as cluster:
+        executor = PrefectDask(cluster.address)
+        with executor.session():
+            deadline = time.monotonic() + 30
+            while not imported():
+                assert time.monotonic() < deadline, "the scheduler has not imported the task code"
+                time.sleep(0.1)
