@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import html
 import json
-from concurrent.futures import ThreadPoolExecutor
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -46,11 +46,11 @@ LENGTH_ROWS = 1_000_000  # lengths of bigger releases are counted on an even spr
 
 def render_report(folder: Location, manifest: dict[str, Any]) -> str:
     """The report of the release whose shards and rejects are in `folder` (read, nothing is written)."""
-    data = _scan(folder, manifest["shards"])
-    rejects = _scan(folder, manifest.get("rejects", []))
+    data, lengths = _read(folder, manifest["shards"], manifest["rows"])
+    rejects, _ = _read(folder, manifest.get("rejects", []))
     sections = [
         lambda: _waterfall_section(manifest),
-        lambda: _length_section(data, manifest["rows"]),
+        lambda: _length_section(lengths, manifest["rows"]),
         lambda: _score_section(data, rejects, manifest),
         lambda: _duplicate_section(rejects),
         lambda: _contamination_section(data, rejects),
@@ -61,20 +61,48 @@ def render_report(folder: Location, manifest: dict[str, Any]) -> str:
         lambda: _generation_section(data, manifest),
         lambda: _stages_section(manifest),
     ]
-    # on an object store each section's reads are requests in turn: overlap them; locally one section at a time
-    # keeps the driver's peak at the largest section's (4 at once cost +30% memory and no time, review)
-    with ThreadPoolExecutor(4 if storage.is_remote(folder) else 1) as pool:
-        return _page(manifest, "".join(s for s in pool.map(lambda section: section(), sections) if s))
+    return _page(manifest, "".join(s for s in (section() for section in sections) if s))
 
 
 # --- reading -----------------------------------------------------------------------------------------
 
+SMALL = ("lang", "source", "gen_model", "contamination", "reason", "detail")  # with score_*: what sections read
 
-def _scan(folder: Location, files: list[dict[str, Any]]) -> pl.LazyFrame | None:
-    paths = [storage.join(folder, f["path"]) for f in files if f["rows"]]
-    if paths and storage.is_remote(folder):  # a release's files share one schema (release.unified_schema)
-        return pl.concat([storage.scan_parquet(path) for path in paths])
-    return pl.scan_parquet(paths, missing_columns="insert", extra_columns="ignore") if paths else None
+
+class Lengths(NamedTuple):
+    words: pl.DataFrame  # words per row of each payload field (a column each), on one row in `step`
+    step: int
+
+
+def _read(folder: Location, files: list[dict[str, Any]], rows: int | None = None
+          ) -> tuple[pl.LazyFrame | None, Lengths | None]:
+    """What the sections read of `files`, each file read once: their small columns (SMALL and the scores) for
+    every row, and, given the files' `rows`, the words per row of each payload field on an even spread of at
+    most LENGTH_ROWS rows (rows 0, step, 2 step, ... of the files in order), counted file by file, so that no
+    more than a file's text is in memory. On an object store 4 files are read at once (a request each)."""
+    present = [f for f in files if f["rows"]]
+    if not present:
+        return None, None
+    scans = [storage.scan_parquet(storage.join(folder, f["path"])) for f in present]
+    schema = dict(scans[0].collect_schema())  # a release's files share one schema (release.unified_schema)
+    small = [c for c, t in schema.items() if c in SMALL or _is_score(c, t)]
+    words = [_words(c, schema[c], schema).alias(c) for c in _payload_columns(scans[0], schema)] if rows else []
+    needed = list(dict.fromkeys([*small, *(name for w in words for name in w.meta.root_names())]))
+    step = max(1, math.ceil((rows or 0) / LENGTH_ROWS))
+    starts = np.cumsum([0] + [f["rows"] for f in present[:-1]])
+
+    def one(scan: pl.LazyFrame, start: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+        frame = scan.select(needed).collect()
+        return frame.select(small), frame.gather_every(step, int(-start % step)).select(words)
+
+    with ThreadPoolExecutor(4 if storage.is_remote(folder) else 1) as pool:
+        read = list(pool.map(one, scans, starts))
+    data = pl.concat([frame for frame, _ in read], rechunk=False).lazy()
+    return data, Lengths(pl.concat([w for _, w in read]), step) if words else None
+
+
+def _is_score(column: str, dtype: pl.DataType) -> bool:
+    return column.startswith("score_") and (dtype.is_numeric() or dtype == pl.Boolean)
 
 
 def _columns(frame: pl.LazyFrame | None) -> dict[str, pl.DataType]:
@@ -138,26 +166,20 @@ def _waterfall_section(manifest: dict[str, Any]) -> str:
     return _section("Where rows went", caption, [_waterfall_svg(steps)], wide=True)
 
 
-def _length_section(data: pl.LazyFrame | None, rows: int) -> str:
-    if data is None:
+def _length_section(lengths: Lengths | None, rows: int) -> str:
+    if lengths is None:
         return ""
-    schema = _columns(data)
-    fields = _payload_columns(data, schema)
-    if not fields:
-        return ""
-    step = max(1, math.ceil(rows / LENGTH_ROWS))
-    lengths = data.gather_every(step).select(_words(c, schema[c], schema).alias(c) for c in fields).collect()
     figures, stats = [], []
-    for field in fields:
-        values = lengths[field].drop_nulls().to_numpy()
+    for field in lengths.words.columns:
+        values = lengths.words[field].drop_nulls().to_numpy()
         empty = int((values == 0).sum())
         figures.append(_figure(f"{field}: words per row", _histogram_svg(values[values > 0], "words", log_ok=True),
                                f"{empty:,} empty rows not shown" if empty else ""))
         stats.append(_stats_row(field, values))
     table = _table(("field", "rows", "empty", "min", "median", "mean", "p95", "max"), stats)
     caption = "Words per row (whitespace-separated tokens) in each text field of the release."
-    if step > 1:
-        caption += f" Counted on one row in {step:,} ({len(lengths):,} of {rows:,})."
+    if lengths.step > 1:
+        caption += f" Counted on one row in {lengths.step:,} ({len(lengths.words):,} of {rows:,})."
     return _section("Lengths", caption, figures, table)
 
 
@@ -173,7 +195,7 @@ def _score_section(data: pl.LazyFrame | None, rejects: pl.LazyFrame | None, mani
     """A histogram per score (kept, rejected by the stages that threshold it, not sampled), with its thresholds;
     a table of the scores that are only 0 or 1 (flags) and one of the scores that are the same on every row."""
     data_schema, reject_schema = _columns(data), _columns(rejects)
-    scores = [c for c, t in data_schema.items() if c.startswith("score_") and (t.is_numeric() or t == pl.Boolean)]
+    scores = [c for c, t in data_schema.items() if _is_score(c, t)]
     if not scores:
         return ""
     marks = thresholds(manifest, scores)

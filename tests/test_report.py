@@ -18,7 +18,8 @@ from conftest import ROOT, SHARED
 from pipelines import config
 from operators.diversity.metrics import diversity_metrics
 from pipelines.flow import run_pipeline
-from pipelines import report
+from operators.quality.text import plain_word_count
+from pipelines import report, storage
 from pipelines.report import Mark, render_report, thresholds
 from test_card import demo_release
 
@@ -116,6 +117,35 @@ def test_languages_duplicates_generation_and_diversity(multilingual):
     assert "Requests: requests 14; cache hits 2; calls 13; retries 1; failed requests: timeout 1." in page
     # Scores: the rows the length filter dropped are drawn in red beside the kept ones.
     assert "rejected by length_filter" in page and "length_filter.min_words=4" in page
+
+
+def test_a_release_on_a_bucket_is_read_once_per_file_and_reported_as_on_disk(multilingual, s3, tmp_path, monkeypatch):
+    """The report reads each file of a release once (on an object store a request costs ~10 ms; the sections
+    used to read footers and ranges per file each), and lengths counted file by file on an even spread of
+    rows are those of rows 0, step, 2 step, ... of the whole release, on disk and on the bucket alike."""
+    m = _manifest(multilingual)
+    data = pl.read_parquet(multilingual / "data").drop("score_words_text")  # lengths counted from the text
+    cuts = [0, 101, 338, len(data)]  # uneven files: each file's first sampled row depends on the ones before
+    m["shards"] = [{"path": f"data/part-{i:05d}.parquet", "rows": b - a} for i, (a, b) in enumerate(zip(cuts, cuts[1:]))]
+    for entry, (a, b) in zip(m["shards"], zip(cuts, cuts[1:])):
+        (tmp_path / "data").mkdir(exist_ok=True)
+        data.slice(a, b - a).write_parquet(tmp_path / entry["path"])
+        entry["bytes"] = (tmp_path / entry["path"]).stat().st_size
+        storage.upload(tmp_path / entry["path"], s3.url("rel", entry["path"]))
+    for entry in m["rejects"]:
+        (tmp_path / entry["path"]).parent.mkdir(exist_ok=True)
+        storage.copy(multilingual / entry["path"], tmp_path / entry["path"])
+        storage.upload(multilingual / entry["path"], s3.url("rel", entry["path"]))
+    monkeypatch.setattr(report, "LENGTH_ROWS", len(data) // 3)  # one row in 4
+
+    local = render_report(tmp_path, m)
+    with s3.faults(every=10**9) as proxy:  # no fault: the proxy counts the requests
+        remote = render_report(s3.url("rel"), m)
+    assert remote == local
+    assert proxy.requests <= 2 * (len(m["shards"]) + len(m["rejects"]))  # a footer and one read per file
+    words = data.select(plain_word_count(pl.col("text"))).to_series().gather_every(4).to_numpy()
+    assert f"Counted on one row in 4 ({len(words):,} of {len(data):,})." in local
+    assert "<tr>" + "".join(f"<td>{cell}</td>" for cell in report._stats_row("text", words)) + "</tr>" in local
 
 
 def test_report_of_an_empty_release(tmp_path):
