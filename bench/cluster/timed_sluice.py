@@ -58,7 +58,28 @@ from pipelines import config  # noqa: E402
 wrap(config, "load", "config.load")
 for name in ("read_inputs", "run_stage", "run_fused", "decide"):
     wrap(engine, name, f"engine.{name}")
-wrap(executors, "prefect_map", "map")
+_prefect_map = executors.prefect_map
+
+
+def prefect_map(fn, jobs, label, *args, call=None, **kwargs):
+    """The map, and when each of its task bodies starts and ends in this process (Prefect's view)."""
+    inner = call or engine.call_cached
+
+    def timed_call(fn_, job, cache, **kw):
+        log(f"  task body {label}[{job.name}] starts")
+        try:
+            return inner(fn_, job, cache, **kw)
+        finally:
+            log(f"  task body {label}[{job.name}] ends")
+
+    log(f"> map {label} ({len(jobs)} jobs)")
+    try:
+        return _prefect_map(fn, jobs, label, *args, call=timed_call, **kwargs)
+    finally:
+        log(f"< map {label}")
+
+
+executors.prefect_map = prefect_map
 wrap(cache.ShardCache, "drop_spills", "cache.drop_spills")
 _wait, _stop = flow.ApiServer.wait, flow.ApiServer.stop
 flow.ApiServer.wait = lambda self, timeout: (_wait(self, timeout), log(f"server answers, its CPU {server_cpu(self):.2f} s"))
@@ -71,9 +92,38 @@ def session(self):
     log("> dask.session")
     with _session(self):
         log("= dask.session entered")
-        yield
+        from distributed import get_task_stream
+
+        with get_task_stream(self.client) as stream:
+            yield
         log("> dask.session exit")
+        _transitions(self.client)
+        for task in sorted(stream.data, key=lambda t: t["startstops"][0]["start"]):
+            spans = " ".join(f"{s['action']} {s['start'] - T0:.3f}-{s['stop'] - T0:.3f}" for s in task["startstops"])
+            OUT.write(f"  worker {task['worker'][-6:]} {task['key']}: {spans}\n")
     log("< dask.session")
+
+
+def _transitions(client) -> None:
+    """The scheduler's and the workers' state transitions of each map's first tasks, seconds since T0."""
+    def scheduler_log(dask_scheduler):
+        return [(str(e[0]), e[1], e[2], e[-1]) for e in dask_scheduler.transition_log if len(e) == 6]
+
+    def worker_log(dask_worker):
+        return [(str(e[0]), str(e[1]), str(e[2]), e[-1]) for e in dask_worker.state.log
+                if len(e) >= 4 and isinstance(e[-1], float) and "[" in str(e[0])]
+
+    seen: dict[str, int] = {}
+    events = [("scheduler", *e) for e in client.run_on_scheduler(scheduler_log)]
+    for worker, log_ in client.run(worker_log).items():
+        events += [(f"worker{worker[-6:]}", *e) for e in log_]
+    for who, key, start, finish, when in sorted(events, key=lambda e: e[-1]):
+        label = key.split("[")[0]
+        first = seen.setdefault(key, len([k for k in seen if k.split("[")[0] == label]))
+        if first < 3:
+            OUT.write(f"{when - T0:8.3f} transition {who} {key}: {start}->{finish}\n")
+    imported = client.run_on_scheduler(lambda: sorted(m for m in __import__("sys").modules if m.startswith("pipelines")))
+    OUT.write(f"scheduler's pipelines modules: {imported}\n")
 
 
 executors.PrefectDask.session = session
