@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import polars as pl
 
@@ -30,6 +30,7 @@ from pipelines.config import Pipeline, Stage
 from pipelines.progress import Progress
 from pipelines.readers import Source
 
+FrameT = TypeVar("FrameT", pl.DataFrame, pl.LazyFrame)
 LANG = "lang"  # the column a langid stage writes; `languages:` on a stage reads it
 
 
@@ -46,16 +47,14 @@ class Part:
     dropped: pl.Series | None = None  # ids of the file's rows that are not the part's (see `less`)
 
     def load(self) -> pl.DataFrame:
-        if self.frame is not None:
-            return self.frame
-        frame = storage.read_parquet(self.path)
-        return frame if self.dropped is None else frame.filter(~pl.col("id").is_in(self.dropped.implode()))
+        return self.frame if self.frame is not None else self._kept(storage.read_parquet(self.path))
 
     def scan(self) -> pl.LazyFrame:
-        if self.frame is not None:
-            return self.frame.lazy()
-        frame = storage.scan_parquet(self.path)
-        return frame if self.dropped is None else frame.filter(~pl.col("id").is_in(self.dropped.implode()))
+        return self.frame.lazy() if self.frame is not None else self._kept(storage.scan_parquet(self.path))
+
+    def _kept(self, rows: FrameT) -> FrameT:
+        """The file's rows less the `dropped` ones."""
+        return rows if self.dropped is None else rows.filter(~pl.col("id").is_in(self.dropped.implode()))
 
     @property
     def columns(self) -> pl.Schema | None:
@@ -453,7 +452,9 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         decision_key = derive(fingerprint, *outcome.keys)
         decision = decide([as_part(r) for r, _ in indexed], stage, map_fn, cache, decision_key, outcome)
         drops_only = cache is not None and drops_only_decision(op, decision) and all(p.path for p in outcome.parts)
-        keys = [derive(k, decision_key, *(["drops"] if drops_only else [])) for k in outcome.keys]  # other entries
+        # a drop-only entry (rejects only) is of other content, and holds for its input rows only: its key names them
+        keys = [derive(k, decision_key, *(["drops", str(p.rows)] if drops_only else []))
+                for k, p in zip(outcome.keys, outcome.parts)]
         results = map_cached(map_fn, apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, ahead=ahead,
                              drops_only=drops_only, stage=stage,
                              decision=decision._replace(tables={}))  # tables go to the release only

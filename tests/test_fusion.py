@@ -173,6 +173,31 @@ def test_a_drop_only_stage_caches_its_rejects_and_keeps_the_rows_it_read_in_thei
             [f.read_bytes() for f in sorted((theirs / name).glob("*.parquet"))]
 
 
+def test_a_drop_only_entry_is_reused_only_for_the_rows_it_was_made_from(tmp_path):
+    """A drop-only entry holds only the rejects; its kept part is the stage's input file less their ids. If
+    that input changed under its key (an entry rebuilt, or restored from elsewhere), the old rejects must not
+    be reused with it: the kept part would claim one row less than it reads per reject no longer in the file,
+    and the books would not match the release. The entry's key names the input's row count, so it is made
+    again, and the stages after it get keys of their own."""
+    pipeline = udhr_pipeline(tmp_path, "  - {op: normalize}\n  - {op: exact_dedup}\n")
+    cache = ShardCache(tmp_path / "cache")
+    first = run_stages(pipeline.sources, pipeline.stages, 300, cache=cache)
+    shard = next(i for i, p in enumerate(first.parts) if p.dropped is not None and len(p.dropped) >= 2)
+    part = first.parts[shard]
+    rows, rejects = pl.read_parquet(part.path), part.path.with_name("1.parquet")  # the normalize stage's entry:
+    gone = pl.col("id") == part.dropped[0]  # one of the rows exact dedup rejected is now a reject of normalize
+    moved = rows.filter(gone).with_columns(reason=pl.lit("normalize:moved"), detail=pl.lit(None, pl.String))
+    pl.concat([pl.read_parquet(rejects), moved], how="diagonal_relaxed").write_parquet(rejects)
+    rows.filter(~gone).write_parquet(part.path)
+
+    again = run_stages(pipeline.sources, pipeline.stages, 300, cache=cache)
+    assert [p.rows for p in again.parts] == [len(f) for f in again.shards]  # the books' rows are the rows read
+    assert again.computed == 1 and again.keys[shard] != first.keys[shard]
+    assert again.parts[shard].rows == part.rows and again.ledger.stages[-1].dropped["exact_dedup:duplicate"] == \
+        first.ledger.stages[-1].dropped["exact_dedup:duplicate"] - 1
+    assert [k for i, k in enumerate(again.keys) if i != shard] == [k for i, k in enumerate(first.keys) if i != shard]
+
+
 def udhr_pipeline(tmp_path, stages: str):
     """A pipeline over UDHR lines in English, Chinese (six versions, which share lines), Russian, Arabic and
     Hindi, GSM8K questions, and every ninth row again."""
