@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import polars as pl
@@ -660,8 +661,39 @@ def scan(parts: list[Part], read_now: bool = False) -> pl.LazyFrame:
     remote = [f for f, p in zip(frames, parts) if p.frame is None and storage.is_remote(p.path)]
     if read_now and len(remote) > 1:
         with ThreadPoolExecutor(min(16, len(remote))) as pool:
-            list(pool.map(pl.LazyFrame.collect_schema, remote))
+            schemas = list(pool.map(pl.LazyFrame.collect_schema, remote))
+        if len(remote) == len(frames) and all(schema == schemas[0] for schema in schemas):
+            return _read_together(frames, schemas[0])
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.LazyFrame(schema={"id": pl.String})
+
+
+def _read_together(frames: list[pl.LazyFrame], schema: pl.Schema, at_once: int = 8) -> pl.LazyFrame:
+    """`frames` (of one schema) as one lazy table whose query reads up to `at_once` of them at a time, in order:
+    Polars reads the files of a concatenated scan one after another (on an object store, a request's wait
+    each; a decide task's 20 index files at 1M rows took ~0.5 s so)."""
+    from polars.io.plugins import register_io_source
+
+    def source(columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
+               _batch: int | None) -> Iterator[pl.DataFrame]:
+        def read(frame: pl.LazyFrame) -> pl.DataFrame:
+            frame = frame if columns is None else frame.select(columns)
+            frame = frame if predicate is None else frame.filter(predicate)
+            return frame.collect() if n_rows is None else frame.head(n_rows).collect()
+
+        left, todo = n_rows, iter(frames)
+        with ThreadPoolExecutor(at_once) as pool:
+            reading = deque(pool.submit(read, frame) for frame in islice(todo, at_once))
+            while reading:
+                rows = reading.popleft().result()
+                if (frame := next(todo, None)) is not None:
+                    reading.append(pool.submit(read, frame))
+                if left is not None:
+                    rows, left = rows.head(left), left - min(left, len(rows))
+                yield rows
+                if left == 0:
+                    return
+
+    return register_io_source(source, schema=schema)
 
 
 def _own_reasons(rejected: pl.LazyFrame, stage: Stage) -> pl.LazyFrame:

@@ -270,6 +270,43 @@ def test_a_scan_of_parts_on_an_object_store_read_at_once_asks_for_their_footers_
     assert rows.equals(questions.head(600)) and len(asked) == len(parts) and len(set(asked)) > 1
 
 
+def test_a_scan_of_parts_on_an_object_store_read_at_once_reads_their_rows_side_by_side(s3, monkeypatch):
+    """Polars reads the files of a concatenated scan one after another: a decide task's index files (20 at 1M
+    rows) waited for each GET in turn. A scan its caller reads at once reads up to 8 parts at a time, and
+    gives the rows, columns, filters and row limits of a plain scan, in order, the dropped rows left out."""
+    import threading
+    import time
+
+    from pipelines import engine, storage
+
+    questions = pl.read_ndjson(GSM8K).select(pl.int_range(pl.len()).cast(pl.String).alias("id"), "question")
+    parts = []
+    for i, frame in enumerate(questions.head(1000).iter_slices(100)):
+        storage.write_parquet(frame, s3.url(f"parts/{i}.parquet"))
+        parts.append(engine.Part(len(frame), path=s3.url(f"parts/{i}.parquet")))
+    parts[3] = engine.less(parts[3], pl.Series(["300", "302"]))
+    plain = pl.concat([p.load() for p in parts])
+    reading, most = set(), [0]
+    read = storage.read_parquet
+
+    def slow_read(loc, columns=None):
+        reading.add(loc)
+        most[0] = max(most[0], len(reading))
+        time.sleep(0.05)  # a request's round trip
+        try:
+            return read(loc, columns=columns)
+        finally:
+            reading.discard(loc)
+
+    monkeypatch.setattr(storage, "read_parquet", slow_read)
+    assert engine.scan(parts, read_now=True).collect().equals(plain)
+    assert most[0] == 8  # at most 8 at a time
+    shorter = pl.col("question").str.len_chars() < 200
+    query = lambda scan: scan.filter(shorter).select("id").head(123).collect()  # noqa: E731
+    assert query(engine.scan(parts, read_now=True)).equals(query(plain.lazy())) and len(query(plain.lazy())) == 123
+    assert threading.active_count() < 20  # no reader left behind
+
+
 def test_a_task_reads_its_rows_while_it_asks_the_cache_for_its_result(tmp_path, monkeypatch):
     """map_cached asked the cache already, so a task's own look-up (for a task run again after its worker died
     with the result stored) finds nothing nearly always: on an object store that request waits beside the
