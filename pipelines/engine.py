@@ -153,13 +153,19 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
         return replace(_in_memory(result), final=False), False
     split = isinstance(result, Split | Produced)
     drops_only = drops_only and _only_drops(result, len(batch))
-    files = cache.put(job.key, (result.rejected,) if drops_only else tuple(result)[:3] if split else (result,))
+    frames = (result.rejected,) if drops_only else tuple(result)[:3] if split else (result,)
+    index = None
+    if split and ahead is not None:
+        with ThreadPoolExecutor(1) as writer:  # the rows' entry is written while their index is computed
+            stored = writer.submit(cache.put, job.key, frames)
+            frame = index_rows(result.kept, ahead.stage)
+            files = stored.result()
+        # stored after the rows' own entry: a task killed between the two leaves a resumable state
+        index = Part(len(frame), path=cache.put(index_key(job.key, ahead.fingerprint), (frame,))[0], schema=frame.schema)
+    else:
+        files = cache.put(job.key, frames)
     if not split:
         return Part(len(result), path=files[0], schema=result.schema), False
-    index = None
-    if ahead is not None:  # after the rows' own entry: a task killed between the two leaves a resumable state
-        frame = index_rows(result.kept, ahead.stage)
-        index = Part(len(frame), path=cache.put(index_key(job.key, ahead.fingerprint), (frame,))[0], schema=frame.schema)
     kept = less(job.part, result.rejected["id"], len(result.kept)) if drops_only else \
         Part(len(result.kept), path=files[0], schema=result.kept.schema)
     return ShardResult(kept, Part(len(result.rejected), path=files[-1 if drops_only else 1],

@@ -307,6 +307,39 @@ def test_a_scan_of_parts_on_an_object_store_read_at_once_reads_their_rows_side_b
     assert threading.active_count() < 20  # no reader left behind
 
 
+def test_a_task_writes_its_rows_while_it_indexes_them_for_the_next_stage(tmp_path, monkeypatch):
+    """A row task that indexes its kept rows for the global stage after it (see Ahead) computes that index
+    while its own entry is written (on an object store: an encode and PUTs, time the task waited), and
+    stores the index only after that entry: a task killed between the two leaves a resumable state."""
+    import threading
+
+    from operators.quality import LengthFilter
+    from pipelines import engine
+    from pipelines.cache import ShardCache
+    from pipelines.engine import Ahead, Job, Part, call_cached, index_key, split_rows
+
+    indexing, stored = threading.Event(), []
+    index_rows = engine.index_rows
+    monkeypatch.setattr(engine, "index_rows", lambda *args: indexing.set() or index_rows(*args))
+
+    class Storing(ShardCache):
+        def put(self, key, frames, links=()):
+            if key == "rows":
+                assert indexing.wait(10), "the rows' index was not computed while their entry was written"
+            files = super().put(key, frames, links)
+            stored.append(key)
+            return files
+
+    questions = pl.read_ndjson(GSM8K).head(50).select(pl.int_range(pl.len()).cast(pl.String).alias("id"), "question")
+    dedup = Stage("exact_dedup", ExactDedup(fields=["question"]))
+    ahead = Ahead(dedup, engine.stage_fingerprint(dedup))
+    stage = Stage("length_filter", LengthFilter(field="question", min_words=40))
+    result, _ = call_cached(split_rows, Job(Part(len(questions), questions), "rows", "q"), Storing(tmp_path),
+                            ahead=ahead, stage=stage)
+    assert stored == ["rows", index_key("rows", ahead.fingerprint)]
+    assert result.index.load().equals(ExactDedup(fields=["question"]).index(result.kept.load()))
+
+
 def test_a_task_reads_its_rows_while_it_asks_the_cache_for_its_result(tmp_path, monkeypatch):
     """map_cached asked the cache already, so a task's own look-up (for a task run again after its worker died
     with the result stored) finds nothing nearly always: on an object store that request waits beside the
