@@ -10,7 +10,6 @@ Prefect flow (pipelines/flow.py) runs each as a task. The functions here are the
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -125,7 +124,17 @@ class Ahead(NamedTuple):
 
 def index_key(key: str, fingerprint: str) -> str:
     """The cache key of a global stage's index of the rows cached under `key`."""
-    return derive(key, fingerprint, "index")
+    return key_of(key, fingerprint, "index")
+
+
+PARTIAL = "~"  # marks the key of rows a re-run will not repeat (see Produced.final) and of all derived from them
+
+
+def key_of(*parts: str) -> str:
+    """`derive(*parts)`, marked PARTIAL when a part is: the rows under such a key are not cached (a re-run
+    makes others), and neither is anything computed from them (see call_cached)."""
+    key = derive(*parts)
+    return PARTIAL + key if any(part.startswith(PARTIAL) for part in parts) else key
 
 
 def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead | None = None,
@@ -137,7 +146,7 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     the Split's kept rows are the job's rows less its rejects (a drop-only decision), so only the rejects are
     cached and the kept part is the job's file with their ids left out (`less`): no copy of the shard written
     (unless the rows do not allow it: see `_only_drops`)."""
-    if cache is None:
+    if cache is None or job.key.startswith(PARTIAL):
         result = fn(job.part.load(), **kwargs)
         return (_in_memory(result) if isinstance(result, Split | Produced) else result), False
     pool = ThreadPoolExecutor(1)  # the rows are read while the cache is asked (on an object store, a request:
@@ -203,7 +212,8 @@ def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: 
         kwargs["ahead"] = ahead  # for call_cached
     if drops_only:
         kwargs["drops_only"] = True
-    found = cache.lookup([job.key for job in jobs])
+    stored = [job.key for job in jobs if not job.key.startswith(PARTIAL)]  # partial keys: never stored
+    found = [*map(dict(zip(stored, cache.lookup(stored))).get, [job.key for job in jobs])]
     hits = [i for i, files in enumerate(found) if files is not None]
     todo = [i for i, files in enumerate(found) if files is None]
     results: list = [None] * len(jobs)
@@ -363,7 +373,7 @@ def run_fused(group: list[Stage], outcome: Outcome, map_fn: MapFn = map_local, c
     (rows in, out, dropped by reason, rows per language, its summary) and rejects, as if it had run alone.
     `ahead`: the global stage after the group, whose index the tasks compute too."""
     fingerprints = [stage_fingerprint(s) for s in group]  # once per stage, not per shard (each hashes modules)
-    keys = [derive(k, *fingerprints) for k in outcome.keys]
+    keys = [key_of(k, *fingerprints) for k in outcome.keys]
     results = map_cached(map_fn, split_fused, outcome.jobs(keys), "+".join(s.name for s in group), cache,
                          ahead=ahead, stages=group)
     level = sum(p.rows for p in outcome.parts)
@@ -450,17 +460,17 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
     decided: dict[str, Any] = {}  # a global stage's Decision.stats
     names = outcome.names
     if isinstance(op, RowOperator):
-        keys = [derive(k, fingerprint) for k in outcome.keys]
+        keys = [key_of(k, fingerprint) for k in outcome.keys]
         results = map_cached(map_fn, split_rows, outcome.jobs(keys), stage.name, cache, ahead=ahead, stage=stage)
     elif isinstance(op, GlobalOperator):
         index_keys = [index_key(k, fingerprint) for k in outcome.keys]
         indexed = index_parts(stage, outcome, index_keys, map_fn, cache)
         _tally(outcome, indexed)
-        decision_key = derive(fingerprint, *outcome.keys)
+        decision_key = key_of(fingerprint, *outcome.keys)
         decision = decide([as_part(r) for r, _ in indexed], stage, map_fn, cache, decision_key, outcome)
         drops_only = cache is not None and drops_only_decision(op, decision) and all(p.path for p in outcome.parts)
         # a drop-only entry (rejects only) is of other content, and holds for its input rows only: its key names them
-        keys = [derive(k, decision_key, *(["drops", str(p.rows)] if drops_only else []))
+        keys = [key_of(k, decision_key, *(["drops", str(p.rows)] if drops_only else []))
                 for k, p in zip(outcome.keys, outcome.parts)]
         results = map_cached(map_fn, apply_decision, outcome.jobs(keys), f"{stage.name}.apply", cache, ahead=ahead,
                              drops_only=drops_only, stage=stage,
@@ -474,8 +484,8 @@ def run_stage(stage: Stage, outcome: Outcome, map_fn: MapFn = map_local, cache: 
         jobs = generator_jobs(stage, fingerprint, outcome, llm)
         keys, names = [j.key for j in jobs], [j.name for j in jobs]
         results = map_cached(map_fn, generate_rows, jobs, stage.name, cache, inline=True, stage=stage, llm=llm)
-        # rows of a result with failed requests differ from the next run's: stages after it get keys of their own
-        keys = [key if result.final else derive(key, "partial", uuid.uuid4().hex) for key, (result, _) in zip(keys, results)]
+        # rows of a result with failed requests differ from the next run's: nothing made from them is cached
+        keys = [key if result.final else PARTIAL + key for key, (result, _) in zip(keys, results)]
         outcome.usage += [(result.side, reused) for result, reused in results]
         consumed = sum(p.rows for p in outcome.parts)
         added = sum(r.kept.rows + r.rejected.rows for r, _ in results)
@@ -523,9 +533,9 @@ def rows_by_language(kept: pl.LazyFrame, rejected: pl.LazyFrame) -> dict[str, di
 def generator_jobs(stage: Stage, fingerprint: str, outcome: Outcome, llm: LLM) -> list[Job]:
     """One job per seed shard when the generator's rows depend on one seed row each, else one over all seeds."""
     if stage.operator.per_seed_row:
-        return outcome.jobs([derive(k, fingerprint, llm.identity) for k in outcome.keys])
+        return outcome.jobs([key_of(k, fingerprint, llm.identity) for k in outcome.keys])
     seeds = concat_frames([p.load() for p in outcome.parts])
-    return [Job(Part(len(seeds), seeds), derive(fingerprint, llm.identity, *outcome.keys), "all")]
+    return [Job(Part(len(seeds), seeds), key_of(fingerprint, llm.identity, *outcome.keys), "all")]
 
 
 def generate_rows(batch: pl.DataFrame, stage: Stage, llm: LLM) -> Produced:
@@ -598,7 +608,7 @@ def decide(index: list[Part] | pl.DataFrame, stage: Stage, map_fn: MapFn = map_l
     index = [as_part(index)] if isinstance(index, pl.DataFrame) else index
     rows = sum(p.rows for p in index)  # the tasks are told, so none scans the index to count it
     if parts := op.partitions(rows):
-        jobs = [Job(Part(0, pl.DataFrame({"part": [k], "rows": [rows]})), derive(key, "decide", str(k)), f"part{k}")
+        jobs = [Job(Part(0, pl.DataFrame({"part": [k], "rows": [rows]})), key_of(key, "decide", str(k)), f"part{k}")
                 for k in range(parts)]
         results = map_cached(map_fn, decide_part, jobs, f"{stage.name}.decide", cache, stage=stage, index=index)
         if outcome is not None:

@@ -421,8 +421,9 @@ def test_repeated_ids_in_a_shard_give_a_drop_only_stage_parts_whose_rows_match_t
 
 def test_a_generators_result_with_failed_requests_hands_no_reusable_key_to_the_stages_after_it(tmp_path):
     """A generator's result with a failed request is not cached, and its rows differ from the next run's: the
-    global stage after it must not cache its index or decision under the key the complete result will have.
-    The next run (requests answered) dedups its own rows, as a clean run does."""
+    global stage after it must not cache its index or decision under the key the complete result will have,
+    nor under any other (each retry would add entries nobody finds again). The next run (requests answered)
+    dedups its own rows, as a clean run does."""
     from operators.base import Generator
     from pipelines.accounting import Ledger
     from pipelines.cache import ShardCache
@@ -465,7 +466,8 @@ def test_a_generators_result_with_failed_requests_hands_no_reusable_key_to_the_s
         return sorted(pl.concat([p.load() for p in outcome.parts])["id"])
 
     cache = ShardCache(tmp_path / "cache")
-    assert run(cache) == ["g0"]  # a request failed: two rows
+    assert run(cache) == run(cache) == ["g0"]  # a request failed: two rows, and nothing made from them cached
+    assert not cache.folder.exists() or not any(cache.folder.iterdir())  # (entries nobody could find again)
     answered["all"] = True
     assert run(cache) == run(ShardCache(tmp_path / "clean")) == ["g0", "g2"]
 
