@@ -80,6 +80,15 @@ def prefect_map(fn, jobs, label, *args, call=None, **kwargs):
 
 
 executors.prefect_map = prefect_map
+_dask_map = executors.PrefectDask.map
+
+
+def dask_map(self, fn, jobs, label, *args, **kwargs):
+    log(f"> dask map {label}")  # then its parameters' size check and scatter, then prefect_map's "> map"
+    return _dask_map(self, fn, jobs, label, *args, **kwargs)
+
+
+executors.PrefectDask.map = dask_map
 wrap(cache.ShardCache, "drop_spills", "cache.drop_spills")
 _wait, _stop = flow.ApiServer.wait, flow.ApiServer.stop
 flow.ApiServer.wait = lambda self, timeout: (_wait(self, timeout), log(f"server answers, its CPU {server_cpu(self):.2f} s"))

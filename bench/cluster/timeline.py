@@ -9,6 +9,7 @@ your own, e.g. in a venv under /tmp: PY_SPY=/tmp/x/bin/py-spy), raw stacks in DI
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +35,27 @@ def timed_run(config: Path, extra: list[str], env: dict[str, str], out: Path, sp
     print(f"== {out.stem}: wall {time.time() - start:.1f} s, exit {done.returncode}, load {os.getloadavg()[0]:.1f}")
     print(done.stdout[-1200:] if done.returncode == 0 else done.stderr[-3000:])
     print(out.read_text(), flush=True)
+    print(dispatch(out.read_text()), flush=True)
+
+
+def dispatch(timeline: str) -> str:
+    """Per map: its wall, when its first task body started in the driver and its first task on a worker (Dask's
+    task stream; none for local runs), and the workers' busy seconds."""
+    maps, bodies, computes = {}, {}, {}
+    for line in timeline.splitlines():
+        if m := re.match(r"\s*([\d.]+)\s+\S+\s+\S+\s+([<>]) map (\S+)", line):
+            maps.setdefault(m.group(3), []).append(float(m.group(1)))
+        elif m := re.match(r"\s*([\d.]+)\s+\S+\s+\S+\s+task body (\S+?)\[.*\] starts", line):
+            bodies.setdefault(m.group(2), []).append(float(m.group(1)))
+        elif m := re.match(r"\s*worker \S+ (\S+?)\[.*: compute ([\d.]+)-([\d.]+)", line):
+            computes.setdefault(m.group(1), []).append((float(m.group(2)), float(m.group(3))))
+    rows = ["map                          wall s  first body +s  first on a worker +s  workers busy s"]
+    for label, (start, end, *_) in maps.items():
+        spans = computes.get(label, [])
+        first = f"{min(a for a, _ in spans) - start:.2f}" if spans else "-"
+        rows.append(f"{label:28} {end - start:6.2f} {min(bodies.get(label, [start])) - start:14.2f} {first:>21} "
+                    f"{sum(b - a for a, b in spans):15.2f}")
+    return "\n".join(rows)
 
 
 def main() -> None:
