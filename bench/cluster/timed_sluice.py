@@ -133,6 +133,9 @@ def _transitions(client) -> None:
             OUT.write(f"{when - T0:8.3f} transition {who} {key}: {start}->{finish}\n")
     imported = client.run_on_scheduler(lambda: sorted(m for m in __import__("sys").modules if m.startswith("pipelines")))
     OUT.write(f"scheduler's pipelines modules: {imported}\n")
+    cpu = lambda: __import__("time").process_time()  # noqa: E731
+    OUT.write(f"CPU s so far: scheduler {client.run_on_scheduler(cpu):.2f}, workers "
+              f"{', '.join(f'{t:.2f}' for t in client.run(cpu).values())}\n")
 
 
 executors.PrefectDask.session = session
