@@ -148,6 +148,23 @@ def test_a_release_on_a_bucket_is_read_once_per_file_and_reported_as_on_disk(mul
     assert "<tr>" + "".join(f"<td>{cell}</td>" for cell in report._stats_row("text", words)) + "</tr>" in local
 
 
+def test_other_prose_columns_are_found_on_the_release_s_first_rows_across_its_files(multilingual, tmp_path):
+    """A string column that is no known payload field counts as prose when the median of its first 10,000 rows
+    has 5 or more words: rows of the whole release in order, not only of its first file (here 3 one-word rows)."""
+    m = _manifest(multilingual)
+    data = pl.read_parquet(multilingual / "data").head(300)
+    data = data.with_columns(summary=pl.when(pl.int_range(pl.len()) < 3).then(pl.lit("short")).otherwise(pl.col("text")),
+                             tag=pl.col("lang"))
+    (tmp_path / "data").mkdir()
+    m["shards"], m["rows"], m["rejects"] = [], len(data), []
+    for i, (start, rows) in enumerate([(0, 3), (3, len(data) - 3)]):
+        data.slice(start, rows).write_parquet(tmp_path / f"data/part-{i}.parquet")
+        m["shards"].append({"path": f"data/part-{i}.parquet", "rows": rows, "bytes": 1})
+    page = render_report(tmp_path, m)
+    assert "<h3>summary: words per row</h3>" in page and "<h3>text: words per row</h3>" in page
+    assert "tag: words per row" not in page
+
+
 def test_report_of_an_empty_release(tmp_path):
     folder = demo_release(tmp_path / "releases", min_words=99_999)
     m = _manifest(folder)
