@@ -672,12 +672,15 @@ def columns(parts: list[Part]) -> pl.Schema:
 def scan(parts: list[Part], read_now: bool = False) -> pl.LazyFrame:
     """All rows of `parts` as one lazy table (columns that differ between parts are unified). `read_now`: the
     caller reads it at once, so on an object store every file's footer (its schema and column sizes, a request
-    each, which Polars would ask for one after another) is asked for now, all at once."""
+    each, which Polars would ask for one after another) is asked for now, all at once, unless the tasks that
+    wrote the files gave their columns; and parts of one schema are read several at a time."""
     frames = [p.scan() for p in parts]
     remote = [f for f, p in zip(frames, parts) if p.frame is None and storage.is_remote(p.path)]
     if read_now and len(remote) > 1:
-        with ThreadPoolExecutor(min(16, len(remote))) as pool:
-            schemas = list(pool.map(pl.LazyFrame.collect_schema, remote))
+        schemas = [p.columns for p in parts]  # as the tasks that wrote them said: no footer asked first
+        if len(remote) < len(frames) or None in schemas:
+            with ThreadPoolExecutor(min(16, len(remote))) as pool:
+                schemas = list(pool.map(pl.LazyFrame.collect_schema, frames))
         if len(remote) == len(frames) and all(schema == schemas[0] for schema in schemas):
             return _read_together(frames, schemas[0])
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.LazyFrame(schema={"id": pl.String})

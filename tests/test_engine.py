@@ -276,6 +276,7 @@ def test_a_scan_of_parts_on_an_object_store_read_at_once_reads_their_rows_side_b
     gives the rows, columns, filters and row limits of a plain scan, in order, the dropped rows left out."""
     import threading
     import time
+    from dataclasses import replace
 
     from pipelines import engine, storage
 
@@ -305,6 +306,12 @@ def test_a_scan_of_parts_on_an_object_store_read_at_once_reads_their_rows_side_b
     query = lambda scan: scan.filter(shorter).select("id").head(123).collect()  # noqa: E731
     assert query(engine.scan(parts, read_now=True)).equals(query(plain.lazy())) and len(query(plain.lazy())) == 123
     assert threading.active_count() < 20  # no reader left behind
+
+    footers, footer = [], storage._parquet_footer
+    monkeypatch.setattr(storage, "_parquet_footer", lambda loc: footers.append(loc) or footer(loc))
+    known = engine.scan([replace(p, schema=questions.schema) for p in parts], read_now=True)
+    assert not footers  # the columns the writing tasks gave: no footer asked before the reads, each with its own
+    assert known.collect().equals(plain) and len(footers) == len(parts)
 
 
 def test_a_task_writes_its_rows_while_it_indexes_them_for_the_next_stage(tmp_path, monkeypatch):
