@@ -20,12 +20,13 @@ To add one (say Ray): subclass `PrefectThreads` and pass `prefect_map` a `call` 
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -197,8 +198,12 @@ class PrefectDask(PrefectThreads):
         """Have the scheduler import the code a task graph names: it unpickles every graph it is sent, so its
         first one (the read stage's) waited 1.5-2 s for those imports. Sent at the run's start, in a thread
         of its own (the call waits for the answer), while the driver waits for Prefect's API."""
-        with suppress(Exception):  # only a head start: the first graph would import them anyway
+        try:
             self.client.run_on_scheduler(import_task_code)
+        except BaseException as err:  # noqa: BLE001 (only a head start: the run goes on; a closing client may cancel it)
+            logging.getLogger(__name__).warning("the Dask scheduler %s could not import Sluice's code (%s: %s); its task "
+                                                "graphs will fail to load unless it runs where Sluice is installed",
+                                                self.address or "of the local cluster", type(err).__name__, err)
 
     def _check_folder(self, cache: ShardCache | None) -> None:
         """Fail at once, and clearly, when the workers cannot see the run's local shard cache."""
@@ -220,7 +225,7 @@ class PrefectDask(PrefectThreads):
 
 def import_task_code() -> None:
     """Import the code that a shard task's pickled call names (the engine, every operator, the readers, the
-    release writer): on the scheduler, which unpickles each task graph it is sent."""
+    release writer): on the scheduler, which unpickles each task graph it is sent, and on the workers (warm_up)."""
     import operators  # noqa: F401  (registers every operator)
     from pipelines import reading, release  # noqa: F401  (with them the engine, cache, readers and storage)
 
@@ -229,9 +234,9 @@ async def warm_up() -> None:
     """Import what a shard task needs (the engine, every operator, storage) and, on a worker set up for S3, build
     its S3 client, so that a worker's first task does not wait for them: sent to the workers when the run
     connects, while the driver starts Prefect's API. (A coroutine: Dask runs those without waiting for them.)"""
-    import operators  # noqa: F401  (registers every operator)
-    from pipelines import reading, release, storage  # noqa: F401  (with them the engine, cache and readers)
+    from pipelines import storage
 
+    import_task_code()
     if any(name.startswith("AWS_") for name in os.environ):  # a worker set up for S3: its client too
         storage.warm("s3")
 

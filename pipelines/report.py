@@ -41,6 +41,7 @@ NOT_SAMPLED = ("not_selected", "not_in_mix")  # the rules under which samplers a
 PAYLOAD = ("text", "instruction", "input", "output", "prompt", "chosen", "rejected", "response", "question", "answer")
 NOT_PAYLOAD = {"id", "reason", "detail", "lang", *PROVENANCE}
 TOP = 15  # categories shown in a bar chart; the rest are summed as "other"
+PROSE_ROWS = 10_000  # the release's first rows, on which other string columns are judged prose or not
 LENGTH_ROWS = 1_000_000  # lengths of bigger releases are counted on an even spread of this many rows
 
 
@@ -86,7 +87,8 @@ def _read(folder: Location, files: list[dict[str, Any]], rows: int | None = None
     scans = [storage.scan_parquet(storage.join(folder, f["path"])) for f in present]
     schema = dict(scans[0].collect_schema())  # a release's files share one schema (release.unified_schema)
     small = [c for c, t in schema.items() if c in SMALL or _is_score(c, t)]
-    words = [_words(c, schema[c], schema).alias(c) for c in _payload_columns(pl.concat(scans), schema)] if rows else []
+    first = pl.concat(scans[:1 + int(np.searchsorted(np.cumsum([f["rows"] for f in present]), PROSE_ROWS))])
+    words = [_words(c, schema[c], schema).alias(c) for c in _payload_columns(first, schema)] if rows else []
     needed = list(dict.fromkeys([*small, *(name for w in words for name in w.meta.root_names())]))
     step = max(1, math.ceil((rows or 0) / LENGTH_ROWS))
     starts = np.cumsum([0] + [f["rows"] for f in present[:-1]])
@@ -125,7 +127,7 @@ def _payload_columns(data: pl.LazyFrame, schema: dict[str, pl.DataType]) -> list
     if _is_messages(schema.get("messages")):
         strings.append("messages")
     others = [c for c in strings if c not in PAYLOAD]
-    head = data.head(10_000)
+    head = data.head(PROSE_ROWS)
     medians = head.select(_words(c, schema[c]).median().alias(c) for c in others).collect().row(0) if others else ()
     prose = {c for c, m in zip(others, medians) if m is not None and m >= 5}
     return [c for c in strings if c in PAYLOAD or c in prose]

@@ -135,3 +135,23 @@ def test_the_scheduler_imports_the_task_code_when_the_run_connects():
             while not imported():
                 assert time.monotonic() < deadline, "the scheduler has not imported the task code"
                 time.sleep(0.1)
+
+
+def test_a_scheduler_that_cannot_import_sluice_is_named_in_the_run_s_log(caplog, tmp_path):
+    """The scheduler's warm-up never stops a run, but a scheduler started where Sluice is not installed (its
+    graphs would fail to load) is said, with its address, in the run's log (Prefect's, under `sluice run`)."""
+    from pipelines.executors import PrefectDask
+
+    (tmp_path / "operators").mkdir()  # first on the scheduler's path: Sluice's code does not import there
+    (tmp_path / "operators" / "__init__.py").write_text("raise ImportError('not the Sluice of this run')\n")
+    from cluster import ROOT
+
+    with Cluster(workers=1, env={"PYTHONPATH": str(tmp_path)}, worker_env={0: {"PYTHONPATH": str(ROOT)}}) as cluster, \
+            caplog.at_level("WARNING"):
+        executor = PrefectDask(cluster.address)
+        with executor.session():
+            deadline = time.monotonic() + 30
+            while "could not import Sluice's code" not in caplog.text:
+                assert time.monotonic() < deadline, "no warning about the scheduler"
+                time.sleep(0.1)
+    assert cluster.address in caplog.text and "not the Sluice of this run" in caplog.text
