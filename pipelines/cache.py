@@ -17,6 +17,7 @@ import os
 import shutil
 import time
 import uuid
+from pathlib import Path
 
 import polars as pl
 
@@ -27,9 +28,12 @@ from pipelines.storage import Location, StorageError
 DONE = "_done"  # an entry's commit marker in a cache on an object store
 
 
+PARQUET = {"compression": "lz4", "statistics": False}  # how cached frames are written: cheap to write and read
+
+
 def _write(frame: pl.DataFrame, path: Location) -> None:
     try:
-        storage.write_parquet(frame, path, compression="lz4", statistics=False)
+        storage.write_parquet(frame, path, **PARQUET)
     except StorageError:
         raise
     except (OSError, pl.exceptions.ComputeError) as err:  # a full disk, a quota (Polars wraps its IO errors)
@@ -107,12 +111,17 @@ class ShardCache:
         return [self.folder / key / f"{i}.parquet" for i in range(len(frames) + len(links))]
 
     def _put_remote(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Location]) -> list[Location]:
+        """The entry's files uploaded side by side (a wait for the biggest, not one round trip after another),
+        then, once all of them are there, its `_done` marker."""
         entry = storage.join(self.folder, key)
         files = [storage.join(entry, f"{i}.parquet") for i in range(len(frames) + len(links))]
-        for frame, path in zip(frames, files):
-            _write(frame, path)
+        uploads = {path: storage.parquet_bytes(frame, **PARQUET) for frame, path in zip(frames, files)}
         for source, path in zip(links, files[len(frames):]):
-            storage.copy(source, path)
+            if storage.is_remote(source):  # a file of this store: copied on the server
+                storage.copy(source, path)
+            else:
+                uploads[path] = Path(source).read_bytes()
+        storage.write_many(uploads)
         try:
             storage.write_bytes(storage.join(entry, DONE), str(len(files)).encode(), exclusive=True)
         except FileExistsError:  # another worker finished the same shard first: same key, same content

@@ -291,6 +291,16 @@ def write_bytes(loc: Location, data: bytes, exclusive: bool = False) -> None:
         fs.pipe_file(path, data, mode="create" if exclusive else "overwrite")
 
 
+def write_many(files: dict[str, bytes]) -> None:
+    """Write whole objects of one store side by side (one wait for the slowest, not a round trip each); a
+    write that fails after retries is a StorageError, once the others have finished or stopped."""
+    if not files:
+        return
+    fs, _ = filesystem(next(iter(files)))
+    with _errors(next(iter(files)), "write it"):
+        fs.pipe({filesystem(url)[1]: data for url, data in files.items()})
+
+
 def sha256(loc: Location) -> str:
     digest = hashlib.sha256()
     with open_file(loc) as fh, _errors(loc, "read it"):
@@ -425,7 +435,8 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
     """A local path for reading `loc`: the path itself, or a copy downloaded into a temporary folder that
     is removed when the process exits (for readers that need a real file: Polars scans, pyarrow). The copy
     is reused while its `object_version` stays the same: one HEAD, no download. With `expected` (the
-    version a run planned its reads on), an object that has changed since is a StorageError naming it.
+    version a run planned its reads on), a copy of that version is used without a look-up, and else an
+    object that has changed since is a StorageError naming it.
     Safe from threads: span tasks of one input on a multi-threaded worker wait for one download."""
     if not is_remote(loc):
         if expected is not None:
@@ -434,9 +445,11 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
     if not _fetched:
         _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
         atexit.register(shutil.rmtree, _fetched[0], True)
+    if expected is not None and (copy := _copy_of(loc, expected)).is_file():
+        return copy  # the planned version's bytes, checked when downloaded: no look-up
     now = object_version(loc)
     _unchanged(loc, expected, now)
-    copy = Path(_fetched[0]) / hashlib.sha256(repr([str(loc), now]).encode()).hexdigest()[:16] / name(loc)
+    copy = _copy_of(loc, now)
     with _fetching_guard:
         lock = _fetching.setdefault(copy, threading.Lock())
     with lock:
@@ -449,6 +462,10 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
                 raise
             os.replace(part, copy)
     return copy
+
+
+def _copy_of(loc: Location, version: str) -> Path:
+    return Path(_fetched[0]) / hashlib.sha256(repr([str(loc), version]).encode()).hexdigest()[:16] / name(loc)
 
 
 def _unchanged(loc: Location, planned: str | None, now: str | None) -> None:
@@ -571,11 +588,15 @@ def write_parquet(frame: "pl.DataFrame", loc: Location, **options: Any) -> None:
     if not is_remote(loc):
         frame.write_parquet(loc, **options)
         return
+    write_bytes(loc, parquet_bytes(frame, **options))
+
+
+def parquet_bytes(frame: "pl.DataFrame", **options: Any) -> bytes:
     import io
 
     buffer = io.BytesIO()
     frame.write_parquet(buffer, **options)
-    write_bytes(loc, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def copy(source: Location, dest: Location) -> None:

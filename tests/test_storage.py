@@ -207,6 +207,53 @@ def test_a_cache_on_s3_looks_many_entries_up_at_once_as_one_by_one(s3, tmp_path)
     assert ShardCache(s3.url("releases", "d", ".cache")).lookup(["b", "a"])[0] is None
 
 
+def test_a_cache_entry_on_s3_uploads_its_files_side_by_side_then_its_marker(s3, tmp_path, monkeypatch):
+    """An entry's files go up at once (a read entry's four: one wait for the biggest, not four round trips in
+    turn), retried under faults; its `_done` marker only once all of them are there: an upload that fails
+    leaves no entry."""
+    import asyncio
+
+    import polars as pl
+
+    from pipelines.cache import DONE, ShardCache
+
+    rows = pl.read_ndjson(DCLM, n_rows=50).select("text")
+    frames, spilled = (rows, rows.head(0), rows.head(3)), tmp_path / "spilled.parquet"
+    rows.head(7).write_parquet(spilled)
+    cache = ShardCache(s3.url("cache"))
+    with s3.faults(every=3, kinds=("500", "503", "throttle", "drop", "lost"), methods=("PUT",)) as proxy:
+        fs, _ = storage.filesystem(cache.folder)  # the client of the proxy's endpoint
+        real, flying, uploads = fs._pipe_file, [0], []
+
+        async def counted(path, data, **kwargs):
+            flying[0] += 1
+            uploads.append((path.rsplit("/", 1)[-1], flying[0], await fs._exists(f"{path.rsplit('/', 1)[0]}/{DONE}")))
+            await asyncio.sleep(0.05)
+            try:
+                return await real(path, data, **kwargs)
+            finally:
+                flying[0] -= 1
+
+        monkeypatch.setattr(fs, "_pipe_file", counted)
+        files = cache.put("k", frames, links=[spilled])
+    assert sorted(uploads) == [(f"{i}.parquet", i + 1, False) for i in range(4)]  # side by side, no marker yet
+    assert sum(proxy.injected.values()) >= 1 and cache.lookup(["k"]) == [files]
+    assert [storage.read_parquet(f).to_dicts() for f in files] == [f.to_dicts() for f in (*frames, rows.head(7))]
+
+    fs, _ = storage.filesystem(cache.folder)  # (no proxy now)
+    real = fs._pipe_file
+
+    async def refused(path, data, **kwargs):
+        if path.endswith("/1.parquet"):
+            raise PermissionError(path)
+        return await real(path, data, **kwargs)
+
+    monkeypatch.setattr(fs, "_pipe_file", refused)
+    with pytest.raises(StorageError, match="cannot write it"):
+        cache.put("refused", frames)
+    assert cache.lookup(["refused"]) == [None]
+
+
 def test_threads_asking_for_the_same_copy_share_one_download(s3, tmp_path, monkeypatch):
     """Span tasks of one input at a URL run side by side on a worker's threads: one download, the whole file
     for every one of them (two threads writing one `.part` gave a copy of NUL bytes or a missing file)."""
