@@ -33,7 +33,7 @@ from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, map_loca
 from pipelines.readers import (REJECT_SCHEMA, RowError, Shard, Source, Span, WHOLE, _advice, check_read_loss, gzipped,
                                input_sha256, parquet_rows, read_shards)
 
-READER = "read-3"  # part of every read key: a new way of reading (or of its cache entries) makes new keys
+READER = "read-4"  # part of every read key: a new way of reading (or of its cache entries) makes new keys
 
 
 @dataclass(frozen=True)
@@ -172,8 +172,9 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
             books.append({"rows_read": shard.rows_read, "errors": json.dumps(dict(shard.errors)),
                           "frames": [len(frame) for frame in _frames(shard)]})
             for j, frame in enumerate(_frames(shard)):
-                paths.append(scratch / f"{i}-{j}.parquet")
-                _write(frame, paths[-1])
+                if len(frame) or j != REJECTS:
+                    paths.append(scratch / f"{i}-{j}.parquet")
+                    _write(frame, paths[-1])
         sha = _own_sha256(task)
         index = pl.DataFrame(books, schema={"rows_read": pl.Int64, "errors": pl.String, "frames": pl.List(pl.Int64)})
         index = index.with_columns(input_sha256=pl.lit(sha, pl.String))
@@ -193,17 +194,21 @@ def _frames(shard: Shard) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     return shard.rows, shard.rejects, shard.ids
 
 
+REJECTS = 1  # in _frames: a shard without rejects (the usual case) keeps no file for them in its cache entry
+
+
 def _cached(files: list[storage.Location], key: str) -> list[ShardRead]:
     return _entry(storage.read_parquet(files[0]).to_dicts(), files[1:], key)
 
 
 def _entry(books: list[dict], files: list[storage.Location], key: str) -> list[ShardRead]:
-    """The shards of a read task's cache entry: each shard's books (rows read, errors, the rows of its three
-    files: rows, rejects, ids) and its files."""
-    return [_shard_read(key, i, b["rows_read"], json.loads(b["errors"]),
-                        [Part(n, path=f) for n, f in zip(b["frames"], files[3 * i: 3 * i + 3], strict=True)],
-                        b.get("input_sha256"))
-            for i, b in enumerate(books)]
+    """The shards of a read task's cache entry: each shard's books (rows read, errors, the rows of its
+    frames: rows, rejects, ids) and its files, one per frame but none for no rejects."""
+    left = iter(files)
+    parts = [[Part(0, pl.DataFrame(schema=REJECT_SCHEMA)) if j == REJECTS and not n else Part(n, path=next(left))
+              for j, n in enumerate(b["frames"])] for b in books]
+    return [_shard_read(key, i, b["rows_read"], json.loads(b["errors"]), shard_parts, b.get("input_sha256"))
+            for i, (b, shard_parts) in enumerate(zip(books, parts))]
 
 
 def _shard_read(key: str, i: int, rows_read: int, errors: dict[str, int], parts: list[Part],

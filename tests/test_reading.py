@@ -203,12 +203,32 @@ def test_a_read_into_a_bucket_cache_reads_no_file_back_to_count_its_rows(s3, mon
     with s3.faults(every=10**9) as again_proxy:
         again = read_inputs([src], 100, cache)
     assert not asked and first.computed == again.reused == 5
-    assert proxy.requests <= 46 and again_proxy.requests <= 20, (proxy.requests, again_proxy.requests)  # 44 and 16
-    # here; 49 and 17 when each task asked for the input's version though it held a copy of it; 76 and 39 when footers were read,
+    assert proxy.requests <= 41 and again_proxy.requests <= 20, (proxy.requests, again_proxy.requests)  # 39 and 16
+    # here; 44 with a file for each shard's rejects, none or not; 49 and 17 when each task asked for the input's
+    # version though it held a copy of it; 76 and 39 when footers were read,
     # 56 and 24 when the ids were scanned (a footer and a GET each) and the planner looked the input up 5 times
     rows = rows_of(first)
     assert len(rows) == 500 and rows["lang"].n_unique() > 100 and rows.equals(rows_of(again))
     assert [p.rows for p in first.parts] == [p.rows for p in again.parts] == [100] * 5
+
+
+def test_a_read_entry_on_a_bucket_keeps_a_rejects_file_only_for_a_shard_with_rejects(s3):
+    """A shard without rejects (the usual case) uploads no empty rejects file (a PUT per read task); read
+    back, its rejects are none, and a shard's that has them are what reading without a cache gives."""
+    lines = UDHR.read_text().splitlines()[:40]
+    lines[13] = lines[13][:-5]  # line 14: cut short
+    url = s3.url("inputs", "udhr.jsonl")
+    storage.write_bytes(url, ("\n".join(lines) + "\n").encode())
+    src = Source(url, "jsonl", {"text": "text"}, on_error="skip")
+    cache = ShardCache(s3.url("cache"))
+    first, again, plain = read_inputs([src], 10, cache), read_inputs([src], 10, cache), read_inputs([src], 10)
+    assert (first.computed, again.reused) == (4, 4)
+    files = storage.glob(s3.url("cache", "*", "*.parquet"))
+    assert len(files) == 4 * 3 + 1  # per task: books, rows, ids; the second task's rejects
+    for outcome in (first, again):
+        assert rows_of(outcome).equals(rows_of(plain)) and len(rows_of(outcome)) == 39
+        assert [p.load().to_dicts() for p in outcome.rejected] == [p.load().to_dicts() for p in plain.rejected]
+        assert [p.rows for p in outcome.rejected] == [1]
 
 
 def test_a_gzipped_input_is_gzip_to_the_planner_the_reader_and_the_config_check_alike(tmp_path):
