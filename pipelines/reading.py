@@ -63,6 +63,7 @@ class ShardRead:
     errors: dict[str, int]  # rejects that are mistakes, by reason (not `counted` skips)
     key: str
     input_sha256: str | None = None  # of the whole input, from a task that `hashes`
+    id_column: pl.Series | None = None  # `ids`' id column, from the task that read the rows (no file read for it)
 
 
 def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None = None,
@@ -166,9 +167,10 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     scratch = Path(tempfile.mkdtemp(prefix="sluice-read-")) if store.remote else \
         store.folder / f".read-{uuid.uuid4().hex}"
     scratch.mkdir(parents=True, exist_ok=True)
-    books, paths = [], []
+    books, paths, given = [], [], []
     try:
         for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version)):
+            given.append(shard.ids.get_column("id"))
             books.append({"rows_read": shard.rows_read, "errors": json.dumps(dict(shard.errors)),
                           "frames": [len(frame) for frame in _frames(shard)]})
             for j, frame in enumerate(_frames(shard)):
@@ -182,7 +184,7 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     failpoints.hit("read.shard")
-    return _entry(index.to_dicts(), files[1:], key), False
+    return [replace(shard, id_column=ids) for shard, ids in zip(_entry(index.to_dicts(), files[1:], key), given)], False
 
 
 def _own_sha256(task: ReadTask) -> str | None:
@@ -282,13 +284,16 @@ def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
 
 
 def _ids(shards: list[ShardRead], remote: bool) -> list[pl.DataFrame]:
-    """Every shard's `id` column; on an object store the files read whole (one GET; a scan adds a footer's)
-    and side by side (the driver waits for the slowest, not for each in turn)."""
-    def read(part: Part) -> pl.DataFrame:
-        return part.load().select("id") if remote else part.scan().select("id").collect()
+    """Every shard's `id` column: as the task that read the shard gave it, else from its file (of a cache
+    entry made before); on an object store the files read whole (one GET; a scan adds a footer's) and side
+    by side (the driver waits for the slowest, not for each in turn)."""
+    def read(shard: ShardRead) -> pl.DataFrame:
+        if shard.id_column is not None:
+            return shard.id_column.to_frame("id")
+        return shard.ids.load().select("id") if remote else shard.ids.scan().select("id").collect()
 
     with ThreadPoolExecutor(16 if remote else 1) as pool:
-        return list(pool.map(read, [s.ids for s in shards]))
+        return list(pool.map(read, shards))
 
 
 # --- books --------------------------------------------------------------------------------------------------
