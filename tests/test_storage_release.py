@@ -147,8 +147,9 @@ def test_verify_names_a_truncated_object_and_versions_are_never_overwritten(s3, 
 def test_a_run_whose_retries_run_out_publishes_nothing_and_the_next_resumes_from_the_bucket(s3, tmp_path, monkeypatch,
                                                                                             local_release):
     pipeline = config.load(_config(tmp_path, _upload_input(s3), s3.url("releases")))
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retry: the 40th request's 500 ends the run
-    with s3.faults(every=40, kinds=("500",), limit=1), pytest.raises(storage.StorageError, match="internal error"):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retry: the 12th upload's 500 ends the run (a read task's)
+    with s3.faults(every=12, kinds=("500",), methods=("PUT",), limit=1), \
+            pytest.raises(storage.StorageError, match="internal error"):
         run_pipeline(pipeline, use_prefect=False)
     assert release.versions(s3.url("releases", "web")) == []
     monkeypatch.delenv("AWS_MAX_ATTEMPTS")
