@@ -457,6 +457,9 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
             part = download(loc, copy.with_name(copy.name + ".part"), version_size(now))
             try:  # the object may have changed between the look-up and the download: then the copy is not `now`
                 _unchanged(loc, now, object_version(loc))
+                if (size := version_size(now)) is not None and part.stat().st_size != size:  # a body that ended
+                    raise StorageError(f"{display(loc)}: cannot download it (got {part.stat().st_size} of its "
+                                       f"{size} bytes); run again")  # early without an error to retry
             except StorageError:
                 part.unlink()
                 raise

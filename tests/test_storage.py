@@ -295,6 +295,27 @@ def test_an_input_copy_is_one_streamed_get_that_resumes_after_a_fault(s3, tmp_pa
         assert proxy.requests == 3 + sum(proxy.injected.values()), proxy.requests  # HEAD, GET, HEAD (+ retries)
 
 
+def test_a_download_that_ends_early_without_an_error_leaves_no_copy(s3, tmp_path, monkeypatch):
+    """A body cut short with no error to retry (a proxy closing cleanly, say) is told by its size: a StorageError
+    naming the URL, and no copy (nor part of one) to be reused."""
+    data = DCLM.read_bytes()
+    url = s3.url("inputs", "dclm.jsonl")
+    storage.write_bytes(url, data)
+    monkeypatch.setattr(storage, "_fetched", [str(tmp_path)])
+    fs, _ = storage.filesystem(url)
+    real = fs.get_file
+
+    def cut_short(rpath, lpath, **kwargs):
+        real(rpath, lpath, **kwargs)
+        with open(lpath, "r+b") as fh:
+            fh.truncate(len(data) // 2)
+
+    monkeypatch.setattr(fs, "get_file", cut_short)
+    with pytest.raises(StorageError, match=f"^{url}: cannot download it \\(got {len(data) // 2} of its {len(data)} bytes"):
+        storage.local_copy(url)
+    assert not list(tmp_path.rglob("*.*"))
+
+
 def test_a_dask_worker_set_up_for_s3_builds_its_client_while_warming_up(s3):
     """executors.warm_up (sent to every worker when a run connects) builds the process's S3 client, without a
     request, so that a worker's first task does not wait ~0.7 s for botocore's imports and session."""
