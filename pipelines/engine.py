@@ -700,17 +700,20 @@ def _read_together(frames: list[pl.LazyFrame], schema: pl.Schema, at_once: int =
             return frame.collect() if n_rows is None else frame.head(n_rows).collect()
 
         left, todo = n_rows, iter(frames)
-        with ThreadPoolExecutor(at_once) as pool:
+        pool = ThreadPoolExecutor(at_once)  # not `with`: a query that stops pulling must not wait for reads ahead
+        try:
             reading = deque(pool.submit(read, frame) for frame in islice(todo, at_once))
             while reading:
                 rows = reading.popleft().result()
-                if (frame := next(todo, None)) is not None:
-                    reading.append(pool.submit(read, frame))
                 if left is not None:
                     rows, left = rows.head(left), left - min(left, len(rows))
+                if left != 0 and (frame := next(todo, None)) is not None:
+                    reading.append(pool.submit(read, frame))
                 yield rows
                 if left == 0:
                     return
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
 
     return register_io_source(source, schema=schema)
 

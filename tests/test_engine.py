@@ -307,6 +307,18 @@ def test_a_scan_of_parts_on_an_object_store_read_at_once_reads_their_rows_side_b
     assert query(engine.scan(parts, read_now=True)).equals(query(plain.lazy())) and len(query(plain.lazy())) == 123
     assert threading.active_count() < 20  # no reader left behind
 
+    def slower_read(loc, columns=None):  # every part but the first takes long: a query that stops early waits for none
+        reading.add(loc)
+        time.sleep(0 if loc == parts[0].path else 1)
+        try:
+            return read(loc, columns=columns)
+        finally:
+            reading.discard(loc)
+
+    monkeypatch.setattr(storage, "read_parquet", slower_read)
+    assert engine.scan(parts, read_now=True).head(5).collect().equals(plain.head(5))
+    assert reading  # answered while the reads ahead still run (it waited for them all)
+
     footers, footer = [], storage._parquet_footer
     monkeypatch.setattr(storage, "_parquet_footer", lambda loc: footers.append(loc) or footer(loc))
     known = engine.scan([replace(p, schema=questions.schema) for p in parts], read_now=True)
