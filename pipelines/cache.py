@@ -29,6 +29,7 @@ DONE = "_done"  # an entry's commit marker in a cache on an object store
 
 
 PARQUET = {"compression": "lz4", "statistics": False}  # how cached frames are written: cheap to write and read
+UPLOADS_AT_ONCE = 8  # an entry's files uploaded side by side (a read task of a whole gzip file may have hundreds)
 
 
 def _write(frame: pl.DataFrame, path: Location) -> None:
@@ -39,6 +40,10 @@ def _write(frame: pl.DataFrame, path: Location) -> None:
     except (OSError, pl.exceptions.ComputeError) as err:  # a full disk, a quota (Polars wraps its IO errors)
         raise SluiceError(f"{path}: cannot write the shard cache ({str(err).splitlines()[0]}); make room on "
                           "that disk or point release.dir elsewhere") from None
+
+
+def _bytes(what: pl.DataFrame | Path) -> bytes:
+    return what.read_bytes() if isinstance(what, Path) else storage.parquet_bytes(what, **PARQUET)
 
 
 def derive(*parts: str) -> str:
@@ -52,6 +57,7 @@ class ShardCache:
     def __init__(self, folder: Location) -> None:
         self.folder = folder  # a Path or a URL string: the object is pickled into Dask tasks, so nothing else
         self.started = time.time()
+        self.owner = os.getpid()  # the driver's: spills of its tasks (on any worker) go to one folder it drops
 
     @property
     def remote(self) -> bool:
@@ -115,13 +121,14 @@ class ShardCache:
         then, once all of them are there, its `_done` marker."""
         entry = storage.join(self.folder, key)
         files = [storage.join(entry, f"{i}.parquet") for i in range(len(frames) + len(links))]
-        uploads = {path: storage.parquet_bytes(frame, **PARQUET) for frame, path in zip(frames, files)}
+        uploads = [(path, frame) for frame, path in zip(frames, files)]
         for source, path in zip(links, files[len(frames):]):
             if storage.is_remote(source):  # a file of this store: copied on the server
                 storage.copy(source, path)
             else:
-                uploads[path] = Path(source).read_bytes()
-        storage.write_many(uploads)
+                uploads.append((path, Path(source)))
+        for start in range(0, len(uploads), UPLOADS_AT_ONCE):  # a task's spilled shards wait on disk, not in memory
+            storage.write_many({path: _bytes(what) for path, what in uploads[start:start + UPLOADS_AT_ONCE]})
         try:
             storage.write_bytes(storage.join(entry, DONE), str(len(files)).encode(), exclusive=True)
         except FileExistsError:  # another worker finished the same shard first: same key, same content
@@ -131,10 +138,10 @@ class ShardCache:
 
     @property
     def _spills(self) -> Location:
-        return storage.join(self.folder, f".spill-{os.getpid()}-{int(self.started)}")
+        return storage.join(self.folder, f".spill-{self.owner}-{int(self.started)}")
 
     def spill(self, frame: pl.DataFrame) -> Location:
-        """Park a frame of this run on disk (read shards) until `drop_spills`."""
+        """Park a frame of this run on disk (read shards, rows not to be cached) until `drop_spills`."""
         if not self.remote:
             self._spills.mkdir(parents=True, exist_ok=True)
         path = storage.join(self._spills, f"{uuid.uuid4().hex}.parquet")

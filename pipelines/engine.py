@@ -146,9 +146,11 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     the Split's kept rows are the job's rows less its rejects (a drop-only decision), so only the rejects are
     cached and the kept part is the job's file with their ids left out (`less`): no copy of the shard written
     (unless the rows do not allow it: see `_only_drops`)."""
-    if cache is None or job.key.startswith(PARTIAL):
+    if cache is None:
         result = fn(job.part.load(), **kwargs)
         return (_in_memory(result) if isinstance(result, Split | Produced) else result), False
+    if job.key.startswith(PARTIAL):  # not to be cached: parked in the run's spill folder, not held in memory
+        return _spilled(fn(job.part.load(), **kwargs), cache), False
     pool = ThreadPoolExecutor(1)  # the rows are read while the cache is asked (on an object store, a request:
     rows = pool.submit(job.part.load)  # map_cached found no entry, but a task run again may)
     try:
@@ -231,6 +233,16 @@ def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: 
 def _in_memory(split: Split | Produced) -> ShardResult:
     return ShardResult(Part(len(split.kept), split.kept), Part(len(split.rejected), split.rejected),
                        _reason_counts(split.rejected), getattr(split, "side", None))
+
+
+def _spilled(result: Split | Produced | pl.DataFrame, cache: ShardCache) -> ShardResult | Part:
+    def part(frame: pl.DataFrame) -> Part:
+        return Part(len(frame), path=cache.spill(frame), schema=frame.schema)
+
+    if not isinstance(result, Split | Produced):
+        return part(result)
+    return ShardResult(part(result.kept), part(result.rejected), _reason_counts(result.rejected),
+                       getattr(result, "side", None))
 
 
 def _from_files(files: list[Location], less_of: Part | None = None) -> Part | ShardResult:

@@ -188,19 +188,21 @@ class PrefectDask(PrefectThreads):
             if not self.client.nthreads():
                 self.client.wait_for_workers(1, timeout=120)
             self.client.run(warm_up, wait=False)
-            threading.Thread(target=self._warm_scheduler, name="warm-scheduler", daemon=True).start()
+            threading.Thread(target=self._warm_scheduler, args=(self.client,), name="warm-scheduler", daemon=True).start()
             try:
                 yield
             finally:
                 self.client = None
 
-    def _warm_scheduler(self) -> None:
+    def _warm_scheduler(self, client: Any) -> None:
         """Have the scheduler import the code a task graph names: it unpickles every graph it is sent, so its
         first one (the read stage's) waited 1.5-2 s for those imports. Sent at the run's start, in a thread
         of its own (the call waits for the answer), while the driver waits for Prefect's API."""
         try:
-            self.client.run_on_scheduler(import_task_code)
-        except BaseException as err:  # noqa: BLE001 (only a head start: the run goes on; a closing client may cancel it)
+            client.run_on_scheduler(import_task_code)
+        except BaseException as err:  # noqa: BLE001 (only a head start: the run goes on)
+            if self.client is not client:  # the session ended first (a run that stopped early): nothing to say
+                return
             logging.getLogger(__name__).warning("the Dask scheduler %s could not import Sluice's code (%s: %s); its task "
                                                 "graphs will fail to load unless it runs where Sluice is installed",
                                                 self.address or "of the local cluster", type(err).__name__, err)

@@ -297,7 +297,9 @@ def write_many(files: dict[str, bytes]) -> None:
     if not files:
         return
     fs, _ = filesystem(next(iter(files)))
-    with _errors(next(iter(files)), "write it"):
+    folder = os.path.commonprefix(list(files))
+    folder = folder[:folder.rfind("/") + 1]  # which of them failed, s3fs does not say
+    with _errors(folder, f"write its {len(files)} files {', '.join(name(url) for url in files)}"):
         fs.pipe({filesystem(url)[1]: data for url, data in files.items()})
 
 

@@ -155,3 +155,22 @@ def test_a_scheduler_that_cannot_import_sluice_is_named_in_the_run_s_log(caplog,
                 assert time.monotonic() < deadline, "no warning about the scheduler"
                 time.sleep(0.1)
     assert cluster.address in caplog.text and "not the Sluice of this run" in caplog.text
+
+
+def test_the_scheduler_warm_up_of_a_session_that_ended_first_says_nothing(caplog):
+    """A run that stops before the scheduler answers (bad input found at once) closes its client: the warm-up's
+    call then fails, and that is no news about the scheduler (it printed a false warning beside the user's error)."""
+    from pipelines.executors import PrefectDask
+
+    class Closed:  # a client whose connection is gone
+        def run_on_scheduler(self, fn):
+            raise OSError("the client is closed")
+
+    executor = PrefectDask("tcp://127.0.0.1:8786")
+    with caplog.at_level("WARNING"):
+        executor.client = None  # the session has ended
+        executor._warm_scheduler(Closed())
+        assert "could not import" not in caplog.text
+        executor.client = client = Closed()  # still open: the failure is the scheduler's
+        executor._warm_scheduler(client)
+        assert "could not import" in caplog.text

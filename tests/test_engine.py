@@ -482,7 +482,10 @@ def test_a_generators_result_with_failed_requests_hands_no_reusable_key_to_the_s
         run_stage(Stage("answers", Answers()), outcome, cache=cache, llm=LLM())
         run_stage(Stage("exact_dedup", ExactDedup()), outcome, cache=cache)
         ledger.check()
-        return sorted(pl.concat([p.load() for p in outcome.parts])["id"])
+        assert all(p.path for p in outcome.parts)  # on disk (parked if not cached), not in the driver's memory
+        ids = sorted(pl.concat([p.load() for p in outcome.parts])["id"])
+        cache.drop_spills()
+        return ids
 
     cache = ShardCache(tmp_path / "cache")
     assert run(cache) == run(cache) == ["g0"]  # a request failed: two rows, and nothing made from them cached

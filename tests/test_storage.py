@@ -249,9 +249,30 @@ def test_a_cache_entry_on_s3_uploads_its_files_side_by_side_then_its_marker(s3, 
         return await real(path, data, **kwargs)
 
     monkeypatch.setattr(fs, "_pipe_file", refused)
-    with pytest.raises(StorageError, match="cannot write it"):
+    with pytest.raises(StorageError, match=r"cache/refused/: cannot write its 3 files 0.parquet, 1.parquet, 2.parquet"):
         cache.put("refused", frames)
     assert cache.lookup(["refused"]) == [None]
+
+    from pipelines.cache import UPLOADS_AT_ONCE
+
+    many = []  # a read task of a whole gzip file: many spilled shards, read from disk a few at a time
+    for i in range(UPLOADS_AT_ONCE + 3):
+        many.append(tmp_path / f"shard-{i}.parquet")
+        rows.head(i + 1).write_parquet(many[-1])
+    flying, most = [0], [0]
+
+    async def held(path, data, **kwargs):
+        flying[0] += 1
+        most[0] = max(most[0], flying[0])
+        await asyncio.sleep(0.05)
+        try:
+            return await real(path, data, **kwargs)
+        finally:
+            flying[0] -= 1
+
+    monkeypatch.setattr(fs, "_pipe_file", held)
+    files = cache.put("many", (rows.head(0),), links=many)
+    assert most[0] == UPLOADS_AT_ONCE and [storage.parquet_rows(f) for f in files] == list(range(len(many) + 1))
 
 
 def test_threads_asking_for_the_same_copy_share_one_download(s3, tmp_path, monkeypatch):
