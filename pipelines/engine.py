@@ -712,7 +712,8 @@ def _read_together(frames: list[pl.LazyFrame], schema: pl.Schema, at_once: int =
             return frame.collect() if n_rows is None else frame.head(n_rows).collect()
 
         left, todo = n_rows, iter(frames)
-        pool = ThreadPoolExecutor(at_once)  # not `with`: a query that stops pulling must not wait for reads ahead
+        # not `with`: a query that stops pulling rows must not wait for the reads ahead
+        pool = ThreadPoolExecutor(at_once, thread_name_prefix="read-together")
         try:
             reading = deque(pool.submit(read, frame) for frame in islice(todo, at_once))
             while reading:
