@@ -231,18 +231,19 @@ def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: 
 
 
 def _in_memory(split: Split | Produced) -> ShardResult:
-    return ShardResult(Part(len(split.kept), split.kept), Part(len(split.rejected), split.rejected),
-                       _reason_counts(split.rejected), getattr(split, "side", None))
+    return _as_result(split, lambda frame: Part(len(frame), frame))
 
 
 def _spilled(result: Split | Produced | pl.DataFrame, cache: ShardCache) -> ShardResult | Part:
-    def part(frame: pl.DataFrame) -> Part:
+    def park(frame: pl.DataFrame) -> Part:
         return Part(len(frame), path=cache.spill(frame), schema=frame.schema)
 
-    if not isinstance(result, Split | Produced):
-        return part(result)
-    return ShardResult(part(result.kept), part(result.rejected), _reason_counts(result.rejected),
-                       getattr(result, "side", None))
+    return _as_result(result, park) if isinstance(result, Split | Produced) else park(result)
+
+
+def _as_result(split: Split | Produced, part: Callable[[pl.DataFrame], Part]) -> ShardResult:
+    return ShardResult(part(split.kept), part(split.rejected), _reason_counts(split.rejected),
+                       getattr(split, "side", None))
 
 
 def _from_files(files: list[Location], less_of: Part | None = None) -> Part | ShardResult:

@@ -207,12 +207,31 @@ def test_a_cache_on_s3_looks_many_entries_up_at_once_as_one_by_one(s3, tmp_path)
     assert ShardCache(s3.url("releases", "d", ".cache")).lookup(["b", "a"])[0] is None
 
 
+class Uploads:
+    """A store's `_pipe_file` whose uploads each take 0.05 s more, counted while in flight (`note`: told each
+    upload's path and how many are in flight with it)."""
+
+    def __init__(self, real, note=None):
+        self.real, self.note, self.flying, self.most = real, note, 0, 0
+
+    async def __call__(self, path, data, **kwargs):
+        import asyncio
+
+        self.flying += 1
+        self.most = max(self.most, self.flying)
+        if self.note:
+            await self.note(path, self.flying)
+        await asyncio.sleep(0.05)
+        try:
+            return await self.real(path, data, **kwargs)
+        finally:
+            self.flying -= 1
+
+
 def test_a_cache_entry_on_s3_uploads_its_files_side_by_side_then_its_marker(s3, tmp_path, monkeypatch):
     """An entry's files go up at once (a read entry's four: one wait for the biggest, not four round trips in
     turn), retried under faults; its `_done` marker only once all of them are there: an upload that fails
     leaves no entry."""
-    import asyncio
-
     import polars as pl
 
     from pipelines.cache import DONE, ShardCache
@@ -223,18 +242,12 @@ def test_a_cache_entry_on_s3_uploads_its_files_side_by_side_then_its_marker(s3, 
     cache = ShardCache(s3.url("cache"))
     with s3.faults(every=3, kinds=("500", "503", "throttle", "drop", "lost"), methods=("PUT",)) as proxy:
         fs, _ = storage.filesystem(cache.folder)  # the client of the proxy's endpoint
-        real, flying, uploads = fs._pipe_file, [0], []
+        uploads = []
 
-        async def counted(path, data, **kwargs):
-            flying[0] += 1
-            uploads.append((path.rsplit("/", 1)[-1], flying[0], await fs._exists(f"{path.rsplit('/', 1)[0]}/{DONE}")))
-            await asyncio.sleep(0.05)
-            try:
-                return await real(path, data, **kwargs)
-            finally:
-                flying[0] -= 1
+        async def note(path, flying):
+            uploads.append((path.rsplit("/", 1)[-1], flying, await fs._exists(f"{path.rsplit('/', 1)[0]}/{DONE}")))
 
-        monkeypatch.setattr(fs, "_pipe_file", counted)
+        monkeypatch.setattr(fs, "_pipe_file", Uploads(fs._pipe_file, note))
         files = cache.put("k", frames, links=[spilled])
     assert sorted(uploads) == [(f"{i}.parquet", i + 1, False) for i in range(4)]  # side by side, no marker yet
     assert sum(proxy.injected.values()) >= 1 and cache.lookup(["k"]) == [files]
@@ -259,20 +272,10 @@ def test_a_cache_entry_on_s3_uploads_its_files_side_by_side_then_its_marker(s3, 
     for i in range(UPLOADS_AT_ONCE + 3):
         many.append(tmp_path / f"shard-{i}.parquet")
         rows.head(i + 1).write_parquet(many[-1])
-    flying, most = [0], [0]
-
-    async def held(path, data, **kwargs):
-        flying[0] += 1
-        most[0] = max(most[0], flying[0])
-        await asyncio.sleep(0.05)
-        try:
-            return await real(path, data, **kwargs)
-        finally:
-            flying[0] -= 1
-
+    held = Uploads(real)
     monkeypatch.setattr(fs, "_pipe_file", held)
     files = cache.put("many", (rows.head(0),), links=many)
-    assert most[0] == UPLOADS_AT_ONCE and [storage.parquet_rows(f) for f in files] == list(range(len(many) + 1))
+    assert held.most == UPLOADS_AT_ONCE and [storage.parquet_rows(f) for f in files] == list(range(len(many) + 1))
 
 
 def test_threads_asking_for_the_same_copy_share_one_download(s3, tmp_path, monkeypatch):
