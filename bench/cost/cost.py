@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/cost/cost.py measure --rows 250000,1000000 [--out bench/cost/results.jsonl]
     .venv/bin/python bench/cost/cost.py measure --rows 5000000          # late, once: the check of the model
-    .venv/bin/python bench/cost/cost.py model bench/cost/results.jsonl --fit 250000,1000000 --check 5000000
+    .venv/bin/python bench/cost/cost.py model bench/cost/results.jsonl --fit 250000,1000000 --check 5000000 \
+        [--commit C] [--meter M]     # only the runs of commit C / measured by meter M (the last one per size)
 
 `measure` makes the input (below) under /tmp and runs `sluice run`'s in-process path (flow._run with the
 local map, an empty shard cache, one fresh process per size) with every phase measured:
@@ -13,7 +14,8 @@ local map, an empty shard cache, one fresh process per size) with every phase me
   the rest of the release (card, report, side tables, manifest) is `release (driver)`;
 - CPU seconds of the process (all threads), wall seconds, peak RSS during the phase (the kernel's high-water
   mark, reset at the phase start via /proc/self/clear_refs) and the RSS at its start;
-- bytes read: the Parquet files of the shards a phase's tasks read (the input file for the read); bytes
+- bytes read: the Parquet files of the shards a phase's tasks read (the input file for the read; every
+  index file once per decide task, as each scans the whole index for its partition); bytes
   written: what the phase added to the shard cache (and the release folder, for the release). These are the
   bytes a cluster moves through its object store. (Not counted as read: what `release (driver)` scans for
   the report and the side tables.)
@@ -50,6 +52,7 @@ ALPACA = ROOT.parent / "shared" / "data" / "instructions" / "alpaca_52k" / "alpa
 STAGES = [{"op": "normalize"}, {"op": "length_filter", "min_words": 3}, {"op": "exact_dedup"},
           {"op": "minhash_dedup"}]
 SHARD_ROWS = 50_000
+METER = "decide-reads"  # what the meter counts, changed with it: "decide-reads" = decide tasks' index reads counted
 METRICS = ("cpu_s", "wall_s", "read_bytes", "written_bytes", "peak_rss", "start_rss")
 
 
@@ -162,6 +165,12 @@ def _part_bytes(part: Any) -> int:
     return int(frame.estimated_size()) if frame is not None else 0
 
 
+def task_read_bytes(jobs: list, index: Any = ()) -> int:
+    """Bytes a phase's tasks read: each job's rows and, for a partitioned decide (engine.decide_part), every
+    shard's index, once per task (each task scans all of it and keeps its own partition)."""
+    return sum(_part_bytes(j.part) for j in jobs) + len(jobs) * sum(_part_bytes(p) for p in index)
+
+
 def measure_run(data: Path, work: Path) -> dict[str, Any]:
     """One in-process run of the pipeline over `data` with every phase measured (see the module doc)."""
     from pipelines import config, engine, flow
@@ -175,7 +184,7 @@ def measure_run(data: Path, work: Path) -> dict[str, Any]:
     meter = Meter([root / "cost"])
 
     def measured_map(fn: Callable, jobs: list, label: str, cache: Any = None, inline: bool = False, **kwargs: Any):
-        with meter.phase(label, "tasks", sum(_part_bytes(j.part) for j in jobs)):
+        with meter.phase(label, "tasks", task_read_bytes(jobs, kwargs.get("index", ()))):
             return engine.map_local(fn, jobs, label, cache, inline, **kwargs)
 
     def wrap(module: Any, name: str, label: Callable[..., str], kind: str,
@@ -280,11 +289,22 @@ def project(model: dict, rows: float, workers: int, cores: int = 2) -> dict[str,
             "store_bytes": sum(p["read_bytes"] + p["written_bytes"] for p in phases.values())}
 
 
-def report(results: Path, fit_rows: list[int], check: int | None) -> None:
+def select(runs: list[dict[str, Any]], commit: str | None = None,
+           meter: str | None = None) -> dict[int, dict[str, Any]]:
+    """Target rows -> the last run of that size, among the runs of `commit` and `meter` where given."""
+    return {r["target_rows"]: r for r in runs
+            if (commit is None or r.get("commit") == commit) and (meter is None or r.get("meter") == meter)}
+
+
+def report(results: Path, fit_rows: list[int], check: int | None, commit: str | None = None,
+           meter: str | None = None) -> None:
     import numpy as np
 
     runs = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    by_rows = {r["target_rows"]: r for r in runs}
+    by_rows = select(runs, commit, meter)
+    if missing := [n for n in [*fit_rows, *([check] if check else [])] if n not in by_rows]:
+        raise SystemExit(f"no run of {', '.join(f'{n:,}' for n in missing)} rows in {results}"
+                         f"{f' of commit {commit}' if commit else ''}{f' with meter {meter}' if meter else ''}")
     model = fit([by_rows[n] for n in fit_rows])
     million = predict(model, 1e6)
     zero = predict(model, 0)
@@ -330,6 +350,7 @@ def main() -> None:
     m = sub.add_parser("measure")
     m.add_argument("--rows", default="250000,1000000")
     m.add_argument("--out", type=Path, default=ROOT / "bench" / "cost" / "results.jsonl")
+    m.add_argument("--commit", help="the code's commit, for a run from a `git archive` (no .git to ask)")
     one = sub.add_parser("one")  # internal: one run in this process
     one.add_argument("data", type=Path)
     one.add_argument("work", type=Path)
@@ -337,14 +358,16 @@ def main() -> None:
     r.add_argument("results", type=Path)
     r.add_argument("--fit", default="250000,1000000")
     r.add_argument("--check", type=int)
+    r.add_argument("--commit", help="only the runs of this commit (default: any; the last run per size counts)")
+    r.add_argument("--meter", help=f"only the runs measured with this meter (this cost.py's: {METER})")
     args = parser.parse_args()
     if args.cmd == "one":
         print(json.dumps(measure_run(args.data, args.work)))
     elif args.cmd == "model":
-        report(args.results, [int(n) for n in args.fit.split(",")], args.check)
+        report(args.results, [int(n) for n in args.fit.split(",")], args.check, args.commit, args.meter)
     else:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True).stdout.strip()
+        commit = args.commit or subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                                               capture_output=True, text=True).stdout.strip()
         for rows in (int(n) for n in args.rows.split(",")):
             with tempfile.TemporaryDirectory() as tmp:
                 data = make_input(Path(tmp) / "input.parquet", rows)
@@ -354,8 +377,8 @@ def main() -> None:
                 if done.returncode:
                     raise SystemExit(done.stderr[-3000:])
                 result = json.loads(done.stdout.strip().splitlines()[-1])
-                result |= {"target_rows": rows, "commit": commit, "load_before": load, "load_after": os.getloadavg(),
-                           "input_bytes": data.stat().st_size, "host": platform.node(), "cpus": os.cpu_count(),
+                result |= {"target_rows": rows, "commit": commit, "meter": METER, "load_before": load,
+                           "load_after": os.getloadavg(), "input_bytes": data.stat().st_size, "host": platform.node(), "cpus": os.cpu_count(),
                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps(result) + "\n")
