@@ -378,7 +378,8 @@ def main() -> None:
                     raise SystemExit(done.stderr[-3000:])
                 result = json.loads(done.stdout.strip().splitlines()[-1])
                 result |= {"target_rows": rows, "commit": commit, "meter": METER, "load_before": load,
-                           "load_after": os.getloadavg(), "input_bytes": data.stat().st_size, "host": platform.node(), "cpus": os.cpu_count(),
+                           "load_after": os.getloadavg(), "input_bytes": data.stat().st_size, "host": platform.node(),
+                           "cpus": os.cpu_count(),
                            "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 with open(args.out, "a") as fh:
                     fh.write(json.dumps(result) + "\n")
