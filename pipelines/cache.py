@@ -136,6 +136,10 @@ class ShardCache:
         failpoints.hit("cache.put")
         return files
 
+    def drop(self, key: str) -> None:
+        """Remove entry `key` (a damaged one, before it is made again: a complete entry is never overwritten)."""
+        storage.remove_tree(storage.join(self.folder, key))
+
     @property
     def _spills(self) -> Location:
         return storage.join(self.folder, f".spill-{self.owner}-{int(self.started)}")

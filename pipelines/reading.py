@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import uuid
@@ -80,9 +81,10 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
             for task in tasks]
     found = cache.lookup([job.key for job in jobs]) if cache else [None] * len(jobs)
-    todo = [job for job, files in zip(jobs, found) if files is None]
+    cached = [None if files is None else _cached(files, job.key, cache) for job, files in zip(jobs, found)]
+    todo = [job for job, shards in zip(jobs, cached) if shards is None]
     computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
-    reads = [next(computed)[0] if files is None else (_cached(files, job.key), True) for job, files in zip(jobs, found)]
+    reads = [next(computed)[0] if shards is None else (shards, True) for shards in cached]
     hashed = {id(task.source): _hashed(task, shards) for task, (shards, _) in zip(tasks, reads) if task.hashes}
     for src, about in zip(sources, meta):
         about["sha256"] = about["sha256"] or hashed[id(src)]
@@ -156,7 +158,9 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     books (so no file is read to count them)."""
     key = task_key(task, shard_rows)
     if store is not None and (files := store.files(key)) is not None:
-        return _cached(files, key), True
+        if (shards := _cached(files, key)) is not None:
+            return shards, True
+        store.drop(key)  # a damaged entry: made again
     if store is None:
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
                   for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version))]
@@ -199,8 +203,19 @@ def _frames(shard: Shard) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 REJECTS = 1  # in _frames: a shard without rejects (the usual case) keeps no file for them in its cache entry
 
 
-def _cached(files: list[storage.Location], key: str) -> list[ShardRead]:
-    return _entry(storage.read_parquet(files[0]).to_dicts(), files[1:], key)
+def _cached(files: list[storage.Location], key: str, warn: ShardCache | None = None) -> list[ShardRead] | None:
+    """The shards of cache entry `key`, or None when its files are not the ones its books name (a damaged or
+    hand-edited entry: a cache only saves work, so its task reads the input again and makes the entry anew;
+    `warn`: the cache, to say so in the run's log)."""
+    books = storage.read_parquet(files[0]).to_dicts() if files else []
+    named = sum(1 for b in books for j, n in enumerate(b["frames"]) if n or j != REJECTS)
+    if files and len(files) - 1 == named:
+        return _entry(books, files[1:], key)
+    if warn is not None:
+        logging.getLogger(__name__).warning(
+            "the read cache entry %s is damaged (%d shard files where its books name %d): its input is read again",
+            storage.display(storage.join(warn.folder, key)), max(0, len(files) - 1), named)
+    return None
 
 
 def _entry(books: list[dict], files: list[storage.Location], key: str) -> list[ShardRead]:

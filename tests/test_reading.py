@@ -315,3 +315,35 @@ def test_a_parquet_input_at_a_url_is_planned_from_its_footer_and_hashed_beside_i
     changed = read_inputs([src], 100, cache)
     assert changed.computed == 3 and rows_of(changed)["text"].to_list() == frame["text"].reverse().to_list()
     assert changed.inputs[0]["sha256"] == hashlib.sha256((tmp_path / "reversed.parquet").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("where", ["local", "bucket"])
+@pytest.mark.parametrize("damage", ["a shard file missing", "a file too many"])
+def test_a_damaged_read_cache_entry_is_read_again_and_made_anew(where, damage, request, tmp_path, caplog):
+    """A read entry whose files are not the ones its books name (damaged, or edited by hand) is a miss, not a
+    bare StopIteration or extra files taken silently: its task reads the input again and writes the entry anew
+    (a cache only saves work), and the run's log names the entry."""
+    path = tmp_path / "gsm8k.jsonl.gz"
+    path.write_bytes(gzip.compress(GSM8K.read_bytes()))  # one task, 5 shards: its entry has 1 + 5 x 2 files
+    src = Source(path, "jsonl", {"text": "question"})
+    folder = request.getfixturevalue("s3").url("cache") if where == "bucket" else tmp_path / "cache"
+    cache = ShardCache(folder)
+    first = read_inputs([src], 300, cache)
+    [key] = {storage.name(storage.parent(p.path)) for p in first.parts}
+    entry = storage.join(folder, key)
+    count = len(cache.files(key))
+    assert count == 11
+    if where == "local":
+        if damage == "a shard file missing":
+            (entry / f"{count - 1}.parquet").unlink()
+        else:
+            shutil.copy(entry / "1.parquet", entry / f"{count}.parquet")
+    else:  # its `_done` marker names the number of files
+        storage.write_bytes(storage.join(entry, "_done"), str(count - 1 if damage == "a shard file missing" else count + 1).encode())
+    again = read_inputs([src], 300, cache)
+    assert (again.reused, again.computed) == (0, 1)
+    assert f"the read cache entry {storage.display(entry)} is damaged" in caplog.text
+    assert rows_of(again).equals(rows_of(first)) and again.keys == first.keys
+    assert len(cache.files(key)) == count  # made anew
+    third = read_inputs([src], 300, cache)
+    assert (third.reused, third.computed) == (1, 0) and rows_of(third).equals(rows_of(first))
