@@ -74,7 +74,7 @@ def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_p
         return _run(pipeline, root, executor.map)
     from prefect import flow
 
-    with prefect_log_to_file(local / PREFECT_LOG), executor.session():  # a cluster's workers warm up meanwhile
+    with prefect_log_to_file(local / PREFECT_LOG), executor.session(tuple(pipeline.sources)):  # inputs fetched, workers warmed meanwhile
         use_api_server(server)
         version = next_version(storage.join(root, dataset))
         run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{version}",

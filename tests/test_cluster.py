@@ -174,3 +174,53 @@ def test_the_scheduler_warm_up_of_a_session_that_ended_first_says_nothing(caplog
         executor.client = client = Closed()  # still open: the failure is the scheduler's
         executor._warm_scheduler(client)
         assert "could not import" in caplog.text
+
+
+def test_every_worker_fetches_the_first_input_it_reads_spans_of_while_the_run_starts(s3, tmp_path):
+    """A worker's first read task of an input at a URL read as spans (Parquet, plain JSONL) used to start with
+    downloading the whole object: each worker now fetches it while the driver waits for Prefect's API, and the
+    driver fetches the JSONL inputs it plans spans of. Only the first such input (every later one is fetched by
+    the tasks that read it: ahead, a single-span file would be copied to every worker), never a local file or a
+    compressed JSONL (read whole by one task)."""
+    from pipelines.executors import PrefectDask
+    from pipelines.readers import Source
+
+    url, later = s3.url("inputs", MMLU.name), s3.url("inputs", "later.jsonl")
+    storage.upload(MMLU, url)
+    storage.upload(MMLU, later)
+    storage.write_bytes(s3.url("inputs", "whole.jsonl.gz"), b"")
+    inputs = (Source(s3.url("inputs", "whole.jsonl.gz"), "jsonl"), Source(tmp_path / "local.parquet", "parquet"),
+              Source(url, "jsonl"), Source(later, "parquet"))
+    size = MMLU.stat().st_size
+
+    def copies() -> list[int]:  # the sizes of the input copies a worker fetched (storage.local_copy)
+        from pipelines import storage as store
+
+        return sorted(p.stat().st_size for p in Path(store._fetched[0]).rglob("*") if p.is_file()) if store._fetched else []
+
+    with Cluster(workers=2, env=s3.env) as cluster:
+        executor = PrefectDask(cluster.address)
+        with executor.session(inputs):
+            deadline = time.monotonic() + 60
+            while (fetched := executor.client.run(copies)) and not all(sizes == [size] for sizes in fetched.values()):
+                assert time.monotonic() < deadline, f"the workers have not fetched the input: {fetched}"
+                time.sleep(0.2)
+            assert len(fetched) == 2
+            while not storage._copy_of(url, storage.object_version(url)).is_file():  # the driver plans its spans
+                assert time.monotonic() < deadline, "the driver has not fetched the JSONL input"
+                time.sleep(0.2)
+    assert not storage._copy_of(later, storage.object_version(later)).is_file()
+
+
+def test_a_run_on_threads_fetches_its_first_input_at_a_url_while_prefect_s_api_starts(s3):
+    from pipelines.executors import PrefectThreads
+    from pipelines.readers import Source
+
+    url = s3.url("inputs", "first.parquet")
+    storage.upload(MMLU, url)  # the bytes are all that matter here
+    with PrefectThreads().session((Source(url, "parquet"),)):
+        deadline = time.monotonic() + 30
+        while not storage._copy_of(url, storage.object_version(url)).is_file():
+            assert time.monotonic() < deadline, "the input was not fetched"
+            time.sleep(0.1)
+    assert storage._copy_of(url, storage.object_version(url)).read_bytes() == MMLU.read_bytes()
