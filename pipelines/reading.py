@@ -64,6 +64,7 @@ class ShardRead:
     errors: dict[str, int]  # rejects that are mistakes, by reason (not `counted` skips)
     key: str
     input_sha256: str | None = None  # of the whole input, from a task that `hashes`
+    input_bytes: int | None = None  # of the whole input, from a task that `hashes` (its copy's size)
     id_column: pl.Series | None = None  # `ids`' id column, from the task that read the rows (no file read for it)
 
 
@@ -75,8 +76,11 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     for src in sources:
         planned, sha = plan(src, shard_rows)
         tasks += planned
+        size = storage.version_size(planned[0].version)
+        if size is None and sha is not None:  # a store that states no size (http without Content-Length): the
+            size = storage.local_copy(src.path, planned[0].version).stat().st_size  # planner's copy, no request
         meta.append({"path": storage.display(src.path), "format": src.format, "source": src.source,
-                     "bytes": storage.version_size(planned[0].version), "sha256": sha,
+                     "bytes": size, "sha256": sha,
                      **({"version": planned[0].version} if planned[0].stated else {})})
     jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
             for task in tasks]
@@ -87,7 +91,9 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     reads = [next(computed)[0] if shards is None else (shards, True) for shards in cached]
     hashed = {id(task.source): _hashed(task, shards) for task, (shards, _) in zip(tasks, reads) if task.hashes}
     for src, about in zip(sources, meta):
-        about["sha256"] = about["sha256"] or hashed[id(src)]
+        if id(src) in hashed:
+            about["sha256"], size = hashed[id(src)]
+            about["bytes"] = size if about["bytes"] is None else about["bytes"]
     owners = [task.source for task, (shards, _) in zip(tasks, reads) for _ in shards]
     shards = unique_ids([s for shards, _ in reads for s in shards], owners, cache)
     outcome = _books(sources, owners, shards, meta)
@@ -129,11 +135,14 @@ def plan(src: Source, shard_rows: int) -> tuple[list[ReadTask], str | None]:
             for i, (span, n) in enumerate(zip(spans, rows))], sha
 
 
-def _hashed(task: ReadTask, shards: list[ShardRead]) -> str:
-    """The input's sha256 its hashing `task` gave with its `shards` (or, from a cache entry made before tasks
-    gave it, this process's own)."""
-    return next((s.input_sha256 for s in shards if s.input_sha256), None) or \
-        input_sha256(task.source.path, task.version)
+def _hashed(task: ReadTask, shards: list[ShardRead]) -> tuple[str, int | None]:
+    """The input's sha256 and bytes its hashing `task` gave with its `shards` (or, from a cache entry made
+    before tasks gave them, this process's own: its bytes only if the input's version does not state them)."""
+    given = next((s for s in shards if s.input_sha256), None)
+    if given is not None and (given.input_bytes is not None or storage.version_size(task.version) is not None):
+        return given.input_sha256, given.input_bytes
+    copy = storage.local_copy(task.source.path, task.version)
+    return storage.sha256(copy), copy.stat().st_size
 
 
 def _version(src: Source) -> tuple[str, bool]:
@@ -165,8 +174,8 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
                   for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version))]
         failpoints.hit("read.shard")
-        sha = _own_sha256(task)
-        return [replace(shard, input_sha256=sha) for shard in shards], False
+        sha, size = _own_hash(task)
+        return [replace(shard, input_sha256=sha, input_bytes=size) for shard in shards], False
     # the shards wait next to the cache (hard-linked into the entry), or in a local folder for a remote cache
     scratch = Path(tempfile.mkdtemp(prefix="sluice-read-")) if store.remote else \
         store.folder / f".read-{uuid.uuid4().hex}"
@@ -181,9 +190,9 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
                 if len(frame) or j != REJECTS:
                     paths.append(scratch / f"{i}-{j}.parquet")
                     _write(frame, paths[-1])
-        sha = _own_sha256(task)
+        sha, size = _own_hash(task)
         index = pl.DataFrame(books, schema={"rows_read": pl.Int64, "errors": pl.String, "frames": pl.List(pl.Int64)})
-        index = index.with_columns(input_sha256=pl.lit(sha, pl.String))
+        index = index.with_columns(input_sha256=pl.lit(sha, pl.String), input_bytes=pl.lit(size, pl.Int64))
         files = store.put(key, (index,), links=paths)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -191,9 +200,13 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     return [replace(shard, id_column=ids) for shard, ids in zip(_entry(index.to_dicts(), files[1:], key), given)], False
 
 
-def _own_sha256(task: ReadTask) -> str | None:
-    """The input's sha256 from this worker's copy, for the task that `hashes` (the planner did not compute it)."""
-    return input_sha256(task.source.path, task.version) if task.hashes else None
+def _own_hash(task: ReadTask) -> tuple[str | None, int | None]:
+    """The input's sha256 and bytes from this worker's copy, for the task that `hashes` (the planner did not
+    compute them)."""
+    if not task.hashes:
+        return None, None
+    copy = storage.local_copy(task.source.path, task.version)
+    return storage.sha256(copy), copy.stat().st_size
 
 
 def _frames(shard: Shard) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
@@ -224,13 +237,13 @@ def _entry(books: list[dict], files: list[storage.Location], key: str) -> list[S
     left = iter(files)
     parts = [[Part(0, pl.DataFrame(schema=REJECT_SCHEMA)) if j == REJECTS and not n else Part(n, path=next(left))
               for j, n in enumerate(b["frames"])] for b in books]
-    return [_shard_read(key, i, b["rows_read"], json.loads(b["errors"]), shard_parts, b.get("input_sha256"))
-            for i, (b, shard_parts) in enumerate(zip(books, parts))]
+    return [_shard_read(key, i, b["rows_read"], json.loads(b["errors"]), shard_parts, b.get("input_sha256"),
+                        b.get("input_bytes")) for i, (b, shard_parts) in enumerate(zip(books, parts))]
 
 
 def _shard_read(key: str, i: int, rows_read: int, errors: dict[str, int], parts: list[Part],
-                input_sha: str | None = None) -> ShardRead:
-    return ShardRead(*parts, rows_read, dict(errors), derive(key, str(i)), input_sha)
+                input_sha: str | None = None, input_bytes: int | None = None) -> ShardRead:
+    return ShardRead(*parts, rows_read, dict(errors), derive(key, str(i)), input_sha, input_bytes)
 
 
 # --- ids unique across all inputs -------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def filesystem(loc: str) -> tuple[Any, str]:
     scheme = _SCHEME.match(loc).group(1).lower()
     env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(("AWS_", "GOOGLE_", "AZURE_", "HF_"))))
     fs = _filesystem(scheme, env, os.getpid())
-    return fs, loc[len(scheme) + 3:]
+    return fs, loc if scheme in ("http", "https") else loc[len(scheme) + 3:]  # fsspec's http takes whole URLs
 
 
 @functools.lru_cache(maxsize=8)

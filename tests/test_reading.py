@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.server
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -347,3 +349,64 @@ def test_a_damaged_read_cache_entry_is_read_again_and_made_anew(where, damage, r
     assert len(cache.files(key)) == count  # made anew
     third = read_inputs([src], 300, cache)
     assert (third.reused, third.computed) == (1, 0) and rows_of(third).equals(rows_of(first))
+
+
+class Chunked(http.server.BaseHTTPRequestHandler):
+    """Files over HTTP/1.1 in chunks, with no Content-Length (as servers of generated or compressed answers
+    do): the store states no size. `etag`: a strong ETag, which names the content."""
+
+    protocol_version = "HTTP/1.1"
+    files: dict[str, bytes] = {}
+    etag: str | None = None
+
+    def do_HEAD(self) -> None:
+        self.send_response(200 if self.path in self.files else 404)
+        self.send_header("Transfer-Encoding", "chunked")
+        if self.etag:
+            self.send_header("ETag", self.etag)
+        self.end_headers()
+
+    def do_GET(self) -> None:
+        body = self.files.get(self.path, b"")
+        try:
+            self.do_HEAD()
+            for start in range(0, len(body), 1 << 16):
+                chunk = body[start:start + (1 << 16)]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # a client that wanted the headers only (fsspec's look-up) and closed
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class Quiet(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # a client that closed its connection early
+        pass
+
+
+@pytest.mark.parametrize("name, etag", [("gsm8k.jsonl", None), ("gsm8k.jsonl.gz", None), ("gsm8k.jsonl.gz", '"v1"')],
+                         ids=["lines found by the planner", "hashed by the planner", "hashed by its first task"])
+def test_an_input_over_http_without_a_stated_size_has_its_bytes_in_the_manifest(name, etag, tmp_path, monkeypatch):
+    """The manifest names every input's bytes, also when its store states no size (http(s) without
+    Content-Length): they are the size of the copy whose sha256 was made, the planner's or, for an input whose
+    version names its content (a strong ETag), its first task's, kept in its cache entry's books."""
+    data = gzip.compress(GSM8K.read_bytes()) if name.endswith(".gz") else GSM8K.read_bytes()
+    monkeypatch.setattr(Chunked, "files", {f"/{name}": data})
+    monkeypatch.setattr(Chunked, "etag", etag)
+    server = Quiet(("127.0.0.1", 0), Chunked)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{name}"
+        assert storage.version_size(storage.object_version(url)) is None  # the store states no size
+        src = Source(url, "jsonl", {"text": "question"})
+        tasks, sha = plan(src, 300)
+        assert tasks[0].hashes == (sha is None) == (etag is not None)
+        cache = ShardCache(tmp_path / "cache")
+        for store in (None, cache, cache):  # the last: from the cache entry's books
+            about = read_inputs([src], 300, store).inputs[0]
+            assert (about["bytes"], about["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+    finally:
+        server.shutdown()
+        server.server_close()
