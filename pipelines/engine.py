@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from itertools import islice
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 import polars as pl
@@ -695,14 +694,16 @@ def scan(parts: list[Part], read_now: bool = False) -> pl.LazyFrame:
             with ThreadPoolExecutor(min(16, len(remote))) as pool:
                 schemas = list(pool.map(pl.LazyFrame.collect_schema, frames))
         if len(remote) == len(frames) and all(schema == schemas[0] for schema in schemas):
-            return _read_together(frames, schemas[0])
+            return _read_together(frames, schemas[0], [p.rows for p in parts])
     return pl.concat(frames, how="diagonal_relaxed") if frames else pl.LazyFrame(schema={"id": pl.String})
 
 
-def _read_together(frames: list[pl.LazyFrame], schema: pl.Schema, at_once: int = 8) -> pl.LazyFrame:
-    """`frames` (of one schema) as one lazy table whose query reads up to `at_once` of them at a time, in order:
-    Polars reads the files of a concatenated scan one after another (on an object store, a request's wait
-    each; a decide task's 20 index files at 1M rows took ~0.5 s so)."""
+def _read_together(frames: list[pl.LazyFrame], schema: pl.Schema, rows: list[int], at_once: int = 8) -> pl.LazyFrame:
+    """`frames` (of one schema, `rows` each) as one lazy table whose query reads up to `at_once` of them at a
+    time, in order: Polars reads the files of a concatenated scan one after another (on an object store, a
+    request's wait each; a decide task's 20 index files at 1M rows took ~0.5 s so). A query with a row limit
+    (`head`) reads only the parts that hold its rows; one without (Polars gives a source no limit after a
+    filter) wants every part, so `at_once` are read ahead from the start (a decide task's filtered index)."""
     from polars.io.plugins import register_io_source
 
     def source(columns: list[str] | None, predicate: pl.Expr | None, n_rows: int | None,
@@ -712,18 +713,22 @@ def _read_together(frames: list[pl.LazyFrame], schema: pl.Schema, at_once: int =
             frame = frame if predicate is None else frame.filter(predicate)
             return frame.collect() if n_rows is None else frame.head(n_rows).collect()
 
-        left, todo = n_rows, iter(frames)
+        def wanted() -> bool:  # another part: the query may want rows beyond those of the parts being read
+            return not reading or left is None or predicate is not None or sum(n for _, n in reading) < left
+
+        left, todo, reading = n_rows, iter(zip(frames, rows)), deque()
         # not `with`: a query that stops pulling rows must not wait for the reads ahead
         pool = ThreadPoolExecutor(at_once, thread_name_prefix="read-together")
         try:
-            reading = deque(pool.submit(read, frame) for frame in islice(todo, at_once))
-            while reading:
-                rows = reading.popleft().result()
+            while True:
+                while len(reading) < at_once and wanted() and (ahead := next(todo, None)) is not None:
+                    reading.append((pool.submit(read, ahead[0]), ahead[1]))
+                if not reading:
+                    return
+                got = reading.popleft()[0].result()
                 if left is not None:
-                    rows, left = rows.head(left), left - min(left, len(rows))
-                if left != 0 and (frame := next(todo, None)) is not None:
-                    reading.append(pool.submit(read, frame))
-                yield rows
+                    got, left = got.head(left), left - min(left, len(got))
+                yield got
                 if left == 0:
                     return
         finally:

@@ -305,6 +305,9 @@ def test_a_scan_of_parts_on_an_object_store_read_at_once_reads_their_rows_side_b
     shorter = pl.col("question").str.len_chars() < 200
     query = lambda scan: scan.filter(shorter).select("id").head(123).collect()  # noqa: E731
     assert query(engine.scan(parts, read_now=True)).equals(query(plain.lazy())) and len(query(plain.lazy())) == 123
+    most[0] = 0
+    assert engine.scan(parts, read_now=True).filter(shorter).collect().equals(plain.filter(shorter))
+    assert most[0] == 8  # a filter and no row limit (a decide task's) wants every part: 8 read at a time from the start
 
     def readers_left() -> list[str]:  # the scans' reader threads end once their reads do
         deadline = time.monotonic() + 10
@@ -315,18 +318,17 @@ def test_a_scan_of_parts_on_an_object_store_read_at_once_reads_their_rows_side_b
 
     assert not readers_left()
 
+    started = []
+
     def slower_read(loc, columns=None):  # every part but the first takes long: a query that stops early waits for none
-        reading.add(loc)
+        started.append(loc)
         time.sleep(0 if loc == parts[0].path else 1)
-        try:
-            return read(loc, columns=columns)
-        finally:
-            reading.discard(loc)
+        return read(loc, columns=columns)
 
     monkeypatch.setattr(storage, "read_parquet", slower_read)
     assert engine.scan(parts, read_now=True).head(5).collect().equals(plain.head(5))
-    assert reading  # answered while the reads ahead still run (it used to wait for them all)
-    assert not readers_left()
+    assert not readers_left() and started == [parts[0].path]  # no read ahead of rows the query does not want (it
+    # used to start 8, and to wait for them all)
 
     footers, footer = [], storage._parquet_footer
     monkeypatch.setattr(storage, "_parquet_footer", lambda loc: footers.append(loc) or footer(loc))
@@ -522,3 +524,37 @@ def test_a_task_that_finds_its_result_does_not_wait_for_the_rows_it_began_to_rea
     result, reused = call_cached(split_rows, job, cache, stage=stage)
     assert reused and not read and result.kept.rows + result.rejected.rows == 50
     slow.set()
+
+
+def test_a_scan_read_at_once_starts_reads_only_for_the_rows_its_query_wants(s3):
+    """A scan of remote parts read at once reads several parts at a time, but a query that stops after a few
+    rows (a row limit) does not pay a GET for every part it would have read ahead: only the parts that hold
+    the rows it asks for are read."""
+    import threading
+    import time
+
+    from pipelines import engine, storage
+
+    questions = pl.read_ndjson(GSM8K).select(pl.int_range(pl.len()).cast(pl.String).alias("id"), "question")
+    plain = questions.head(1200)
+    parts = []
+    for i, frame in enumerate(plain.iter_slices(60)):
+        storage.write_parquet(frame, s3.url(f"parts/{i}.parquet"))
+        parts.append(engine.Part(len(frame), path=s3.url(f"parts/{i}.parquet"), schema=frame.schema))
+    assert len(parts) == 20
+
+    def requests(query) -> tuple[pl.DataFrame, int]:
+        with s3.faults(every=10**9) as proxy:  # no fault: the proxy counts the requests
+            rows = query(engine.scan(parts, read_now=True)).collect()
+            deadline = time.monotonic() + 10  # reads left running would still send theirs
+            while any(t.name.startswith("read-together") for t in threading.enumerate()) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        return rows, proxy.requests
+
+    one_part = requests(lambda scan: scan.select("id").head(1))[1]
+    assert 1 <= one_part <= 2  # its rows (and its footer)
+    for limit, parts_read in ((5, 1), (250, 5)):
+        rows, asked = requests(lambda scan: scan.head(limit))
+        assert rows.equals(plain.head(limit)) and asked == one_part * parts_read, (limit, asked)  # were 8 parts'
+    rows, asked = requests(lambda scan: scan)
+    assert rows.equals(plain) and asked == one_part * 20
