@@ -229,7 +229,7 @@ def glob(pattern: Location) -> list[Location]:
             found = fs.find(path)
         else:
             found = [path] if fs.isfile(path) else []
-        return sorted(f"{scheme}://{p}" for p in found if not fs.isdir(p))
+        return sorted(p if "://" in p else f"{scheme}://{p}" for p in found if not fs.isdir(p))  # http: whole URLs
 
 
 def size(loc: Location) -> int:

@@ -388,7 +388,8 @@ class Quiet(http.server.ThreadingHTTPServer):
 
 @pytest.mark.parametrize("name, etag", [("gsm8k.jsonl", None), ("gsm8k.jsonl.gz", None), ("gsm8k.jsonl.gz", '"v1"')],
                          ids=["lines found by the planner", "hashed by the planner", "hashed by its first task"])
-def test_an_input_over_http_without_a_stated_size_has_its_bytes_in_the_manifest(name, etag, tmp_path, monkeypatch):
+def test_an_input_over_http_without_a_stated_size_has_its_bytes_in_the_manifest(name, etag, tmp_path, monkeypatch,
+                                                                                request):
     """The manifest names every input's bytes, also when its store states no size (http(s) without
     Content-Length): they are the size of the copy whose sha256 was made, the planner's or, for an input whose
     version names its content (a strong ETag), its first task's, kept in its cache entry's books."""
@@ -406,6 +407,15 @@ def test_an_input_over_http_without_a_stated_size_has_its_bytes_in_the_manifest(
         cache = ShardCache(tmp_path / "cache")
         for store in (None, cache, cache):  # the last: from the cache entry's books
             about = read_inputs([src], 300, store).inputs[0]
+            assert (about["bytes"], about["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+        if etag:  # a run's manifest, the input named in its config
+            from pipelines import config
+            from pipelines.flow import run_pipeline
+
+            write_config = request.getfixturevalue("write_config")
+            release, _ = run_pipeline(config.load(write_config([{"path": url, "fields": {"text": "question"}}])),
+                                      root=tmp_path / "releases", use_prefect=False)
+            [about] = json.loads((release / "manifest.json").read_text())["inputs"]
             assert (about["bytes"], about["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
     finally:
         server.shutdown()
