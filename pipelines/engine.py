@@ -137,27 +137,33 @@ def key_of(*parts: str) -> str:
 
 
 def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead | None = None,
-                drops_only: bool = False, **kwargs: Any) -> tuple[Any, bool]:
+                drops_only: bool = False, asked: bool = False, **kwargs: Any) -> tuple[Any, bool]:
     """fn(the job's rows, **kwargs), or its cached result. A Split comes back as a ShardResult whose parts
     are the cache's files (in memory without a cache); a single frame (a global stage's index or decision
     part) comes back as the frame without a cache, as a Part naming the cache's file with one. `ahead`: a
     Split's kept rows are also indexed for the next global stage, into the cache (see Ahead). `drops_only`:
     the Split's kept rows are the job's rows less its rejects (a drop-only decision), so only the rejects are
     cached and the kept part is the job's file with their ids left out (`less`): no copy of the shard written
-    (unless the rows do not allow it: see `_only_drops`)."""
+    (unless the rows do not allow it: see `_only_drops`). `asked`: the driver asked the cache for the job's key
+    just before and found nothing (map_cached), so the task does not ask again (on an object store, a request
+    each); an executor clears it for a retry. A task run again after its worker died then makes its entry
+    again, the same bytes under the same key (the dead worker's `_done`, if written, stays: see put)."""
     if cache is None:
         result = fn(job.part.load(), **kwargs)
         return (_in_memory(result) if isinstance(result, Split | Produced) else result), False
     if job.key.startswith(PARTIAL):  # not to be cached: parked in the run's spill folder, not held in memory
         return _spilled(fn(job.part.load(), **kwargs), cache), False
-    pool = ThreadPoolExecutor(1)  # the rows are read while the cache is asked (on an object store, a request:
-    rows = pool.submit(job.part.load)  # map_cached found no entry, but a task run again may)
-    try:
-        if (files := cache.files(job.key)) is not None:
-            return _from_files(files, job.part if drops_only else None), True
-        batch = rows.result()
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)  # on a hit: the read is not waited for
+    if asked:
+        batch = job.part.load()
+    else:
+        pool = ThreadPoolExecutor(1)  # the rows are read while the cache is asked (on an object store, a request)
+        rows = pool.submit(job.part.load)
+        try:
+            if (files := cache.files(job.key)) is not None:
+                return _from_files(files, job.part if drops_only else None), True
+            batch = rows.result()
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)  # on a hit: the read is not waited for
     result = fn(batch, **kwargs)
     if isinstance(result, Produced) and not result.final:
         return replace(_in_memory(result), final=False), False
@@ -223,7 +229,7 @@ def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: 
         for i, part in zip(hits, answers):
             results[i] = (part, True)
     if todo:
-        done = map_fn(fn, [jobs[i] for i in todo], label, cache, inline=inline, **kwargs)
+        done = map_fn(fn, [jobs[i] for i in todo], label, cache, inline=inline, asked=True, **kwargs)
         for i, result in zip(todo, done):
             results[i] = result
     return results

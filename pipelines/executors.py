@@ -150,17 +150,18 @@ class PrefectDask(PrefectThreads):
 
         self._check_folder(cache if cache is not None else kwargs.get("store"))  # read tasks cache themselves
         client = self.client
+        asked = kwargs.pop("asked", False)  # see call_cached: per attempt, so not one of the shipped parameters
         big = [name for name, value in kwargs.items() if len(cloudpickle.dumps(value)) > SHIP_ONCE]
         shipped = dict(zip(big, client.scatter([kwargs[name] for name in big], hash=False))) if big else {}
         params = kwargs | shipped  # a big one (a decision) goes to one worker, the others fetch it once
 
-        def on_dask(fn: Callable, job: Job, cache: ShardCache | None) -> tuple[Any, bool]:
+        def on_dask(fn: Callable, job: Job, cache: ShardCache | None, asked: bool = False) -> tuple[Any, bool]:
             future = client.submit(call_cached, fn, job, cache, key=f"{label}[{job.name}]-{uuid.uuid4().hex[:8]}",
-                                   pure=False, **params)
+                                   pure=False, asked=asked, **params)
             return future.result()
 
         try:
-            return prefect_map(fn, jobs, label, cache, call=on_dask)
+            return prefect_map(fn, jobs, label, cache, call=on_dask, asked=asked)
         finally:
             if shipped:
                 client.cancel(list(shipped.values()))
@@ -306,7 +307,14 @@ def prefect_map(fn: Callable, jobs: list[Job], label: str, cache: ShardCache | N
     from prefect.cache_policies import NO_CACHE
     from prefect.exceptions import TerminationSignal
 
-    shard_task = task(call, name=label, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
+    def attempt(fn: Callable, job: Job, cache: ShardCache | None, **kwargs: Any) -> tuple[Any, bool]:
+        if kwargs.get("asked"):  # the driver's look-up holds for the first attempt only (see call_cached)
+            from prefect.runtime import task_run
+
+            kwargs["asked"] = task_run.run_count <= 1
+        return call(fn, job, cache, **kwargs)
+
+    shard_task = task(attempt, name=label, cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1,
                       retry_condition_fn=_transient)
     if inline:  # tasks of this process, one after another (a generator's requests run concurrently inside)
         return [shard_task.with_options(task_run_name=f"{label}[{job.name}]")(fn, job, cache, **kwargs)
