@@ -107,7 +107,7 @@ def display(loc: Location | str) -> str:
     text = str(loc)
     if _SCHEME.match(text):
         parts = urlsplit(text)
-        text = f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+        text = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"  # a port kept: part of the address
     return scrub(text)
 
 

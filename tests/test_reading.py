@@ -417,6 +417,7 @@ def test_an_input_over_http_without_a_stated_size_has_its_bytes_in_the_manifest(
                                       root=tmp_path / "releases", use_prefect=False)
             [about] = json.loads((release / "manifest.json").read_text())["inputs"]
             assert (about["bytes"], about["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+            assert about["path"] == url  # with its port
     finally:
         server.shutdown()
         server.server_close()
