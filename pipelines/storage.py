@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import functools
 import hashlib
+import io
 import os
 import re
 import shutil
@@ -517,7 +518,8 @@ RANGES_PAY = 4 << 20  # bytes a scan must skip for ranged reads (2 more requests
 def scan_parquet(loc: Location) -> "pl.LazyFrame":
     """A lazy scan; of a URL, read when collected: the columns the query wants by ranged reads when that
     skips more than RANGES_PAY bytes (a shard's ids or scores), else the whole object in one GET. The
-    footer, read once per scan, gives the schema and each column's bytes."""
+    footer, read once per scan, gives the schema and each column's bytes; of an object smaller than
+    FOOTER_GUESS (rejects, side tables), that read was the whole object, and the rows are read from it."""
     import polars as pl
 
     if not is_remote(loc):
@@ -528,18 +530,23 @@ def scan_parquet(loc: Location) -> "pl.LazyFrame":
     ranges = loc.startswith("s3://")  # Polars' client is set up (endpoint, tests under faults) for S3 only
 
     def source(columns: list[str] | None, predicate: Any, n_rows: int | None, _batch: int | None) -> Iterator[pl.DataFrame]:
-        sizes = footer()[1]
+        _, sizes, whole = footer()
         skipped = sum(sizes.values()) - sum(sizes.get(c, 0) for c in columns or sizes)
-        frame = _read_ranges(loc, columns) if ranges and columns is not None and skipped > RANGES_PAY else \
-            read_parquet(loc, columns=columns)
+        if whole is not None:  # the footer's read got the whole object (a small file): no second GET
+            frame = pl.read_parquet(io.BytesIO(whole), columns=columns)
+        elif ranges and columns is not None and skipped > RANGES_PAY:
+            frame = _read_ranges(loc, columns)
+        else:
+            frame = read_parquet(loc, columns=columns)
         frame = frame if predicate is None else frame.filter(predicate)
         yield frame if n_rows is None else frame.head(n_rows)
 
     return register_io_source(source, schema=lambda: footer()[0])
 
 
-def _parquet_footer(loc: Location) -> tuple["pl.Schema", dict[str, int]]:
-    """A Parquet file's schema and the compressed bytes of each column, from its footer."""
+def _parquet_footer(loc: Location) -> tuple["pl.Schema", dict[str, int], bytes | None]:
+    """A Parquet file's schema, the compressed bytes of each column, from its footer, and the file's bytes
+    when reading the footer read them all (an object smaller than FOOTER_GUESS)."""
     import polars as pl
     import pyarrow.parquet as pq
 
@@ -549,11 +556,13 @@ def _parquet_footer(loc: Location) -> tuple["pl.Schema", dict[str, int]]:
         if hasattr(footer, "seek"):
             footer.seek(0)
         meta = pq.read_metadata(footer)
+        whole = footer.getvalue() if isinstance(footer, io.BytesIO) and len(footer.getvalue()) < FOOTER_GUESS \
+            else None
     for group in range(meta.num_row_groups):
         for chunk in map(meta.row_group(group).column, range(meta.num_columns)):
             top = chunk.path_in_schema.split(".")[0]
             sizes[top] = sizes.get(top, 0) + chunk.total_compressed_size
-    return schema, sizes
+    return schema, sizes, whole
 
 
 def parquet_schema(loc: Location) -> "pl.Schema":
@@ -572,15 +581,13 @@ def parquet_rows(loc: Location) -> int:
 @contextmanager
 def _footer(loc: Location) -> Iterator[Any]:
     """Something a Parquet footer reader takes: a local path, or the tail of a URL's object (one ranged GET,
-    two when the footer is bigger than the first guess); errors name the location."""
-    import io
-
+    two when the footer is bigger than the first guess) as a BytesIO; errors name the location."""
     if not is_remote(loc):
         yield loc
         return
     fs, path = filesystem(loc)
     with _errors(loc, "read its Parquet footer"):
-        tail = fs.cat_file(path, start=-FOOTER_GUESS)
+        tail = fs.cat_file(path, start=-FOOTER_GUESS)  # an object smaller than that: all of it
         if (need := int.from_bytes(tail[-8:-4], "little") + 8) > len(tail):
             tail = fs.cat_file(path, start=-need)
         yield io.BytesIO(tail)
@@ -597,8 +604,6 @@ def write_parquet(frame: "pl.DataFrame", loc: Location, **options: Any) -> None:
 
 
 def parquet_bytes(frame: "pl.DataFrame", **options: Any) -> bytes:
-    import io
-
     buffer = io.BytesIO()
     frame.write_parquet(buffer, **options)
     return buffer.getvalue()

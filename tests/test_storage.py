@@ -371,3 +371,24 @@ def test_an_objects_version_is_its_size_etag_and_modification_time(s3, tmp_path)
         del fs.info
     (tmp_path / "f").write_bytes(b"first")
     assert not storage.stated_version(tmp_path / "f")[1] and storage.version_size("None None") is None
+
+
+def test_a_scan_of_a_small_object_reads_it_once(s3):
+    """A scan reads an object's footer first (its schema and column sizes); for an object smaller than that
+    read (FOOTER_GUESS: a shard's rejects, a side table) it got the whole object, and the rows come from it:
+    one GET, was two (the driver read each of a 1M-row run's 20 dedup rejects files twice for the stage's
+    stats). A bigger object is still read again (its rows, or the columns a ranged read pays for)."""
+    import polars as pl
+
+    small = pl.DataFrame({"id": [f"r{i}" for i in range(300)], "reason": ["exact_dedup:duplicate"] * 300})
+    url = s3.url("scan", "small.parquet")
+    storage.write_parquet(small, url)
+    big = pl.DataFrame({"id": [f"r{i}" for i in range(20_000)], "text": [f"row {i} " * 8 for i in range(20_000)]})
+    big_url = s3.url("scan", "big.parquet")
+    storage.write_parquet(big, big_url, compression="uncompressed")
+    assert storage.size(url) < storage.FOOTER_GUESS < storage.size(big_url)
+    with s3.faults(every=10**9) as proxy:
+        assert storage.scan_parquet(url).filter(pl.col("id") != "r0").collect().equals(small[1:])
+        assert proxy.requests == 1
+        assert storage.scan_parquet(big_url).select("id").collect().equals(big.select("id"))
+        assert proxy.requests == 3  # its footer, then its rows
