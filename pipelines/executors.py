@@ -246,12 +246,17 @@ async def warm_up(fetch: tuple[str, ...] = ()) -> None:
     its S3 client, so that a worker's first task does not wait for them; then fetch the inputs of `fetch` (see
     fetch_ahead). Sent to the workers when the run connects, while the driver starts Prefect's API. (A
     coroutine: Dask runs those without waiting for them.)"""
-    from pipelines import storage
-
-    import_task_code()
-    if any(name.startswith("AWS_") for name in os.environ):  # a worker set up for S3: its client too
-        storage.warm("s3")
+    warm_process()
     fetch_ahead(fetch)
+
+
+def warm_process(client: bool = True) -> None:
+    """Import the task code (import_task_code) and, with `client` in a process set up for S3, build its S3
+    client: what a run's first task would wait for (warm_up at a run's start, or pipelines.preload at the
+    process's)."""
+    import_task_code()
+    if client and any(name.startswith("AWS_") for name in os.environ):  # a worker set up for S3: its client too
+        storage.warm("s3")
 
 
 def first_spans(inputs: tuple[Source, ...]) -> tuple[str, ...]:

@@ -30,8 +30,10 @@ DASK = Path(sys.executable).with_name("dask")
 
 class Cluster:
     def __init__(self, workers: int = 2, env: dict[str, str] | None = None,
-                 worker_env: dict[int, dict[str, str]] | None = None, timeout: float = 120) -> None:
+                 worker_env: dict[int, dict[str, str]] | None = None, timeout: float = 120,
+                 preload: bool = True) -> None:
         self.n_workers, self.timeout = workers, timeout
+        self.preload = ["--preload", "pipelines.preload"] if preload else []  # as README starts them
         self.env = env or {}
         self.worker_env = worker_env or {}
         self.home = Path(tempfile.mkdtemp(prefix="sluice-cluster-"))
@@ -69,12 +71,12 @@ class Cluster:
 
     def start(self) -> None:
         info = self.home / "scheduler" / "scheduler.json"
-        self._spawn("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+        self._spawn("scheduler", ["scheduler", *self.preload, "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
                                   "--scheduler-file", str(info)], quiet_env())
         self._wait(lambda: info.is_file() and info.stat().st_size > 0, "the scheduler to start", "scheduler")
         self.address = json.loads(info.read_text())["address"]
         for i in range(self.n_workers):
-            self._spawn(f"worker-{i}", ["worker", self.address, "--nthreads", "1", "--nworkers", "1",
+            self._spawn(f"worker-{i}", ["worker", self.address, *self.preload, "--nthreads", "1", "--nworkers", "1",
                                         "--memory-limit", "0", "--no-dashboard", "--name", f"worker-{i}",
                                         "--local-directory", str(self.home / f"worker-{i}" / "dask")],
                         ONE_THREAD | quiet_env() | self.worker_env.get(i, {}))  # one core per worker

@@ -128,7 +128,7 @@ def test_the_scheduler_imports_the_task_code_when_the_run_connects():
     def imported() -> bool:
         return executor.client.run_on_scheduler(lambda: {"pipelines.reading", "operators"} <= set(__import__("sys").modules))
 
-    with Cluster(workers=1) as cluster:
+    with Cluster(workers=1, preload=False) as cluster:  # a cluster started without pipelines.preload
         executor = PrefectDask(cluster.address)
         with executor.session():
             deadline = time.monotonic() + 30
@@ -146,7 +146,8 @@ def test_a_scheduler_that_cannot_import_sluice_is_named_in_the_run_s_log(caplog,
     (tmp_path / "operators" / "__init__.py").write_text("raise ImportError('not the Sluice of this run')\n")
     from cluster import ROOT
 
-    with Cluster(workers=1, env={"PYTHONPATH": str(tmp_path)}, worker_env={0: {"PYTHONPATH": str(ROOT)}}) as cluster, \
+    with Cluster(workers=1, env={"PYTHONPATH": str(tmp_path)}, worker_env={0: {"PYTHONPATH": str(ROOT)}},
+                 preload=False) as cluster, \
             caplog.at_level("WARNING"):
         executor = PrefectDask(cluster.address)
         with executor.session():
@@ -224,3 +225,24 @@ def test_a_run_on_threads_fetches_its_first_input_at_a_url_while_prefect_s_api_s
             assert time.monotonic() < deadline, "the input was not fetched"
             time.sleep(0.1)
     assert storage._copy_of(url, storage.object_version(url)).read_bytes() == MMLU.read_bytes()
+
+
+def test_a_cluster_started_with_sluice_s_preload_has_its_code_and_s3_client_before_any_run(s3):
+    """`dask scheduler/worker --preload pipelines.preload` (as README starts them): the processes import the task
+    code, and a worker set up for S3 builds its S3 client, when they start, so a run pays neither."""
+    from distributed import Client
+
+    def warmed() -> tuple[bool, bool]:  # task code imported, an S3 client built (storage's client cache)
+        import sys
+
+        imported = "pipelines.reading" in sys.modules
+        from pipelines import storage as store
+
+        return imported, store._filesystem.cache_info().currsize > 0
+
+    with Cluster(workers=1, env=s3.env) as cluster, Client(cluster.address) as client:
+        assert client.run_on_scheduler(lambda: "pipelines.reading" in __import__("sys").modules)
+        assert list(client.run(warmed).values()) == [(True, True)]
+    with Cluster(workers=1, env=s3.env, preload=False) as cluster, Client(cluster.address) as client:
+        assert not client.run_on_scheduler(lambda: "pipelines.reading" in __import__("sys").modules)
+        assert list(client.run(warmed).values()) == [(False, False)]
