@@ -274,16 +274,23 @@ def spans_planned(inputs: tuple[Source, ...]) -> tuple[str, ...]:
                  and not gzipped(src.path))
 
 
+FETCH_AHEAD = 256 << 20  # bytes: a bigger input is not fetched ahead (a run whose reads are cached reads none)
+
+
 def fetch_ahead(urls: tuple[str, ...]) -> None:
     """Download this process's local copies of `urls` (storage.local_copy) on a thread of their own, so a run's
     first read tasks find them instead of each waiting for a download (~0.5-1.5 s for 100 MB on loopback S3)
-    after Prefect's API has started (~7 s, in which the workers are idle). A fetch that fails is left to the
-    read task, which retries it and says what is wrong; a copy of another version than the one planned on
-    (the object was overwritten in between) is not used (local_copy)."""
+    after Prefect's API has started (~7 s, in which the workers are idle). It is a guess made before the read
+    is planned: a run whose reads all come from the cache (a re-tuned stage) needs no copy, so an object over
+    FETCH_AHEAD bytes is left to the tasks. A fetch that fails is left to the read task, which retries it and
+    says what is wrong; a copy of another version than the one planned on (the object was overwritten in
+    between) is not used (local_copy)."""
     def fetch() -> None:
         for url in urls:
             try:
-                storage.local_copy(url)
+                version = storage.object_version(url)
+                if (storage.version_size(version) or FETCH_AHEAD + 1) <= FETCH_AHEAD:
+                    storage.local_copy(url, version)
             except Exception as err:  # noqa: BLE001 (only a head start)
                 logging.getLogger(__name__).debug("fetching %s ahead failed: %s", storage.display(url), err)
 

@@ -445,9 +445,10 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
         if expected is not None:
             _unchanged(loc, expected, object_version(loc))
         return Path(loc)
-    if not _fetched:
-        _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
-        atexit.register(shutil.rmtree, _fetched[0], True)
+    with _fetching_guard:  # threads of one process (a fetch ahead beside a task) share one folder
+        if not _fetched:
+            _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
+            atexit.register(shutil.rmtree, _fetched[0], True)
     if expected is not None and (copy := _copy_of(loc, expected)).is_file():
         return copy  # the planned version's bytes, checked when downloaded: no look-up
     now = object_version(loc)

@@ -177,21 +177,15 @@ def test_the_scheduler_warm_up_of_a_session_that_ended_first_says_nothing(caplog
         assert "could not import" in caplog.text
 
 
-def test_every_worker_fetches_the_first_input_it_reads_spans_of_while_the_run_starts(s3, tmp_path):
+def test_every_worker_fetches_the_first_input_it_reads_spans_of_while_the_run_starts(s3):
     """A worker's first read task of an input at a URL read as spans (Parquet, plain JSONL) used to start with
     downloading the whole object: each worker now fetches it while the driver waits for Prefect's API, and the
-    driver fetches the JSONL inputs it plans spans of. Only the first such input (every later one is fetched by
-    the tasks that read it: ahead, a single-span file would be copied to every worker), never a local file or a
-    compressed JSONL (read whole by one task)."""
+    driver fetches the JSONL inputs it plans spans of."""
     from pipelines.executors import PrefectDask
     from pipelines.readers import Source
 
-    url, later = s3.url("inputs", MMLU.name), s3.url("inputs", "later.jsonl")
+    url = s3.url("inputs", MMLU.name)
     storage.upload(MMLU, url)
-    storage.upload(MMLU, later)
-    storage.write_bytes(s3.url("inputs", "whole.jsonl.gz"), b"")
-    inputs = (Source(s3.url("inputs", "whole.jsonl.gz"), "jsonl"), Source(tmp_path / "local.parquet", "parquet"),
-              Source(url, "jsonl"), Source(later, "parquet"))
     size = MMLU.stat().st_size
 
     def copies() -> list[int]:  # the sizes of the input copies a worker fetched (storage.local_copy)
@@ -201,16 +195,31 @@ def test_every_worker_fetches_the_first_input_it_reads_spans_of_while_the_run_st
 
     with Cluster(workers=2, env=s3.env) as cluster:
         executor = PrefectDask(cluster.address)
-        with executor.session(inputs):
+        with executor.session((Source(url, "jsonl"),)):
             deadline = time.monotonic() + 60
-            while (fetched := executor.client.run(copies)) and not all(sizes == [size] for sizes in fetched.values()):
-                assert time.monotonic() < deadline, f"the workers have not fetched the input: {fetched}"
+            while not all(sizes == [size] for sizes in executor.client.run(copies).values()):
+                assert time.monotonic() < deadline, "the workers have not fetched the input"
                 time.sleep(0.2)
+            fetched = executor.client.run(copies)
             assert len(fetched) == 2
             while not storage._copy_of(url, storage.object_version(url)).is_file():  # the driver plans its spans
                 assert time.monotonic() < deadline, "the driver has not fetched the JSONL input"
                 time.sleep(0.2)
-    assert not storage._copy_of(later, storage.object_version(later)).is_file()
+
+
+def test_which_inputs_are_fetched_ahead(tmp_path):
+    """Only the first input at a URL read as spans goes to every worker (ahead, a later single-span file would
+    be copied to every worker, and the tasks fetch later inputs anyway), never a local file or a compressed
+    JSONL (read whole by one task); the driver fetches every plain JSONL at a URL (it plans their spans)."""
+    from pipelines.executors import first_spans, spans_planned
+    from pipelines.readers import Source
+
+    inputs = (Source("s3://b/whole.jsonl.gz", "jsonl"), Source(tmp_path / "local.parquet", "parquet"),
+              Source("s3://b/first.parquet", "parquet"), Source("s3://b/later.jsonl", "jsonl"),
+              Source("s3://b/last.parquet", "parquet"))
+    assert first_spans(inputs) == ("s3://b/first.parquet",)
+    assert spans_planned(inputs) == ("s3://b/later.jsonl",)
+    assert first_spans(inputs[:2]) == spans_planned(inputs[:3]) == ()
 
 
 def test_a_run_on_threads_fetches_its_first_input_at_a_url_while_prefect_s_api_starts(s3):
@@ -246,3 +255,26 @@ def test_a_cluster_started_with_sluice_s_preload_has_its_code_and_s3_client_befo
     with Cluster(workers=1, env=s3.env, preload=False) as cluster, Client(cluster.address) as client:
         assert not client.run_on_scheduler(lambda: "pipelines.reading" in __import__("sys").modules)
         assert list(client.run(warmed).values()) == [(False, False)]
+
+
+def test_an_input_bigger_than_the_fetch_ahead_limit_is_left_to_its_tasks(s3, monkeypatch):
+    """The fetch is a guess made before the read is planned (a run whose reads are all cached needs no copy),
+    so it is bounded: an object over executors.FETCH_AHEAD bytes is not fetched ahead."""
+    from pipelines import executors
+    from pipelines.readers import Source
+
+    url = s3.url("inputs", "big.parquet")
+    storage.upload(MMLU, url)
+    monkeypatch.setattr(executors, "FETCH_AHEAD", MMLU.stat().st_size - 1)
+    fetched = []
+    monkeypatch.setattr(storage, "local_copy", lambda *args: fetched.append(args))
+    with executors.PrefectThreads().session((Source(url, "parquet"),)):
+        time.sleep(1)
+    assert fetched == []
+    monkeypatch.setattr(executors, "FETCH_AHEAD", MMLU.stat().st_size)
+    with executors.PrefectThreads().session((Source(url, "parquet"),)):
+        deadline = time.monotonic() + 30
+        while not fetched:
+            assert time.monotonic() < deadline, "the input was not fetched"
+            time.sleep(0.1)
+    assert fetched == [(url, storage.object_version(url))]
