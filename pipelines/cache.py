@@ -7,7 +7,9 @@ Change an input or a parameter and the keys change; nothing stale is ever reused
 The folder may be a URL (`s3://bucket/releases/<dataset>/.cache`): then entries, spills and the Parts that
 point at them are objects every worker can read, with no shared disk. An object store has no rename, so an
 entry is complete once its `_done` marker exists (written last, holding the number of files); a worker killed
-mid-entry leaves files nobody trusts, and the next run writes them again.
+mid-entry leaves files nobody trusts, and the next run writes them again. A stage task does not ask the cache
+after the driver has (engine.call_cached's `asked`): one the scheduler runs again after its worker died writes
+its entry again, the same bytes under the same key, and the first `_done` stays.
 """
 
 from __future__ import annotations
