@@ -9,12 +9,15 @@ point at them are objects every worker can read, with no shared disk. An object 
 entry is complete once its `_done` marker exists (written last, holding the number of files); a worker killed
 mid-entry leaves files nobody trusts, and the next run writes them again. A stage task does not ask the cache
 after the driver has (engine.call_cached's `asked`): one the scheduler runs again after its worker died writes
-its entry again, the same bytes under the same key, and the first `_done` stays.
+its entry again, the same bytes under the same key, and the first `_done` stays. A local entry keeps the
+same marker (in the folder before its rename), so a file deleted from any entry is seen as missing when it is
+read. An entry whose books or footers cannot be read (DAMAGED) is a miss: dropped and made again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import time
@@ -27,6 +30,9 @@ from operators.errors import SluiceError
 from pipelines import failpoints, storage
 from pipelines.storage import Location, StorageError
 
+# what reading a found entry's books or footers raises when the entry is damaged (a file deleted or cut short,
+# an object missing): the entry is then a miss, dropped and made again (a cache only saves work)
+DAMAGED = (OSError, ValueError, KeyError, pl.exceptions.PolarsError)
 DONE = "_done"  # an entry's commit marker in a cache on an object store
 
 
@@ -66,7 +72,8 @@ class ShardCache:
         return storage.is_remote(self.folder)
 
     def files(self, key: str) -> list[Location] | None:
-        """The files of entry `key` (one per frame, in order), or None if there is no such entry."""
+        """The files of entry `key` (one per frame, in order), or None if there is no such entry; [] for a local
+        entry that does not hold its files (a damaged one: see DAMAGED)."""
         if self.remote:
             entry = storage.join(self.folder, key)
             try:
@@ -78,7 +85,13 @@ class ShardCache:
         if not entry.is_dir():
             return None
         os.utime(entry)  # mark as used by this run, so prune() keeps it
-        return sorted(entry.glob("*.parquet"), key=lambda p: int(p.stem))
+        names = {p.name for p in entry.glob("*.parquet")}
+        try:  # its number of files, as on a bucket (an entry made before it was kept: as many as it holds)
+            count = int((entry / DONE).read_text())
+        except (OSError, ValueError):
+            count = len(names)
+        files = [entry / f"{i}.parquet" for i in range(count)]
+        return files if names == {p.name for p in files} else []  # []: a file deleted or added, damaged
 
     def lookup(self, keys: list[str]) -> list[list[Location] | None]:
         """`files(key)` of every key. On an object store the entries' markers are asked for all at once (one
@@ -106,6 +119,7 @@ class ShardCache:
                     os.link(path, tmp / f"{i}.parquet")
                 except OSError:  # another filesystem: a copy
                     shutil.copyfile(path, tmp / f"{i}.parquet")
+            (tmp / DONE).write_text(str(len(frames) + len(links)))  # its number of files (see files)
         except (SluiceError, OSError):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -141,6 +155,12 @@ class ShardCache:
     def drop(self, key: str) -> None:
         """Remove entry `key` (a damaged one, before it is made again: a complete entry is never overwritten)."""
         storage.remove_tree(storage.join(self.folder, key))
+
+    def damaged(self, key: str, why: object, what: str = "cache entry") -> None:
+        """Say in the run's log that entry `key` is damaged and is made again, and drop it."""
+        logging.getLogger(__name__).warning("the %s %s is damaged (%s): it is made again", what,
+                                            storage.display(storage.join(self.folder, key)), why)
+        self.drop(key)
 
     @property
     def _spills(self) -> Location:

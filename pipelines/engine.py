@@ -23,7 +23,7 @@ from operators.base import DETAIL, REASON, Decision, Generator, GlobalOperator, 
 from operators.errors import SluiceError
 from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
-from pipelines.cache import ShardCache, derive
+from pipelines.cache import DAMAGED, ShardCache, derive
 from pipelines.storage import Location
 from pipelines.config import Pipeline, Stage
 from pipelines.progress import Progress
@@ -154,13 +154,14 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     if job.key.startswith(PARTIAL):  # not to be cached: parked in the run's spill folder, not held in memory
         return _spilled(fn(job.part.load(), **kwargs), cache), False
     if asked:
-        batch = job.part.load()
+        batch = _rows_of(job.part, cache)
     else:
         pool = ThreadPoolExecutor(1)  # the rows are read while the cache is asked (on an object store, a request)
-        rows = pool.submit(job.part.load)
+        rows = pool.submit(_rows_of, job.part, cache)
         try:
-            if (files := cache.files(job.key)) is not None:
-                return _from_files(files, job.part if drops_only else None), True
+            if (files := cache.files(job.key)) is not None and \
+                    (found := _from_entry(cache, job.key, files, job.part if drops_only else None)) is not None:
+                return found, True
             batch = rows.result()
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # on a hit: the read is not waited for
@@ -187,6 +188,22 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     return ShardResult(kept, Part(len(result.rejected), path=files[-1 if drops_only else 1],
                                   schema=result.rejected.schema),
                        _reason_counts(result.rejected), getattr(result, "side", None), index), False
+
+
+def _rows_of(part: Part, cache: ShardCache) -> pl.DataFrame:
+    """part.load(), but a file missing from the entry of the cache that holds it (an object deleted from a
+    bucket's read entry: its look-up, one GET of `_done`, cannot see that) drops that entry and says so, so
+    the next run makes it again instead of failing the same way."""
+    try:
+        return part.load()
+    except storage.Missing as error:
+        entry = storage.parent(part.path) if part.path is not None else None
+        if entry is None or storage.name(entry).startswith(".") or \
+                storage.join(cache.folder, storage.name(entry)) != entry:
+            raise
+        cache.drop(storage.name(entry))
+        raise SluiceError(f"{error}: the cache entry {storage.display(entry)} is damaged and now removed; run "
+                          "again to make it anew") from error
 
 
 def _only_drops(split: Split, rows: int) -> bool:
@@ -225,9 +242,11 @@ def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: 
     todo = [i for i, files in enumerate(found) if files is None]
     results: list = [None] * len(jobs)
     with ThreadPoolExecutor(16 if cache.remote else 1) as pool:  # on an object store: footers read concurrently
-        answers = pool.map(_from_files, [found[i] for i in hits], [jobs[i].part if drops_only else None for i in hits])
+        answers = pool.map(_from_entry, [cache] * len(hits), [jobs[i].key for i in hits], [found[i] for i in hits],
+                           [jobs[i].part if drops_only else None for i in hits])
         for i, part in zip(hits, answers):
             results[i] = (part, True)
+    todo = sorted(todo + [i for i in hits if results[i][0] is None])  # damaged entries (dropped): made again
     if todo:
         done = map_fn(fn, [jobs[i] for i in todo], label, cache, inline=inline, asked=True, **kwargs)
         for i, result in zip(todo, done):
@@ -249,6 +268,18 @@ def _spilled(result: Split | Produced | pl.DataFrame, cache: ShardCache) -> Shar
 def _as_result(split: Split | Produced, part: Callable[[pl.DataFrame], Part]) -> ShardResult:
     return ShardResult(part(split.kept), part(split.rejected), _reason_counts(split.rejected),
                        getattr(split, "side", None))
+
+
+def _from_entry(cache: ShardCache, key: str, files: list[Location], less_of: Part | None) -> Part | ShardResult | None:
+    """`_from_files`, or None when the entry is damaged (a file missing or unreadable): it is then dropped, the
+    run's log names it, and its task makes it again (a cache only saves work)."""
+    try:
+        if not files:
+            raise FileNotFoundError("a file missing")
+        return _from_files(files, less_of)
+    except DAMAGED as error:
+        cache.damaged(key, error, "stage cache entry")
+        return None
 
 
 def _from_files(files: list[Location], less_of: Part | None = None) -> Part | ShardResult:

@@ -29,7 +29,7 @@ from operators.base import DETAIL, REASON
 from operators.errors import InputError
 from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
-from pipelines.cache import ShardCache, _write, derive
+from pipelines.cache import DAMAGED, ShardCache, _write, derive
 from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, map_local
 from pipelines.readers import (REJECT_SCHEMA, RowError, Shard, Source, Span, WHOLE, _advice, check_read_loss, gzipped,
                                input_sha256, parquet_rows, read_shards)
@@ -220,14 +220,20 @@ def _cached(files: list[storage.Location], key: str, warn: ShardCache | None = N
     """The shards of cache entry `key`, or None when its files are not the ones its books name (a damaged or
     hand-edited entry: a cache only saves work, so its task reads the input again and makes the entry anew;
     `warn`: the cache, to say so in the run's log)."""
-    books = storage.read_parquet(files[0]).to_dicts() if files else []
-    named = sum(1 for b in books for j, n in enumerate(b["frames"]) if n or j != REJECTS)
-    if files and len(files) - 1 == named:
-        return _entry(books, files[1:], key)
+    try:  # its books (file 0) deleted or unreadable: damaged too
+        if not files:
+            raise FileNotFoundError("a file missing")
+        books = storage.read_parquet(files[0]).to_dicts()
+        named = sum(1 for b in books for j, n in enumerate(b["frames"]) if n or j != REJECTS)
+    except DAMAGED as error:
+        why = f"its books cannot be read: {error}"
+    else:
+        if len(files) - 1 == named:
+            return _entry(books, files[1:], key)
+        why = f"{len(files) - 1} shard files where its books name {named}"
     if warn is not None:
-        logging.getLogger(__name__).warning(
-            "the read cache entry %s is damaged (%d shard files where its books name %d): its input is read again",
-            storage.display(storage.join(warn.folder, key)), max(0, len(files) - 1), named)
+        logging.getLogger(__name__).warning("the read cache entry %s is damaged (%s): its input is read again",
+                                            storage.display(storage.join(warn.folder, key)), why)
     return None
 
 

@@ -1,0 +1,121 @@
+"""A damaged shard cache entry (a file of it deleted: its books or a data file) is a miss: its task makes it
+again and the run's log names it, on local disk and on a bucket, for a read entry and for a stage entry; never a
+traceback, and never a failure on every re-run."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+
+import polars as pl
+import pytest
+from conftest import GSM8K
+
+from pipelines import storage
+from pipelines.cache import ShardCache
+from pipelines.config import Stage
+from pipelines.engine import Job, Part, call_cached, map_cached, map_local, split_rows
+from pipelines.readers import Source
+from pipelines.reading import read_inputs
+
+WHERE = ["local", "bucket"]
+
+
+def _folder(where, request, tmp_path):
+    return request.getfixturevalue("s3").url("cache") if where == "bucket" else tmp_path / "cache"
+
+
+def _delete(folder, key, name):
+    loc = storage.join(folder, key, name)
+    if storage.is_remote(loc):
+        fs, path = storage.filesystem(loc)
+        fs.rm(path)
+    else:
+        loc.unlink()
+
+
+def _rows(parts):
+    return pl.concat([p.load() for p in parts], how="diagonal_relaxed")
+
+
+@pytest.mark.parametrize(("where", "name"), [("local", "0.parquet"), ("bucket", "0.parquet"), ("local", "4.parquet")],
+                         ids=["local, its books deleted", "bucket, its books deleted", "local, a data file deleted"])
+def test_a_damaged_read_entry_is_read_again(where, name, request, tmp_path, caplog):
+    """(A bucket's read entry with a data file deleted: see the last test.)"""
+    path = tmp_path / "gsm8k.jsonl.gz"
+    path.write_bytes(gzip.compress(GSM8K.read_bytes()))  # one task, 5 shards: its entry has 1 + 5 x 2 files
+    src = Source(path, "jsonl", {"text": "question"})
+    folder = _folder(where, request, tmp_path)
+    cache = ShardCache(folder)
+    first = read_inputs([src], 300, cache)
+    [key] = {storage.name(storage.parent(p.path)) for p in first.parts}
+    _delete(folder, key, name)
+    with caplog.at_level(logging.WARNING):
+        again = read_inputs([src], 300, cache)
+    assert (again.reused, again.computed) == (0, 1)
+    assert f"the read cache entry {storage.display(storage.join(folder, key))} is damaged" in caplog.text
+    assert _rows(again.parts).equals(_rows(first.parts)) and again.keys == first.keys
+    third = read_inputs([src], 300, cache)  # made anew: reused
+    assert (third.reused, third.computed) == (1, 0) and _rows(third.parts).equals(_rows(first.parts))
+
+
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("name", ["0.parquet", "1.parquet"], ids=["its kept rows deleted", "its rejects deleted"])
+@pytest.mark.parametrize("path", ["driver", "task"])
+def test_a_damaged_stage_entry_is_made_again(where, name, path, request, tmp_path, caplog):
+    """The driver's look-up (map_cached) and a task's own (call_cached, e.g. a task run again) both take a
+    stage entry with a file missing for a miss, drop it and make it again."""
+    from operators.quality import LengthFilter
+
+    folder = _folder(where, request, tmp_path)
+    cache = ShardCache(folder)
+    questions = pl.read_ndjson(GSM8K).head(50).select(pl.int_range(pl.len()).cast(pl.String).alias("id"), "question")
+    stage = Stage("length_filter", LengthFilter(field="question", min_words=40))
+    job = Job(Part(len(questions), questions), "stagekey", "questions")
+
+    def run():
+        if path == "driver":
+            [(result, reused)] = map_cached(map_local, split_rows, [job], "length", cache, stage=stage)
+        else:
+            result, reused = call_cached(split_rows, job, cache, stage=stage)
+        return result, reused
+
+    first, _ = run()
+    assert 0 < first.rejected.rows < len(questions)
+    _delete(folder, "stagekey", name)
+    with caplog.at_level(logging.WARNING):
+        again, reused = run()
+    assert not reused
+    assert f"the stage cache entry {storage.display(storage.join(folder, 'stagekey'))} is damaged" in caplog.text
+    assert _rows([again.kept]).equals(_rows([first.kept])) and _rows([again.rejected]).equals(_rows([first.rejected]))
+    third, reused = run()  # made anew: reused
+    assert reused and _rows([third.kept]).equals(_rows([first.kept]))
+    assert _rows([third.rejected]).equals(_rows([first.rejected]))
+
+
+def test_a_bucket_read_entry_with_a_data_file_deleted_fails_once(s3, tmp_path):
+    """On a bucket, an entry's look-up is one GET of its `_done` (the number of its files), and a read entry's
+    data files are not read until a stage loads them: an object deleted from it is seen only then. The stage's
+    task then drops the entry and says to run again (a SluiceError: no traceback), and the next run makes the
+    entry again; it used to fail with the same `Missing` on every re-run."""
+    from operators.errors import SluiceError
+    from operators.quality import LengthFilter
+
+    path = tmp_path / "gsm8k.jsonl.gz"
+    path.write_bytes(gzip.compress(GSM8K.read_bytes()))
+    src = Source(path, "jsonl", {"text": "question"})
+    folder = s3.url("cache")
+    cache = ShardCache(folder)
+    first = read_inputs([src], 300, cache)
+    [key] = {storage.name(storage.parent(p.path)) for p in first.parts}
+    damaged = first.parts[1].path
+    _delete(folder, key, storage.name(damaged))
+    again = read_inputs([src], 300, cache)
+    assert (again.reused, again.computed) == (1, 0)  # not seen yet: no request more per entry
+    stage = Stage("length_filter", LengthFilter(field="question", min_words=40))
+    [part] = [p for p in again.parts if p.path == damaged]
+    with pytest.raises(SluiceError, match="is damaged and now removed; run again"):
+        call_cached(split_rows, Job(part, "stagekey", "q"), cache, asked=True, stage=stage)
+    third = read_inputs([src], 300, cache)
+    assert (third.reused, third.computed) == (0, 1)
+    assert _rows(third.parts).equals(_rows(first.parts)) and third.keys == first.keys
