@@ -89,11 +89,15 @@ class Produced(NamedTuple):
 
 @dataclass(frozen=True)
 class Job:
-    """One per-shard call: the shard, the cache key of its result, and a name for logs and the Prefect UI."""
+    """One per-shard call: the shard, the cache key of its result, and a name for logs and the Prefect UI.
+    `new`: the shard was made in this run, so nothing made from it can be in the cache yet (its key is derived
+    from the shard's): map_cached does not look the key up (on an object store, a request on the way from
+    one stage to the next)."""
 
     part: Part
     key: str
     name: str
+    new: bool = False
 
 
 # map_fn(fn, jobs, label, cache, inline=False, **kwargs) -> [(result, reused), ...] in job order; see call_cached.
@@ -236,7 +240,7 @@ def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: 
         kwargs["ahead"] = ahead  # for call_cached
     if drops_only:
         kwargs["drops_only"] = True
-    stored = [job.key for job in jobs if not job.key.startswith(PARTIAL)]  # partial keys: never stored
+    stored = [job.key for job in jobs if not job.key.startswith(PARTIAL) and not job.new]  # never stored, none yet
     found = [*map(dict(zip(stored, cache.lookup(stored))).get, [job.key for job in jobs])]
     hits = [i for i, files in enumerate(found) if files is not None]
     todo = [i for i, files in enumerate(found) if files is None]
@@ -323,6 +327,7 @@ class Outcome:
     reused: int = 0
     computed: int = 0
     indexed: dict[str, Part] = field(default_factory=dict)  # index key -> the index this run's tasks cached ahead
+    made: set[str] = field(default_factory=set)  # keys of the shard results this run made (not from the cache)
 
     @property
     def shards(self) -> list[pl.DataFrame]:
@@ -335,7 +340,8 @@ class Outcome:
         return [p.load() for p in self.rejected]
 
     def jobs(self, keys: list[str]) -> list[Job]:
-        return [Job(p, k, n) for p, k, n in zip(self.parts, keys, self.names)]
+        """A job per shard, under `keys` derived from the shards' own (`new` for a shard this run made)."""
+        return [Job(p, k, n, own in self.made) for p, k, n, own in zip(self.parts, keys, self.names, self.keys)]
 
 
 def execute(pipeline: Pipeline, map_fn: MapFn = map_local, cache: ShardCache | None = None,
@@ -607,11 +613,13 @@ def _empty_rejects() -> pl.DataFrame:
 
 def _tally(outcome: Outcome, results: list[tuple[Any, bool]], ahead: Ahead | None = None,
            keys: list[str] = ()) -> None:
-    """Count results reused from the cache and computed; with `ahead`, note the index entries the computed
-    ones cached (an index step that finds them reuses nothing from an earlier run)."""
+    """Count results reused from the cache and computed, and note the `keys` of the computed ones (see Job.new);
+    with `ahead`, note the index entries the computed ones cached (an index step that finds them reuses
+    nothing from an earlier run)."""
     reused = sum(hit for _, hit in results)
     outcome.reused += reused
     outcome.computed += len(results) - reused
+    outcome.made |= {key for key, (_, hit) in zip(keys, results) if not hit}
     if ahead is not None:
         outcome.indexed |= {index_key(key, ahead.fingerprint): result.index for key, (result, hit) in zip(keys, results)
                             if not hit and result.index is not None}

@@ -95,10 +95,12 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
             about["sha256"], size = hashed[id(src)]
             about["bytes"] = size if about["bytes"] is None else about["bytes"]
     owners = [task.source for task, (shards, _) in zip(tasks, reads) for _ in shards]
+    made = [not reused for shards, reused in reads for _ in shards]
     shards = unique_ids([s for shards, _ in reads for s in shards], owners, cache)
     outcome = _books(sources, owners, shards, meta)
     outcome.reused = sum(reused for _, reused in reads)
     outcome.computed = len(reads) - outcome.reused
+    outcome.made = {shard.key for shard, new in zip(shards, made) if new}
     return outcome
 
 

@@ -54,3 +54,38 @@ def test_a_retried_task_asks_the_cache_again(prefect_api, tmp_path, monkeypatch)
 
     [(result, reused)] = stage()
     assert made == ["0a"] and reused and result.kept.rows == 2
+
+
+def test_a_stage_looks_up_only_the_shards_made_from_cached_ones(tmp_path, monkeypatch, write_config):
+    """A shard result this run made has nothing made from it in the cache yet, so the next stage does not look
+    its key up (on an object store, a request per shard on the way from one stage to the next). A fresh run
+    looks up only its reads (and the decision); a resume everything; a run with one of two inputs changed
+    only what was made from the other's cached shards. The rows are the same as without a cache every time."""
+    from conftest import GSM8K
+    from pipelines import config
+    from pipelines.engine import execute
+
+    lines = GSM8K.read_text().splitlines()
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("\n".join(lines[:300]) + "\n")
+    b.write_text("\n".join(lines[300:600]) + "\n")
+    stages = [{"op": "normalize"}, {"op": "length_filter", "min_words": 30}, {"op": "exact_dedup"}]
+    inputs = [{"path": str(path), "fields": {"text": "question"}} for path in (a, b)]
+    pipeline = config.load(write_config(inputs, stages, shard_rows=100))
+    cache, asked = ShardCache(tmp_path / "cache"), []
+    lookup = ShardCache.lookup
+    monkeypatch.setattr(ShardCache, "lookup", lambda self, keys: asked.append(len(keys)) or lookup(self, keys))
+
+    def run() -> tuple[list[int], list[dict]]:
+        asked.clear()
+        rows = pl.concat([p.load() for p in execute(pipeline, cache=cache).parts]).to_dicts()
+        assert rows == pl.concat([p.load() for p in execute(pipeline).parts]).to_dicts()
+        return [n for n in asked if n], rows
+
+    looked, first = run()
+    assert looked == [6, 1]  # the 6 read tasks, the decision: no shard of the stages after the read
+    looked, again = run()
+    assert looked == [6, 6, 6, 1, 6] and again == first  # reads, normalize+length, index, decision, apply
+    b.write_text("\n".join(lines[600:900]) + "\n")
+    looked, _ = run()
+    assert looked == [6, 3, 3, 1, 3]  # only what was made from a's (cached) shards
