@@ -10,24 +10,28 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import importlib.metadata
 import importlib.util
 import os
+import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, nullcontext, suppress
+from contextlib import ExitStack, closing, contextmanager, nullcontext, suppress
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from operators.errors import ConfigError, SluiceError
-from pipelines import config, interrupts, storage
+from pipelines import config, interrupts, prefect_app, storage
 from pipelines.cache import ShardCache
 from pipelines.config import Pipeline
 from pipelines.engine import MapFn, Outcome, execute
@@ -141,7 +145,12 @@ def local_dir(root: storage.Location, dataset: str) -> Path:
     if not storage.is_remote(root):
         return Path(root) / dataset
     where = str(root).replace("://", "/").replace(":", "_")
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sluice" / where / dataset
+    return sluice_cache() / where / dataset
+
+
+def sluice_cache() -> Path:
+    """~/.cache/sluice (or under XDG_CACHE_HOME): local files that are not a dataset's own."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sluice"
 
 
 @contextmanager
@@ -176,19 +185,30 @@ class ApiServer:
     started without importing Prefect's server code here (~7 s) and without waiting for it, so its start-up
     (~8 s) overlaps the run's own (input hashing, imports, the Dask connection); `use_api_server` waits for it.
 
+    Its database is the run's own (pipelines/prefect_app.py): a SQLite file in a temporary folder, removed when the
+    server stops, so runs leave no history in ~/.prefect/prefect.db (it only grew: a one-run server never runs
+    Prefect's clean-up service) and two runs at once do not share one file, whose write lock made a run's calls
+    wait up to PREFECT_SERVER_DATABASE_TIMEOUT. It starts as a copy of an empty database Prefect migrated at an
+    earlier run (`template`, ~1 MB per Prefect version in ~/.cache/sluice; a new file costs ~8 CPU s of
+    migrations). A database the user configured for Prefect is used instead, as by Prefect's own server.
+
     Its error output is appended to `log` (the run's Prefect log): a request the run's death cuts short is not a
     traceback on the user's terminal. It runs in a session of its own: Ctrl-C in a terminal signals the whole
     foreground process group, a server in that group would die at once, and Prefect's client would then retry
     it for a minute and a half, printing kilobytes of connection errors; in its own session it outlives the
     interrupt long enough for the run to record it. It is stopped when the process exits (atexit) and before a
     forced exit (`interrupts`); outside the run's process group nothing else would stop it if the run itself
-    were killed (SIGKILL, the OOM killer), so on Linux the kernel sends it SIGTERM when the run dies."""
+    were killed (SIGKILL, the OOM killer), so on Linux the kernel sends it SIGTERM when the run dies (its folder
+    then stays in the temporary directory). Its output goes to `log` too, never to the run's stdout: a server still
+    finishing a request after the run exited held the pipe of `sluice run | ...` open until it did."""
 
     def __init__(self, log: Path) -> None:
         self.log = log
+        self.folder = Path(tempfile.mkdtemp(prefix="sluice-prefect-"))
+        self.template = sluice_cache() / f"prefect-{importlib.metadata.version('prefect')}.db"
         self.process, self.port = self._spawn()
         atexit.register(self.stop)
-        interrupts.on_hard_exit(self.terminate)
+        interrupts.on_hard_exit(self.abandon)
 
     @property
     def url(self) -> str:
@@ -197,10 +217,10 @@ class ApiServer:
     def _spawn(self) -> tuple[subprocess.Popen, int]:
         """The server's process and port: a socket bound here and handed to uvicorn (`--fd`), so no other
         process can take the port while the server imports Prefect (8-30 s)."""
-        prefect = importlib.util.find_spec("prefect")
-        assert prefect is not None and prefect.submodule_search_locations, "Prefect is not installed"
+        assert importlib.util.find_spec("prefect") is not None, "Prefect is not installed"
         env = {**SERVER_DEFAULTS, **os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-               "PREFECT__SERVER_FINAL": "1"}
+               "PREFECT__SERVER_FINAL": "1", prefect_app.RUN_DB: str(self.database),
+               prefect_app.TEMPLATE: str(self.template)}
         if "prefect" in sys.modules:  # settings this process was given in code (e.g. temporary_settings)
             from prefect.settings import get_current_settings
 
@@ -209,12 +229,16 @@ class ApiServer:
         with open(self.log, "ab") as errors, socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             process = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(prefect.submodule_search_locations[0]).parent),
-                 "--factory", "prefect.server.api.server:create_app", "--fd", str(sock.fileno()),
+                [sys.executable, "-m", "uvicorn", "--app-dir", str(Path(__file__).resolve().parents[1]),
+                 "--factory", f"{prefect_app.__name__}:create_app", "--fd", str(sock.fileno()),
                  "--log-level", "error", "--lifespan", "on"],
-                env=env, stderr=errors, pass_fds=(sock.fileno(),), start_new_session=True,
+                env=env, stdout=errors, stderr=errors, pass_fds=(sock.fileno(),), start_new_session=True,
                 preexec_fn=_dies_with(os.getpid()))
             return process, sock.getsockname()[1]
+
+    @property
+    def database(self) -> Path:
+        return self.folder / "prefect.db"
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -230,6 +254,7 @@ class ApiServer:
             try:
                 with urllib.request.urlopen(f"{self.url}/health", timeout=10) as answer:
                     if answer.status == 200:
+                        self._keep_template()
                         return
             except OSError:  # not listening yet
                 pass
@@ -240,18 +265,36 @@ class ApiServer:
                                   "with --no-prefect, or set PREFECT_API_URL to a running server")
             time.sleep(0.1)
 
-    def terminate(self) -> None:
+    def _keep_template(self) -> None:
+        """The first server on a new database (no template yet for this Prefect version) answers once Prefect has
+        migrated it: keep a copy (SQLite's online backup: a consistent copy of a file in use) for later runs."""
+        if self.template.exists() or not self.database.exists():  # made already, or the user's database is used
+            return
+        part = self.template.with_name(f"{self.template.name}.{os.getpid()}.part")
+        with suppress(OSError, sqlite3.Error):  # without a template, runs only start slower
+            self.template.parent.mkdir(parents=True, exist_ok=True)
+            with closing(sqlite3.connect(self.database)) as source, closing(sqlite3.connect(part)) as copy:
+                source.backup(copy)
+            os.replace(part, self.template)
+        part.unlink(missing_ok=True)
+
+    def abandon(self) -> None:
+        """Before a forced exit: ask the server to stop, and remove its folder without waiting for it."""
         if self.alive():
             self.process.terminate()
+        shutil.rmtree(self.folder, ignore_errors=True)
 
     def stop(self) -> None:
-        """Stop the server (as Prefect stops its own: SIGTERM, SIGKILL after 5 s) and stop pointing Prefect at it."""
-        self.terminate()
+        """Stop the server (as Prefect stops its own: SIGTERM, SIGKILL after 5 s), remove its folder (its database)
+        and stop pointing Prefect at it."""
+        if self.alive():
+            self.process.terminate()
         try:
             self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
         if os.environ.get("PREFECT_API_URL") == self.url:
             del os.environ["PREFECT_API_URL"]
             _refresh_prefect_settings()

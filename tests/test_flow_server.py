@@ -4,9 +4,17 @@ a server that cannot start is one clear error. (Signals and kills of a real run:
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
 import urllib.request
+from contextlib import closing
+from pathlib import Path
 
 import pytest
 
@@ -154,3 +162,84 @@ def test_a_run_on_our_server_sends_no_flow_heartbeats(no_api_url, tmp_path, monk
     pipeline = config.load(write_config([{"path": str(data), "fields": {"text": "text"}}], [{"op": "exact_dedup"}]))
     folder, outcome = flow.run_pipeline(pipeline)
     assert frequencies == [None] and outcome.ledger.stages[-1].rows_out > 0
+
+
+# --- the server's database -----------------------------------------------------------------------------------
+
+
+def _post(server: flow.ApiServer, path: str, body: dict) -> object:
+    request = urllib.request.Request(f"{server.url}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return json.loads(answer.read())
+
+
+def _flows(server: flow.ApiServer) -> set[str]:
+    return {f["name"] for f in _post(server, "/flows/filter", {})}
+
+
+@pytest.fixture
+def prefect_home(no_api_url, tmp_path, monkeypatch):
+    """A Prefect home (whose prefect.db is Prefect's default database) and a temporary directory of the test's own."""
+    home = tmp_path / "prefect-home"
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    flow._refresh_prefect_settings()
+    return home
+
+
+def test_a_run_leaves_no_prefect_history_behind(tmp_path, write_config, alpaca):
+    """`sluice run`'s server keeps its database in a temporary folder of its own, removed when it stops: nothing
+    grows in ~/.prefect. The first server of a Prefect version keeps a copy of its migrated, empty database in
+    ~/.cache/sluice for the next ones."""
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"text": row["output"]}) + "\n" for row in alpaca[:200]))
+    config = write_config([{"path": str(data), "fields": {"text": "text"}}], [{"op": "exact_dedup"}])
+    home, cache, tmp = tmp_path / "prefect-home", tmp_path / "cache", tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {
+        "PREFECT_HOME": str(home), "XDG_CACHE_HOME": str(cache), "TMPDIR": str(tmp)}
+    run = subprocess.run([Path(sys.executable).parent / "sluice", "run", str(config)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and "released" in run.stdout, run.stderr
+    assert not list(home.rglob("prefect.db*"))  # not in Prefect's default database
+    assert not list(tmp.iterdir())  # the run's own is gone with its server
+    template = cache / "sluice" / f"prefect-{importlib.metadata.version('prefect')}.db"
+    with closing(sqlite3.connect(template)) as database:  # migrated, and empty
+        assert database.execute("select count(*) from alembic_version").fetchone() == (1,)
+        assert database.execute("select count(*) from flow").fetchone() == (0,)
+
+
+def test_two_servers_at_once_each_have_a_database_of_their_own(prefect_home, tmp_path):
+    """Two runs at once on one machine (two processes: here two servers of one) do not share one SQLite file,
+    whose write lock made each wait for the other (up to PREFECT_SERVER_DATABASE_TIMEOUT, 60 s)."""
+    first, second = flow.ApiServer(tmp_path / "first.log"), flow.ApiServer(tmp_path / "second.log")
+    try:
+        first.wait(180)
+        second.wait(180)
+        _post(first, "/flows/", {"name": "first-run"})
+        _post(second, "/flows/", {"name": "second-run"})
+        assert _flows(first) == {"first-run"} and _flows(second) == {"second-run"}
+        assert first.database != second.database and first.database.exists() and second.database.exists()
+    finally:
+        first.stop()
+        second.stop()
+    assert not first.folder.exists() and not second.folder.exists()
+
+
+def test_a_database_the_user_configured_is_used(prefect_home, tmp_path, monkeypatch):
+    """PREFECT_API_DATABASE_CONNECTION_URL in the active Prefect profile (or the environment, prefect.toml, .env):
+    the user keeps the runs' history there, as Prefect's own servers would."""
+    mine = tmp_path / "mine.db"
+    profiles = tmp_path / "profiles.toml"
+    profiles.write_text(f'active = "mine"\n[profiles.mine]\n'
+                        f'PREFECT_API_DATABASE_CONNECTION_URL = "sqlite+aiosqlite:///{mine}"\n')
+    monkeypatch.setenv("PREFECT_PROFILES_PATH", str(profiles))
+    flow._refresh_prefect_settings()
+    server = flow.start_api_server(tmp_path / "prefect.log")
+    flow.use_api_server(server)
+    _post(server, "/flows/", {"name": "kept"})
+    assert not server.database.exists()
+    with closing(sqlite3.connect(mine)) as database:
+        assert database.execute("select name from flow").fetchall() == [("kept",)]
