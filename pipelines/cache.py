@@ -11,7 +11,9 @@ mid-entry leaves files nobody trusts, and the next run writes them again. A stag
 after the driver has (engine.call_cached's `asked`): one the scheduler runs again after its worker died writes
 its entry again, the same bytes under the same key, and the first `_done` stays. A local entry keeps the
 same marker (in the folder before its rename), so a file deleted from any entry is seen as missing when it is
-read. An entry whose books or footers cannot be read (DAMAGED) is a miss: dropped and made again.
+read. An entry that is damaged (a file missing or not Parquet: DAMAGED) is a miss: dropped and made again;
+a read that fails for another reason (a timeout, a 5xx, a 403 after retries) fails the task, which its retry
+runs again, and the entry stays.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from operators.errors import SluiceError
 from pipelines import failpoints, storage
 from pipelines.storage import Location, StorageError
 
-# what reading a found entry's books or footers raises when the entry is damaged (a file deleted or cut short,
-# an object missing): the entry is then a miss, dropped and made again (a cache only saves work)
-DAMAGED = (OSError, ValueError, KeyError, pl.exceptions.PolarsError)
+# what reading a found entry's books or footers raises when the entry is damaged (a file deleted, an object
+# missing, a file cut short or garbled: not Parquet, or books that do not parse): the entry is then a miss,
+# dropped and made again (a cache only saves work). Not any other OSError: a StorageError that is not Missing
+# (a store that timed out or refused after retries) says nothing about the entry, which stays.
+DAMAGED = (FileNotFoundError, ValueError, KeyError, pl.exceptions.PolarsError)
 DONE = "_done"  # an entry's commit marker in a cache on an object store
 
 
@@ -54,6 +58,14 @@ def _bytes(what: pl.DataFrame | Path) -> bytes:
     return what.read_bytes() if isinstance(what, Path) else storage.parquet_bytes(what, **PARQUET)
 
 
+def _files(entry: str, done: str | bytes) -> list[Location]:
+    """The files of a bucket's entry whose `_done` marker holds `done`; [] (damaged) when that is not a count."""
+    try:
+        return [storage.join(entry, f"{i}.parquet") for i in range(int(done))]
+    except ValueError:
+        return []
+
+
 def derive(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
@@ -72,24 +84,25 @@ class ShardCache:
         return storage.is_remote(self.folder)
 
     def files(self, key: str) -> list[Location] | None:
-        """The files of entry `key` (one per frame, in order), or None if there is no such entry; [] for a local
-        entry that does not hold its files (a damaged one: see DAMAGED)."""
+        """The files of entry `key` (one per frame, in order), or None if there is no such entry; [] for a damaged
+        one (a local entry without the files its marker counts, a marker that is not a count: see DAMAGED)."""
         if self.remote:
             entry = storage.join(self.folder, key)
             try:
-                count = int(storage.read_text(storage.join(entry, DONE)))
+                return _files(entry, storage.read_text(storage.join(entry, DONE)))
             except FileNotFoundError:
                 return None
-            return [storage.join(entry, f"{i}.parquet") for i in range(count)]
         entry = self.folder / key
         if not entry.is_dir():
             return None
         os.utime(entry)  # mark as used by this run, so prune() keeps it
         names = {p.name for p in entry.glob("*.parquet")}
-        try:  # its number of files, as on a bucket (an entry made before it was kept: as many as it holds)
+        try:  # its number of files, as on a bucket
             count = int((entry / DONE).read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:  # an entry made before the marker was kept: as many as it holds
             count = len(names)
+        except ValueError:  # a garbled marker
+            return []
         files = [entry / f"{i}.parquet" for i in range(count)]
         return files if names == {p.name for p in files} else []  # []: a file deleted or added, damaged
 
@@ -100,8 +113,8 @@ class ShardCache:
             return [self.files(key) for key in keys]
         entries = [storage.join(self.folder, key) for key in keys]
         found = storage.read_many([storage.join(entry, DONE) for entry in entries])
-        return [None if (count := found.get(storage.join(entry, DONE))) is None else
-                [storage.join(entry, f"{i}.parquet") for i in range(int(count))] for entry in entries]
+        return [None if (count := found.get(storage.join(entry, DONE))) is None else _files(entry, count)
+                for entry in entries]
 
     def put(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Location] = ()) -> list[Location]:
         """Store `frames` under `key`, then the Parquet files `links` (hard links to files already in the
@@ -129,6 +142,7 @@ class ShardCache:
             shutil.rmtree(tmp, ignore_errors=True)
             if not (self.folder / key).is_dir():  # no: the rename itself failed
                 raise
+            os.utime(self.folder / key)  # used by this run (see prune)
         failpoints.hit("cache.put")
         return [self.folder / key / f"{i}.parquet" for i in range(len(frames) + len(links))]
 
@@ -153,7 +167,7 @@ class ShardCache:
         return files
 
     def drop(self, key: str) -> None:
-        """Remove entry `key` (a damaged one, before it is made again: a complete entry is never overwritten)."""
+        """Remove entry `key` (a damaged one, so that it is made again: put does not replace an entry it finds)."""
         storage.remove_tree(storage.join(self.folder, key))
 
     def damaged(self, key: str, why: object, what: str = "cache entry") -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple, Protocol, TypeVar
@@ -161,12 +161,12 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
         batch = _rows_of(job.part, cache)
     else:
         pool = ThreadPoolExecutor(1)  # the rows are read while the cache is asked (on an object store, a request)
-        rows = pool.submit(_rows_of, job.part, cache)
+        rows = pool.submit(job.part.load)
         try:
             if (files := cache.files(job.key)) is not None and \
                     (found := _from_entry(cache, job.key, files, job.part if drops_only else None)) is not None:
                 return found, True
-            batch = rows.result()
+            batch = _rows_of(job.part, cache, rows)
         finally:
             pool.shutdown(wait=False, cancel_futures=True)  # on a hit: the read is not waited for
     result = fn(batch, **kwargs)
@@ -194,12 +194,12 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
                        _reason_counts(result.rejected), getattr(result, "side", None), index), False
 
 
-def _rows_of(part: Part, cache: ShardCache) -> pl.DataFrame:
-    """part.load(), but a file missing from the entry of the cache that holds it (an object deleted from a
-    bucket's read entry: its look-up, one GET of `_done`, cannot see that) drops that entry and says so, so
-    the next run makes it again instead of failing the same way."""
+def _rows_of(part: Part, cache: ShardCache, loading: Future | None = None) -> pl.DataFrame:
+    """part.load() (or what `loading` it), but a file missing from the entry of the cache that holds it (an
+    object deleted from a bucket's read entry: its look-up, one GET of `_done`, cannot see that) drops that
+    entry and says so, so the next run makes it again instead of failing the same way."""
     try:
-        return part.load()
+        return part.load() if loading is None else loading.result()
     except storage.Missing as error:
         entry = storage.parent(part.path) if part.path is not None else None
         if entry is None or storage.name(entry).startswith(".") or \

@@ -108,7 +108,7 @@ class PrefectThreads:
     def session(self, inputs: tuple[Source, ...] = ()) -> Iterator[None]:
         """The tasks read in this process: the inputs the planner and the first read tasks read from local copies
         are fetched while Prefect's API starts (see fetch_ahead)."""
-        fetch_ahead(tuple(dict.fromkeys(first_spans(inputs) + spans_planned(inputs))))
+        fetch_ahead(first_spans(inputs), spans_planned(inputs))
         yield
 
 
@@ -196,7 +196,7 @@ class PrefectDask(PrefectThreads):
             if not self.client.nthreads():
                 self.client.wait_for_workers(1, timeout=120)
             self.client.run(warm_up, first_spans(inputs), wait=False)
-            fetch_ahead(spans_planned(inputs))
+            fetch_ahead((), spans_planned(inputs))
             threading.Thread(target=self._warm_scheduler, args=(self.client,), name="warm-scheduler", daemon=True).start()
             try:
                 yield
@@ -277,19 +277,22 @@ def spans_planned(inputs: tuple[Source, ...]) -> tuple[str, ...]:
 FETCH_AHEAD = 256 << 20  # bytes: a bigger input is not fetched ahead (a run whose reads are cached reads none)
 
 
-def fetch_ahead(urls: tuple[str, ...]) -> None:
-    """Download this process's local copies of `urls` (storage.local_copy) on a thread of their own, so a run's
-    first read tasks find them instead of each waiting for a download (~0.5-1.5 s for 100 MB on loopback S3)
-    after Prefect's API has started (~7 s, in which the workers are idle). It is a guess made before the read
-    is planned: a run whose reads all come from the cache (a re-tuned stage) needs no copy, so an object over
-    FETCH_AHEAD bytes is left to the tasks. A fetch that fails is left to the read task, which retries it and
-    says what is wrong; a copy of another version than the one planned on (the object was overwritten in
-    between) is not used (local_copy)."""
+def fetch_ahead(guessed: tuple[str, ...], planned: tuple[str, ...] = ()) -> None:
+    """Download this process's local copies (storage.local_copy) of the inputs its first read tasks read
+    (`guessed`) and of those its planner finds spans in (`planned`), on a thread of their own, so that they are
+    there when needed instead of each waited for (~0.5-1.5 s for 100 MB on loopback S3) after Prefect's API
+    has started (~7 s, in which the workers are idle). The planner reads its copies on every run; a read task
+    is a guess made before the read is planned (a run whose reads all come from the cache, a re-tuned stage,
+    needs no copy), so a guessed object over FETCH_AHEAD bytes is left to the tasks. A fetch that fails is
+    left to whoever needs the copy, who retries it and says what is wrong; a copy of another version than the
+    one planned on (the object was overwritten in between) is not used (local_copy)."""
+    urls = tuple(dict.fromkeys(planned + guessed))
+
     def fetch() -> None:
         for url in urls:
             try:
                 version = storage.object_version(url)
-                if (storage.version_size(version) or FETCH_AHEAD + 1) <= FETCH_AHEAD:
+                if url in planned or (storage.version_size(version) or FETCH_AHEAD + 1) <= FETCH_AHEAD:
                     storage.local_copy(url, version)
             except Exception as err:  # noqa: BLE001 (only a head start)
                 logging.getLogger(__name__).debug("fetching %s ahead failed: %s", storage.display(url), err)

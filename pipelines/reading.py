@@ -169,7 +169,7 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     books (so no file is read to count them)."""
     key = task_key(task, shard_rows)
     if store is not None and (files := store.files(key)) is not None:
-        if (shards := _cached(files, key)) is not None:
+        if (shards := _cached(files, key, store)) is not None:
             return shards, True
         store.drop(key)  # a damaged entry: made again
     if store is None:

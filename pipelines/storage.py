@@ -59,6 +59,10 @@ class Missing(StorageError, FileNotFoundError):
     """No file or object at the location."""
 
 
+class NotParquet(SluiceError, ValueError):
+    """A file or object that is there but is not Parquet (cut short, garbled): a damage, not a failed read."""
+
+
 def location(value: str | os.PathLike) -> Location:
     """A config or command-line value as a location: a URL string, or a Path (also for `file://`)."""
     text = os.fspath(value)
@@ -589,9 +593,14 @@ def _footer(loc: Location) -> Iterator[Any]:
     fs, path = filesystem(loc)
     with _errors(loc, "read its Parquet footer"):
         tail = fs.cat_file(path, start=-FOOTER_GUESS)  # an object smaller than that: all of it
-        if (need := int.from_bytes(tail[-8:-4], "little") + 8) > len(tail):
+        if (need := int.from_bytes(tail[-8:-4], "little") + 8) > len(tail) == FOOTER_GUESS:
             tail = fs.cat_file(path, start=-need)
+    import polars as pl
+
+    try:  # outside _errors: an object that is there but is not Parquet (cut short, garbled) is no StorageError
         yield io.BytesIO(tail)
+    except (ValueError, pl.exceptions.PolarsError) as err:
+        raise NotParquet(f"{display(loc)}: not a Parquet file ({str(err).strip().splitlines()[0]})") from None
 
 
 FOOTER_GUESS = 64 << 10  # bytes: a shard's footer with a few dozen columns fits

@@ -119,3 +119,100 @@ def test_a_bucket_read_entry_with_a_data_file_deleted_fails_once(s3, tmp_path):
     third = read_inputs([src], 300, cache)
     assert (third.reused, third.computed) == (0, 1)
     assert _rows(third.parts).equals(_rows(first.parts)) and third.keys == first.keys
+
+
+def _overwrite(folder, key, name, data: bytes):
+    loc = storage.join(folder, key, name)
+    if storage.is_remote(loc):
+        storage.write_bytes(loc, data)
+    else:
+        loc.write_bytes(data)
+
+
+def _stage_run(cache, path="driver"):
+    from operators.quality import LengthFilter
+
+    questions = pl.read_ndjson(GSM8K).head(50).select(pl.int_range(pl.len()).cast(pl.String).alias("id"), "question")
+    stage = Stage("length_filter", LengthFilter(field="question", min_words=40))
+    job = Job(Part(len(questions), questions), "stagekey", "questions")
+    if path == "driver":
+        [(result, reused)] = map_cached(map_local, split_rows, [job], "length", cache, stage=stage)
+        return result, reused
+    return call_cached(split_rows, job, cache, stage=stage)
+
+
+@pytest.mark.parametrize("where", WHERE)
+@pytest.mark.parametrize("damage", ["cut short", "garbled _done"])
+def test_an_entry_cut_short_or_with_a_garbled_marker_is_made_again(where, damage, request, tmp_path, caplog):
+    """A file that is there but is not Parquet (half of it) or a `_done` marker that is not a count is damage
+    too: a miss, made again, named in the run's log (the marker was a bare ValueError on a bucket)."""
+    folder = _folder(where, request, tmp_path)
+    cache = ShardCache(folder)
+    first, _ = _stage_run(cache)
+    if damage == "cut short":
+        whole = storage.read_bytes(storage.join(folder, "stagekey", "1.parquet"))
+        _overwrite(folder, "stagekey", "1.parquet", whole[:len(whole) // 2])
+    else:
+        _overwrite(folder, "stagekey", "_done", b"two\n")
+    with caplog.at_level(logging.WARNING):
+        again, reused = _stage_run(cache)
+    assert not reused and "the stage cache entry" in caplog.text and "is damaged" in caplog.text
+    assert _rows([again.rejected]).equals(_rows([first.rejected]))
+    assert _stage_run(cache)[1]  # made anew: reused
+
+
+@pytest.mark.parametrize("path", ["driver", "task"])
+def test_a_store_that_fails_leaves_the_entry_as_it_is(s3, monkeypatch, path):
+    """A read of an entry that fails after retries (a timeout, a 5xx, a 403: a StorageError other than Missing)
+    says nothing about the entry: the run fails with that error (a task's retry runs it again) and the entry
+    stays, so the next run reuses it. It used to be dropped and made again, and all downstream with it."""
+    from pipelines.storage import StorageError
+
+    folder = s3.url("cache")
+    cache = ShardCache(folder)
+    first, _ = _stage_run(cache, path)
+
+    def unavailable(*_args, **_kwargs):
+        raise StorageError(f"{folder}/stagekey/1.parquet: cannot read its Parquet footer (503 SlowDown)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(storage, "parquet_rows", unavailable)
+        patched.setattr(storage, "read_parquet", unavailable)
+        with pytest.raises(StorageError, match="503 SlowDown"):
+            _stage_run(cache, path)
+    assert cache.files("stagekey") is not None
+    again, reused = _stage_run(cache, path)
+    assert reused and _rows([again.rejected]).equals(_rows([first.rejected]))
+
+
+def test_a_read_entry_the_store_fails_to_give_stays(s3, tmp_path, monkeypatch):
+    from pipelines.storage import StorageError
+
+    path = tmp_path / "gsm8k.jsonl.gz"
+    path.write_bytes(gzip.compress(GSM8K.read_bytes()))
+    src = Source(path, "jsonl", {"text": "question"})
+    cache = ShardCache(s3.url("cache"))
+    first = read_inputs([src], 300, cache)
+
+    def unavailable(loc, *_args, **_kwargs):
+        raise StorageError(f"{loc}: cannot read (503 SlowDown)")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(storage, "read_parquet", unavailable)
+        with pytest.raises(StorageError, match="503 SlowDown"):
+            read_inputs([src], 300, cache)
+    again = read_inputs([src], 300, cache)
+    assert (again.reused, again.computed) == (1, 0) and _rows(again.parts).equals(_rows(first.parts))
+
+
+def test_an_entry_another_worker_made_first_is_kept_by_prune(tmp_path):
+    """Two tasks of one shard (a retried one and the first, still running) both put its entry; the second
+    finds the first's and keeps it, marked as used by this run: prune, at the run's end, does not delete it."""
+    import os
+
+    frame = pl.DataFrame({"id": ["a", "b"]})
+    ShardCache(tmp_path).put("key", (frame,))
+    os.utime(tmp_path / "key", (1, 1))  # made by an earlier run
+    cache = ShardCache(tmp_path)  # this run
+    cache.put("key", (frame,))
+    assert cache.prune() == 0 and cache.files("key") == [tmp_path / "key" / "0.parquet"]

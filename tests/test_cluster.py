@@ -258,23 +258,29 @@ def test_a_cluster_started_with_sluice_s_preload_has_its_code_and_s3_client_befo
 
 
 def test_an_input_bigger_than_the_fetch_ahead_limit_is_left_to_its_tasks(s3, monkeypatch):
-    """The fetch is a guess made before the read is planned (a run whose reads are all cached needs no copy),
-    so it is bounded: an object over executors.FETCH_AHEAD bytes is not fetched ahead."""
+    """The fetch for the first read tasks is a guess made before the read is planned (a run whose reads are all
+    cached needs no copy), so it is bounded: an object over executors.FETCH_AHEAD bytes is not fetched ahead.
+    The planner's copy of a plain JSONL input is fetched at any size: the planner reads it on every run."""
     from pipelines import executors
     from pipelines.readers import Source
 
-    url = s3.url("inputs", "big.parquet")
-    storage.upload(MMLU, url)
-    monkeypatch.setattr(executors, "FETCH_AHEAD", MMLU.stat().st_size - 1)
+    guessed, planned = s3.url("inputs", "big.parquet"), s3.url("inputs", "big.jsonl")
+    storage.upload(MMLU, guessed)  # the bytes are all that matter here
+    storage.upload(MMLU, planned)
+    inputs = (Source(guessed, "parquet"), Source(planned, "jsonl"))
     fetched = []
     monkeypatch.setattr(storage, "local_copy", lambda *args: fetched.append(args))
-    with executors.PrefectThreads().session((Source(url, "parquet"),)):
-        time.sleep(1)
-    assert fetched == []
-    monkeypatch.setattr(executors, "FETCH_AHEAD", MMLU.stat().st_size)
-    with executors.PrefectThreads().session((Source(url, "parquet"),)):
-        deadline = time.monotonic() + 30
-        while not fetched:
-            assert time.monotonic() < deadline, "the input was not fetched"
-            time.sleep(0.1)
-    assert fetched == [(url, storage.object_version(url))]
+
+    def fetches(limit: int) -> set:
+        fetched.clear()
+        monkeypatch.setattr(executors, "FETCH_AHEAD", limit)
+        with executors.PrefectThreads().session(inputs):
+            deadline = time.monotonic() + 30
+            while any(thread.name == "fetch-ahead" for thread in threading.enumerate()):
+                assert time.monotonic() < deadline, "the fetch did not end"
+                time.sleep(0.05)
+        return {url for url, _ in fetched}
+
+    assert fetches(MMLU.stat().st_size - 1) == {planned}
+    assert fetches(MMLU.stat().st_size) == {planned, guessed}
+    assert sorted(fetched) == sorted((url, storage.object_version(url)) for url in (guessed, planned))
