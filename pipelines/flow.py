@@ -198,15 +198,19 @@ class ApiServer:
     it for a minute and a half, printing kilobytes of connection errors; in its own session it outlives the
     interrupt long enough for the run to record it. It is stopped when the process exits (atexit) and before a
     forced exit (`interrupts`); outside the run's process group nothing else would stop it if the run itself
-    were killed (SIGKILL, the OOM killer), so on Linux the kernel sends it SIGTERM when the run dies (its folder
-    then stays in the temporary directory). Its output goes to `log` too, never to the run's stdout: a server still
+    were killed (SIGKILL, the OOM killer), so on Linux the kernel sends it SIGTERM when the run dies (and it
+    removes its folder as it exits). Its output goes to `log` too, never to the run's stdout: a server still
     finishing a request after the run exited held the pipe of `sluice run | ...` open until it did."""
 
     def __init__(self, log: Path) -> None:
         self.log = log
-        self.folder = Path(tempfile.mkdtemp(prefix="sluice-prefect-"))
+        self.folder = Path(tempfile.mkdtemp(prefix=prefect_app.FOLDER))
         self.template = sluice_cache() / f"prefect-{importlib.metadata.version('prefect')}.db"
-        self.process, self.port = self._spawn()
+        try:
+            self.process, self.port = self._spawn()
+        except BaseException:
+            shutil.rmtree(self.folder)
+            raise
         atexit.register(self.stop)
         interrupts.on_hard_exit(self.abandon)
 

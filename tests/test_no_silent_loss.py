@@ -106,7 +106,9 @@ def test_a_signal_ends_the_run_with_one_line_and_the_next_run_resumes(case, alpa
     config = write_config([_input(alpaca_head, optional=["input"], on_error="skip")],
                           [{"op": "normalize", "fields": ["instruction", "output"]}], shard_rows=500)
     paused = tmp_path / "paused"
-    env = os.environ | {"SLUICE_PAUSE_AT": f"cache.put:3:{paused}", "SLUICE_TEST_RUN": str(tmp_path)}
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = os.environ | {"SLUICE_PAUSE_AT": f"cache.put:3:{paused}", "SLUICE_TEST_RUN": str(tmp_path), "TMPDIR": str(temp)}
     args = [SLUICE, "run", config] + ([] if prefect else ["--no-prefect"])
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
     deadline = time.monotonic() + 240
@@ -123,6 +125,7 @@ def test_a_signal_ends_the_run_with_one_line_and_the_next_run_resumes(case, alpa
             break
         time.sleep(0.1)
     assert left == []  # Prefect's temporary server did not outlive the run
+    assert not list(temp.glob("sluice-prefect-*"))  # nor its database's folder, also after a SIGKILL of the run
     assert not (tmp_path / "releases" / "test" / "v0001").exists()
 
     again = subprocess.run([SLUICE, "run", config, "--no-prefect"], capture_output=True, text=True,
