@@ -209,7 +209,7 @@ class ApiServer:
         try:
             self.process, self.port = self._spawn()
         except BaseException:
-            shutil.rmtree(self.folder)
+            shutil.rmtree(self.folder, ignore_errors=True)
             raise
         atexit.register(self.stop)
         interrupts.on_hard_exit(self.abandon)

@@ -1,11 +1,11 @@
 """The app of a run's temporary Prefect API server (flow.ApiServer), built in the server's own process.
 
 It is Prefect's own app, on a database of the run's own: the SQLite file flow.ApiServer names in SLUICE_PREFECT_DB
-(in a temporary folder removed when the server stops: by the run or, if it was killed, by the server), started as a copy of an empty database Prefect has
-already migrated (SLUICE_PREFECT_TEMPLATE; without it Prefect migrates a new file, ~8 CPU s). So runs leave no
-history behind in ~/.prefect/prefect.db, and two runs at once do not share (and lock) one file. A database the
-user configured for Prefect (PREFECT_API_DATABASE_CONNECTION_URL or its parts, in the environment, a profile,
-prefect.toml or .env) is used instead. Decided here, where Prefect reads its settings anyway: the run's own
+(in a temporary folder removed when the server stops: by the run or, if the run was killed, by the server), started
+as a copy of an empty database Prefect has already migrated (SLUICE_PREFECT_TEMPLATE; without it Prefect migrates
+a new file, ~8 CPU s). So runs leave no history behind in ~/.prefect/prefect.db, and two runs at once do not share
+(and lock) one file. A database the user configured for Prefect (PREFECT_API_DATABASE_CONNECTION_URL or its parts,
+in the environment, a profile, prefect.toml or .env) is used instead. Decided here, where Prefect reads its settings anyway: the run's own
 process has not imported Prefect yet when it starts the server (that import alone takes ~3 s).
 """
 
