@@ -5,8 +5,8 @@ It is Prefect's own app, on a database of the run's own: the SQLite file flow.Ap
 as a copy of an empty database Prefect has already migrated (SLUICE_PREFECT_TEMPLATE; without it Prefect migrates
 a new file, ~8 CPU s). So runs leave no history behind in ~/.prefect/prefect.db, and two runs at once do not share
 (and lock) one file. A database the user configured for Prefect (PREFECT_API_DATABASE_CONNECTION_URL or its parts,
-in the environment, a profile, prefect.toml or .env) is used instead. Decided here, where Prefect reads its settings anyway: the run's own
-process has not imported Prefect yet when it starts the server (that import alone takes ~3 s).
+in the environment, a profile, prefect.toml or .env) is used instead. Decided here, where Prefect reads its settings
+anyway: the run's own process has not imported Prefect yet when it starts the server (that import alone takes ~3 s).
 """
 
 from __future__ import annotations
