@@ -126,6 +126,17 @@ def quiet_env() -> dict[str, str]:
 SHIP_ONCE = 1 << 20  # pickled bytes above which a stage parameter is sent to the cluster once, not with every task
 
 
+def ship(client: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `params` over SHIP_ONCE pickled bytes (a global stage's decision), as futures of copies
+    sent to every worker at once: each worker gets one copy, not one with every task. On one worker only, the
+    tasks that need it would queue there (Dask places a task by its data): at 1M rows, 14 of 20 exact_dedup.apply
+    tasks ran on one of 2 workers, 1.8 s, against 1.45 s with a copy on each."""
+    import cloudpickle
+
+    big = [name for name, value in params.items() if len(cloudpickle.dumps(value)) > SHIP_ONCE]
+    return dict(zip(big, client.scatter([params[name] for name in big], hash=False, broadcast=True))) if big else {}
+
+
 class PrefectDask(PrefectThreads):
     """Prefect tasks whose calls run on a Dask cluster: `address` of a running scheduler (`dask scheduler`
     and `dask worker` on other machines), else a local cluster of one single-threaded worker process per core.
@@ -134,7 +145,7 @@ class PrefectDask(PrefectThreads):
     body hands `call_cached` to Dask and waits for it. So workers run plain functions: they need the Sluice
     code and access to the run's folders (an object store, or a filesystem every worker mounts), but no Prefect
     API (a worker that reached none would start a temporary Prefect server of its own). A stage's parameters
-    travel with each task, but a big one (a global stage's decision) goes to the cluster once per stage. A worker
+    travel with each task, but a big one (a global stage's decision) goes to each worker once per stage (ship). A worker
     lost mid-run costs its running tasks: the scheduler gives them to another worker."""
 
     def __init__(self, address: str | None = None) -> None:
@@ -146,14 +157,11 @@ class PrefectDask(PrefectThreads):
             **kwargs: Any) -> list[tuple[Any, bool]]:
         if inline or not jobs:
             return prefect_map(fn, jobs, label, cache, inline, **kwargs)
-        import cloudpickle
-
         self._check_folder(cache if cache is not None else kwargs.get("store"))  # read tasks cache themselves
         client = self.client
         asked = kwargs.pop("asked", False)  # see call_cached: per attempt, so not one of the shipped parameters
-        big = [name for name, value in kwargs.items() if len(cloudpickle.dumps(value)) > SHIP_ONCE]
-        shipped = dict(zip(big, client.scatter([kwargs[name] for name in big], hash=False))) if big else {}
-        params = kwargs | shipped  # a big one (a decision) goes to one worker, the others fetch it once
+        shipped = ship(client, kwargs)
+        params = kwargs | shipped
 
         def on_dask(fn: Callable, job: Job, cache: ShardCache | None, asked: bool = False) -> tuple[Any, bool]:
             future = client.submit(call_cached, fn, job, cache, key=f"{label}[{job.name}]-{uuid.uuid4().hex[:8]}",

@@ -284,3 +284,31 @@ def test_an_input_bigger_than_the_fetch_ahead_limit_is_left_to_its_tasks(s3, mon
     assert fetches(MMLU.stat().st_size - 1) == {planned}
     assert fetches(MMLU.stat().st_size) == {planned, guessed}
     assert sorted(fetched) == sorted((url, storage.object_version(url)) for url in (guessed, planned))
+
+
+def test_a_big_stage_parameter_goes_to_every_worker_once():
+    """A global stage's decision (a parameter over SHIP_ONCE pickled bytes) is sent to every worker at once: on
+    one worker only, Dask queued the tasks that need it there (14 of a stage's 20 tasks on one of 2 workers)."""
+    from distributed import Client
+
+    from pipelines.executors import SHIP_ONCE, ship
+
+    with Cluster(workers=2) as cluster, Client(cluster.address) as client:
+        shipped = ship(client, {"stage": "exact_dedup", "decision": b"x" * (SHIP_ONCE + 1)})
+        assert list(shipped) == ["decision"]
+        [(key, holders)] = client.who_has(list(shipped.values())).items()
+        assert sorted(holders) == sorted(client.nthreads())
+        assert client.gather(shipped["decision"]) == b"x" * (SHIP_ONCE + 1)
+
+
+def test_stage_parameters_shipped_to_the_workers_give_the_local_release(prefect_api, pipeline, tmp_path,
+                                                                       monkeypatch):
+    """Every stage parameter shipped as a future (SHIP_ONCE 0: at this size only a decision over 1 MB is) reaches
+    the tasks as its value: the same release as a run in one process."""
+    from pipelines import executors
+
+    local, _ = run_pipeline(pipeline, root=tmp_path / "local", use_prefect=False)
+    monkeypatch.setattr(executors, "SHIP_ONCE", 0)
+    with Cluster(workers=2) as cluster:
+        shipped, _ = run_pipeline(pipeline, root=tmp_path / "cluster", runner="dask", dask_address=cluster.address)
+    assert _shards(shipped) == _shards(local) and _books(shipped) == _books(local)

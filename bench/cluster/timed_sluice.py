@@ -97,9 +97,9 @@ _session = executors.PrefectDask.session
 
 
 @contextmanager
-def session(self):
+def session(self, inputs=()):
     log("> dask.session")
-    with _session(self):
+    with _session(self, inputs):
         log("= dask.session entered")
         from distributed import get_task_stream
 
