@@ -145,8 +145,8 @@ class PrefectDask(PrefectThreads):
     body hands `call_cached` to Dask and waits for it. So workers run plain functions: they need the Sluice
     code and access to the run's folders (an object store, or a filesystem every worker mounts), but no Prefect
     API (a worker that reached none would start a temporary Prefect server of its own). A stage's parameters
-    travel with each task, but a big one (a global stage's decision) goes to each worker once per stage (ship). A worker
-    lost mid-run costs its running tasks: the scheduler gives them to another worker."""
+    travel with each task, but a big one (a global stage's decision) goes to each worker once per stage (ship).
+    A worker lost mid-run costs its running tasks: the scheduler gives them to another worker."""
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address

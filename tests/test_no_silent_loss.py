@@ -108,7 +108,8 @@ def test_a_signal_ends_the_run_with_one_line_and_the_next_run_resumes(case, alpa
     paused = tmp_path / "paused"
     temp = tmp_path / "temp"
     temp.mkdir()
-    env = os.environ | {"SLUICE_PAUSE_AT": f"cache.put:3:{paused}", "SLUICE_TEST_RUN": str(tmp_path), "TMPDIR": str(temp)}
+    env = os.environ | {"SLUICE_PAUSE_AT": f"cache.put:3:{paused}", "SLUICE_TEST_RUN": str(tmp_path),
+                        "TMPDIR": str(temp)}
     args = [SLUICE, "run", config] + ([] if prefect else ["--no-prefect"])
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
     deadline = time.monotonic() + 240
