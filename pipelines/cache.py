@@ -58,7 +58,7 @@ def _bytes(what: pl.DataFrame | Path) -> bytes:
     return what.read_bytes() if isinstance(what, Path) else storage.parquet_bytes(what, **PARQUET)
 
 
-def _files(entry: str, done: str | bytes) -> list[Location]:
+def _files(entry: str, done: bytes) -> list[Location]:
     """The files of a bucket's entry whose `_done` marker holds `done`; [] (damaged) when that is not a count."""
     try:
         return [storage.join(entry, f"{i}.parquet") for i in range(int(done))]
@@ -89,7 +89,7 @@ class ShardCache:
         if self.remote:
             entry = storage.join(self.folder, key)
             try:
-                return _files(entry, storage.read_text(storage.join(entry, DONE)))
+                return _files(entry, storage.read_bytes(storage.join(entry, DONE)))
             except FileNotFoundError:
                 return None
         entry = self.folder / key

@@ -24,7 +24,7 @@ from operators.errors import SluiceError
 from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
 from pipelines.cache import DAMAGED, ShardCache, derive
-from pipelines.storage import Location
+from pipelines.storage import Location, StorageError
 from pipelines.config import Pipeline, Stage
 from pipelines.progress import Progress
 from pipelines.readers import Source
@@ -246,11 +246,11 @@ def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: 
     todo = [i for i, files in enumerate(found) if files is None]
     results: list = [None] * len(jobs)
     with ThreadPoolExecutor(16 if cache.remote else 1) as pool:  # on an object store: footers read concurrently
-        answers = pool.map(_from_entry, [cache] * len(hits), [jobs[i].key for i in hits], [found[i] for i in hits],
+        answers = pool.map(_answer, [cache] * len(hits), [jobs[i].key for i in hits], [found[i] for i in hits],
                            [jobs[i].part if drops_only else None for i in hits])
         for i, part in zip(hits, answers):
             results[i] = (part, True)
-    todo = sorted(todo + [i for i in hits if results[i][0] is None])  # damaged entries (dropped): made again
+    todo = sorted(todo + [i for i in hits if results[i][0] is None])  # damaged (dropped) or not given: made
     if todo:
         done = map_fn(fn, [jobs[i] for i in todo], label, cache, inline=inline, asked=True, **kwargs)
         for i, result in zip(todo, done):
@@ -272,6 +272,15 @@ def _spilled(result: Split | Produced | pl.DataFrame, cache: ShardCache) -> Shar
 def _as_result(split: Split | Produced, part: Callable[[pl.DataFrame], Part]) -> ShardResult:
     return ShardResult(part(split.kept), part(split.rejected), _reason_counts(split.rejected),
                        getattr(split, "side", None))
+
+
+def _answer(cache: ShardCache, key: str, files: list[Location], less_of: Part | None) -> Part | ShardResult | None:
+    """The driver's `_from_entry`: an entry the store fails to give (after retries) is made by its task, as one
+    not found (see ShardCache.lookup): the same bytes under the same key, the entry kept."""
+    try:
+        return _from_entry(cache, key, files, less_of)
+    except StorageError:
+        return None
 
 
 def _from_entry(cache: ShardCache, key: str, files: list[Location], less_of: Part | None) -> Part | ShardResult | None:

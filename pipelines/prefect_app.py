@@ -44,8 +44,10 @@ def create_app() -> Any:
     async def removing_its_folder(scope: dict, receive: Any, send: Any) -> None:
         """Prefect's app; once it has shut down (uvicorn then ends by the SIGTERM it got, so no atexit runs),
         the run's folder removed: the server outlives a run killed with SIGKILL."""
-        await app(scope, receive, send)
-        if scope["type"] == "lifespan":
-            shutil.rmtree(Path(run_db).parent, ignore_errors=True)
+        try:
+            await app(scope, receive, send)
+        finally:
+            if scope["type"] == "lifespan":
+                shutil.rmtree(Path(run_db).parent, ignore_errors=True)
 
     return removing_its_folder

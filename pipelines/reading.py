@@ -85,7 +85,7 @@ def read_inputs(sources: list[Source], shard_rows: int, cache: ShardCache | None
     jobs = [Job(task, task_key(task, shard_rows), f"{storage.name(task.source.path)}@{task.span.start}")
             for task in tasks]
     found = cache.lookup([job.key for job in jobs]) if cache else [None] * len(jobs)
-    cached = [None if files is None else _cached(files, job.key, cache) for job, files in zip(jobs, found)]
+    cached = [None if files is None else _answer(files, job.key, cache) for job, files in zip(jobs, found)]
     todo = [job for job, shards in zip(jobs, cached) if shards is None]
     computed = iter(map_fn(read_task, todo, "read", None, store=cache, shard_rows=shard_rows) if todo else [])
     reads = [next(computed)[0] if shards is None else (shards, True) for shards in cached]
@@ -169,9 +169,9 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     books (so no file is read to count them)."""
     key = task_key(task, shard_rows)
     if store is not None and (files := store.files(key)) is not None:
-        if (shards := _cached(files, key, store)) is not None:
+        if (shards := _cached(files, key)) is not None:
             return shards, True
-        store.drop(key)  # a damaged entry: made again
+        store.drop(key)  # a damaged entry (the driver's look-up has said so in the run's log): made again
     if store is None:
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
                   for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version))]
@@ -216,6 +216,15 @@ def _frames(shard: Shard) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
 
 
 REJECTS = 1  # in _frames: a shard without rejects (the usual case) keeps no file for them in its cache entry
+
+
+def _answer(files: list[storage.Location], key: str, cache: ShardCache) -> list[ShardRead] | None:
+    """The driver's `_cached`: an entry the store fails to give (after retries) is left to its read task, as one
+    not found (see ShardCache.lookup); the task, which has retries, asks again."""
+    try:
+        return _cached(files, key, cache)
+    except storage.StorageError:
+        return None
 
 
 def _cached(files: list[storage.Location], key: str, warn: ShardCache | None = None) -> list[ShardRead] | None:

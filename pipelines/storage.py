@@ -586,21 +586,26 @@ def parquet_rows(loc: Location) -> int:
 @contextmanager
 def _footer(loc: Location) -> Iterator[Any]:
     """Something a Parquet footer reader takes: a local path, or the tail of a URL's object (one ranged GET,
-    two when the footer is bigger than the first guess) as a BytesIO; errors name the location."""
-    if not is_remote(loc):
-        yield loc
-        return
-    fs, path = filesystem(loc)
-    with _errors(loc, "read its Parquet footer"):
-        tail = fs.cat_file(path, start=-FOOTER_GUESS)  # an object smaller than that: all of it
-        if (need := int.from_bytes(tail[-8:-4], "little") + 8) > len(tail) == FOOTER_GUESS:
-            tail = fs.cat_file(path, start=-need)
+    two when the footer is bigger than the first guess) as a BytesIO; errors name the location. A footer that
+    does not parse (a file cut short or garbled) is NotParquet, not a StorageError: pyarrow says so with a
+    ValueError, or an OSError without an errno (metadata it cannot deserialize)."""
     import polars as pl
 
-    try:  # outside _errors: an object that is there but is not Parquet (cut short, garbled) is no StorageError
-        yield io.BytesIO(tail)
-    except (ValueError, pl.exceptions.PolarsError) as err:
-        raise NotParquet(f"{display(loc)}: not a Parquet file ({str(err).strip().splitlines()[0]})") from None
+    source: Any = loc
+    if is_remote(loc):
+        fs, path = filesystem(loc)
+        with _errors(loc, "read its Parquet footer"):
+            tail = fs.cat_file(path, start=-FOOTER_GUESS)  # an object smaller than that: all of it
+            if (need := int.from_bytes(tail[-8:-4], "little") + 8) > len(tail) == FOOTER_GUESS:
+                tail = fs.cat_file(path, start=-need)
+        source = io.BytesIO(tail)
+    try:
+        yield source
+    except (ValueError, pl.exceptions.PolarsError, OSError) as err:
+        if isinstance(err, OSError) and (err.errno is not None or isinstance(err, StorageError)):
+            raise  # a read that failed (a local disk's error, a file not found), not a damaged file
+        what = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise NotParquet(f"{display(loc)}: not a Parquet file ({what})") from None
 
 
 FOOTER_GUESS = 64 << 10  # bytes: a shard's footer with a few dozen columns fits

@@ -142,18 +142,24 @@ def _stage_run(cache, path="driver"):
 
 
 @pytest.mark.parametrize("where", WHERE)
-@pytest.mark.parametrize("damage", ["cut short", "garbled _done"])
+@pytest.mark.parametrize("damage", ["cut short", "garbled footer", "garbled _done", "a _done not UTF-8"])
 def test_an_entry_cut_short_or_with_a_garbled_marker_is_made_again(where, damage, request, tmp_path, caplog):
-    """A file that is there but is not Parquet (half of it) or a `_done` marker that is not a count is damage
-    too: a miss, made again, named in the run's log (the marker was a bare ValueError on a bucket)."""
+    """A file that is there but is not Parquet (half of it, a footer that does not deserialize) or a `_done`
+    marker that is not a count is damage too: a miss, made again, named in the run's log (the marker was a bare
+    ValueError on a bucket; a garbled footer, pyarrow's OSError, failed every run)."""
     folder = _folder(where, request, tmp_path)
     cache = ShardCache(folder)
     first, _ = _stage_run(cache)
+    whole = storage.read_bytes(storage.join(folder, "stagekey", "1.parquet"))
     if damage == "cut short":
-        whole = storage.read_bytes(storage.join(folder, "stagekey", "1.parquet"))
         _overwrite(folder, "stagekey", "1.parquet", whole[:len(whole) // 2])
+    elif damage == "garbled footer":  # its metadata flipped, its length and magic kept: pyarrow's OSError
+        size = int.from_bytes(whole[-8:-4], "little")
+        start = len(whole) - 8 - size
+        garbled = whole[:start] + bytes(b ^ 0xFF for b in whole[start:-8]) + whole[-8:]
+        _overwrite(folder, "stagekey", "1.parquet", garbled)
     else:
-        _overwrite(folder, "stagekey", "_done", b"two\n")
+        _overwrite(folder, "stagekey", "_done", b"two\n" if damage == "garbled _done" else b"\xff\xfe")
     with caplog.at_level(logging.WARNING):
         again, reused = _stage_run(cache)
     assert not reused and "the stage cache entry" in caplog.text and "is damaged" in caplog.text
@@ -164,8 +170,9 @@ def test_an_entry_cut_short_or_with_a_garbled_marker_is_made_again(where, damage
 @pytest.mark.parametrize("path", ["driver", "task"])
 def test_a_store_that_fails_leaves_the_entry_as_it_is(s3, monkeypatch, path):
     """A read of an entry that fails after retries (a timeout, a 5xx, a 403: a StorageError other than Missing)
-    says nothing about the entry: the run fails with that error (a task's retry runs it again) and the entry
-    stays, so the next run reuses it. It used to be dropped and made again, and all downstream with it."""
+    says nothing about the entry, which stays for the next run (it used to be dropped and made again, and all
+    downstream with it). The driver's look-up takes it for one not found: its task makes it (the same rows); a
+    task's own look-up fails with that error, which its retry runs again."""
     from pipelines.storage import StorageError
 
     folder = s3.url("cache")
@@ -178,8 +185,12 @@ def test_a_store_that_fails_leaves_the_entry_as_it_is(s3, monkeypatch, path):
     with monkeypatch.context() as patched:
         patched.setattr(storage, "parquet_rows", unavailable)
         patched.setattr(storage, "read_parquet", unavailable)
-        with pytest.raises(StorageError, match="503 SlowDown"):
-            _stage_run(cache, path)
+        if path == "driver":
+            made, reused = _stage_run(cache, path)
+            assert not reused and made.rejected.rows == first.rejected.rows
+        else:
+            with pytest.raises(StorageError, match="503 SlowDown"):
+                _stage_run(cache, path)
     assert cache.files("stagekey") is not None
     again, reused = _stage_run(cache, path)
     assert reused and _rows([again.rejected]).equals(_rows([first.rejected]))
