@@ -78,7 +78,8 @@ def run_pipeline(pipeline: Pipeline, root: storage.Location | None = None, use_p
         return _run(pipeline, root, executor.map)
     from prefect import flow
 
-    with prefect_log_to_file(local / PREFECT_LOG), executor.session(tuple(pipeline.sources)):  # inputs fetched, workers warmed meanwhile
+    # the inputs are fetched and a cluster's workers warm up while Prefect's API starts
+    with prefect_log_to_file(local / PREFECT_LOG), executor.session(tuple(pipeline.sources)):
         use_api_server(server)
         version = next_version(storage.join(root, dataset))
         run = flow(_run, name=f"sluice-{dataset}", flow_run_name=f"{dataset}/{version}",

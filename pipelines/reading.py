@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import shutil
 import tempfile
 import uuid
@@ -143,8 +142,7 @@ def _hashed(task: ReadTask, shards: list[ShardRead]) -> tuple[str, int | None]:
     given = next((s for s in shards if s.input_sha256), None)
     if given is not None and (given.input_bytes is not None or storage.version_size(task.version) is not None):
         return given.input_sha256, given.input_bytes
-    copy = storage.local_copy(task.source.path, task.version)
-    return storage.sha256(copy), copy.stat().st_size
+    return _copy_hash(task)
 
 
 def _version(src: Source) -> tuple[str, bool]:
@@ -169,9 +167,8 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     books (so no file is read to count them)."""
     key = task_key(task, shard_rows)
     if store is not None and (files := store.files(key)) is not None:
-        if (shards := _cached(files, key)) is not None:
+        if (shards := _cached(files, key, store)) is not None:
             return shards, True
-        store.drop(key)  # a damaged entry (the driver's look-up has said so in the run's log): made again
     if store is None:
         shards = [_shard_read(key, i, shard.rows_read, shard.errors, [Part(len(f), f) for f in _frames(shard)])
                   for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version))]
@@ -205,8 +202,11 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
 def _own_hash(task: ReadTask) -> tuple[str | None, int | None]:
     """The input's sha256 and bytes from this worker's copy, for the task that `hashes` (the planner did not
     compute them)."""
-    if not task.hashes:
-        return None, None
+    return _copy_hash(task) if task.hashes else (None, None)
+
+
+def _copy_hash(task: ReadTask) -> tuple[str, int]:
+    """The sha256 and bytes of this process's local copy of the task's input."""
     copy = storage.local_copy(task.source.path, task.version)
     return storage.sha256(copy), copy.stat().st_size
 
@@ -227,10 +227,10 @@ def _answer(files: list[storage.Location], key: str, cache: ShardCache) -> list[
         return None
 
 
-def _cached(files: list[storage.Location], key: str, warn: ShardCache | None = None) -> list[ShardRead] | None:
-    """The shards of cache entry `key`, or None when its files are not the ones its books name (a damaged or
-    hand-edited entry: a cache only saves work, so its task reads the input again and makes the entry anew;
-    `warn`: the cache, to say so in the run's log)."""
+def _cached(files: list[storage.Location], key: str, cache: ShardCache) -> list[ShardRead] | None:
+    """The shards of `cache`'s entry `key`, or None when its files are not the ones its books name (a damaged
+    or hand-edited entry: a cache only saves work, so it is dropped, the run's log says so, and its task reads
+    the input again and makes the entry anew)."""
     try:  # its books (file 0) deleted or unreadable: damaged too
         if not files:
             raise FileNotFoundError("a file missing")
@@ -242,9 +242,7 @@ def _cached(files: list[storage.Location], key: str, warn: ShardCache | None = N
         if len(files) - 1 == named:
             return _entry(books, files[1:], key)
         why = f"{len(files) - 1} shard files where its books name {named}"
-    if warn is not None:
-        logging.getLogger(__name__).warning("the read cache entry %s is damaged (%s): its input is read again",
-                                            storage.display(storage.join(warn.folder, key)), why)
+    cache.damaged(key, why, "read cache entry")
     return None
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -11,11 +14,33 @@ import yaml
 from pipelines.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = (ROOT / ".." / "shared" / "data").resolve()
+
+
+def _shared_data() -> Path:
+    """../shared/data beside this checkout or, for a clone made elsewhere (`git clone . /tmp/check`), beside the
+    checkout it was cloned from."""
+    here = (ROOT / ".." / "shared" / "data").resolve()
+    if here.is_dir():
+        return here
+    origin = subprocess.run(["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"], capture_output=True,
+                            text=True).stdout.strip()
+    return (Path(origin) / ".." / "shared" / "data").resolve() if origin and Path(origin).is_dir() else here
+
+
+SHARED = _shared_data()
 ALPACA = SHARED / "instructions" / "alpaca_52k" / "alpaca_data_en_52k.json"
 GSM8K = SHARED / "benchmarks" / "gsm8k" / "test.jsonl"
 TRUTHFULQA = SHARED / "benchmarks" / "truthfulqa" / "TruthfulQA.csv"
 DCLM = SHARED / "web" / "dclm_quality_annotations" / "majority_data.jsonl"
+
+
+def threads_left(prefix: str, timeout: float = 10) -> list[str]:
+    """Wait up to `timeout` s for the threads whose names start with `prefix` to end; the names of those left."""
+    deadline = time.monotonic() + timeout
+    while (left := [t.name for t in threading.enumerate() if t.name.startswith(prefix)]) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
 
 
 @pytest.fixture(scope="session")

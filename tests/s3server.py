@@ -109,6 +109,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self.injected: Counter = Counter()
         self.log: list[tuple[str, str, str]] = []  # (kind, method, path) of every fault injected
+        self.exchanges: list[tuple[str, str, int, int]] = []  # (method, path, bytes sent, bytes answered) forwarded
         self.requests = 0
         self._eligible = 0
         proxy = self
@@ -177,6 +178,7 @@ class FaultProxy:
         response = conn.getresponse()
         payload = response.read()
         conn.close()
+        self.exchanges.append((req.command, req.path, len(body), len(payload)))
         if kind == "lost":
             _hang_up(req)
             return

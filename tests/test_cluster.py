@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cluster import Cluster
-from conftest import SHARED
+from conftest import SHARED, threads_left
 from pipelines import config, storage
 from pipelines.flow import run_pipeline
 from test_flow import prefect_api  # noqa: F401  (one Prefect API for the module)
@@ -275,10 +275,7 @@ def test_an_input_bigger_than_the_fetch_ahead_limit_is_left_to_its_tasks(s3, mon
         fetched.clear()
         monkeypatch.setattr(executors, "FETCH_AHEAD", limit)
         with executors.PrefectThreads().session(inputs):
-            deadline = time.monotonic() + 30
-            while any(thread.name == "fetch-ahead" for thread in threading.enumerate()):
-                assert time.monotonic() < deadline, "the fetch did not end"
-                time.sleep(0.05)
+            assert not threads_left("fetch-ahead", 30), "the fetch did not end"
         return {url for url, _ in fetched}
 
     assert fetches(MMLU.stat().st_size - 1) == {planned}

@@ -7,7 +7,7 @@ import json
 import polars as pl
 import pytest
 
-from conftest import ALPACA, GSM8K
+from conftest import ALPACA, GSM8K, threads_left
 from operators.base import Decision, GlobalOperator, Mapper, Split
 from operators.dedup import ExactDedup
 from operators.errors import AccountingError, SluiceError
@@ -312,11 +312,7 @@ def test_a_scan_of_parts_on_an_object_store_read_at_once_reads_their_rows_side_b
     assert most[0] == 8  # a filter and no row limit (a decide task's) wants every part: 8 read at a time from the start
 
     def readers_left() -> list[str]:  # the scans' reader threads end once their reads do
-        deadline = time.monotonic() + 10
-        while (left := [t.name for t in threading.enumerate() if t.name.startswith("read-together")]) and \
-                time.monotonic() < deadline:
-            time.sleep(0.05)
-        return left
+        return threads_left("read-together")
 
     assert not readers_left()
 
@@ -548,9 +544,7 @@ def test_a_scan_read_at_once_starts_reads_only_for_the_rows_its_query_wants(s3):
     def requests(query) -> tuple[pl.DataFrame, int]:
         with s3.faults(every=10**9) as proxy:  # no fault: the proxy counts the requests
             rows = query(engine.scan(parts, read_now=True)).collect()
-            deadline = time.monotonic() + 10  # reads left running would still send theirs
-            while any(t.name.startswith("read-together") for t in threading.enumerate()) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            threads_left("read-together")  # reads left running would still send theirs
         return rows, proxy.requests
 
     one_part = requests(lambda scan: scan.select("id").head(1))[1]

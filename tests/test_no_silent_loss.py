@@ -116,6 +116,7 @@ def test_a_signal_ends_the_run_with_one_line_and_the_next_run_resumes(case, alpa
     while not paused.exists():  # the run is inside a stage, three shard results in the cache
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
+    assert bool(list(temp.glob("sluice-prefect-*"))) == prefect  # the server's database folder, there to be removed
     os.killpg(proc.pid, signum) if group else os.kill(proc.pid, signum)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code and err.decode() == (f"{line}\n" if line else ""), err.decode()[-3000:]

@@ -4,10 +4,10 @@ rows no rule may judge counted as not_calibrated, `languages:` on a stage, rows 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import SHARED
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +18,6 @@ from operators.quality import tokenize
 from pipelines import config
 from pipelines.engine import execute
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 LINGUA = SHARED / "langid" / "lingua" / "sentences"
 FILTERS = [GopherQuality(), GopherRepetition(), C4Filter(), FineWebFilter()]
 

@@ -320,7 +320,7 @@ def test_a_parquet_input_at_a_url_is_planned_from_its_footer_and_hashed_beside_i
 
 
 @pytest.mark.parametrize("where", ["local", "bucket"])
-@pytest.mark.parametrize("damage", ["a shard file missing", "a file too many"])
+@pytest.mark.parametrize("damage", ["a shard file missing", "a file too many"])  # on a bucket: as its _done counts
 def test_a_damaged_read_cache_entry_is_read_again_and_made_anew(where, damage, request, tmp_path, caplog):
     """A read entry whose files are not the ones its books name (damaged, or edited by hand) is a miss, not a
     bare StopIteration or extra files taken silently: its task reads the input again and writes the entry anew

@@ -11,32 +11,24 @@ cache writes it (50,000 rows: ~10 MB, a 1M-row run's shard).
 from __future__ import annotations
 
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
-from s3server import FAKE_KEYS  # noqa: E402
+from speed import S3Process  # noqa: E402
 
 
 def main(rows: int, reps: int) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "s3server.py"), str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        time.sleep(4)
-        os.environ.update(FAKE_KEYS | {"AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{port}"})
+    with S3Process() as s3:  # moto in its own process, up once it names its endpoint
+        os.environ.update(s3.env)
         from pipelines import storage
         from pipelines.cache import PARQUET, ShardCache
         from pipelines.engine import Part
@@ -81,9 +73,6 @@ def main(rows: int, reps: int) -> None:
         for name, pairs in times.items():
             print(f"{name:20s} wall median {statistics.median(w for w, _ in pairs) * 1000:6.1f} ms  "
                   f"client CPU median {statistics.median(c for _, c in pairs) * 1000:6.1f} ms")
-    finally:
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":

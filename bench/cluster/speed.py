@@ -11,6 +11,8 @@ Runs (each a fresh `sluice run` process under /usr/bin/time, every one from an e
   moto S3 server on loopback (its own process, tests/s3server.py);
 - dask-s3-faults: the same through tests/s3server.py's fault proxy (every `--every`-th request a 500, 503
   SlowDown, throttle, dropped connection, lost answer or cut body); the release must hold the same rows.
+- dask-s3-traffic: dask-s3 through the proxy with no fault, which counts the requests and their bytes by kind
+  (`traffic`: "METHOD what" -> [requests, MB], what: cache, cache _done, input, release).
 CPU seconds count the driver and its children (time -v) plus, for Dask, the scheduler's and workers' own
 (from /proc before they stop) and the S3 server's. Input: bench/orchestration's (Alpaca outputs with a per-copy
 suffix); pipeline normalize -> length_filter -> exact_dedup (the issue's 1.5x measurement), or with
@@ -36,7 +38,7 @@ from run import make_input  # noqa: E402
 
 STAGES = [{"op": "normalize"}, {"op": "length_filter", "min_words": 3}, {"op": "exact_dedup"}]
 SERVE_S3 = """
-import sys, threading
+import json, sys, threading
 sys.path.insert(0, sys.argv[1])
 from s3server import S3Server
 with S3Server() as s3:
@@ -45,6 +47,14 @@ with S3Server() as s3:
         with s3.faults(every=every) as proxy:
             print(s3.env["AWS_ENDPOINT_URL_S3"], flush=True)
             sys.stdin.read()
+            traffic = {}  # "METHOD what" -> [requests, MB sent and answered]
+            for method, path, sent, answered in proxy.exchanges:
+                name = path.split("?")[0]
+                what = ("cache _done" if name.endswith("/_done") else "cache" if "/.cache/" in name else
+                        "input" if name.endswith("/input.parquet") else "release")
+                counts = traffic.setdefault(f"{method} {what}", [0, 0.0])
+                counts[0], counts[1] = counts[0] + 1, round(counts[1] + (sent + answered) / 1e6, 1)
+            print("traffic", json.dumps(traffic, sort_keys=True), file=sys.stderr, flush=True)
             print(dict(proxy.injected), proxy.requests, file=sys.stderr, flush=True)
     else:
         print(s3.endpoint, flush=True)
@@ -72,12 +82,13 @@ class S3Process:
         return _cpu([self.process.pid])
 
     def __exit__(self, *exc: object) -> None:
-        self.faults, self.hung_up = "", 0
+        self.faults, self.hung_up, self.traffic = "", 0, {}
         try:
             self.process.stdin.close()
             lines = self.process.stderr.read().strip().splitlines()
             self.faults = lines[-1] if lines else ""  # the proxy's counts (before them: tracebacks of clients
             self.hung_up = sum("Exception occurred" in line for line in lines)  # that hung up mid-answer)
+            self.traffic = next((json.loads(line[8:]) for line in lines if line.startswith("traffic ")), {})
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
@@ -157,7 +168,8 @@ def main() -> None:
                     result |= sluice(config, ["--runner", "dask", "--dask-address", cluster.address], {})
                     result["cluster_cpu_s"] = round(_cpu(cluster.pids()), 1)
             else:
-                with S3Process(args.every if run.endswith("faults") else 0) as s3:
+                every = args.every if run.endswith("faults") else 10**9 if run.endswith("traffic") else 0
+                with S3Process(every) as s3:
                     url = f"s3://sluice/{run}"
                     upload(s3.env, data, f"{url}/input.parquet")
                     config = write_config(folder / f"{run}-{i}.yaml", f"{url}/input.parquet", f"{url}/releases", stages)
@@ -167,6 +179,8 @@ def main() -> None:
                     result["s3_cpu_s"] = round(s3.cpu(), 1)
                 result["faults"] = s3.faults
                 result["answers_cut_by_clients"] = s3.hung_up
+                if s3.traffic:
+                    result["traffic"] = s3.traffic
             print(json.dumps(result), flush=True)
 
 

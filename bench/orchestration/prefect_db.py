@@ -18,11 +18,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from startup import write_config  # noqa: E402  (the same small config as startup.py)
+from startup import timed_run, write_config  # noqa: E402  (the same small config and timed run as startup.py)
 
 # In a fresh process of the tree: start its ApiServer, wait for its first answer; print wall and the server's CPU.
 START = """
@@ -45,19 +44,6 @@ def server_start(tree: Path, home: Path, log: Path) -> tuple[float, float]:
     out = subprocess.run([sys.executable, "-c", START, str(log)], cwd=tree, env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     return float(out[0]), float(out[1])
-
-
-def timed_run(tree: Path, home: Path, config: Path, releases: Path) -> tuple[float, float]:
-    """(wall s, CPU s of the run and its server) of one `sluice run` in a fresh process, into an empty folder."""
-    subprocess.run(["rm", "-rf", str(releases)], check=True)
-    env = os.environ | {"PYTHONPATH": str(tree), "PREFECT_HOME": str(home)}
-    begin = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", str(config), "--releases", str(releases)],
-                            cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status):
-        raise SystemExit(f"{tree}: sluice run failed; see {releases}")
-    return time.perf_counter() - begin, usage.ru_utime + usage.ru_stime
 
 
 def size(home: Path) -> int:
@@ -83,22 +69,24 @@ def main() -> None:
         config.write_text(json.dumps(json.loads(config.read_text()) | {"shard_rows": args.shard_rows}))
         releases, log = Path(tmp) / "releases", Path(tmp) / "server.log"
         for tree, home in variants.values():  # imports in the page cache; a new database migrated
-            timed_run(tree, home, config, releases)
+            timed_run(tree, config, releases, home)
         print(f"load: {os.getloadavg()}", flush=True)
         for repeat in range(args.repeats):
             for name, (tree, home) in variants.items():
                 starts[name].append(server_start(tree, home, log))
                 before = size(home)
-                runs[name].append(timed_run(tree, home, config, releases))
-                print(f"{repeat} {name:<12} server start {starts[name][-1][0]:5.1f} s, its CPU {starts[name][-1][1]:5.1f} s"
-                      f" | run wall {runs[name][-1][0]:5.1f} s, CPU {runs[name][-1][1]:5.1f} s"
+                runs[name].append(timed_run(tree, config, releases, home))
+                (start, start_cpu), (wall, cpu) = starts[name][-1], runs[name][-1]
+                print(f"{repeat} {name:<12} server start {start:5.1f} s, its CPU {start_cpu:5.1f} s"
+                      f" | run wall {wall:5.1f} s, CPU {cpu:5.1f} s"
                       f" | Prefect home's database {size(home) / 1e6:7.1f} MB (+{(size(home) - before) / 1e6:.2f})",
                       flush=True)
         print(f"load: {os.getloadavg()}")
     for name in variants:
-        print(f"median {name:<12} server start {statistics.median(w for w, _ in starts[name]):5.1f} s, "
-              f"its CPU {statistics.median(c for _, c in starts[name]):5.1f} s | run wall "
-              f"{statistics.median(w for w, _ in runs[name]):5.1f} s, CPU {statistics.median(c for _, c in runs[name]):5.1f} s")
+        (start, start_cpu), (wall, cpu) = (map(statistics.median, zip(*starts[name])),
+                                           map(statistics.median, zip(*runs[name])))
+        print(f"median {name:<12} server start {start:5.1f} s, its CPU {start_cpu:5.1f} s | run wall {wall:5.1f} s, "
+              f"CPU {cpu:5.1f} s")
 
 
 if __name__ == "__main__":
