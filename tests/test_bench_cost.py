@@ -8,13 +8,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import polars as pl
+from conftest import ALPACA, ROOT
 
 from pipelines.engine import Job, Part
 
-ROOT = Path(__file__).resolve().parents[1]
 COST = ROOT / "bench" / "cost" / "cost.py"
 
 
@@ -22,6 +21,7 @@ def load_cost():
     spec = importlib.util.spec_from_file_location("bench_cost", COST)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.ALPACA = ALPACA  # the shared data as the tests find it (also from a clone outside /work)
     return module
 
 
