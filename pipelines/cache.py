@@ -118,7 +118,8 @@ class ShardCache:
 
     def put(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Location] = ()) -> list[Location]:
         """Store `frames` under `key`, then the Parquet files `links` (hard links to files already in the
-        cache folder, e.g. spilled read shards: nothing is written twice); return the entry's files."""
+        cache folder, e.g. spilled read shards: nothing is written twice); return the entry's files. On an
+        object store this process keeps a copy of each file it uploads, for the tasks it runs next (storage.keep)."""
         if self.remote:
             return self._put_remote(key, frames, links)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,10 @@ class ShardCache:
             else:
                 uploads.append((path, Path(source)))
         for start in range(0, len(uploads), UPLOADS_AT_ONCE):  # a task's spilled shards wait on disk, not in memory
-            storage.write_many({path: _bytes(what) for path, what in uploads[start:start + UPLOADS_AT_ONCE]})
+            batch = {path: _bytes(what) for path, what in uploads[start:start + UPLOADS_AT_ONCE]}
+            storage.write_many(batch)
+            for path, what in uploads[start:start + UPLOADS_AT_ONCE]:
+                storage.keep(path, what if isinstance(what, Path) else batch[path], self.run)
         try:
             storage.write_bytes(storage.join(entry, DONE), str(len(files)).encode(), exclusive=True)
         except FileExistsError:  # another worker finished the same shard first: same key, same content
@@ -177,15 +181,24 @@ class ShardCache:
         self.drop(key)
 
     @property
+    def run(self) -> str:
+        """The run this cache serves (its driver's process and start): what a worker keeps copies for (put)."""
+        return f"{self.owner}-{self.started}"
+
+    @property
     def _spills(self) -> Location:
         return storage.join(self.folder, f".spill-{self.owner}-{int(self.started)}")
 
     def spill(self, frame: pl.DataFrame) -> Location:
         """Park a frame of this run on disk (read shards, rows not to be cached) until `drop_spills`."""
+        path = storage.join(self._spills, f"{uuid.uuid4().hex}.parquet")
         if not self.remote:
             self._spills.mkdir(parents=True, exist_ok=True)
-        path = storage.join(self._spills, f"{uuid.uuid4().hex}.parquet")
-        _write(frame, path)
+            _write(frame, path)
+            return path
+        data = _bytes(frame)
+        storage.write_bytes(path, data)
+        storage.keep(path, data, self.run)
         return path
 
     def drop_spills(self) -> None:

@@ -44,12 +44,15 @@ class Part:
     path: Location | None = None  # a local path or a URL (a shard cache on an object store)
     schema: pl.Schema | None = None  # the file's columns, when the task that wrote it said (see `columns`)
     dropped: pl.Series | None = None  # ids of the file's rows that are not the part's (see `less`)
+    kept_by: str | None = None  # the process that wrote the file and keeps a copy of it (storage.keep), if any
 
     def load(self) -> pl.DataFrame:
-        return self.frame if self.frame is not None else self._kept(storage.read_parquet(self.path))
+        return self.frame if self.frame is not None else \
+            self._kept(storage.read_parquet(self.path, kept_by=self.kept_by))
 
     def scan(self) -> pl.LazyFrame:
-        return self.frame.lazy() if self.frame is not None else self._kept(storage.scan_parquet(self.path))
+        return self.frame.lazy() if self.frame is not None else \
+            self._kept(storage.scan_parquet(self.path, self.kept_by))
 
     def _kept(self, rows: FrameT) -> FrameT:
         """The file's rows less the `dropped` ones."""
@@ -178,20 +181,23 @@ def call_cached(fn: Callable, job: Job, cache: ShardCache | None, ahead: Ahead |
     index = None
     if split and ahead is not None:
         with ThreadPoolExecutor(1) as writer:  # the rows' entry is written while their index is computed
-            stored = writer.submit(cache.put, job.key, frames)
+            storing = writer.submit(cache.put, job.key, frames)
             frame = index_rows(result.kept, ahead.stage)
-            files = stored.result()
+            files = storing.result()
         # stored after the rows' own entry: a task killed between the two leaves a resumable state
-        index = Part(len(frame), path=cache.put(index_key(job.key, ahead.fingerprint), (frame,))[0], schema=frame.schema)
+        index = stored(frame, cache.put(index_key(job.key, ahead.fingerprint), (frame,))[0])
     else:
         files = cache.put(job.key, frames)
     if not split:
-        return Part(len(result), path=files[0], schema=result.schema), False
-    kept = less(job.part, result.rejected["id"], len(result.kept)) if drops_only else \
-        Part(len(result.kept), path=files[0], schema=result.kept.schema)
-    return ShardResult(kept, Part(len(result.rejected), path=files[-1 if drops_only else 1],
-                                  schema=result.rejected.schema),
+        return stored(result, files[0]), False
+    kept = less(job.part, result.rejected["id"], len(result.kept)) if drops_only else stored(result.kept, files[0])
+    return ShardResult(kept, stored(result.rejected, files[-1 if drops_only else 1]),
                        _reason_counts(result.rejected), getattr(result, "side", None), index), False
+
+
+def stored(frame: pl.DataFrame, path: Location) -> Part:
+    """A Part of `frame`, which this process has just stored at `path` (and may keep a copy of: storage.keep)."""
+    return Part(len(frame), path=path, schema=frame.schema, kept_by=storage.kept(path))
 
 
 def _rows_of(part: Part, cache: ShardCache, loading: Future | None = None) -> pl.DataFrame:
@@ -224,8 +230,7 @@ def less(part: Part, ids: pl.Series, rows: int | None = None) -> Part:
     if not len(ids):
         return part
     dropped = ids if part.dropped is None else pl.concat([part.dropped, ids])
-    return Part(part.rows - len(ids) if rows is None else rows, path=part.path, schema=part.schema,
-                dropped=dropped.rename("id"))
+    return replace(part, rows=part.rows - len(ids) if rows is None else rows, dropped=dropped.rename("id"))
 
 
 def map_cached(map_fn: MapFn, fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None,
@@ -264,7 +269,7 @@ def _in_memory(split: Split | Produced) -> ShardResult:
 
 def _spilled(result: Split | Produced | pl.DataFrame, cache: ShardCache) -> ShardResult | Part:
     def park(frame: pl.DataFrame) -> Part:
-        return Part(len(frame), path=cache.spill(frame), schema=frame.schema)
+        return stored(frame, cache.spill(frame))
 
     return _as_result(result, park) if isinstance(result, Split | Produced) else park(result)
 

@@ -20,6 +20,7 @@ To add one (say Ray): subclass `PrefectThreads` and pass `prefect_map` a `call` 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -146,12 +147,15 @@ class PrefectDask(PrefectThreads):
     code and access to the run's folders (an object store, or a filesystem every worker mounts), but no Prefect
     API (a worker that reached none would start a temporary Prefect server of its own). A stage's parameters
     travel with each task, but a big one (a global stage's decision) goes to each worker once per stage (ship).
-    A worker lost mid-run costs its running tasks: the scheduler gives them to another worker."""
+    A worker lost mid-run costs its running tasks: the scheduler gives them to another worker. A task goes, where
+    it can, to the worker that wrote its input and keeps a copy of it (Part.kept_by, storage.keep): on an object
+    store it then reads its input from that worker's disk, not from the store."""
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address
         self.client: Any = None
         self.checked: set[str] = set()
+        self.workers: dict[str, str] = {}  # a worker process's storage.HERE -> its address
 
     def map(self, fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, inline: bool = False,
             **kwargs: Any) -> list[tuple[Any, bool]]:
@@ -162,17 +166,34 @@ class PrefectDask(PrefectThreads):
         asked = kwargs.pop("asked", False)  # see call_cached: per attempt, so not one of the shipped parameters
         shipped = ship(client, kwargs)
         params = kwargs | shipped
+        near = self._near(jobs)
 
         def on_dask(fn: Callable, job: Job, cache: ShardCache | None, asked: bool = False) -> tuple[Any, bool]:
+            place = {"workers": [near[job.key, job.name]], "allow_other_workers": True} \
+                if (job.key, job.name) in near else {}
             future = client.submit(call_cached, fn, job, cache, key=f"{label}[{job.name}]-{uuid.uuid4().hex[:8]}",
-                                   pure=False, asked=asked, **params)
+                                   pure=False, asked=asked, **place, **params)
             return future.result()
 
+        order = interleaved([near.get((job.key, job.name)) for job in jobs])
         try:
-            return prefect_map(fn, jobs, label, cache, call=on_dask, asked=asked)
+            done = prefect_map(fn, [jobs[i] for i in order], label, cache, call=on_dask, asked=asked)
         finally:
             if shipped:
                 client.cancel(list(shipped.values()))
+        return [result for _, result in sorted(zip(order, done), key=lambda pair: pair[0])]
+
+    def _near(self, jobs: list[Job]) -> dict[tuple[str, str], str]:
+        """The worker each job's input is kept by ((key, name) of a job -> the worker's address), if any: workers
+        are asked who they are when a job names a process not yet known (a new worker, the run's second map)."""
+        keepers = {(job.key, job.name): keeper for job in jobs if (keeper := getattr(job.part, "kept_by", None))}
+        if not set(keepers.values()) <= set(self.workers):
+            try:  # (placing a job is a saving only: a worker that fails to answer has its jobs go anywhere)
+                answers = self.client.run(storage_here, on_error="ignore")
+            except OSError:  # one that went away as it was asked
+                answers = {}
+            self.workers = {here: address for address, here in answers.items()}
+        return {job: self.workers[keeper] for job, keeper in keepers.items() if keeper in self.workers}
 
     def task_runner(self) -> Any:
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -240,6 +261,20 @@ class PrefectDask(PrefectThreads):
             raise SluiceError(f"the Dask workers {', '.join(blind)} cannot see the shard cache {folder}: put "
                               "release.dir on an object store (s3://...) or on a filesystem every worker mounts")
         self.checked.add(str(cache.folder))
+
+
+def interleaved(places: list[str | None]) -> list[int]:
+    """Indexes of `places` taken from each place in turn (a, a, b, b -> a, b, a, b): jobs sent to the workers
+    that keep their inputs, in that order, keep every worker busy while a few at a time are waited for."""
+    groups: dict[str | None, list[int]] = {}
+    for i, place in enumerate(places):
+        groups.setdefault(place, []).append(i)
+    return [i for turn in itertools.zip_longest(*groups.values()) for i in turn if i is not None]
+
+
+def storage_here() -> str:
+    """storage.HERE of the process it runs in (sent to the workers: which copies each keeps)."""
+    return storage.HERE
 
 
 def import_task_code() -> None:

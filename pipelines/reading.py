@@ -29,7 +29,7 @@ from operators.errors import InputError
 from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
 from pipelines.cache import DAMAGED, ShardCache, _write, derive
-from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, map_local
+from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, map_local, stored
 from pipelines.readers import (REJECT_SCHEMA, RowError, Shard, Source, Span, WHOLE, _advice, check_read_loss, gzipped,
                                input_sha256, parquet_rows, read_shards)
 
@@ -196,7 +196,8 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     failpoints.hit("read.shard")
-    return [replace(shard, id_column=ids) for shard, ids in zip(_entry(index.to_dicts(), files[1:], key), given)], False
+    return [replace(shard, id_column=ids) for shard, ids in zip(_entry(index.to_dicts(), files[1:], key, fresh=True),
+                                                                 given)], False
 
 
 def _own_hash(task: ReadTask) -> tuple[str | None, int | None]:
@@ -246,11 +247,17 @@ def _cached(files: list[storage.Location], key: str, cache: ShardCache) -> list[
     return None
 
 
-def _entry(books: list[dict], files: list[storage.Location], key: str) -> list[ShardRead]:
+def _entry(books: list[dict], files: list[storage.Location], key: str, fresh: bool = False) -> list[ShardRead]:
     """The shards of a read task's cache entry: each shard's books (rows read, errors, the rows of its
-    frames: rows, rejects, ids) and its files, one per frame but none for no rejects."""
+    frames: rows, rejects, ids) and its files, one per frame but none for no rejects. `fresh`: this process
+    has just written the files (and may keep copies of them: storage.keep)."""
     left = iter(files)
-    parts = [[Part(0, pl.DataFrame(schema=REJECT_SCHEMA)) if j == REJECTS and not n else Part(n, path=next(left))
+
+    def part(rows: int) -> Part:
+        path = next(left)
+        return Part(rows, path=path, kept_by=storage.kept(path) if fresh else None)
+
+    parts = [[Part(0, pl.DataFrame(schema=REJECT_SCHEMA)) if j == REJECTS and not n else part(n)
               for j, n in enumerate(b["frames"])] for b in books]
     return [_shard_read(key, i, b["rows_read"], json.loads(b["errors"]), shard_parts, b.get("input_sha256"),
                         b.get("input_bytes")) for i, (b, shard_parts) in enumerate(zip(books, parts))]
@@ -323,7 +330,7 @@ def _fixed(shard: ShardRead, fixes: list[tuple[int, str | None, str, str]], cach
 
 
 def _part(frame: pl.DataFrame, cache: ShardCache | None) -> Part:
-    return Part(len(frame), path=cache.spill(frame)) if cache is not None else Part(len(frame), frame)
+    return stored(frame, cache.spill(frame)) if cache is not None else Part(len(frame), frame)
 
 
 def _ids(shards: list[ShardRead], remote: bool) -> list[pl.DataFrame]:

@@ -243,6 +243,14 @@ class FileTask:
     def rows(self) -> int:
         return sum(n for _, _, n in self.pieces)
 
+    @property
+    def kept_by(self) -> str | None:
+        """The process that keeps copies of most of the file's rows (Part.kept_by): where it is best written."""
+        rows: dict[str | None, int] = {}
+        for part, _, n in self.pieces:
+            rows[part.kept_by] = rows.get(part.kept_by, 0) + n
+        return max(rows, key=rows.__getitem__)
+
     def load(self) -> FileTask:  # map_fn hands `job.part.load()` to the task
         return self
 

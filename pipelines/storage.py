@@ -31,6 +31,7 @@ import re
 import shutil
 import tempfile
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -449,10 +450,7 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
         if expected is not None:
             _unchanged(loc, expected, object_version(loc))
         return Path(loc)
-    with _fetching_guard:  # threads of one process (a fetch ahead beside a task) share one folder
-        if not _fetched:
-            _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
-            atexit.register(shutil.rmtree, _fetched[0], True)
+    _process_folder()
     if expected is not None and (copy := _copy_of(loc, expected)).is_file():
         return copy  # the planned version's bytes, checked when downloaded: no look-up
     now = object_version(loc)
@@ -475,6 +473,15 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
     return copy
 
 
+def _process_folder() -> Path:
+    """This process's temporary folder (local copies, kept copies), removed when the process exits."""
+    with _fetching_guard:  # threads of one process (a fetch ahead beside a task) share one folder
+        if not _fetched:
+            _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
+            atexit.register(shutil.rmtree, _fetched[0], True)
+    return Path(_fetched[0])
+
+
 def _copy_of(loc: Location, version: str) -> Path:
     return Path(_fetched[0]) / hashlib.sha256(repr([str(loc), version]).encode()).hexdigest()[:16] / name(loc)
 
@@ -485,13 +492,77 @@ def _unchanged(loc: Location, planned: str | None, now: str | None) -> None:
                            f"when the read was planned, {now} now); run again once it no longer changes")
 
 
+# --- copies of what this process wrote -------------------------------------------------------------------
+
+HERE = uuid.uuid4().hex  # this process, as a Part names the one that keeps a copy of its file (Part.kept_by)
+KEEP_BYTES = 1 << 30  # a process's kept copies, on its temporary disk
+_kept: dict[str, tuple[str, Path, int]] = {}  # URL -> (run, copy, bytes), oldest first
+_kept_guard = threading.Lock()
+
+
+def keep(loc: str, data: bytes | Path, run: str) -> None:
+    """Keep a local copy of `data` (bytes, or a local file, moved), which this process has just written to the
+    URL `loc`, for its own reads of it in run `run` (`kept_by` of read_parquet, scan_parquet): a task that
+    runs where the one that wrote its input did reads it from disk, not from the store. Up to KEEP_BYTES: the
+    copies of other runs make room, oldest first, and then a new copy that does not fit is not kept (the
+    older ones are read first: a stage reads its shards in the order the stage before wrote them)."""
+    size = len(data) if isinstance(data, bytes) else data.stat().st_size
+    with _kept_guard:
+        _forget(loc)
+        for url in [url for url, (other, _, _) in _kept.items() if other != run]:
+            if _kept_bytes() + size <= KEEP_BYTES:
+                break
+            _forget(url)
+        if _kept_bytes() + size > KEEP_BYTES:
+            return
+        copy = _process_folder() / "kept" / f"{uuid.uuid4().hex}.parquet"
+        try:
+            copy.parent.mkdir(exist_ok=True)
+            if isinstance(data, bytes):
+                copy.write_bytes(data)
+            else:
+                shutil.move(data, copy)
+        except OSError:  # a full disk: a copy only saves a request
+            copy.unlink(missing_ok=True)
+            return
+        _kept[loc] = (run, copy, size)
+
+
+def _forget(loc: str) -> None:
+    if (old := _kept.pop(loc, None)) is not None:
+        old[1].unlink(missing_ok=True)
+
+
+def _kept_bytes() -> int:
+    return sum(size for _, _, size in _kept.values())
+
+
+def kept(loc: Location) -> str | None:
+    """HERE when this process keeps a copy of `loc` (a Part of a file it has just written names it)."""
+    return HERE if isinstance(loc, str) and loc in _kept else None
+
+
+def _kept_copy(loc: Location, kept_by: str | None) -> Path | None:
+    """This process's copy of `loc`, when `kept_by` names this process and it still keeps one."""
+    if kept_by != HERE or not isinstance(loc, str):
+        return None
+    found = _kept.get(loc)
+    return found[1] if found is not None else None
+
+
 # --- Parquet at a location ---------------------------------------------------------------------------
 
 
-def read_parquet(loc: Location, columns: list[str] | None = None) -> "pl.DataFrame":
-    """A Parquet file as a table (of a URL: one GET of the whole object)."""
+def read_parquet(loc: Location, columns: list[str] | None = None, kept_by: str | None = None) -> "pl.DataFrame":
+    """A Parquet file as a table (of a URL: one GET of the whole object, or this process's copy when `kept_by`
+    names it: see keep)."""
     import polars as pl
 
+    if (copy := _kept_copy(loc, kept_by)) is not None:
+        try:
+            return pl.read_parquet(copy, columns=columns)
+        except (OSError, pl.exceptions.PolarsError):  # made room for another run's copies since: from the store
+            pass
     if not is_remote(loc):
         return pl.read_parquet(loc, columns=columns)
     return pl.read_parquet(read_bytes(loc), columns=columns)
@@ -520,24 +591,27 @@ RANGES_PAY = 4 << 20  # bytes a scan must skip for ranged reads (2 more requests
 # (a request ~20-50 ms of latency, a MB ~10 ms at 100 MB/s): bench/cluster/s3_bytes.py
 
 
-def scan_parquet(loc: Location) -> "pl.LazyFrame":
+def scan_parquet(loc: Location, kept_by: str | None = None) -> "pl.LazyFrame":
     """A lazy scan; of a URL, read when collected: the columns the query wants by ranged reads when that
     skips more than RANGES_PAY bytes (a shard's ids or scores), else the whole object in one GET. The
     footer, read once per scan, gives the schema and each column's bytes; of an object smaller than
-    FOOTER_GUESS (rejects, side tables), that read was the whole object, and the rows are read from it."""
+    FOOTER_GUESS (rejects, side tables), that read was the whole object, and the rows are read from it.
+    This process's copy, when `kept_by` names it (see keep), is read as the file it is."""
     import polars as pl
 
     if not is_remote(loc):
         return pl.scan_parquet(loc)
     from polars.io.plugins import register_io_source
 
-    footer = functools.cache(lambda: _parquet_footer(loc))
+    footer = functools.cache(lambda: _footer_of(loc, kept_by))
     ranges = loc.startswith("s3://")  # Polars' client is set up (endpoint, tests under faults) for S3 only
 
     def source(columns: list[str] | None, predicate: Any, n_rows: int | None, _batch: int | None) -> Iterator[pl.DataFrame]:
         _, sizes, whole = footer()
         skipped = sum(sizes.values()) - sum(sizes.get(c, 0) for c in columns or sizes)
-        if whole is not None:  # the footer's read got the whole object (a small file): no second GET
+        if _kept_copy(loc, kept_by) is not None:
+            frame = read_parquet(loc, columns, kept_by)
+        elif whole is not None:  # the footer's read got the whole object (a small file): no second GET
             frame = pl.read_parquet(io.BytesIO(whole), columns=columns)
         elif ranges and columns is not None and skipped > RANGES_PAY:
             frame = _read_ranges(loc, columns)
@@ -547,6 +621,16 @@ def scan_parquet(loc: Location) -> "pl.LazyFrame":
         yield frame if n_rows is None else frame.head(n_rows)
 
     return register_io_source(source, schema=lambda: footer()[0])
+
+
+def _footer_of(loc: str, kept_by: str | None) -> tuple["pl.Schema", dict[str, int], bytes | None]:
+    """_parquet_footer of this process's copy of `loc` when `kept_by` names it (see keep), else of `loc`."""
+    if (copy := _kept_copy(loc, kept_by)) is not None:
+        try:
+            return _parquet_footer(copy)
+        except (OSError, NotParquet):  # made room for another run's copies since: from the store
+            pass
+    return _parquet_footer(loc)
 
 
 def _parquet_footer(loc: Location) -> tuple["pl.Schema", dict[str, int], bytes | None]:

@@ -309,3 +309,31 @@ def test_stage_parameters_shipped_to_the_workers_give_the_local_release(prefect_
     with Cluster(workers=2) as cluster:
         shipped, _ = run_pipeline(pipeline, root=tmp_path / "cluster", runner="dask", dask_address=cluster.address)
     assert _shards(shipped) == _shards(local) and _books(shipped) == _books(local)
+
+
+def test_jobs_go_to_the_workers_that_keep_their_inputs_taking_each_worker_in_turn():
+    from pipelines.executors import interleaved
+
+    assert interleaved(["a", "a", "a", "b", None, "b"]) == [0, 3, 4, 1, 5, 2]
+    assert interleaved([None, None]) == [0, 1] and interleaved([]) == []
+
+
+def test_a_stage_s_task_runs_where_its_input_was_written_and_reads_it_from_there(prefect_api, s3, write_config,
+                                                                                  tmp_path):
+    """Each shard task goes to the worker that wrote its input and keeps a copy of it (Part.kept_by): the run
+    reads the cache's files from the bucket far fewer times than it writes them (every file but the decision
+    was read at least once before), and gives the release of a run in one process."""
+    stages = STAGES[:3]  # (minhash_dedup's decide tasks each read every shard's index: see bench/README)
+    local, _ = run_pipeline(config.load(write_config([{"path": str(MMLU), "fields": {"text": "question"}}], stages,
+                                                     shard_rows=3200)), root=tmp_path / "local", use_prefect=False)
+    storage.upload(MMLU, s3.url("inputs", MMLU.name))
+    on_s3 = config.load(write_config([{"path": s3.url("inputs", MMLU.name), "fields": {"text": "question"}}], stages,
+                                     name="s3.yaml", shard_rows=3200, release={"dir": s3.url("releases")}))
+    with s3.faults(every=10**9) as proxy, Cluster(workers=2, env=s3.env) as cluster:
+        remote, _ = run_pipeline(on_s3, runner="dask", dask_address=cluster.address)
+    sent = {"PUT": 0, "GET": 0}  # bytes of the cache's files written and read
+    for method, path, up, down in proxy.exchanges:
+        if "/.cache/" in path and path.split("?")[0].endswith(".parquet") and method in sent:
+            sent[method] += up + down
+    assert sent["GET"] < sent["PUT"] / 3, sent
+    assert _shards(remote) == _shards(local) and _books(remote) == _books(local)

@@ -392,3 +392,41 @@ def test_a_scan_of_a_small_object_reads_it_once(s3):
         assert proxy.requests == 1
         assert storage.scan_parquet(big_url).select("id").collect().equals(big.select("id"))
         assert proxy.requests == 3  # its footer, then its rows
+
+
+def test_a_process_reads_what_it_wrote_to_a_bucket_from_its_own_copy(s3, tmp_path, monkeypatch):
+    """A cache entry or spill a process writes to a bucket is kept on its disk (storage.keep) and named by the
+    Part it makes (kept_by): that process reads it with no request, any other reads the store. Copies are kept
+    up to KEEP_BYTES: another run's make room, a copy that does not fit is not kept, and one gone from under
+    a reader is read from the store."""
+    import polars as pl
+
+    from pipelines.cache import ShardCache
+    from pipelines.engine import Part, stored
+
+    monkeypatch.setattr(storage, "_kept", {})
+    monkeypatch.setattr(storage, "_fetched", [str(tmp_path)])  # a fresh process's folder
+    rows = pl.read_ndjson(DCLM, n_rows=400).select("text").with_row_index("id")
+    cache = ShardCache(s3.url("cache"))
+    part = stored(rows, cache.put("k", (rows,))[0])
+    spilled = stored(rows.head(5), cache.spill(rows.head(5)))
+    assert part.kept_by == spilled.kept_by == storage.HERE
+    with s3.faults(every=10**9) as proxy:
+        assert part.load().equals(rows) and spilled.load().equals(rows.head(5))
+        assert part.scan().select("id").collect().equals(rows.select("id"))
+        assert proxy.requests == 0
+        assert Part(len(rows), path=part.path).load().equals(rows)  # not named as kept: read from the store
+        assert proxy.requests == 1
+
+    size = storage.size(part.path)
+    monkeypatch.setattr(storage, "KEEP_BYTES", size + size // 2)
+    later = ShardCache(s3.url("cache"))
+    later.started += 1  # another run
+    again = stored(rows, later.put("k2", (rows,))[0])
+    assert again.kept_by == storage.HERE and storage.kept(part.path) is None  # the first run's copies made room
+    assert stored(rows, later.put("k3", (rows,))[0]).kept_by is None  # no room left in this run's own
+    with s3.faults(every=10**9) as proxy:
+        assert part.load().equals(rows) and proxy.requests == 1  # its copy gone: from the store
+        storage._kept[again.path][1].unlink()  # gone from under the reader
+        assert again.scan().collect().equals(rows) and again.load().equals(rows)
+        assert proxy.requests >= 3
