@@ -33,7 +33,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -523,7 +523,8 @@ def keep(loc: str, data: bytes | Path, run: str) -> None:
             else:
                 shutil.move(data, copy)
         except OSError:  # a full disk: a copy only saves a request
-            copy.unlink(missing_ok=True)
+            with suppress(OSError):
+                copy.unlink(missing_ok=True)
             return
         _kept[loc] = (run, copy, size)
 

@@ -323,7 +323,7 @@ def test_a_stage_s_task_runs_where_its_input_was_written_and_reads_it_from_there
     """Each shard task goes to the worker that wrote its input and keeps a copy of it (Part.kept_by): the run
     reads far fewer bytes of the cache's files from the bucket than it writes (every file but the decision was
     read at least once before), and gives the release of a run in one process."""
-    stages = STAGES[:3]  # (minhash_dedup's decide tasks each read every shard's index: see bench/README)
+    stages = STAGES[:3]  # (minhash_dedup's decide tasks each read their bands' columns of every shard's index)
     local, _ = run_pipeline(config.load(write_config([{"path": str(MMLU), "fields": {"text": "question"}}], stages,
                                                      shard_rows=3200)), root=tmp_path / "local", use_prefect=False)
     storage.upload(MMLU, s3.url("inputs", MMLU.name))

@@ -430,3 +430,18 @@ def test_a_process_reads_what_it_wrote_to_a_bucket_from_its_own_copy(s3, tmp_pat
         storage._kept[again.path][1].unlink()  # gone from under the reader
         assert again.scan().collect().equals(rows) and again.load().equals(rows)
         assert proxy.requests >= 3
+
+
+def test_a_copy_that_cannot_be_kept_costs_nothing_but_the_saving(s3, tmp_path, monkeypatch):
+    """A full (here: unusable) temporary disk: the entry is written and read from the store as before."""
+    import polars as pl
+
+    from pipelines.cache import ShardCache
+    from pipelines.engine import stored
+
+    monkeypatch.setattr(storage, "_kept", {})
+    (tmp_path / "kept").write_text("a file where the folder of copies would go")
+    monkeypatch.setattr(storage, "_fetched", [str(tmp_path)])
+    rows = pl.DataFrame({"id": ["a", "b"], "text": ["one", "two"]})
+    part = stored(rows, ShardCache(s3.url("cache")).put("k", (rows,))[0])
+    assert part.kept_by is None and storage._kept == {} and part.load().equals(rows)
