@@ -47,15 +47,15 @@ class Part:
     kept_by: str | None = None  # the process that wrote the file and keeps a copy of it (storage.keep), if any
 
     def load(self) -> pl.DataFrame:
-        return self.frame if self.frame is not None else \
-            self._kept(storage.read_parquet(self.path, kept_by=self.kept_by))
+        rows = self.frame if self.frame is not None else storage.read_parquet(self.path, kept_by=self.kept_by)
+        return self._kept(rows)
 
     def scan(self) -> pl.LazyFrame:
-        return self.frame.lazy() if self.frame is not None else \
-            self._kept(storage.scan_parquet(self.path, self.kept_by))
+        rows = self.frame.lazy() if self.frame is not None else storage.scan_parquet(self.path, self.kept_by)
+        return self._kept(rows)
 
     def _kept(self, rows: FrameT) -> FrameT:
-        """The file's rows less the `dropped` ones."""
+        """The rows less the `dropped` ones."""
         return rows if self.dropped is None else rows.filter(~pl.col("id").is_in(self.dropped.implode()))
 
     @property

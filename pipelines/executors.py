@@ -156,6 +156,7 @@ class PrefectDask(PrefectThreads):
         self.client: Any = None
         self.checked: set[str] = set()
         self.workers: dict[str, str] = {}  # a worker process's storage.HERE -> its address
+        self.unknown: set[str] = set()  # keepers no worker answered for
 
     def map(self, fn: Callable, jobs: list[Job], label: str, cache: ShardCache | None = None, inline: bool = False,
             **kwargs: Any) -> list[tuple[Any, bool]]:
@@ -164,9 +165,9 @@ class PrefectDask(PrefectThreads):
         self._check_folder(cache if cache is not None else kwargs.get("store"))  # read tasks cache themselves
         client = self.client
         asked = kwargs.pop("asked", False)  # see call_cached: per attempt, so not one of the shipped parameters
+        near = self._near(jobs)
         shipped = ship(client, kwargs)
         params = kwargs | shipped
-        near = self._near(jobs)
 
         def on_dask(fn: Callable, job: Job, cache: ShardCache | None, asked: bool = False) -> tuple[Any, bool]:
             place = {"workers": [near[job.key, job.name]], "allow_other_workers": True} \
@@ -187,12 +188,13 @@ class PrefectDask(PrefectThreads):
         """The worker each job's input is kept by ((key, name) of a job -> the worker's address), if any: workers
         are asked who they are when a job names a process not yet known (a new worker, the run's second map)."""
         keepers = {(job.key, job.name): keeper for job in jobs if (keeper := getattr(job.part, "kept_by", None))}
-        if not set(keepers.values()) <= set(self.workers):
+        if not set(keepers.values()) <= set(self.workers) | self.unknown:
             try:  # (placing a job is a saving only: a worker that fails to answer has its jobs go anywhere)
                 answers = self.client.run(storage_here, on_error="ignore")
             except OSError:  # one that went away as it was asked
                 answers = {}
             self.workers = {here: address for address, here in answers.items()}
+            self.unknown |= set(keepers.values()) - set(self.workers)  # the driver, a worker gone: not asked again
         return {job: self.workers[keeper] for job, keeper in keepers.items() if keeper in self.workers}
 
     def task_runner(self) -> Any:

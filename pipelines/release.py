@@ -246,10 +246,11 @@ class FileTask:
     @property
     def kept_by(self) -> str | None:
         """The process that keeps copies of most of the file's rows (Part.kept_by): where it is best written."""
-        rows: dict[str | None, int] = {}
+        rows: dict[str, int] = {}
         for part, _, n in self.pieces:
-            rows[part.kept_by] = rows.get(part.kept_by, 0) + n
-        return max(rows, key=rows.__getitem__)
+            if part.kept_by is not None:
+                rows[part.kept_by] = rows.get(part.kept_by, 0) + n
+        return max(rows, key=rows.__getitem__, default=None)
 
     def load(self) -> FileTask:  # map_fn hands `job.part.load()` to the task
         return self

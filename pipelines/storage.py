@@ -34,6 +34,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -496,46 +497,77 @@ def _unchanged(loc: Location, planned: str | None, now: str | None) -> None:
 
 HERE = uuid.uuid4().hex  # this process, as a Part names the one that keeps a copy of its file (Part.kept_by)
 KEEP_BYTES = 1 << 30  # a process's kept copies, on its temporary disk
-_kept: dict[str, tuple[str, Path, int]] = {}  # URL -> (run, copy, bytes), oldest first
+KEEP_FREE = 1 << 30  # bytes a copy must leave free on that disk (other processes' copies, scratch files)
+
+
+@dataclass
+class _Copy:
+    run: str
+    path: Path
+    size: int
+    read: bool = False  # read by a task since: the first to make room for a newer copy
+
+
+_kept: dict[str, _Copy] = {}  # URL -> this process's copy of what it wrote there, oldest first
 _kept_guard = threading.Lock()
+
+
+def _new_process() -> None:  # a forked child is another process: it keeps its own copies
+    global HERE
+    HERE = uuid.uuid4().hex
+    _kept.clear()
+
+
+os.register_at_fork(after_in_child=_new_process)
 
 
 def keep(loc: str, data: bytes | Path, run: str) -> None:
     """Keep a local copy of `data` (bytes, or a local file, moved), which this process has just written to the
     URL `loc`, for its own reads of it in run `run` (`kept_by` of read_parquet, scan_parquet): a task that
-    runs where the one that wrote its input did reads it from disk, not from the store. Up to KEEP_BYTES: the
-    copies of other runs make room, oldest first, and then a new copy that does not fit is not kept (the
-    older ones are read first: a stage reads its shards in the order the stage before wrote them)."""
-    size = len(data) if isinstance(data, bytes) else data.stat().st_size
-    with _kept_guard:
-        _forget(loc)
-        for url in [url for url, (other, _, _) in _kept.items() if other != run]:
-            if _kept_bytes() + size <= KEEP_BYTES:
-                break
-            _forget(url)
-        if _kept_bytes() + size > KEEP_BYTES:
-            return
-        copy = _process_folder() / "kept" / f"{uuid.uuid4().hex}.parquet"
-        try:
-            copy.parent.mkdir(exist_ok=True)
-            if isinstance(data, bytes):
-                copy.write_bytes(data)
-            else:
-                shutil.move(data, copy)
-        except OSError:  # a full disk: a copy only saves a request
-            with suppress(OSError):
+    runs where the one that wrote its input did reads it from disk, not from the store. Up to KEEP_BYTES,
+    leaving KEEP_FREE on the disk: other runs' copies make room, then this run's copies that were read, oldest
+    first; a copy that still does not fit is not kept (the shards a stage has not read yet stay: it reads them
+    in the order the stage before wrote them). A copy is only a saving: a disk that cannot take it fails nothing."""
+    size, copy = len(data) if isinstance(data, bytes) else data.stat().st_size, None
+    try:
+        folder = _process_folder() / "kept"
+        with _kept_guard:
+            _forget(loc)
+            if not _make_room(size, run) or shutil.disk_usage(folder.parent).free < size + KEEP_FREE:
+                return
+        copy = folder / f"{uuid.uuid4().hex}.parquet"
+        folder.mkdir(exist_ok=True)
+        if isinstance(data, bytes):
+            copy.write_bytes(data)
+        else:
+            shutil.move(data, copy)
+    except OSError:  # a full or unusable disk
+        with suppress(OSError):
+            if copy is not None:
                 copy.unlink(missing_ok=True)
-            return
-        _kept[loc] = (run, copy, size)
+        return
+    with _kept_guard:
+        _kept[loc] = _Copy(run, copy, size)
+
+
+def _make_room(size: int, run: str) -> bool:
+    """Forget copies until `size` more bytes fit in KEEP_BYTES (see keep); False, forgetting none, if they cannot."""
+    used = sum(c.size for c in _kept.values())
+    spare = [url for url, c in _kept.items() if c.run != run] + [url for url, c in _kept.items() if c.run == run and c.read]
+    if used - sum(_kept[url].size for url in spare) + size > KEEP_BYTES:
+        return False
+    for url in spare:
+        if used + size <= KEEP_BYTES:
+            break
+        used -= _kept[url].size
+        _forget(url)
+    return True
 
 
 def _forget(loc: str) -> None:
     if (old := _kept.pop(loc, None)) is not None:
-        old[1].unlink(missing_ok=True)
-
-
-def _kept_bytes() -> int:
-    return sum(size for _, _, size in _kept.values())
+        with suppress(OSError):
+            old.path.unlink(missing_ok=True)
 
 
 def kept(loc: Location) -> str | None:
@@ -545,10 +577,10 @@ def kept(loc: Location) -> str | None:
 
 def _kept_copy(loc: Location, kept_by: str | None) -> Path | None:
     """This process's copy of `loc`, when `kept_by` names this process and it still keeps one."""
-    if kept_by != HERE or not isinstance(loc, str):
+    if kept_by != HERE or not isinstance(loc, str) or (found := _kept.get(loc)) is None:
         return None
-    found = _kept.get(loc)
-    return found[1] if found is not None else None
+    found.read = True
+    return found.path
 
 
 # --- Parquet at a location ---------------------------------------------------------------------------

@@ -555,3 +555,13 @@ def test_a_scan_read_at_once_starts_reads_only_for_the_rows_its_query_wants(s3):
         assert rows.equals(plain.head(limit)) and asked == one_part * parts_read, (limit, asked)  # were 8 parts'
     rows, asked = requests(lambda scan: scan)
     assert rows.equals(plain) and asked == one_part * 20
+
+
+def test_a_part_less_some_ids_leaves_them_out_of_its_rows_in_memory_as_in_a_file(tmp_path):
+    from pipelines.engine import Part, less
+
+    rows = pl.DataFrame({"id": ["a", "b", "c"], "text": ["one", "two", "three"]})
+    rows.write_parquet(tmp_path / "rows.parquet")
+    for part in (Part(3, rows), Part(3, path=tmp_path / "rows.parquet")):
+        fewer = less(part, pl.Series(["b"]))
+        assert fewer.rows == 2 and fewer.load()["id"].to_list() == fewer.scan().collect()["id"].to_list() == ["a", "c"]

@@ -397,8 +397,9 @@ def test_a_scan_of_a_small_object_reads_it_once(s3):
 def test_a_process_reads_what_it_wrote_to_a_bucket_from_its_own_copy(s3, tmp_path, monkeypatch):
     """A cache entry or spill a process writes to a bucket is kept on its disk (storage.keep) and named by the
     Part it makes (kept_by): that process reads it with no request, any other reads the store. Copies are kept
-    up to KEEP_BYTES: another run's make room, a copy that does not fit is not kept, and one gone from under
-    a reader is read from the store."""
+    up to KEEP_BYTES: another run's make room, then this run's that were read; a copy that does not fit, or
+    would leave less than KEEP_FREE on the disk, is not kept, and one gone from under a reader is read from
+    the store."""
     import polars as pl
 
     from pipelines.cache import ShardCache
@@ -427,9 +428,13 @@ def test_a_process_reads_what_it_wrote_to_a_bucket_from_its_own_copy(s3, tmp_pat
     assert stored(rows, later.put("k3", (rows,))[0]).kept_by is None  # no room left in this run's own
     with s3.faults(every=10**9) as proxy:
         assert part.load().equals(rows) and proxy.requests == 1  # its copy gone: from the store
-        storage._kept[again.path][1].unlink()  # gone from under the reader
+        storage._kept[again.path].path.unlink()  # gone from under the reader
         assert again.scan().collect().equals(rows) and again.load().equals(rows)
         assert proxy.requests >= 3
+    assert stored(rows, later.put("k4", (rows,))[0]).kept_by == storage.HERE  # a copy read since makes room
+    assert storage.kept(again.path) is None
+    monkeypatch.setattr(storage, "KEEP_FREE", 1 << 60)  # a disk without room for it
+    assert stored(rows, later.put("k5", (rows,))[0]).kept_by is None
 
 
 def test_a_copy_that_cannot_be_kept_costs_nothing_but_the_saving(s3, tmp_path, monkeypatch):
