@@ -553,7 +553,8 @@ def keep(loc: str, data: bytes | Path, run: str) -> None:
 def _make_room(size: int, run: str) -> bool:
     """Forget copies until `size` more bytes fit in KEEP_BYTES (see keep); False, forgetting none, if they cannot."""
     used = sum(c.size for c in _kept.values())
-    spare = [url for url, c in _kept.items() if c.run != run] + [url for url, c in _kept.items() if c.run == run and c.read]
+    spare = [url for url, c in _kept.items() if c.run != run] + \
+        [url for url, c in _kept.items() if c.run == run and c.read]
     if used - sum(_kept[url].size for url in spare) + size > KEEP_BYTES:
         return False
     for url in spare:
@@ -594,7 +595,7 @@ def read_parquet(loc: Location, columns: list[str] | None = None, kept_by: str |
     if (copy := _kept_copy(loc, kept_by)) is not None:
         try:
             return pl.read_parquet(copy, columns=columns)
-        except (OSError, pl.exceptions.PolarsError):  # made room for another run's copies since: from the store
+        except (OSError, pl.exceptions.PolarsError):  # forgotten since (room for newer copies): from the store
             pass
     if not is_remote(loc):
         return pl.read_parquet(loc, columns=columns)
@@ -661,7 +662,7 @@ def _footer_of(loc: str, kept_by: str | None) -> tuple["pl.Schema", dict[str, in
     if (copy := _kept_copy(loc, kept_by)) is not None:
         try:
             return _parquet_footer(copy)
-        except (OSError, NotParquet):  # made room for another run's copies since: from the store
+        except (OSError, NotParquet):  # forgotten since (room for newer copies): from the store
             pass
     return _parquet_footer(loc)
 
