@@ -161,8 +161,8 @@ class ShardCache:
         for start in range(0, len(uploads), UPLOADS_AT_ONCE):  # a task's spilled shards wait on disk, not in memory
             batch = {path: _bytes(what) for path, what in uploads[start:start + UPLOADS_AT_ONCE]}
             storage.write_many(batch)
-            for path, what in uploads[start:start + UPLOADS_AT_ONCE]:
-                storage.keep(path, what if isinstance(what, Path) else batch[path], self.run)
+            for path, data in batch.items():
+                storage.keep(path, data, self.run)
         try:
             storage.write_bytes(storage.join(entry, DONE), str(len(files)).encode(), exclusive=True)
         except FileExistsError:  # another worker finished the same shard first: same key, same content

@@ -521,14 +521,14 @@ def _new_process() -> None:  # a forked child is another process: it keeps its o
 os.register_at_fork(after_in_child=_new_process)
 
 
-def keep(loc: str, data: bytes | Path, run: str) -> None:
-    """Keep a local copy of `data` (bytes, or a local file, moved), which this process has just written to the
-    URL `loc`, for its own reads of it in run `run` (`kept_by` of read_parquet, scan_parquet): a task that
-    runs where the one that wrote its input did reads it from disk, not from the store. Up to KEEP_BYTES,
+def keep(loc: str, data: bytes, run: str) -> None:
+    """Keep a local copy of `data`, which this process has just written to the URL `loc`, for its own reads of
+    it in run `run` (`kept_by` of read_parquet, scan_parquet): a task that runs where the one that wrote its
+    input did reads it from disk, not from the store. Up to KEEP_BYTES,
     leaving KEEP_FREE on the disk: other runs' copies make room, then this run's copies that were read, oldest
     first; a copy that still does not fit is not kept (the shards a stage has not read yet stay: it reads them
     in the order the stage before wrote them). A copy is only a saving: a disk that cannot take it fails nothing."""
-    size, copy = len(data) if isinstance(data, bytes) else data.stat().st_size, None
+    size, copy = len(data), None
     try:
         folder = _process_folder() / "kept"
         with _kept_guard:
@@ -537,10 +537,7 @@ def keep(loc: str, data: bytes | Path, run: str) -> None:
                 return
         copy = folder / f"{uuid.uuid4().hex}.parquet"
         folder.mkdir(exist_ok=True)
-        if isinstance(data, bytes):
-            copy.write_bytes(data)
-        else:
-            shutil.move(data, copy)
+        copy.write_bytes(data)
     except OSError:  # a full or unusable disk
         with suppress(OSError):
             if copy is not None:
