@@ -24,6 +24,8 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -41,7 +43,6 @@ DONE = "_done"  # an entry's commit marker in a cache on an object store
 
 
 PARQUET = {"compression": "lz4", "statistics": False}  # how cached frames are written: cheap to write and read
-UPLOADS_AT_ONCE = 8  # an entry's files uploaded side by side (a read task of a whole gzip file may have hundreds)
 
 
 def _write(frame: pl.DataFrame, path: Location) -> None:
@@ -54,8 +55,8 @@ def _write(frame: pl.DataFrame, path: Location) -> None:
                           "that disk or point release.dir elsewhere") from None
 
 
-def _bytes(what: pl.DataFrame | Path) -> bytes:
-    return what.read_bytes() if isinstance(what, Path) else storage.parquet_bytes(what, **PARQUET)
+def _bytes(frame: pl.DataFrame) -> bytes:
+    return storage.parquet_bytes(frame, **PARQUET)
 
 
 def _files(entry: str, done: bytes) -> list[Location]:
@@ -116,59 +117,20 @@ class ShardCache:
         return [None if (count := found.get(storage.join(entry, DONE))) is None else _files(entry, count)
                 for entry in entries]
 
-    def put(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Location] = ()) -> list[Location]:
-        """Store `frames` under `key`, then the Parquet files `links` (hard links to files already in the
-        cache folder, e.g. spilled read shards: nothing is written twice); return the entry's files. On an
-        object store this process keeps a copy of each file it uploads, for the tasks it runs next (storage.keep)."""
-        if self.remote:
-            return self._put_remote(key, frames, links)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-        try:
-            for i, frame in enumerate(frames):
-                _write(frame, tmp / f"{i}.parquet")
-            for i, path in enumerate(links, len(frames)):
-                try:
-                    os.link(path, tmp / f"{i}.parquet")
-                except OSError:  # another filesystem: a copy
-                    shutil.copyfile(path, tmp / f"{i}.parquet")
-            (tmp / DONE).write_text(str(len(frames) + len(links)))  # its number of files (see files)
-        except (SluiceError, OSError):
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        try:
-            os.rename(tmp, self.folder / key)
-        except OSError:  # another worker finished the same shard first: same key, same content
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not (self.folder / key).is_dir():  # no: the rename itself failed
-                raise
-            os.utime(self.folder / key)  # used by this run (see prune)
-        failpoints.hit("cache.put")
-        return [self.folder / key / f"{i}.parquet" for i in range(len(frames) + len(links))]
+    def put(self, key: str, frames: tuple[pl.DataFrame, ...]) -> list[Location]:
+        """Store `frames` under `key` and return the entry's files (see Entry)."""
+        with self.entry(key, len(frames)) as entry:
+            return entry.commit(frames)
 
-    def _put_remote(self, key: str, frames: tuple[pl.DataFrame, ...], links: list[Location]) -> list[Location]:
-        """The entry's files uploaded side by side (a wait for the biggest, not one round trip after another),
-        then, once all of them are there, its `_done` marker."""
-        entry = storage.join(self.folder, key)
-        files = [storage.join(entry, f"{i}.parquet") for i in range(len(frames) + len(links))]
-        uploads = [(path, frame) for frame, path in zip(frames, files)]
-        for source, path in zip(links, files[len(frames):]):
-            if storage.is_remote(source):  # a file of this store: copied on the server
-                storage.copy(source, path)
-            else:
-                uploads.append((path, Path(source)))
-        for start in range(0, len(uploads), UPLOADS_AT_ONCE):  # a task's spilled shards wait on disk, not in memory
-            batch = {path: _bytes(what) for path, what in uploads[start:start + UPLOADS_AT_ONCE]}
-            storage.write_many(batch)
-            for path, data in batch.items():
-                storage.keep(path, data, self.run)
+    @contextmanager
+    def entry(self, key: str, first: int) -> Iterator[Entry]:
+        """An entry written file by file (see Entry); what a failed writer wrote is nobody's: no marker names it."""
+        entry = Entry(self, key, first)
         try:
-            storage.write_bytes(storage.join(entry, DONE), str(len(files)).encode(), exclusive=True)
-        except FileExistsError:  # another worker finished the same shard first: same key, same content
-            pass
-        failpoints.hit("cache.put")
-        return files
+            yield entry
+        finally:
+            if entry.tmp is not None:
+                shutil.rmtree(entry.tmp, ignore_errors=True)
 
     def drop(self, key: str) -> None:
         """Remove entry `key` (a damaged one, so that it is made again: put does not replace an entry it finds)."""
@@ -220,3 +182,61 @@ class ShardCache:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed += 1
         return removed
+
+
+class Entry:
+    """A cache entry being written: `add` its files as they are made (a read task's shards, one after another:
+    none waits in memory or in a scratch folder), then `commit` its `first` frames (its books, known last),
+    which come first in its files. A local entry is a temporary folder renamed into place; on an object store
+    each file is uploaded as it comes (a call's files side by side) and the `_done` marker written last, and
+    this process keeps a copy of each file it uploads for the tasks it runs next (storage.keep)."""
+
+    def __init__(self, cache: ShardCache, key: str, first: int) -> None:
+        self.cache, self.key, self.first = cache, key, first
+        self.files: list[Location] = []  # the files added, after the `first`
+        self.tmp: Path | None = None
+        if cache.remote:
+            self.place = storage.join(cache.folder, key)
+        else:
+            cache.folder.mkdir(parents=True, exist_ok=True)
+            self.tmp = self.place = cache.folder / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
+            self.tmp.mkdir()
+
+    def add(self, *frames: pl.DataFrame) -> None:
+        numbers = range(self.first + len(self.files), self.first + len(self.files) + len(frames))
+        self._write({storage.join(self.place, f"{i}.parquet"): frame for i, frame in zip(numbers, frames)})
+        self.files += [storage.join(self.cache.folder, self.key, f"{i}.parquet") for i in numbers]
+
+    def commit(self, frames: tuple[pl.DataFrame, ...]) -> list[Location]:
+        """Write the `first` frames and the marker; the entry's files. Another worker that finished the same
+        shard first left the same content under the same key: its entry stays."""
+        assert len(frames) == self.first, "an entry's first frames are as many as it was opened for"
+        self._write({storage.join(self.place, f"{i}.parquet"): frame for i, frame in enumerate(frames)})
+        count = str(self.first + len(self.files))
+        if self.cache.remote:
+            try:
+                storage.write_bytes(storage.join(self.place, DONE), count.encode(), exclusive=True)
+            except FileExistsError:
+                pass
+        else:
+            (self.tmp / DONE).write_text(count)  # its number of files (see ShardCache.files)
+            final = self.cache.folder / self.key
+            try:
+                os.rename(self.tmp, final)
+                self.tmp = None
+            except OSError:
+                if not final.is_dir():  # no: the rename itself failed
+                    raise
+                os.utime(final)  # used by this run (see prune)
+        failpoints.hit("cache.put")
+        return [storage.join(self.cache.folder, self.key, f"{i}.parquet") for i in range(self.first)] + self.files
+
+    def _write(self, files: dict[Location, pl.DataFrame]) -> None:
+        if not self.cache.remote:
+            for path, frame in files.items():
+                _write(frame, path)
+            return
+        data = {path: _bytes(frame) for path, frame in files.items()}
+        storage.write_many(data)
+        for path, blob in data.items():
+            storage.keep(path, blob, self.cache.run)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
-import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -28,7 +25,7 @@ from operators.base import DETAIL, REASON
 from operators.errors import InputError
 from pipelines import failpoints, storage
 from pipelines.accounting import Ledger
-from pipelines.cache import DAMAGED, ShardCache, _write, derive
+from pipelines.cache import DAMAGED, ShardCache, derive
 from pipelines.engine import Job, MapFn, Outcome, Part, _reason_counts, map_local, stored
 from pipelines.readers import (REJECT_SCHEMA, RowError, Shard, Source, Span, WHOLE, _advice, check_read_loss, gzipped,
                                input_sha256, parquet_rows, read_shards)
@@ -162,9 +159,9 @@ def task_key(task: ReadTask, shard_rows: int) -> str:
 
 def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tuple[list[ShardRead], bool]:
     """The shards of one read task, and whether they came from the cache (`read_inputs` found no entry, but
-    a task run again after its worker died may: the dead worker's). With a cache, each shard goes to disk as
-    soon as it is read, and the task's shards are kept as one cache entry, with the rows of its files in its
-    books (so no file is read to count them)."""
+    a task run again after its worker died may: the dead worker's). With a cache, each shard's files are
+    written to it (or uploaded) as soon as the shard is read, and the task's shards are kept as one cache
+    entry, with the rows of its files in its books (so no file is read to count them)."""
     key = task_key(task, shard_rows)
     if store is not None and (files := store.files(key)) is not None:
         if (shards := _cached(files, key, store)) is not None:
@@ -175,26 +172,17 @@ def read_task(task: ReadTask, store: ShardCache | None, shard_rows: int) -> tupl
         failpoints.hit("read.shard")
         sha, size = _own_hash(task)
         return [replace(shard, input_sha256=sha, input_bytes=size) for shard in shards], False
-    # the shards wait next to the cache (hard-linked into the entry), or in a local folder for a remote cache
-    scratch = Path(tempfile.mkdtemp(prefix="sluice-read-")) if store.remote else \
-        store.folder / f".read-{uuid.uuid4().hex}"
-    scratch.mkdir(parents=True, exist_ok=True)
-    books, paths, given = [], [], []
-    try:
-        for i, shard in enumerate(read_shards(task.source, shard_rows, None, task.span, task.version)):
+    books, given = [], []
+    with store.entry(key, first=1) as entry:  # each shard's files written (or uploaded) as soon as it is read
+        for shard in read_shards(task.source, shard_rows, None, task.span, task.version):
             given.append(shard.ids.get_column("id"))
             books.append({"rows_read": shard.rows_read, "errors": json.dumps(dict(shard.errors)),
                           "frames": [len(frame) for frame in _frames(shard)]})
-            for j, frame in enumerate(_frames(shard)):
-                if len(frame) or j != REJECTS:
-                    paths.append(scratch / f"{i}-{j}.parquet")
-                    _write(frame, paths[-1])
+            entry.add(*(frame for j, frame in enumerate(_frames(shard)) if len(frame) or j != REJECTS))
         sha, size = _own_hash(task)
         index = pl.DataFrame(books, schema={"rows_read": pl.Int64, "errors": pl.String, "frames": pl.List(pl.Int64)})
         index = index.with_columns(input_sha256=pl.lit(sha, pl.String), input_bytes=pl.lit(size, pl.Int64))
-        files = store.put(key, (index,), links=paths)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        files = entry.commit((index,))
     failpoints.hit("read.shard")
     return [replace(shard, id_column=ids) for shard, ids in zip(_entry(index.to_dicts(), files[1:], key, fresh=True),
                                                                  given)], False

@@ -33,7 +33,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -475,7 +475,7 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
 
 
 def _process_folder() -> Path:
-    """This process's temporary folder (local copies, kept copies), removed when the process exits."""
+    """This process's temporary folder (local copies of inputs), removed when the process exits."""
     with _fetching_guard:  # threads of one process (a fetch ahead beside a task) share one folder
         if not _fetched:
             _fetched.append(tempfile.mkdtemp(prefix="sluice-fetch-"))
@@ -496,15 +496,14 @@ def _unchanged(loc: Location, planned: str | None, now: str | None) -> None:
 # --- copies of what this process wrote -------------------------------------------------------------------
 
 HERE = uuid.uuid4().hex  # this process, as a Part names the one that keeps a copy of its file (Part.kept_by)
-KEEP_BYTES = 1 << 30  # a process's kept copies, on its temporary disk
-KEEP_FREE = 1 << 30  # bytes a copy must leave free on that disk (other processes' copies, scratch files)
+KEEP_BYTES = min(1 << 30, os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 8)  # a process's kept
+# copies, in its memory: 1 GiB, or an eighth of the machine's memory if that is less
 
 
 @dataclass
 class _Copy:
     run: str
-    path: Path
-    size: int
+    data: bytes
     read: bool = False  # read by a task since: the first to make room for a newer copy
 
 
@@ -522,50 +521,30 @@ os.register_at_fork(after_in_child=_new_process)
 
 
 def keep(loc: str, data: bytes, run: str) -> None:
-    """Keep a local copy of `data`, which this process has just written to the URL `loc`, for its own reads of
-    it in run `run` (`kept_by` of read_parquet, scan_parquet): a task that runs where the one that wrote its
-    input did reads it from disk, not from the store. Up to KEEP_BYTES,
-    leaving KEEP_FREE on the disk: other runs' copies make room, then this run's copies that were read, oldest
-    first; a copy that still does not fit is not kept (the shards a stage has not read yet stay: it reads them
-    in the order the stage before wrote them). A copy is only a saving: a disk that cannot take it fails nothing."""
-    size, copy = len(data), None
-    try:
-        folder = _process_folder() / "kept"
-        with _kept_guard:
-            _forget(loc)
-            if not _make_room(size, run) or shutil.disk_usage(folder.parent).free < size + KEEP_FREE:
-                return
-        copy = folder / f"{uuid.uuid4().hex}.parquet"
-        folder.mkdir(exist_ok=True)
-        copy.write_bytes(data)
-    except OSError:  # a full or unusable disk
-        with suppress(OSError):
-            if copy is not None:
-                copy.unlink(missing_ok=True)
-        return
+    """Keep `data`, which this process has just written to the URL `loc`, in memory for its own reads of it in
+    run `run` (`kept_by` of read_parquet, scan_parquet): a task that runs where the one that wrote its input
+    did reads it from memory, not from the store (nor from a disk: on these machines writing a file costs
+    more than sending it to the store). Up to KEEP_BYTES: other runs' copies make room, then this run's
+    copies that were read, oldest first; a copy that still does not fit is not kept (the shards a stage has
+    not read yet stay: it reads them in the order the stage before wrote them)."""
     with _kept_guard:
-        _kept[loc] = _Copy(run, copy, size)
+        _kept.pop(loc, None)
+        if _make_room(len(data), run):
+            _kept[loc] = _Copy(run, data)
 
 
 def _make_room(size: int, run: str) -> bool:
     """Forget copies until `size` more bytes fit in KEEP_BYTES (see keep); False, forgetting none, if they cannot."""
-    used = sum(c.size for c in _kept.values())
+    used = sum(len(c.data) for c in _kept.values())
     spare = [url for url, c in _kept.items() if c.run != run] + \
         [url for url, c in _kept.items() if c.run == run and c.read]
-    if used - sum(_kept[url].size for url in spare) + size > KEEP_BYTES:
+    if used - sum(len(_kept[url].data) for url in spare) + size > KEEP_BYTES:
         return False
     for url in spare:
         if used + size <= KEEP_BYTES:
             break
-        used -= _kept[url].size
-        _forget(url)
+        used -= len(_kept.pop(url).data)
     return True
-
-
-def _forget(loc: str) -> None:
-    if (old := _kept.pop(loc, None)) is not None:
-        with suppress(OSError):
-            old.path.unlink(missing_ok=True)
 
 
 def kept(loc: Location) -> str | None:
@@ -573,12 +552,12 @@ def kept(loc: Location) -> str | None:
     return HERE if isinstance(loc, str) and loc in _kept else None
 
 
-def _kept_copy(loc: Location, kept_by: str | None) -> Path | None:
+def _kept_copy(loc: Location, kept_by: str | None) -> io.BytesIO | None:
     """This process's copy of `loc`, when `kept_by` names this process and it still keeps one."""
     if kept_by != HERE or not isinstance(loc, str) or (found := _kept.get(loc)) is None:
         return None
     found.read = True
-    return found.path
+    return io.BytesIO(found.data)
 
 
 # --- Parquet at a location ---------------------------------------------------------------------------
@@ -590,10 +569,7 @@ def read_parquet(loc: Location, columns: list[str] | None = None, kept_by: str |
     import polars as pl
 
     if (copy := _kept_copy(loc, kept_by)) is not None:
-        try:
-            return pl.read_parquet(copy, columns=columns)
-        except (OSError, pl.exceptions.PolarsError):  # forgotten since (room for newer copies): from the store
-            pass
+        return pl.read_parquet(copy, columns=columns)
     if not is_remote(loc):
         return pl.read_parquet(loc, columns=columns)
     return pl.read_parquet(read_bytes(loc), columns=columns)
@@ -627,7 +603,7 @@ def scan_parquet(loc: Location, kept_by: str | None = None) -> "pl.LazyFrame":
     skips more than RANGES_PAY bytes (a shard's ids or scores), else the whole object in one GET. The
     footer, read once per scan, gives the schema and each column's bytes; of an object smaller than
     FOOTER_GUESS (rejects, side tables), that read was the whole object, and the rows are read from it.
-    This process's copy, when `kept_by` names it (see keep), is read as the file it is."""
+    This process's copy, when `kept_by` names it (see keep), is read from its memory."""
     import polars as pl
 
     if not is_remote(loc):
@@ -656,15 +632,10 @@ def scan_parquet(loc: Location, kept_by: str | None = None) -> "pl.LazyFrame":
 
 def _footer_of(loc: str, kept_by: str | None) -> tuple["pl.Schema", dict[str, int], bytes | None]:
     """_parquet_footer of this process's copy of `loc` when `kept_by` names it (see keep), else of `loc`."""
-    if (copy := _kept_copy(loc, kept_by)) is not None:
-        try:
-            return _parquet_footer(copy)
-        except (OSError, NotParquet):  # forgotten since (room for newer copies): from the store
-            pass
-    return _parquet_footer(loc)
+    return _parquet_footer(_kept_copy(loc, kept_by) or loc)
 
 
-def _parquet_footer(loc: Location) -> tuple["pl.Schema", dict[str, int], bytes | None]:
+def _parquet_footer(loc: Location | IO[bytes]) -> tuple["pl.Schema", dict[str, int], bytes | None]:
     """A Parquet file's schema, the compressed bytes of each column, from its footer, and the file's bytes
     when reading the footer read them all (an object smaller than FOOTER_GUESS)."""
     import polars as pl
@@ -699,8 +670,8 @@ def parquet_rows(loc: Location) -> int:
 
 
 @contextmanager
-def _footer(loc: Location) -> Iterator[Any]:
-    """Something a Parquet footer reader takes: a local path, or the tail of a URL's object (one ranged GET,
+def _footer(loc: Location | IO[bytes]) -> Iterator[Any]:
+    """Something a Parquet footer reader takes: a local path or an open file, or the tail of a URL's object (one ranged GET,
     two when the footer is bigger than the first guess) as a BytesIO; errors name the location. A footer that
     does not parse (a file cut short or garbled) is NotParquet, not a StorageError: pyarrow says so with a
     ValueError, or an OSError without an errno (metadata it cannot deserialize)."""

@@ -352,10 +352,10 @@ def test_a_task_writes_its_rows_while_it_indexes_them_for_the_next_stage(tmp_pat
     monkeypatch.setattr(engine, "index_rows", lambda *args: indexing.set() or index_rows(*args))
 
     class Storing(ShardCache):
-        def put(self, key, frames, links=()):
+        def put(self, key, frames):
             if key == "rows":
                 assert indexing.wait(10), "the rows' index was not computed while their entry was written"
-            files = super().put(key, frames, links)
+            files = super().put(key, frames)
             stored.append(key)
             return files
 

@@ -229,16 +229,14 @@ class Uploads:
 
 
 def test_a_cache_entry_on_s3_uploads_its_files_side_by_side_then_its_marker(s3, tmp_path, monkeypatch):
-    """An entry's files go up at once (a read entry's four: one wait for the biggest, not four round trips in
-    turn), retried under faults; its `_done` marker only once all of them are there: an upload that fails
-    leaves no entry."""
+    """An entry's files go up at once (one wait for the biggest, not a round trip for each in turn), retried
+    under faults; its `_done` marker only once all of them are there: an upload that fails leaves no entry."""
     import polars as pl
 
     from pipelines.cache import DONE, ShardCache
 
     rows = pl.read_ndjson(DCLM, n_rows=50).select("text")
-    frames, spilled = (rows, rows.head(0), rows.head(3)), tmp_path / "spilled.parquet"
-    rows.head(7).write_parquet(spilled)
+    frames = (rows, rows.head(0), rows.head(3), rows.head(7))
     cache = ShardCache(s3.url("cache"))
     with s3.faults(every=3, kinds=("500", "503", "throttle", "drop", "lost"), methods=("PUT",)) as proxy:
         fs, _ = storage.filesystem(cache.folder)  # the client of the proxy's endpoint
@@ -248,10 +246,10 @@ def test_a_cache_entry_on_s3_uploads_its_files_side_by_side_then_its_marker(s3, 
             uploads.append((path.rsplit("/", 1)[-1], flying, await fs._exists(f"{path.rsplit('/', 1)[0]}/{DONE}")))
 
         monkeypatch.setattr(fs, "_pipe_file", Uploads(fs._pipe_file, note))
-        files = cache.put("k", frames, links=[spilled])
+        files = cache.put("k", frames)
     assert sorted(uploads) == [(f"{i}.parquet", i + 1, False) for i in range(4)]  # side by side, no marker yet
     assert sum(proxy.injected.values()) >= 1 and cache.lookup(["k"]) == [files]
-    assert [storage.read_parquet(f).to_dicts() for f in files] == [f.to_dicts() for f in (*frames, rows.head(7))]
+    assert [storage.read_parquet(f).to_dicts() for f in files] == [f.to_dicts() for f in frames]
 
     fs, _ = storage.filesystem(cache.folder)  # (no proxy now)
     real = fs._pipe_file
@@ -263,19 +261,38 @@ def test_a_cache_entry_on_s3_uploads_its_files_side_by_side_then_its_marker(s3, 
 
     monkeypatch.setattr(fs, "_pipe_file", refused)
     with pytest.raises(StorageError, match=r"cache/refused/: cannot write its 3 files 0.parquet, 1.parquet, 2.parquet"):
-        cache.put("refused", frames)
+        cache.put("refused", frames[:3])
     assert cache.lookup(["refused"]) == [None]
 
-    from pipelines.cache import UPLOADS_AT_ONCE
 
-    many = []  # a read task of a whole gzip file: many spilled shards, read from disk a few at a time
-    for i in range(UPLOADS_AT_ONCE + 3):
-        many.append(tmp_path / f"shard-{i}.parquet")
-        rows.head(i + 1).write_parquet(many[-1])
-    held = Uploads(real)
+@pytest.mark.parametrize("where", ["bucket", "folder"])
+def test_an_entry_is_written_file_by_file_and_found_only_once_committed(where, s3, tmp_path, monkeypatch):
+    """A read task of a whole gzip file makes many shards: each is written (uploaded) as it is read, none waits
+    in memory or a scratch folder; its books, known last, are its first file; the entry exists once committed,
+    and a task that fails before leaves none."""
+    import polars as pl
+
+    from pipelines.cache import ShardCache
+
+    rows = pl.read_ndjson(DCLM, n_rows=50).select("text")
+    cache = ShardCache(s3.url("cache") if where == "bucket" else tmp_path / "cache")
+    fs, _ = storage.filesystem(s3.url("cache"))
+    held = Uploads(fs._pipe_file)
     monkeypatch.setattr(fs, "_pipe_file", held)
-    files = cache.put("many", (rows.head(0),), links=many)
-    assert held.most == UPLOADS_AT_ONCE and [storage.parquet_rows(f) for f in files] == list(range(len(many) + 1))
+    with cache.entry("many", first=1) as entry:
+        for i in range(5):
+            entry.add(rows.head(i + 1), rows.head(i))
+            assert cache.lookup(["many"]) == [None]  # no entry yet
+        files = entry.commit((rows.head(0),))
+    assert held.most == (2 if where == "bucket" else 0)  # a shard's files at once, one shard at a time
+    assert cache.lookup(["many"]) == [files]
+    assert [storage.parquet_rows(f) for f in files] == [0] + [n for i in range(5) for n in (i + 1, i)]
+    with pytest.raises(RuntimeError), cache.entry("failed", first=1) as entry:
+        entry.add(rows)
+        raise RuntimeError("the input broke off")
+    assert cache.lookup(["failed"]) == [None]
+    if where == "folder":
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["many"]  # no temporary folder left
 
 
 def test_threads_asking_for_the_same_copy_share_one_download(s3, tmp_path, monkeypatch):
@@ -394,19 +411,17 @@ def test_a_scan_of_a_small_object_reads_it_once(s3):
         assert proxy.requests == 3  # its footer, then its rows
 
 
-def test_a_process_reads_what_it_wrote_to_a_bucket_from_its_own_copy(s3, tmp_path, monkeypatch):
-    """A cache entry or spill a process writes to a bucket is kept on its disk (storage.keep) and named by the
-    Part it makes (kept_by): that process reads it with no request, any other reads the store. Copies are kept
-    up to KEEP_BYTES: another run's make room, then this run's that were read; a copy that does not fit, or
-    would leave less than KEEP_FREE on the disk, is not kept, and one gone from under a reader is read from
-    the store."""
+def test_a_process_reads_what_it_wrote_to_a_bucket_from_its_own_copy(s3, monkeypatch):
+    """A cache entry or spill a process writes to a bucket is kept in its memory (storage.keep) and named by
+    the Part it makes (kept_by): that process reads it with no request, any other reads the store. Copies are
+    kept up to KEEP_BYTES: another run's make room, then this run's that were read; a copy that does not fit
+    is not kept, and one forgotten while its Part waits is read from the store."""
     import polars as pl
 
     from pipelines.cache import ShardCache
     from pipelines.engine import Part, stored
 
     monkeypatch.setattr(storage, "_kept", {})
-    monkeypatch.setattr(storage, "_fetched", [str(tmp_path)])  # a fresh process's folder
     rows = pl.read_ndjson(DCLM, n_rows=400).select("text").with_row_index("id")
     cache = ShardCache(s3.url("cache"))
     part = stored(rows, cache.put("k", (rows,))[0])
@@ -428,25 +443,9 @@ def test_a_process_reads_what_it_wrote_to_a_bucket_from_its_own_copy(s3, tmp_pat
     assert stored(rows, later.put("k3", (rows,))[0]).kept_by is None  # no room left in this run's own
     with s3.faults(every=10**9) as proxy:
         assert part.load().equals(rows) and proxy.requests == 1  # its copy gone: from the store
-        storage._kept[again.path].path.unlink()  # gone from under the reader
-        assert again.scan().collect().equals(rows) and again.load().equals(rows)
-        assert proxy.requests >= 3
+        assert again.scan().collect().equals(rows) and proxy.requests == 1  # its copy: no request
     assert stored(rows, later.put("k4", (rows,))[0]).kept_by == storage.HERE  # a copy read since makes room
     assert storage.kept(again.path) is None
-    monkeypatch.setattr(storage, "KEEP_FREE", 1 << 60)  # a disk without room for it
-    assert stored(rows, later.put("k5", (rows,))[0]).kept_by is None
-
-
-def test_a_copy_that_cannot_be_kept_costs_nothing_but_the_saving(s3, tmp_path, monkeypatch):
-    """A full (here: unusable) temporary disk: the entry is written and read from the store as before."""
-    import polars as pl
-
-    from pipelines.cache import ShardCache
-    from pipelines.engine import stored
-
-    monkeypatch.setattr(storage, "_kept", {})
-    (tmp_path / "kept").write_text("a file where the folder of copies would go")
-    monkeypatch.setattr(storage, "_fetched", [str(tmp_path)])
-    rows = pl.DataFrame({"id": ["a", "b"], "text": ["one", "two"]})
-    part = stored(rows, ShardCache(s3.url("cache")).put("k", (rows,))[0])
-    assert part.kept_by is None and storage._kept == {} and part.load().equals(rows)
+    with s3.faults(every=10**9) as proxy:
+        assert again.scan().collect().equals(rows) and again.load().equals(rows)  # forgotten while it waited
+        assert proxy.requests >= 2
