@@ -149,7 +149,7 @@ class PrefectDask(PrefectThreads):
     travel with each task, but a big one (a global stage's decision) goes to each worker once per stage (ship).
     A worker lost mid-run costs its running tasks: the scheduler gives them to another worker. A task goes, where
     it can, to the worker that wrote its input and keeps a copy of it (Part.kept_by, storage.keep): on an object
-    store it then reads its input from that worker's disk, not from the store."""
+    store it then reads its input from that worker's memory, not from the store."""
 
     def __init__(self, address: str | None = None) -> None:
         self.address = address
