@@ -523,10 +523,11 @@ os.register_at_fork(after_in_child=_new_process)
 def keep(loc: str, data: bytes, run: str) -> None:
     """Keep `data`, which this process has just written to the URL `loc`, in memory for its own reads of it in
     run `run` (`kept_by` of read_parquet, scan_parquet): a task that runs where the one that wrote its input
-    did reads it from memory, not from the store (nor from a disk: on these machines writing a file costs
-    more than sending it to the store). Up to KEEP_BYTES: other runs' copies make room, then this run's
-    copies that were read, oldest first; a copy that still does not fit is not kept (the shards a stage has
-    not read yet stay: it reads them in the order the stage before wrote them)."""
+    did reads it from memory, not from the store, nor from a disk (a copy there costs a write of every byte,
+    and writes are slow on these machines: bench/README #18 cluster, session 12). Up to KEEP_BYTES: other
+    runs' copies make room, then this run's copies that were read, oldest first; a copy that still does not
+    fit is not kept (the shards a stage has not read yet stay: it reads them in the order the stage before
+    wrote them)."""
     with _kept_guard:
         _kept.pop(loc, None)
         if _make_room(len(data), run):
@@ -671,10 +672,10 @@ def parquet_rows(loc: Location) -> int:
 
 @contextmanager
 def _footer(loc: Location | IO[bytes]) -> Iterator[Any]:
-    """Something a Parquet footer reader takes: a local path or an open file, or the tail of a URL's object (one ranged GET,
-    two when the footer is bigger than the first guess) as a BytesIO; errors name the location. A footer that
-    does not parse (a file cut short or garbled) is NotParquet, not a StorageError: pyarrow says so with a
-    ValueError, or an OSError without an errno (metadata it cannot deserialize)."""
+    """Something a Parquet footer reader takes: a local path or an open file, or the tail of a URL's object
+    (one ranged GET, two when the footer is bigger than the first guess) as a BytesIO; errors name the
+    location. A footer that does not parse (a file cut short or garbled) is NotParquet, not a StorageError:
+    pyarrow says so with a ValueError, or an OSError without an errno (metadata it cannot deserialize)."""
     import polars as pl
 
     source: Any = loc
