@@ -296,12 +296,36 @@ async def warm_up(fetch: tuple[str, ...] = ()) -> None:
 
 
 def warm_process(client: bool = True) -> None:
-    """Import the task code (import_task_code) and, with `client` in a process set up for S3, build its S3
-    client: what a run's first task would wait for (warm_up at a run's start, or pipelines.preload at the
-    process's)."""
+    """Import the task code (import_task_code) and, with `client` (a worker), let its buffers be reused
+    (reuse_buffers) and, in a process set up for S3, build its S3 client: what a run's first task would wait for
+    (warm_up at a run's start, or pipelines.preload at the process's)."""
     import_task_code()
+    if client:
+        reuse_buffers()
     if client and any(name.startswith("AWS_") for name in os.environ):  # a worker set up for S3: its client too
         storage.warm("s3")
+
+
+BUFFERS_REUSED = 32 << 20  # bytes: glibc serves allocations up to this size from its heap (its own maximum)
+HEAP_KEPT = 256 << 20  # bytes of freed heap a worker keeps for later buffers instead of returning them to the OS
+
+
+def reuse_buffers() -> None:
+    """Let this worker reuse the memory of the multi-MB buffers it frees (a file's bytes, a downloaded body, the
+    1 MB chunks hashed for a request's signature) instead of mapping new memory for each. Dask's nanny starts a
+    worker with MALLOC_TRIM_THRESHOLD_=65536 (freed memory goes back to the OS at once), which also fixes
+    glibc's mmap threshold at 128 KB: every bigger buffer is then a new mapping whose pages the kernel zeroes
+    on first touch. Page faults were ~16% of an S3 worker's CPU samples (bench/README #18 cluster, session 12).
+    glibc only: elsewhere (musl, macOS) nothing is changed."""
+    import ctypes
+
+    m_trim_threshold, m_mmap_threshold = -1, -3  # mallopt's parameters (malloc.h)
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(m_mmap_threshold, BUFFERS_REUSED)
+        libc.mallopt(m_trim_threshold, HEAP_KEPT)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def first_spans(inputs: tuple[Source, ...]) -> tuple[str, ...]:

@@ -238,7 +238,9 @@ def test_a_run_on_threads_fetches_its_first_input_at_a_url_while_prefect_s_api_s
 
 def test_a_cluster_started_with_sluice_s_preload_has_its_code_and_s3_client_before_any_run(s3):
     """`dask scheduler/worker --preload pipelines.preload` (as README starts them): the processes import the task
-    code, and a worker set up for S3 builds its S3 client, when they start, so a run pays neither."""
+    code, and a worker set up for S3 builds its S3 client, when they start, so a run pays neither. A preloaded
+    worker reuses the memory of the multi-MB buffers it frees (executors.reuse_buffers): under Dask's nanny
+    (MALLOC_TRIM_THRESHOLD_=65536) each one otherwise costs a new mapping, a page fault per 4 KiB page."""
     from distributed import Client
 
     def warmed() -> tuple[bool, bool]:  # task code imported, an S3 client built (storage's client cache)
@@ -249,12 +251,24 @@ def test_a_cluster_started_with_sluice_s_preload_has_its_code_and_s3_client_befo
 
         return imported, store._filesystem.cache_info().currsize > 0
 
+    def faults() -> int:  # page faults of 20 buffers of 8 MiB made and freed in turn (a file's bytes, a body)
+        import resource
+
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(20):
+            buffer = b"x" * (8 << 20)
+            del buffer
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
     with Cluster(workers=1, env=s3.env) as cluster, Client(cluster.address) as client:
         assert client.run_on_scheduler(lambda: "pipelines.reading" in __import__("sys").modules)
         assert list(client.run(warmed).values()) == [(True, True)]
+        reused = list(client.run(faults).values())[0]
     with Cluster(workers=1, env=s3.env, preload=False) as cluster, Client(cluster.address) as client:
         assert not client.run_on_scheduler(lambda: "pipelines.reading" in __import__("sys").modules)
         assert list(client.run(warmed).values()) == [(False, False)]
+        mapped = list(client.run(faults).values())[0]
+    assert mapped > 20 * 2048 * 0.9 and reused < 20 * 2048 * 0.1, (mapped, reused)  # 2048 pages in 8 MiB
 
 
 def test_an_input_bigger_than_the_fetch_ahead_limit_is_left_to_its_tasks(s3, monkeypatch):
