@@ -451,7 +451,6 @@ def local_copy(loc: Location, expected: str | None = None) -> Path:
         if expected is not None:
             _unchanged(loc, expected, object_version(loc))
         return Path(loc)
-    _process_folder()
     if expected is not None and (copy := _copy_of(loc, expected)).is_file():
         return copy  # the planned version's bytes, checked when downloaded: no look-up
     now = object_version(loc)
@@ -484,7 +483,7 @@ def _process_folder() -> Path:
 
 
 def _copy_of(loc: Location, version: str) -> Path:
-    return Path(_fetched[0]) / hashlib.sha256(repr([str(loc), version]).encode()).hexdigest()[:16] / name(loc)
+    return _process_folder() / hashlib.sha256(repr([str(loc), version]).encode()).hexdigest()[:16] / name(loc)
 
 
 def _unchanged(loc: Location, planned: str | None, now: str | None) -> None:
@@ -617,8 +616,8 @@ def scan_parquet(loc: Location, kept_by: str | None = None) -> "pl.LazyFrame":
     def source(columns: list[str] | None, predicate: Any, n_rows: int | None, _batch: int | None) -> Iterator[pl.DataFrame]:
         _, sizes, whole = footer()
         skipped = sum(sizes.values()) - sum(sizes.get(c, 0) for c in columns or sizes)
-        if _kept_copy(loc, kept_by) is not None:
-            frame = read_parquet(loc, columns, kept_by)
+        if (copy := _kept_copy(loc, kept_by)) is not None:
+            frame = pl.read_parquet(copy, columns=columns)
         elif whole is not None:  # the footer's read got the whole object (a small file): no second GET
             frame = pl.read_parquet(io.BytesIO(whole), columns=columns)
         elif ranges and columns is not None and skipped > RANGES_PAY:
